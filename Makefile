@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv when it is
+# missing and installs only when pyproject.toml changed since the last install (a stamp
+# file), so a second run starts at once.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: demo test run listen bench clean
+
+demo: $(VENV)/.stamp-runtime
+	$(BIN)/mestream run --preset demo $(ARGS)
+
+# Until Ctrl-C, publishing on the default endpoint; watch it with `make listen` in another shell.
+run: $(VENV)/.stamp-runtime
+	$(BIN)/mestream run $(ARGS)
+
+listen: $(VENV)/.stamp-runtime
+	$(BIN)/mestream listen tcp://127.0.0.1:5556 $(ARGS)
+
+test: $(VENV)/.stamp-dev
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(VENV)/.stamp-dev
+	$(BIN)/python -m mestream.bench.ring_bench
+	$(BIN)/python -m mestream.bench.synthetic_bench
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.stamp-runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.stamp-runtime
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

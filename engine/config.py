@@ -1,0 +1,207 @@
+"""Run configuration: frozen dataclasses loaded from TOML, overridden by CLI flags.
+
+Why frozen dataclasses and a strict loader: a typo in a lab's config file (``fsp = 300``)
+must stop the run with the key's name, not silently fall back to a default and record a
+session at the wrong rate. Every table and key is checked against the dataclass fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+
+
+class ConfigError(ValueError):
+    """A config file or flag is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where frames come from.
+
+    Args:
+        kind: a registered source (``mestream sources`` lists them): synthetic, video,
+            folder, opencv, or a plugin's name.
+        name: the camera id carried by every event.
+        fps: nominal frame rate; 0 means the source's own: 500 for the synthetic camera,
+            the file's rate for a video, 200 for an image folder (CASME II and SAMM's rate),
+            the device's for an OpenCV camera.
+        resolution: ``WxH``; the synthetic camera renders at it (default 640x480), an OpenCV
+            device is asked for it, replays are resized to it; empty keeps the native size.
+        pixel_format: ``mono8`` (the engine's working format) or ``bgr8``.
+        seed: the synthetic camera's seed (video and ground truth follow from it).
+        pace: release frames in real time at ``fps``; off replays as fast as possible.
+        path: the video file or image folder to replay.
+        device: the OpenCV device index.
+        options: source-specific keys for plugin sources, passed through untouched.
+    """
+
+    kind: str = "synthetic"
+    name: str = "cam0"
+    fps: float = 0.0
+    resolution: str = ""
+    pixel_format: str = "mono8"
+    seed: int = 0
+    pace: bool = True
+    path: str = ""
+    device: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    """The frame ring.
+
+    Args:
+        seconds: ring length in seconds of video at the source's fps; two seconds holds a
+            whole micro-expression (≤ 0.5 s) with room for a lagging reader.
+        shared_memory: a `multiprocessing.shared_memory` name so that a recorder or viewer
+            process can attach to the ring; empty keeps it private to the process.
+    """
+
+    seconds: float = 2.0
+    shared_memory: str = ""
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """An extra sink (e.g. from a plugin), built by its ``from_options(options)``."""
+
+    kind: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """Where events go.
+
+    Args:
+        endpoint: the ZeroMQ endpoint the publisher binds (``tcp://`` or ``ipc://``);
+            empty disables the ZeroMQ sink.
+        hwm: the ZeroMQ send high-water mark, in messages per subscriber.
+        log: a JSONL event log path; every event is appended and flushed.
+        queue: the bus queue between stages and sinks; when full, events are dropped and counted.
+        sinks: extra sinks by kind, e.g. ``[[publish.sinks]] kind = "lsl"``.
+    """
+
+    endpoint: str = DEFAULT_ENDPOINT
+    hwm: int = 1000
+    log: str = ""
+    queue: int = 4096
+    sinks: tuple[SinkConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One `mestream run`.
+
+    Args:
+        source: see `SourceConfig`.
+        ring: see `RingConfig`.
+        publish: see `PublishConfig`.
+        duration: seconds of source time to run; 0 runs until Ctrl-C or the source ends.
+        stats_interval: seconds between ``mestream.stats`` events.
+        ground_truth: where the synthetic camera's ground truth is written (JSON) at the end.
+        progress: show a progress bar for finite runs.
+    """
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    ring: RingConfig = field(default_factory=RingConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    duration: float = 0.0
+    stats_interval: float = 1.0
+    ground_truth: str = ""
+    progress: bool = True
+
+
+PRESETS: dict[str, RunConfig] = {
+    "default": RunConfig(),
+    # `make demo`: 30 s of the 500 fps synthetic camera, with its event log and ground truth.
+    "demo": RunConfig(
+        duration=30.0,
+        publish=PublishConfig(log="runs/demo/events.jsonl"),
+        ground_truth="runs/demo/ground_truth.json",
+    ),
+}
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """Coerce a TOML value to the field's annotated type, or raise naming the key."""
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if type(value) is not hint:
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    if origin in (Mapping, dict) or hint is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return types.MappingProxyType(dict(value))
+    if origin is tuple:
+        (item,) = typing.get_args(hint)[:1]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return from_dict(hint, value, where)
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested mapping, rejecting unknown keys by name."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(f"unknown key {path!r}; known keys here: {', '.join(sorted(names))}")
+        kwargs[key] = _check_type(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def merge(base: Any, data: Mapping[str, Any], where: str = "") -> Any:
+    """Return ``base`` with the keys of ``data`` replaced, recursing into nested tables."""
+    hints = typing.get_type_hints(type(base))
+    names = {f.name for f in dataclasses.fields(base)}
+    changes = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(f"unknown key {path!r}; known keys here: {', '.join(sorted(names))}")
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+            changes[key] = merge(current, value, path)
+        else:
+            changes[key] = _check_type(value, hints[key], path)
+    return dataclasses.replace(base, **changes)
+
+
+def load_config(path: str | Path | None = None, preset: str = "default") -> RunConfig:
+    """The preset, overlaid with a TOML file when one is given."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    config = PRESETS[preset]
+    if path is None:
+        return config
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    try:
+        return merge(config, data)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None

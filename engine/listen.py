@@ -1,0 +1,276 @@
+"""`mestream listen`: subscribe to a running engine, show its events and count what was missed.
+
+The `Subscriber` does the work (and is what tests and client code reuse); the command only
+prints. Gaps are found from the header's ``seq``, which counts per (topic, camera), so a
+listener filtering one topic still sees every loss on it (see `mestream.engine.events`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import zmq
+
+from mestream.engine import events
+from mestream.engine.sinks import JsonlSink, SinkError
+
+log = logging.getLogger("mestream")
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """``missed`` events of (topic, camera) never arrived: ``seq`` jumped from ``expected`` to ``got``."""
+
+    topic: str
+    camera: str
+    expected: int
+    got: int
+
+    @property
+    def missed(self) -> int:
+        return self.got - self.expected
+
+
+class Subscriber:
+    """A SUB socket that decodes mestream events and counts sequence gaps.
+
+    Threading: not thread-safe; one thread (ZeroMQ sockets must not be shared).
+
+    Args:
+        endpoint: the engine's endpoint, ``tcp://host:port`` or ``ipc:///path``.
+        topics: topic prefixes to subscribe to; the default receives everything.
+        rcvhwm: receive high-water mark in messages. When it is reached ZeroMQ pushes back
+            on the publisher, whose sink then drops (and counts) rather than this side.
+        on_gap: called with a `Gap` whenever a jump in ``seq`` is seen.
+
+    Counters: ``received``; ``gaps`` (events missed, summed over all gaps); ``gap_count``
+    (how many jumps); ``restarts`` (``seq`` went back: the publisher restarted); ``errors``
+    (undecodable messages, skipped).
+    """
+
+    def __init__(self, endpoint: str, topics: Iterable[str] = (events.TOPIC_PREFIX,), rcvhwm: int = 1000,
+                 on_gap: Callable[[Gap], None] | None = None) -> None:
+        self.endpoint = endpoint
+        self.topics = tuple(topics)
+        self.on_gap = on_gap
+        self.received = 0
+        self.gaps = 0
+        self.gap_count = 0
+        self.restarts = 0
+        self.errors = 0
+        self._last_seq: dict[tuple[str, str], int] = {}
+        socket = zmq.Context.instance().socket(zmq.SUB)
+        try:
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.RCVHWM, rcvhwm)
+            socket.connect(endpoint)
+            for prefix in self.topics:
+                socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
+        except zmq.ZMQError as exc:
+            socket.close(linger=0)
+            raise ValueError(f"cannot connect to {endpoint!r}: {exc}; expected tcp://HOST:PORT or ipc:///path") from None
+        self._socket: zmq.Socket | None = socket
+
+    def recv(self, timeout_ms: int | None = None) -> tuple[str, dict[str, Any]] | None:
+        """The next ``(topic, payload)``, or None if nothing arrived within ``timeout_ms``
+        (None waits forever). Undecodable messages are counted in ``errors`` and skipped."""
+        if self._socket is None:
+            raise RuntimeError(f"subscriber to {self.endpoint}: recv after close()")
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        while True:
+            wait_ms = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._socket.poll(wait_ms, zmq.POLLIN):
+                return None
+            frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            try:
+                topic, payload = events.decode(frames)
+            except events.SchemaError as exc:
+                self.errors += 1
+                log.warning("subscriber to %s: skipping a bad message: %s", self.endpoint, exc)
+                continue
+            self.received += 1
+            self._track(topic, payload)
+            return topic, payload
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def __enter__(self) -> "Subscriber":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _track(self, topic: str, payload: dict[str, Any]) -> None:
+        seq, camera = payload.get("seq"), payload.get("camera")
+        if not isinstance(seq, int) or not isinstance(camera, str):
+            return
+        key = (topic, camera)
+        last = self._last_seq.get(key)
+        self._last_seq[key] = seq
+        if last is None or seq == last + 1:
+            return
+        if seq > last + 1:
+            gap = Gap(topic, camera, last + 1, seq)
+            self.gaps += gap.missed
+            self.gap_count += 1
+            if self.on_gap is not None:
+                self.on_gap(gap)
+        else:
+            self.restarts += 1
+            log.info("subscriber to %s: %s %s seq went back from %d to %d; publisher restarted?",
+                     self.endpoint, topic, camera, last, seq)
+
+
+# The command.
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("endpoint", metavar="ENDPOINT", help="the engine's endpoint, e.g. tcp://127.0.0.1:5556")
+    parser.add_argument("--jsonl", metavar="FILE",
+                        help="also append every event to FILE as JSON lines; '-' writes JSON lines to stdout instead of the summary lines")
+    parser.add_argument("--topic", metavar="PREFIX", action="append",
+                        help=f"topic prefix to subscribe to; repeatable (default: {events.TOPIC_PREFIX})")
+    parser.add_argument("--count", type=int, metavar="N", help="exit after N events")
+    parser.add_argument("--duration", type=float, metavar="S", help="exit after S seconds")
+
+
+def run(args: argparse.Namespace) -> int:
+    prefixes = args.topic or [events.TOPIC_PREFIX]
+    to_stdout = args.jsonl == "-"
+    log_sink = JsonlSink(args.jsonl, name="listen") if args.jsonl and not to_stdout else None
+
+    def warn_gap(gap: Gap) -> None:
+        print(f"mestream listen: gap on {gap.topic} {gap.camera}: {gap.missed} missed "
+              f"(seq {gap.expected}..{gap.got - 1})", file=sys.stderr, flush=True)
+
+    try:
+        subscriber = Subscriber(args.endpoint, prefixes, on_gap=warn_gap)
+    except ValueError as exc:
+        print(f"mestream listen: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if log_sink is not None:
+            log_sink.open()
+    except SinkError as exc:
+        subscriber.close()
+        print(f"mestream listen: {exc}", file=sys.stderr)
+        return 2
+    print(f"mestream listen: subscribed to {', '.join(prefixes)} on {args.endpoint}", file=sys.stderr, flush=True)
+    counts: collections.Counter[str] = collections.Counter()
+    try:
+        _loop(subscriber, args, counts, log_sink, to_stdout)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # `mestream listen ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        subscriber.close()
+        if log_sink is not None:
+            log_sink.close()
+    print(_summary(counts, subscriber), file=sys.stderr, flush=True)
+    return 0
+
+
+def _loop(subscriber: Subscriber, args: argparse.Namespace, counts: collections.Counter[str],
+          log_sink: JsonlSink | None, to_stdout: bool) -> None:
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    while args.count is None or subscriber.received < args.count:
+        timeout_ms = 200  # short, so --duration and Ctrl-C are noticed promptly
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            timeout_ms = min(timeout_ms, int(remaining * 1000) + 1)
+        message = subscriber.recv(timeout_ms)
+        if message is None:
+            continue
+        topic, payload = message
+        counts[topic] += 1
+        if log_sink is not None:
+            try:
+                log_sink.send(topic, payload)
+            except events.PayloadError as exc:
+                print(f"mestream listen: not logged: {exc}", file=sys.stderr, flush=True)
+        if to_stdout:
+            print(json.dumps({"topic": topic, **payload}, default=str), flush=True)
+        else:
+            print(format_event(topic, payload), flush=True)
+
+
+def _summary(counts: collections.Counter[str], subscriber: Subscriber) -> str:
+    per_topic = ", ".join(f"{topic} {n}" for topic, n in sorted(counts.items()))
+    text = f"mestream listen: {subscriber.received} events"
+    if per_topic:
+        text += f" ({per_topic})"
+    text += f"; {subscriber.gaps} missed in {subscriber.gap_count} gaps"
+    if subscriber.restarts:
+        text += f"; publisher restarted {subscriber.restarts}x"
+    if subscriber.errors:
+        text += f"; {subscriber.errors} undecodable"
+    return text
+
+
+def _ms(latency: Any) -> str:
+    if isinstance(latency, dict) and "capture_to_publish_ms" in latency:
+        return f" latency={latency['capture_to_publish_ms']:.1f}ms"
+    return ""
+
+
+def _stats(p: dict[str, Any]) -> str:
+    drops = ",".join(f"{k}:{v}" for k, v in sorted(p["drops"].items()) if v)
+    return (f"fps_in={p['fps_in']:.1f} fps_out={p['fps_out']:.1f} frames={p['frames_in']}/{p['frames_out']} "
+            f"ring={p['ring_fill']:.2f} lag={p['lag_frames']}f/{p['lag_ms']:.1f}ms drops={drops or 0} "
+            f"up={p['uptime_s']:.0f}s")
+
+
+def _spot(p: dict[str, Any]) -> str:
+    kind = "micro" if p["is_micro"] else "macro"
+    return (f"id={p['event_id']} {kind} frames={p['onset_frame']}-{p['apex_frame']}-{p['offset_frame']} "
+            f"score={p['score']:.2f} scale={p['scale']}{_ms(p['latency'])}")
+
+
+def _recog(p: dict[str, Any]) -> str:
+    probability = p["probabilities"].get(p["label"], float("nan"))
+    return f"id={p['event_id']} label={p['label']} p={probability:.2f} key={p['max_key_frame']}{_ms(p['latency'])}"
+
+
+def _health(p: dict[str, Any]) -> str:
+    detail = f" {json.dumps(p['detail'], default=str)}" if p["detail"] else ""
+    return f"state={p['state']} {p['message']!r}{detail}"
+
+
+_FORMATTERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    events.TOPIC_STATS: _stats,
+    events.TOPIC_SPOT: _spot,
+    events.TOPIC_RECOG: _recog,
+    events.TOPIC_HEALTH: _health,
+}
+
+
+def format_event(topic: str, payload: dict[str, Any]) -> str:
+    """One line: topic, camera, ``#seq`` and the fields a human looks at first.
+
+    A payload that does not fit its formatter (another schema version, a plugin's topic)
+    falls back to its fields as compact JSON rather than failing the listener.
+    """
+    head = f"{topic} {payload.get('camera', '?')} #{payload.get('seq', '?')}"
+    formatter = _FORMATTERS.get(topic)
+    if formatter is not None:
+        try:
+            return f"{head} {formatter(payload)}"
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass
+    body = {k: v for k, v in payload.items() if k not in events.HEADER_FIELDS}
+    return f"{head} {json.dumps(body, default=str, separators=(',', ':'))}"
+

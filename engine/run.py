@@ -1,0 +1,67 @@
+"""Run the pipeline: `mestream run` reads a source and publishes events until the duration
+ends, the source ends, or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from mestream.cameras.base import SourceError
+from mestream.engine.config import ConfigError, PRESETS, RunConfig, load_config, merge
+from mestream.plugins import PluginError
+
+log = logging.getLogger("mestream")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (see README); flags override it")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named starting config (default: %(default)s)")
+    parser.add_argument("--source", metavar="KIND", help="source kind: synthetic (default), video, folder, opencv, or a plugin's")
+    parser.add_argument("--path", metavar="PATH", help="video file or image folder to replay")
+    parser.add_argument("--device", type=int, metavar="N", help="OpenCV camera device index")
+    parser.add_argument("--camera", metavar="ID", help="camera id carried by the events (default cam0)")
+    parser.add_argument("--fps", type=float, metavar="F", help="frame rate (synthetic default 500)")
+    parser.add_argument("--resolution", metavar="WxH", help="frame size (synthetic default 640x480)")
+    parser.add_argument("--seed", type=int, metavar="S", help="synthetic camera seed")
+    parser.add_argument("--no-pace", action="store_true", help="replay as fast as possible instead of in real time")
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much source time (default: until Ctrl-C)")
+    parser.add_argument("--publish", metavar="ENDPOINT", help="ZeroMQ endpoint to bind (default tcp://127.0.0.1:5556; 'none' disables)")
+    parser.add_argument("--log", metavar="FILE", help="append every event to this JSONL file")
+    parser.add_argument("--ground-truth", metavar="FILE", help="write the synthetic camera's ground truth here (JSON)")
+    parser.add_argument("--shared-memory", metavar="NAME", help="back the frame ring with shared memory of this name")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The preset, overlaid with the config file, overlaid with the flags that were given."""
+    config = load_config(args.config, args.preset)
+    source = {"kind": args.source, "path": args.path, "device": args.device, "name": args.camera, "fps": args.fps,
+              "resolution": args.resolution, "seed": args.seed, "pace": False if args.no_pace else None}
+    publish = {"endpoint": "" if args.publish == "none" else args.publish, "log": args.log}
+    top: dict[str, Any] = {"duration": args.duration, "ground_truth": args.ground_truth,
+                           "progress": False if args.no_progress else None}
+    changes = {k: v for k, v in top.items() if v is not None}
+    changes["source"] = {k: v for k, v in source.items() if v is not None}
+    changes["publish"] = {k: v for k, v in publish.items() if v is not None}
+    if args.shared_memory:
+        changes["ring"] = {"shared_memory": args.shared_memory}
+    return merge(config, changes)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mestream.engine.pipeline import Pipeline
+
+    try:
+        config = config_from_args(args)
+        pipeline = Pipeline(config)
+    except (ConfigError, PluginError, SourceError, ValueError, OSError) as exc:
+        print(f"mestream run: {exc}", file=sys.stderr)
+        return 2
+    summary = pipeline.run()
+    print(summary.format(), flush=True)
+    if summary.error:
+        print(f"mestream run: stopped by an error: {summary.error}", file=sys.stderr)
+        return 1
+    return 0

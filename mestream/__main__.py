@@ -1,0 +1,5 @@
+import sys
+
+from mestream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,41 @@
+"""The `mestream` command. Each subcommand lives beside the code it drives and exposes
+``add_arguments(parser)`` and ``run(args) -> int``; later issues add theirs to COMMANDS."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "run": ("mestream.engine.run", "run the pipeline: source → ring → … → published events"),
+    "listen": ("mestream.engine.listen", "subscribe to a running engine and print or log its events"),
+    "sources": ("mestream.plugins.listing", "list the source and sink kinds, built-in and from plugins"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mestream import __version__
+
+    parser = argparse.ArgumentParser(prog="mestream", description="Real-time facial micro-expression spotting and recognition.")
+    parser.add_argument("--version", action="version", version=f"mestream {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip().splitlines()[0])
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Sources and sinks are found through entry points, so a camera SDK package adds itself
+without touching the core.
+
+A package declares, in its own pyproject.toml::
+
+    [project.entry-points."mestream.sources"]
+    mycam = "mycam_mestream:MyCamera"
+
+    [project.entry-points."mestream.sinks"]
+    lsl = "lsl_mestream:LslSink"
+
+A source class is built by ``from_config(SourceConfig)`` when it has one, else called with
+the config's ``options`` table as keyword arguments. A sink class is built by
+``from_options(options)`` when it has one, else called with the options as keywords.
+mestream's own sources and sinks are registered the same way in its pyproject.toml; the
+table below only backs them up when the package metadata is unavailable (a source tree
+run without installing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Mapping
+
+SOURCE_GROUP = "mestream.sources"
+SINK_GROUP = "mestream.sinks"
+
+_BUILTIN = {
+    SOURCE_GROUP: {
+        "synthetic": "mestream.cameras.synthetic:SyntheticCamera",
+        "video": "mestream.cameras.video:VideoSource",
+        "folder": "mestream.cameras.folder:FolderSource",
+        "opencv": "mestream.cameras.opencv:OpenCVCamera",
+    },
+    SINK_GROUP: {
+        "zmq": "mestream.engine.sinks:ZmqSink",
+        "jsonl": "mestream.engine.sinks:JsonlSink",
+    },
+}
+
+
+class PluginError(LookupError):
+    """A kind is not registered, or its entry point failed to load."""
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One registered source or sink kind."""
+
+    group: str
+    name: str
+    target: str
+    origin: str
+
+    def load(self) -> Any:
+        try:
+            obj = metadata.EntryPoint(self.name, self.target, self.group).load()
+        except Exception as exc:  # a broken plugin must not hide which one it was
+            raise PluginError(f"{self.group} {self.name!r} ({self.target}, from {self.origin}) failed to load: {exc}") from exc
+        return obj
+
+
+def registered(group: str) -> dict[str, Plugin]:
+    """Every kind in ``group``: built-ins first, then installed plugins."""
+    found = {name: Plugin(group, name, target, "mestream") for name, target in _BUILTIN[group].items()}
+    for ep in metadata.entry_points(group=group):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        if dist == "mestream":
+            continue
+        if ep.name in found:
+            raise PluginError(
+                f"{group} {ep.name!r} from {dist} ({ep.value}) clashes with the one from "
+                f"{found[ep.name].origin} ({found[ep.name].target}); uninstall one of them"
+            )
+        found[ep.name] = Plugin(group, ep.name, ep.value, dist)
+    return found
+
+
+def lookup(group: str, kind: str) -> Any:
+    """The class or factory registered as ``kind``; the error lists what is available."""
+    kinds = registered(group)
+    if kind not in kinds:
+        noun = "source" if group == SOURCE_GROUP else "sink"
+        raise PluginError(f"no {noun} kind {kind!r}; available: {', '.join(sorted(kinds))}")
+    return kinds[kind].load()
+
+
+def make_source(config: Any) -> Any:
+    """Build the source a `SourceConfig` describes."""
+    factory = lookup(SOURCE_GROUP, config.kind)
+    if hasattr(factory, "from_config"):
+        return factory.from_config(config)
+    return factory(**dict(config.options))
+
+
+def make_sink(kind: str, options: Mapping[str, Any]) -> Any:
+    """Build a sink by kind from its options table."""
+    factory = lookup(SINK_GROUP, kind)
+    if hasattr(factory, "from_options"):
+        return factory.from_options(dict(options))
+    return factory(**dict(options))

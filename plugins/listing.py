@@ -1,0 +1,32 @@
+"""`mestream sources`: what can be plugged in here."""
+
+from __future__ import annotations
+
+import argparse
+
+from mestream.plugins import SINK_GROUP, SOURCE_GROUP, PluginError, registered
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-load", action="store_true", help="list entry points without importing them")
+
+
+def _summary(plugin, load: bool) -> str:
+    if not load:
+        return ""
+    try:
+        doc = (plugin.load().__doc__ or "").strip()
+    except PluginError as exc:
+        return f"BROKEN: {exc.__cause__ or exc}"
+    return doc.splitlines()[0] if doc else ""
+
+
+def run(args: argparse.Namespace) -> int:
+    for title, group in (("sources", SOURCE_GROUP), ("sinks", SINK_GROUP)):
+        print(f"{title} ({group}):")
+        for name, plugin in sorted(registered(group).items()):
+            print(f"  {name:<10} {plugin.origin:<12} {plugin.target}")
+            summary = _summary(plugin, not args.no_load)
+            if summary:
+                print(f"  {'':<10} {summary}")
+    return 0

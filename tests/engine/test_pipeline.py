@@ -1,0 +1,117 @@
+"""The pipeline and `mestream run` end to end: stats out, bad input stops cleanly and keeps
+what was already written."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mestream.engine.config import PublishConfig, RunConfig, SinkConfig, SourceConfig
+from mestream.engine.pipeline import Pipeline
+from mestream.engine.sinks import read_jsonl
+from mestream.tests.plugins import install_fake_plugin, on_path
+
+
+def mestream(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "mestream", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120, **kwargs)
+
+
+def free_endpoint(tmp_path, name="pub"):
+    return f"ipc://{tmp_path}/{name}.sock"
+
+
+def test_wrong_frame_shape_stops_with_a_clear_error_and_keeps_the_log(tmp_path, monkeypatch):
+    on_path(monkeypatch, install_fake_plugin(tmp_path / "plugin"))
+    log_path = tmp_path / "events.jsonl"
+    config = RunConfig(
+        source=SourceConfig(kind="brokencam", options={"bad_at": 300, "fps": 500.0}),
+        publish=PublishConfig(endpoint="", log=str(log_path), sinks=(SinkConfig(kind="listsink"),)),
+        stats_interval=0.2, progress=False,
+    )
+    pipeline = Pipeline(config)
+    summary = pipeline.run()
+    assert "source 'brokencam', frame 300" in summary.error and "(24, 31)" in summary.error
+    assert summary.frames_in == 300  # every good frame before the bad one went through
+    topics = [(topic, p.get("state")) for topic, p in read_jsonl(log_path)]
+    assert topics[0] == ("mestream.health", "started")
+    assert ("mestream.health", "source_error") in topics
+    assert topics[-1] == ("mestream.health", "stopped")
+    assert sum(1 for t, _ in topics if t == "mestream.stats") >= 2  # periodic + final
+    listed = pipeline.bus._sinks[-1].sent  # the plugin sink saw the same events, in the same order
+    assert [(t, p.get("state")) for t, p in listed] == topics
+
+
+def test_cli_rejects_bad_config_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[source]\nfsp = 300\n")
+    result = mestream("run", "--config", str(bad), "--duration", "1")
+    assert result.returncode == 2 and "'source.fsp'" in result.stderr and str(bad) in result.stderr
+    result = mestream("run", "--source", "video", "--path", str(tmp_path / "none.mp4"), "--publish", "none")
+    assert result.returncode == 2 and "none.mp4 does not exist" in result.stderr
+    result = mestream("run", "--source", "gige")
+    assert result.returncode == 2 and "no source kind 'gige'" in result.stderr
+
+
+def test_run_synthetic_publishes_stats_to_listen_and_log(tmp_path):
+    endpoint = free_endpoint(tmp_path)
+    heard = tmp_path / "heard.jsonl"
+    log_path = tmp_path / "events.jsonl"
+    truth = tmp_path / "truth.json"
+    listener = subprocess.Popen([sys.executable, "-m", "mestream", "listen", endpoint, "--jsonl", str(heard),
+                                 "--duration", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # let the listener connect before the engine binds and starts
+        result = mestream("run", "--source", "synthetic", "--duration", "3", "--publish", endpoint,
+                          "--log", str(log_path), "--ground-truth", str(truth), "--no-progress")
+    finally:
+        listener.send_signal(signal.SIGINT)
+        out, err = listener.communicate(timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert "frames in 1500" in result.stdout and "drops: none" in result.stdout
+    logged = list(read_jsonl(log_path))
+    stats = [p for t, p in logged if t == "mestream.stats"]
+    assert len(stats) >= 3
+    assert [p["seq"] for p in stats] == list(range(len(stats)))
+    assert stats[-1]["frames_in"] == 1500 and stats[-1]["frames_out"] == 1500
+    assert stats[1]["fps_in"] == pytest.approx(500, rel=0.2)
+    assert all(p["camera"] == "cam0" and p["schema"] == 1 for p in stats)
+    heard_stats = [p for t, p in read_jsonl(heard) if t == "mestream.stats"]
+    assert heard_stats and heard_stats[-1] == stats[-1]  # the subscriber got the same payloads
+    events = json.loads(truth.read_text())
+    assert events and set(events[0]) == {"camera", "kind", "onset_frame", "apex_frame", "offset_frame", "class", "aus"}
+    assert all(0 <= e["onset_frame"] < 1500 for e in events)  # events whose onset was streamed
+
+
+def test_dead_subscriber_does_not_disturb_the_run(tmp_path):
+    endpoint = free_endpoint(tmp_path, "dead")
+    log_path = tmp_path / "events.jsonl"
+    run = subprocess.Popen([sys.executable, "-m", "mestream", "run", "--source", "synthetic", "--duration", "3",
+                            "--publish", endpoint, "--log", str(log_path), "--no-progress"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    listener = subprocess.Popen([sys.executable, "-m", "mestream", "listen", endpoint],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    listener.kill()
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    stats = [p for t, p in read_jsonl(log_path) if t == "mestream.stats"]
+    assert stats[-1]["frames_in"] == 1500 and [p["seq"] for p in stats] == list(range(len(stats)))
+
+
+def test_ctrl_c_stops_cleanly_and_flushes(tmp_path):
+    log_path = tmp_path / "events.jsonl"
+    run = subprocess.Popen([sys.executable, "-m", "mestream", "run", "--source", "synthetic", "--publish", "none",
+                            "--log", str(log_path), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 0, err
+    assert "interrupted" in out
+    logged = list(read_jsonl(log_path))
+    assert logged[-1][0] == "mestream.health" and logged[-1][1]["state"] == "stopped"

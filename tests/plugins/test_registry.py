@@ -1,0 +1,48 @@
+import subprocess
+import sys
+
+import pytest
+
+from mestream.plugins import SINK_GROUP, SOURCE_GROUP, PluginError, lookup, make_sink, make_source, registered
+from mestream.engine.config import SourceConfig
+from mestream.tests.plugins import install_fake_plugin, on_path
+from mestream.tests.plugins.fakecam import BrokenCamera, ListSink
+
+
+def test_builtins_are_registered():
+    assert {"synthetic", "video", "folder", "opencv"} <= set(registered(SOURCE_GROUP))
+    assert {"zmq", "jsonl"} <= set(registered(SINK_GROUP))
+
+
+def test_plugin_found_through_entry_points(tmp_path, monkeypatch):
+    assert "brokencam" not in registered(SOURCE_GROUP)
+    on_path(monkeypatch, install_fake_plugin(tmp_path))
+    sources = registered(SOURCE_GROUP)
+    assert sources["brokencam"].origin == "fakecam"
+    source = make_source(SourceConfig(kind="brokencam", options={"bad_at": 2}))
+    assert isinstance(source, BrokenCamera) and source.bad_at == 2
+    assert isinstance(make_sink("listsink", {"name": "x"}), ListSink)
+
+
+def test_unknown_kind_lists_what_exists():
+    with pytest.raises(PluginError, match=r"no source kind 'gige'; available: .*synthetic"):
+        lookup(SOURCE_GROUP, "gige")
+
+
+def test_clashing_and_broken_plugins_are_named(tmp_path, monkeypatch):
+    on_path(monkeypatch, install_fake_plugin(tmp_path, "[mestream.sources]\nsynthetic = x:Y\n"))
+    with pytest.raises(PluginError, match="clashes"):
+        registered(SOURCE_GROUP)
+    monkeypatch.undo()
+    on_path(monkeypatch, install_fake_plugin(tmp_path / "b", "[mestream.sources]\nghost = no_such_module:Cam\n"))
+    with pytest.raises(PluginError, match=r"'ghost' \(no_such_module:Cam, from fakecam\) failed to load"):
+        lookup(SOURCE_GROUP, "ghost")
+
+
+def test_sources_command_lists_builtins_and_plugins(tmp_path):
+    root = install_fake_plugin(tmp_path)
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "mestream", "sources"], capture_output=True, text=True, env=env, check=True).stdout
+    for name in ("synthetic", "video", "folder", "opencv", "zmq", "jsonl", "brokencam", "listsink"):
+        assert f"  {name} " in out
+    assert "fakecam" in out and "Test camera, paced at" in out
