@@ -117,7 +117,8 @@ def _side_blobs(au: str, side: str, fm: FaceModel) -> list[Blob]:
     if au == "AU10":
         return [Blob(fm.cx + 0.45 * (mx - fm.cx), my - lh, 0.12 * a, 1.3 * lh, 0.0, -1.0)]
     if au == "AU12":
-        return [Blob(mx, my, 0.11 * a, 0.08 * b, 0.75 * out, -0.7), Blob(mx + 0.05 * out * a, my - 0.12 * b, 0.12 * a, 0.08 * b, 0.2 * out, -0.4)]
+        return [Blob(mx, my, 0.11 * a, 0.08 * b, 0.75 * out, -0.7),  # the corner, up and out
+                Blob(mx + 0.05 * out * a, my - 0.12 * b, 0.12 * a, 0.08 * b, 0.2 * out, -0.4)]  # the cheek above it
     if au == "AU14":
         return [Blob(mx, my, 0.08 * a, 0.06 * b, 0.8 * out, 0.05)]
     if au == "AU15":

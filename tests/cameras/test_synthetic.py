@@ -84,15 +84,6 @@ def test_iterating_before_open_is_an_error():
         iter(SyntheticCamera(resolution=(160, 120)))
 
 
-def test_unpaced_rendering_is_not_a_bottleneck():
-    # A loose guard against a 10x regression; the real figure is in bench/synthetic_bench.py.
-    cam = SyntheticCamera(resolution=(640, 480), duration_s=4.0, pace=False)
-    cam.open()
-    t0 = time.perf_counter()
-    n = sum(1 for _ in cam)
-    assert n / (time.perf_counter() - t0) > 500
-
-
 # -- ground truth agrees with the pixels -------------------------------------------------------
 
 def test_clean_motion_happens_exactly_inside_events_and_peaks_at_apex():
@@ -193,7 +184,7 @@ def test_blocks_are_planned_the_same_in_any_order():
 def test_subjects_differ_and_are_reproducible():
     subjects = [Subject.from_seed(k) for k in range(50)]
     assert Subject.from_seed(3) == subjects[3]
-    assert len({s.as_dict().values().__repr__() for s in subjects}) == 50
+    assert len(set(subjects)) == 50
     assert all(0.35 <= s.face_height <= 0.5 for s in subjects)
     assert max(s.skin for s in subjects) - min(s.skin for s in subjects) > 0.25
 
