@@ -153,21 +153,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-        return from_dict(hint, value, where)
+        return merge(hint(), value, where)
     return value
-
-
-def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested mapping, rejecting unknown keys by name."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else key
-        if key not in names:
-            raise ConfigError(f"unknown key {path!r}; known keys here: {', '.join(sorted(names))}")
-        kwargs[key] = _check_type(value, hints[key], path)
-    return cls(**kwargs)
 
 
 def merge(base: Any, data: Mapping[str, Any], where: str = "") -> Any:
