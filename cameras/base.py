@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -131,7 +131,8 @@ class SourceBase:
 def check_frame(source_name: str, frame: Frame, shape: tuple[int, ...], dtype: np.dtype) -> None:
     """Reject a frame that does not match the source's declared shape and dtype.
 
-    Called by ingest on every frame, so it compares two attributes and nothing more.
+    For source authors and their tests; the engine's ingest gets the same check from
+    `FrameRing.write` and names the source and frame when it fails.
     """
     pixels = frame.pixels
     if pixels.shape != shape or pixels.dtype != dtype:
@@ -158,3 +159,19 @@ class Pacer:
         delay = due - time.monotonic_ns()
         if delay > 0:
             time.sleep(delay / 1e9)
+
+
+def timed_frames(images: Iterable[np.ndarray], fps: float, pace: bool,
+                 device_ns: Callable[[int], int] | None = None) -> Iterator[Frame]:
+    """Number, stamp and (when ``pace``) pace a replay's images as a camera would release them.
+
+    ``device_ns(index)`` gives the capture clock; by default a replay's clock is its frame
+    index on the nominal rate.
+    """
+    pacer = Pacer(fps) if pace else None
+    period_ns = 1e9 / fps
+    for index, pixels in enumerate(images):
+        if pacer is not None:
+            pacer.wait(index)
+        stamp = device_ns(index) if device_ns is not None else int(index * period_ns)
+        yield Frame(pixels, index, stamp, now_ns())

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from mestream.cameras.base import Frame, Pacer, SourceBase, SourceError, frame_shape, now_ns, parse_resolution
+from mestream.cameras.base import Frame, SourceBase, SourceError, frame_shape, parse_resolution, timed_frames
 from mestream.cameras.video import convert_pixels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -93,10 +93,5 @@ class FolderSource(SourceBase):
 
     def _frames(self) -> Iterator[Frame]:
         out = np.empty(self.shape, np.uint8)
-        pacer = Pacer(self.fps) if self.pace else None
-        period_ns = 1e9 / self.fps
-        for index in range(len(self._files)):
-            pixels = convert_pixels(self._read(index), self.pixel_format, out)
-            if pacer is not None:
-                pacer.wait(index)
-            yield Frame(pixels, index, int(index * period_ns), now_ns())
+        images = (convert_pixels(self._read(i), self.pixel_format, out) for i in range(len(self._files)))
+        return timed_frames(images, self.fps, self.pace)

@@ -3,7 +3,7 @@ cameras, whose SDKs plug in as source plugins (see `mestream.plugins`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 
@@ -25,10 +25,15 @@ class OpenCVCamera(CaptureSource):
         return cls(config.device, fps=config.fps, resolution=config.resolution,
                    pixel_format=config.pixel_format, name=config.name, **dict(config.options))
 
-    def _device_ns(self, index: int, period_ns: float) -> int:
+    def _clock(self) -> Callable[[int], int]:
         """The driver's buffer timestamp when the backend reports one, else arrival time."""
-        msec = self._cap.get(cv2.CAP_PROP_POS_MSEC) if self._cap is not None else 0.0
-        return int(msec * 1e6) if msec > 0 else now_ns()
+        cap = self._cap
+
+        def device_ns(index: int) -> int:
+            msec = cap.get(cv2.CAP_PROP_POS_MSEC)
+            return int(msec * 1e6) if msec > 0 else now_ns()
+
+        return device_ns
 
     def _describe(self) -> str:
         return f"camera device {self.device}"

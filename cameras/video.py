@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
 
-from mestream.cameras.base import Frame, Pacer, SourceBase, SourceError, frame_shape, now_ns, parse_resolution
+from mestream.cameras.base import Frame, SourceBase, SourceError, frame_shape, parse_resolution, timed_frames
 
 
 class CaptureSource(SourceBase):
@@ -77,21 +77,19 @@ class CaptureSource(SourceBase):
     def _after_last(self, index: int) -> None:
         """Called when read() fails at frame ``index``; files check for truncation here."""
 
-    def _device_ns(self, index: int, period_ns: float) -> int:
-        """A replay's device clock is its frame index on the nominal rate."""
-        return int(index * period_ns)
+    def _clock(self) -> Callable[[int], int] | None:
+        """The capture clock, frame index → ns; None (a file) stamps frames on the nominal rate."""
+        return None
 
     def _frames(self) -> Iterator[Frame]:
+        return timed_frames(self._decoded(), self.fps, self.pace, self._clock())
+
+    def _decoded(self) -> Iterator[np.ndarray]:
         cap, image = self._cap, self._first
         out = np.empty(self.shape, np.uint8)
-        pacer = Pacer(self.fps) if self.pace else None
-        period_ns = 1e9 / self.fps
         index = 0
         while image is not None:
-            pixels = self._convert(image, out)
-            if pacer is not None:
-                pacer.wait(index)
-            yield Frame(pixels, index, self._device_ns(index, period_ns), now_ns())
+            yield self._convert(image, out)
             index += 1
             ok, image = cap.read()
             if not ok:

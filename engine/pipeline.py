@@ -78,15 +78,19 @@ class Pipeline:
         self.config = config
         self.source = make_source(config.source)
         self.source.open()
+        ring = None
         try:
             fps = float(self.source.fps)
             capacity = max(2, math.ceil(config.ring.seconds * fps))
-            self.ring = FrameRing(capacity, self.source.shape, shm_name=config.ring.shared_memory or None)
+            ring = FrameRing(capacity, self.source.shape, shm_name=config.ring.shared_memory or None)
             self.bus = EventBus(build_sinks(config), maxsize=config.publish.queue)
             self.bus.start()
         except BaseException:
+            if ring is not None:
+                ring.close()  # a shared-memory ring would otherwise outlive the failed start
             self.source.close()
             raise
+        self.ring = ring
         camera = config.source.name
         self.ctx = RunContext(camera=camera, fps=fps, ring=self.ring, bus=self.bus)
         max_frames = round(config.duration * fps) if config.duration > 0 else 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from mestream.cameras.base import SourceError
 from mestream.engine.config import ConfigError, PRESETS, RunConfig, load_config, merge
+from mestream.engine.sinks import SinkError
 from mestream.plugins import PluginError
 
 log = logging.getLogger("mestream")
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         pipeline = Pipeline(config)
-    except (ConfigError, PluginError, SourceError, ValueError, OSError) as exc:
+    except (ConfigError, PluginError, SourceError, SinkError, ValueError, OSError) as exc:
         print(f"mestream run: {exc}", file=sys.stderr)
         return 2
     summary = pipeline.run()

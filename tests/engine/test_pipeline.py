@@ -115,3 +115,53 @@ def test_ctrl_c_stops_cleanly_and_flushes(tmp_path):
     assert "interrupted" in out
     logged = list(read_jsonl(log_path))
     assert logged[-1][0] == "mestream.health" and logged[-1][1]["state"] == "stopped"
+
+
+def test_shared_memory_ring_is_readable_from_another_process(tmp_path):
+    from mestream.engine.ring import FrameRing
+
+    name = f"mestream-test-{os.getpid()}"
+    run = subprocess.Popen([sys.executable, "-m", "mestream", "run", "--source", "synthetic", "--duration", "4",
+                            "--publish", "none", "--shared-memory", name, "--no-progress"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                ring = FrameRing.attach(name)
+                break
+            except (FileNotFoundError, ValueError):  # not created yet, or still being initialised
+                if time.monotonic() > deadline or run.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        with ring:
+            assert ring.shape == (480, 640) and ring.capacity == 1000  # 2 s at 500 fps
+            while ring.head < 100:
+                time.sleep(0.01)
+            first = ring.latest()
+            time.sleep(0.2)
+            second = ring.latest()
+            assert second.frame_id > first.frame_id and second.host_ns > first.host_ns
+            assert first.pixels.shape == (480, 640) and first.pixels.std() > 5  # a rendered face, not zeros
+    finally:
+        out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    with pytest.raises(FileNotFoundError):
+        FrameRing.attach(name)  # the writer unlinked it on exit
+
+
+def test_address_in_use_fails_before_the_run_and_frees_the_ring(tmp_path):
+    import zmq
+
+    from mestream.engine.ring import FrameRing
+
+    blocker = zmq.Context.instance().socket(zmq.PUB)
+    port = blocker.bind_to_random_port("tcp://127.0.0.1")
+    name = f"mestream-busy-{os.getpid()}"
+    try:
+        result = mestream("run", "--duration", "1", "--publish", f"tcp://127.0.0.1:{port}", "--shared-memory", name)
+    finally:
+        blocker.close(linger=0)
+    assert result.returncode == 2 and f"tcp://127.0.0.1:{port}" in result.stderr
+    with pytest.raises(FileNotFoundError):
+        FrameRing.attach(name)
