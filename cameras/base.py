@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
+from typing import Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -160,18 +160,3 @@ class Pacer:
         if delay > 0:
             time.sleep(delay / 1e9)
 
-
-def timed_frames(images: Iterable[np.ndarray], fps: float, pace: bool,
-                 device_ns: Callable[[int], int] | None = None) -> Iterator[Frame]:
-    """Number, stamp and (when ``pace``) pace a replay's images as a camera would release them.
-
-    ``device_ns(index)`` gives the capture clock; by default a replay's clock is its frame
-    index on the nominal rate.
-    """
-    pacer = Pacer(fps) if pace else None
-    period_ns = 1e9 / fps
-    for index, pixels in enumerate(images):
-        if pacer is not None:
-            pacer.wait(index)
-        stamp = device_ns(index) if device_ns is not None else int(index * period_ns)
-        yield Frame(pixels, index, stamp, now_ns())

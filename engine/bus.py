@@ -97,13 +97,13 @@ class EventBus:
         ownership of ``body``: build a fresh dict per event and do not mutate it afterwards.
         """
         events.check_body(topic, body)
-        if not self._closed:
-            try:
-                self._queue.put_nowait((topic, camera, body))
-                return True
-            except queue.Full:
-                pass
-        with self._lock:
+        with self._lock:  # with stop(): an event is either queued before the close or counted
+            if not self._closed:
+                try:
+                    self._queue.put_nowait((topic, camera, body))
+                    return True
+                except queue.Full:
+                    pass
             self._bus_drops += 1
             key = (topic, camera)
             self._skipped[key] = self._skipped.get(key, 0) + 1
@@ -127,7 +127,8 @@ class EventBus:
         Returns False if the publisher did not finish within ``timeout`` (a sink hangs); the
         sinks are then left open, since closing them under a running thread is unsafe.
         """
-        self._closed = True
+        with self._lock:
+            self._closed = True
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)

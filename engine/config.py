@@ -22,6 +22,11 @@ class ConfigError(ValueError):
     """A config file or flag is malformed; the message names the file and the key."""
 
 
+def _require(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: must be {rule}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """Where frames come from.
@@ -54,6 +59,10 @@ class SourceConfig:
     device: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _require(self.fps >= 0, "source.fps", ">= 0 (0 = the source's own rate)", self.fps)
+        _require(bool(self.name), "source.name", "a non-empty camera id", self.name)
+
 
 @dataclass(frozen=True)
 class RingConfig:
@@ -68,6 +77,9 @@ class RingConfig:
 
     seconds: float = 2.0
     shared_memory: str = ""
+
+    def __post_init__(self) -> None:
+        _require(self.seconds > 0, "ring.seconds", "> 0", self.seconds)
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,10 @@ class PublishConfig:
     queue: int = 4096
     sinks: tuple[SinkConfig, ...] = ()
 
+    def __post_init__(self) -> None:
+        _require(self.hwm >= 1, "publish.hwm", ">= 1 (0 would mean unbounded)", self.hwm)
+        _require(self.queue >= 1, "publish.queue", ">= 1", self.queue)
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -119,6 +135,10 @@ class RunConfig:
     stats_interval: float = 1.0
     ground_truth: str = ""
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.duration >= 0, "duration", ">= 0 (0 = until Ctrl-C)", self.duration)
+        _require(self.stats_interval >= 0.05, "stats_interval", ">= 0.05 s", self.stats_interval)
 
 
 PRESETS: dict[str, RunConfig] = {

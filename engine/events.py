@@ -43,7 +43,9 @@ SCHEMA_VERSION = 1
 
 HEADER_FIELDS: tuple[str, ...] = ("schema", "camera", "seq", "host_ns", "wall_ns")
 
-HEALTH_STATES: tuple[str, ...] = ("started", "stopped", "face_lost", "face_found", "source_error", "sink_error")
+HEALTH_STATES: tuple[str, ...] = (
+    "started", "stopped", "face_lost", "face_found", "source_error", "stage_error", "sink_error",
+)
 """The states the engine emits today; `HealthEvent.state` stays a free string so a plugin can add its own."""
 
 

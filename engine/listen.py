@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 import zmq
 
 from mestream.engine import events
-from mestream.engine.sinks import JsonlSink, SinkError
+from mestream.engine.sinks import JsonlSink, SinkError, jsonl_line
 
 log = logging.getLogger("mestream")
 
@@ -203,7 +203,7 @@ def _loop(subscriber: Subscriber, args: argparse.Namespace, counts: collections.
             except events.PayloadError as exc:
                 print(f"mestream listen: not logged: {exc}", file=sys.stderr, flush=True)
         if to_stdout:
-            print(json.dumps({"topic": topic, **payload}, default=str), flush=True)
+            print(jsonl_line(topic, payload), flush=True)
         else:
             print(format_event(topic, payload), flush=True)
 

@@ -103,24 +103,20 @@ class Pipeline:
         ctx, started = self.ctx, time.monotonic()
         ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "started", "message": f"reading {self._describe()}",
                                                 "detail": {"fps": ctx.fps, "shape": list(self.ring.shape)}})
-        interrupted = False
-        previous = _on_sigterm(ctx.stop)
-        for stage in (self.tap, self.stats, self.ingest):
-            stage.start()
-        try:
-            self._wait()
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            ctx.stop.set()
-            self._shutdown()
-            _restore_sigterm(previous)
+        with _StopOnSignal(ctx.stop) as signals:
+            try:
+                for stage in (self.tap, self.stats, self.ingest):
+                    stage.start()
+                self._wait()
+            finally:
+                ctx.stop.set()
+                self._shutdown()
         seconds = time.monotonic() - started
         return Summary(
             camera=ctx.camera, source=self._describe(), seconds=seconds,
             frames_in=self.ring.frames_written, frames_out=self.tap.cursor.consumed,
-            fps=self.ring.frames_written / max(seconds, 1e-9), drops=self.stats.drops(),
-            events=self.stats.published, outputs=self._outputs, notes=self._notes(), error="; ".join(ctx.errors), interrupted=interrupted,
+            fps=self.ring.frames_written / max(seconds, 1e-9), drops=self.stats.drops(), events=self.stats.published,
+            outputs=self._outputs, notes=self._notes(), error="; ".join(ctx.errors), interrupted=signals.received,
         )
 
     def _describe(self) -> str:
@@ -130,14 +126,12 @@ class Pipeline:
     def _wait(self) -> None:
         bar = self._progress()
         try:
-            while self.ingest.is_alive() and not self.ctx.stop.is_set():
-                self.ingest.join(0.2)
+            while self.ingest.is_alive() and not self.ctx.stop.wait(0.2):
                 if bar is not None:
                     bar.update(self.ingest.frames - bar.n)
-            if bar is not None:
-                bar.update(self.ingest.frames - bar.n)
         finally:
             if bar is not None:
+                bar.update(self.ingest.frames - bar.n)
                 bar.close()
 
     def _progress(self) -> Any:
@@ -148,19 +142,28 @@ class Pipeline:
         return tqdm(total=self.ingest.max_frames, unit="frame", desc=f"{self.ctx.camera}", mininterval=0.5, leave=False)
 
     def _shutdown(self) -> None:
+        """Stop in the order that loses nothing; a failing step is reported, never skips the rest."""
+        ctx = self.ctx
+        if self.ingest.ident is None:
+            self.source.close()  # never started; otherwise ingest closes the source it reads
         self.ingest.join(5.0)  # the ingest loop checks stop on every frame
+        if self.ingest.is_alive():
+            ctx.errors.append(f"source {self.source.name!r} did not return a frame within 5 s of the stop; left open")
         self.ring.finish()
         self.tap.join(5.0)
         self.stats.join(5.0)
-        self.stats.publish()
-        self._outputs = self._write_ground_truth()
-        ctx = self.ctx
-        message = "; ".join(ctx.errors) if ctx.errors else "stopped"
-        ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "stopped", "message": message,
-                                                "detail": {"frames_in": self.ring.frames_written}})
-        ctx.bus.stop()
-        self.source.close()
-        self.ring.close()
+        self._outputs = []
+        try:
+            self.stats.publish()
+            self._outputs = self._write_ground_truth()
+        except Exception as exc:
+            ctx.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            message = "; ".join(ctx.errors) if ctx.errors else "stopped"
+            ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "stopped", "message": message,
+                                                    "detail": {"frames_in": self.ring.frames_written}})
+            ctx.bus.stop()
+            self.ring.close()
         if self.config.publish.log:
             self._outputs.append(self.config.publish.log)
 
@@ -187,13 +190,28 @@ class Pipeline:
         return [path]
 
 
-def _on_sigterm(stop: threading.Event) -> Any:
-    """SIGTERM stops the run as Ctrl-C does, so a supervisor's kill still flushes the sinks."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, lambda *_: stop.set())
+class _StopOnSignal:
+    """Ctrl-C and SIGTERM set the stop event instead of raising in whatever the main thread
+    is doing, so shutdown always runs in order and the sinks are flushed. A second Ctrl-C
+    raises KeyboardInterrupt as usual, for a shutdown that hangs."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-def _restore_sigterm(previous: Any) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.received = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        self.stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -143,6 +144,28 @@ def _open_untracked(name: str) -> shared_memory.SharedMemory:
             resource_tracker.register = original
 
 
+def _create_shared(name: str, size: int) -> shared_memory.SharedMemory:
+    """Create the segment, or fail with a message that says what to do about it.
+
+    Checks the room in /dev/shm first: the pages of a shared segment are only allocated when
+    touched, so a ring that does not fit would kill the process with SIGBUS during the
+    start-up fill instead of raising (Docker's default /dev/shm is 64 MB).
+    """
+    with contextlib.suppress(OSError):
+        stat = os.statvfs("/dev/shm")
+        free = stat.f_bavail * stat.f_frsize
+        if free < size:
+            raise MemoryError(f"shared-memory ring {name!r} needs {size / 1e6:.0f} MB but /dev/shm has "
+                              f"{free / 1e6:.0f} MB free: shorten the ring (ring.seconds) or enlarge /dev/shm")
+    try:
+        return shared_memory.SharedMemory(name=name, create=True, size=size)
+    except FileExistsError:
+        raise FileExistsError(f"shared-memory ring {name!r} already exists: another mestream uses that name, or a "
+                              f"crashed run left it behind (remove /dev/shm/{name.lstrip('/')})") from None
+    except (OSError, ValueError) as exc:
+        raise OSError(f"cannot create shared-memory ring {name!r}: {exc} (use a plain name such as mestream-cam0)") from None
+
+
 class FrameRing:
     """A preallocated ring of frames with per-slot metadata and seqlock read validation.
 
@@ -172,7 +195,7 @@ class FrameRing:
         meta_off = _PAGE
         pix_off = -(-(meta_off + capacity * META_DTYPE.itemsize) // _PAGE) * _PAGE
         total = pix_off + capacity * int(np.prod(shape)) * dtype.itemsize
-        shm = shared_memory.SharedMemory(name=shm_name, create=True, size=total) if shm_name else None
+        shm = _create_shared(shm_name, total) if shm_name else None
         buf = np.empty(total, np.uint8) if shm is None else np.ndarray((total,), np.uint8, buffer=shm.buf)
         try:
             buf.fill(0)  # touch every page now, not on the camera thread (see the module doc)
@@ -565,8 +588,8 @@ class ReaderCursor:
             if pos > head:
                 return None
             oldest = head - ring.capacity + 1
-            if pos < oldest:
-                self._overruns += oldest - pos
+            if pos < oldest:  # lapped: both fields move together, so `overruns` never counts twice
+                self._overruns, self._pos = self._overruns + oldest - pos, oldest
                 pos = oldest
             try:
                 frame = ring.read(pos, copy=copy, out=out)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         pipeline = Pipeline(config)
-    except (ConfigError, PluginError, SourceError, SinkError, ValueError, OSError) as exc:
+    except (ConfigError, PluginError, SourceError, SinkError, ValueError, OSError, MemoryError) as exc:
         print(f"mestream run: {exc}", file=sys.stderr)
         return 2
     summary = pipeline.run()

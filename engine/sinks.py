@@ -79,9 +79,11 @@ class ZmqSink:
             or ``ipc:///path``.
         hwm: send high-water mark, in messages per subscriber.
         heartbeat_ms: ZMTP heartbeat interval; a peer silent for 3 intervals is dropped.
-        linger_ms: how long ZeroMQ keeps sending what subscribers have not yet taken after
-            ``close`` (it finishes in the background, or at interpreter exit when pyzmq
-            terminates the context); bounded so that a stuck subscriber cannot hang the exit.
+        linger_ms: how long ``close`` keeps sending what subscribers have not yet taken (the
+            final stats and ``stopped`` events of a run); bounded so that a stuck subscriber
+            cannot hang the exit. The sink owns its ZeroMQ context and terminates it on close,
+            because pyzmq never terminates the shared context at exit: queued events would
+            be lost silently.
         name: the sink's name in drop counters and health events.
     """
 
@@ -101,6 +103,7 @@ class ZmqSink:
         self.subscriptions = 0
         self.bound_endpoint = ""
         self._socket: zmq.Socket | None = None
+        self._context: zmq.Context | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "ZmqSink":
@@ -112,7 +115,8 @@ class ZmqSink:
         """Bind the socket; a second call does nothing."""
         if self._socket is not None:
             return
-        socket = zmq.Context.instance().socket(zmq.XPUB)
+        context = zmq.Context()
+        socket = context.socket(zmq.XPUB)
         try:
             socket.setsockopt(zmq.LINGER, self.linger_ms)
             socket.setsockopt(zmq.SNDHWM, self.hwm)
@@ -125,8 +129,9 @@ class ZmqSink:
             self.bound_endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
             socket.close(linger=0)
+            context.term()
             raise SinkError(_bind_error(self.endpoint, exc)) from None
-        self._socket = socket
+        self._socket, self._context = socket, context
         log.info("zmq sink %r: publishing on %s", self.name, self.bound_endpoint)
 
     def send(self, topic: str, payload: dict[str, Any]) -> bool:
@@ -161,10 +166,11 @@ class ZmqSink:
         return self.subscriptions > 0
 
     def close(self) -> None:
-        """Close the socket; queued events still go out for up to ``linger_ms``."""
+        """Close the socket and wait up to ``linger_ms`` for queued events to go out."""
         if self._socket is not None:
             self._socket.close()
-            self._socket = None
+            self._context.term()
+            self._socket = self._context = None
 
     def _drain(self) -> None:
         socket = self._socket
@@ -237,13 +243,7 @@ class JsonlSink:
     def send(self, topic: str, payload: dict[str, Any]) -> bool:
         if self._file is None:
             raise SinkError(f"jsonl sink {self.name!r}: send before open()")
-        if "topic" in payload:
-            raise events.PayloadError(f"{topic}: payload has a 'topic' field, which the JSONL line reserves")
-        try:
-            line = json.dumps({"topic": topic, **payload}, default=events.to_builtin)
-        except (TypeError, ValueError) as exc:
-            raise events.PayloadError(f"{topic}: payload cannot be serialized: {exc}") from None
-        self._file.write(line + "\n")
+        self._file.write(jsonl_line(topic, payload) + "\n")
         self._file.flush()
         self.written += 1
         return True
@@ -259,6 +259,16 @@ class JsonlSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def jsonl_line(topic: str, payload: Mapping[str, Any]) -> str:
+    """One event as a JSONL line, ``{"topic": ..., **payload}``: the log's format and ``listen --jsonl -``'s."""
+    if "topic" in payload:
+        raise events.PayloadError(f"{topic}: payload has a 'topic' field, which the JSONL line reserves")
+    try:
+        return json.dumps({"topic": topic, **payload}, default=events.to_builtin)
+    except (TypeError, ValueError) as exc:
+        raise events.PayloadError(f"{topic}: payload cannot be serialized: {exc}") from None
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -93,6 +93,7 @@ class IngestStage(Stage):
                     break
         finally:
             ring.finish()
+            self.source.close()  # here, not in the main thread: never close a camera another thread reads
 
 
 class LatencyTap(Stage):
@@ -113,8 +114,9 @@ class LatencyTap(Stage):
     def loop(self) -> None:
         cursor, out, lat, stop = self.cursor, self._buffer, self._latency_ns, self.ctx.stop
         window = self.WINDOW
+        nap = min(1e-3, 0.25 / self.ctx.fps)  # a quarter frame: prompt, without polling ten times a frame
         while True:
-            frame = cursor.next(timeout=0.1, out=out)
+            frame = cursor.next(timeout=0.1, out=out, poll_interval=nap)
             if frame is None:
                 if self.ctx.ring.finished or stop.is_set():
                     if cursor.lag == 0:

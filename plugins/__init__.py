@@ -61,42 +61,65 @@ class Plugin:
         return obj
 
 
-def registered(group: str) -> dict[str, Plugin]:
-    """Every kind in ``group``: built-ins first, then installed plugins."""
+def _scan(group: str) -> tuple[dict[str, Plugin], dict[str, str]]:
+    """Built-ins first, then installed plugins; a plugin reusing a taken name is a clash."""
     found = {name: Plugin(group, name, target, "mestream") for name, target in _BUILTIN[group].items()}
+    clashes: dict[str, str] = {}
     for ep in metadata.entry_points(group=group):
         dist = ep.dist.name if ep.dist is not None else "?"
         if dist == "mestream":
             continue
         if ep.name in found:
-            raise PluginError(
-                f"{group} {ep.name!r} from {dist} ({ep.value}) clashes with the one from "
-                f"{found[ep.name].origin} ({found[ep.name].target}); uninstall one of them"
-            )
+            clashes[ep.name] = (f"{group} {ep.name!r} from {dist} ({ep.value}) clashes with the one from "
+                                f"{found[ep.name].origin} ({found[ep.name].target}); uninstall one of them")
+            continue
         found[ep.name] = Plugin(group, ep.name, ep.value, dist)
-    return found
+    return found, clashes
+
+
+def registered(group: str) -> dict[str, Plugin]:
+    """Every kind in ``group`` (a clashing plugin is left out; see `clashes`)."""
+    return _scan(group)[0]
+
+
+def clashes(group: str) -> dict[str, str]:
+    """Kinds that two packages both register, with a message naming both; a clash only
+    fails when that kind is used, so one bad package cannot break every other kind."""
+    return _scan(group)[1]
 
 
 def lookup(group: str, kind: str) -> Any:
     """The class or factory registered as ``kind``; the error lists what is available."""
-    kinds = registered(group)
+    kinds, clashing = _scan(group)
+    if kind in clashing:
+        raise PluginError(clashing[kind])
     if kind not in kinds:
         noun = "source" if group == SOURCE_GROUP else "sink"
         raise PluginError(f"no {noun} kind {kind!r}; available: {', '.join(sorted(kinds))}")
     return kinds[kind].load()
 
 
+def _build(factory: Any, where: str, call: Any) -> Any:
+    """Turn an unknown option key into an error naming it, rather than a raw TypeError."""
+    try:
+        return call()
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise PluginError(f"{where}: {exc}") from None
+        raise
+
+
 def make_source(config: Any) -> Any:
     """Build the source a `SourceConfig` describes."""
     factory = lookup(SOURCE_GROUP, config.kind)
     if hasattr(factory, "from_config"):
-        return factory.from_config(config)
-    return factory(**dict(config.options))
+        return _build(factory, "source.options", lambda: factory.from_config(config))
+    return _build(factory, "source.options", lambda: factory(**dict(config.options)))
 
 
 def make_sink(kind: str, options: Mapping[str, Any]) -> Any:
     """Build a sink by kind from its options table."""
     factory = lookup(SINK_GROUP, kind)
     if hasattr(factory, "from_options"):
-        return factory.from_options(dict(options))
-    return factory(**dict(options))
+        return _build(factory, f"sink {kind!r} options", lambda: factory.from_options(dict(options)))
+    return _build(factory, f"sink {kind!r} options", lambda: factory(**dict(options)))

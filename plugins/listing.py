@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mestream.plugins import SINK_GROUP, SOURCE_GROUP, PluginError, registered
+from mestream.plugins import SINK_GROUP, SOURCE_GROUP, PluginError, clashes, registered
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,4 +29,6 @@ def run(args: argparse.Namespace) -> int:
             summary = _summary(plugin, not args.no_load)
             if summary:
                 print(f"  {'':<10} {summary}")
+        for name, message in sorted(clashes(group).items()):
+            print(f"  {name:<10} CLASH: {message}")
     return 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mestream.cameras.synthetic.subject import FaceModel
+from mestream.cameras.synthetic.subject import FaceModel, eye_opening
 
 EMOTIONS: tuple[str, ...] = ("happiness", "anger", "contempt", "disgust", "fear", "sadness", "surprise")
 """DFME's seven emotion classes."""
@@ -54,6 +54,9 @@ AU_COMBINATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
 SHARED_NEGATIVE: tuple[tuple[str, ...], ...] = (("AU4",), ("AU4", "AU7"), ("AU7",), ("AU24",))
 """Table 7's combinations shared by anger, disgust, fear and sadness."""
 
+SHARING_EMOTIONS: tuple[str, ...] = ("anger", "disgust", "fear", "sadness")
+"""The classes that also draw from `SHARED_NEGATIVE` (contempt, though negative, does not)."""
+
 KNOWN_AUS = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24", "AU45")
 
 
@@ -71,11 +74,22 @@ def choose_aus(emotion: str, rng: np.random.Generator, shared_p: float = 0.25) -
     if emotion not in AU_COMBINATIONS:
         raise ValueError(f"unknown emotion {emotion!r}; known: {', '.join(EMOTIONS)}")
     combos = AU_COMBINATIONS[emotion]
-    if emotion in ("anger", "disgust", "fear", "sadness") and rng.random() < shared_p:
+    if emotion in SHARING_EMOTIONS and rng.random() < shared_p:
         combos = SHARED_NEGATIVE
     combo = combos[int(rng.integers(len(combos)))]
     side = "L" if rng.random() < 0.5 else "R"
     return tuple(au.replace("L/R", side) for au in combo)
+
+
+def combinations(emotions: tuple[str, ...] = EMOTIONS) -> tuple[tuple[str, ...], ...]:
+    """Every AU combination `choose_aus` can return for ``emotions``, and the blink's."""
+    out: dict[tuple[str, ...], None] = {BLINK_AUS: None}
+    for emotion in emotions:
+        combos = AU_COMBINATIONS[emotion] + (SHARED_NEGATIVE if emotion in SHARING_EMOTIONS else ())
+        for combo in combos:
+            for side in "LR":
+                out[tuple(au.replace("L/R", side) for au in combo)] = None
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -235,7 +249,7 @@ def blink_field(fm: FaceModel, margin: float = 2.0) -> Field:
     travel = blink_travel(fm)
     for ex, ey in eyes:
         dx = (X - ex) / ew
-        half = eh * np.sqrt(np.clip(1.0 - dx * dx, 0.0, 1.0)) * (1.0 - 0.12 * dx)
+        half = eye_opening(X, ex, ew, eh)
         top, bottom = ey - half, ey + half
         ramp = np.where(Y < top, np.clip((Y - (top - lid)) / lid, 0, 1), 1.0)
         ramp = ramp * np.where(Y > bottom, np.clip(1.0 - (Y - bottom) / 1.5, 0, 1), 1.0)

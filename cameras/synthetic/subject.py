@@ -10,7 +10,7 @@ camera, so it favours clarity over speed; nothing here is on the per-frame path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -128,9 +128,6 @@ class Subject:
             texture=u(0.015, 0.035),
         )
 
-    def as_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 @dataclass(frozen=True)
 class FaceModel:
@@ -152,14 +149,19 @@ class FaceModel:
     a: float
     b: float
 
-    @property
-    def face_height_px(self) -> float:
-        return 2.0 * self.b
 
-
-def _sstep(x: np.ndarray) -> np.ndarray:
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    """0 below 0, 1 above 1, and the cubic ``3x^2 - 2x^3`` between (flat at both ends)."""
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
+
+
+def eye_opening(x: np.ndarray, ex: float, ew: float, eh: float) -> np.ndarray:
+    """Half height of the eye opening over columns ``x`` for an eye centred at ``ex`` with
+    half width ``ew`` and half height ``eh``: an almond, slightly taller toward the image
+    left, 0 beyond the corners. The renderer draws the eye with it and the blink closes it."""
+    dx = (x - ex) / ew
+    return eh * np.sqrt(np.clip(1.0 - dx * dx, 0.0, 1.0)) * (1.0 - 0.12 * dx)
 
 
 def _inside(signed_px: np.ndarray, soft: float = 1.0) -> np.ndarray:
@@ -259,7 +261,7 @@ def render_face(subject: Subject, width: int, height: int) -> FaceModel:
         f *= 1.0 + 0.06 * _gauss(x, y, ex + np.sign(ex - cx) * 0.1 * a, ey + 0.33 * b, 0.2 * a, 0.12 * b)
     # Nose: bright bridge and tip, darker flanks and nostrils, wings.
     ny = cy + s.nose_y * b
-    bridge = np.exp(-0.5 * ((x - cx) / (0.06 * a)) ** 2) * _sstep((y - ey) / (0.3 * b)) * _sstep((ny - y) / (0.05 * b) + 1)
+    bridge = np.exp(-0.5 * ((x - cx) / (0.06 * a)) ** 2) * smoothstep((y - ey) / (0.3 * b)) * smoothstep((ny - y) / (0.05 * b) + 1)
     f *= 1.0 + 0.10 * bridge
     f *= 1.0 + 0.08 * _gauss(x, y, cx, ny - 0.02 * b, 0.09 * a, 0.05 * b)
     for side in (-1.0, 1.0):
@@ -279,7 +281,7 @@ def render_face(subject: Subject, width: int, height: int) -> FaceModel:
     lips = _inside(np.minimum(y - upper, lower - y), 0.8 * px) * in_mouth
     f *= 1.0 - s.lip_dark * lips
     f *= 1.0 + 0.08 * lips * _gauss(x, y, cx, line_y + 0.8 * lh, 0.35 * mw, 0.35 * lh)
-    f *= 1.0 - 0.6 * np.exp(-0.5 * ((y - line_y) / (0.9 * px)) ** 2) * _sstep((1.0 - np.abs(t)) * 6.0)
+    f *= 1.0 - 0.6 * np.exp(-0.5 * ((y - line_y) / (0.9 * px)) ** 2) * smoothstep((1.0 - np.abs(t)) * 6.0)
     f *= 1.0 - 0.14 * _gauss(x, y, cx, lower + 0.9 * lh, 0.45 * mw, 0.5 * lh)
     for side in (-1.0, 1.0):
         fold = _segment_distance(x, y, (cx + side * (s.nose_w + 0.03) * a, ny - 0.03 * b),
@@ -312,7 +314,7 @@ def render_face(subject: Subject, width: int, height: int) -> FaceModel:
     # Eyes: almond openings with sclera, iris, pupil and a dark upper lid line.
     for ex in (ex_r, ex_l):
         dx = (x - ex) / ew
-        half = eh * np.sqrt(np.clip(1.0 - dx * dx, 0.0, 1.0)) * (1.0 - 0.12 * dx)
+        half = eye_opening(x, ex, ew, eh)
         eye = _inside(np.minimum(half - np.abs(y - ey), (1.0 - np.abs(dx)) * ew), 0.8 * px)
         ir = np.hypot(x - ex, y - ey)
         sclera = s.skin * 255.0 * 0.8 * shade + 40.0
@@ -332,15 +334,14 @@ def render_face(subject: Subject, width: int, height: int) -> FaceModel:
     head |= ears
     band = max(5.0, 0.16 * b)
     outside = cv2.distanceTransform((~head).astype(np.uint8), cv2.DIST_L2, 5)
-    weight = (1.0 - _sstep(outside / band)).astype(np.float32)
+    weight = (1.0 - smoothstep(outside / band)).astype(np.float32)
     depth = np.sqrt(np.clip(1.0 - r * r, 0.0, 1.0)) * 0.8
-    depth += 0.35 * np.exp(-0.5 * ((x - cx) / (0.1 * a)) ** 2) * _sstep((y - ey) / (0.25 * b)) * _sstep((ny + 0.05 * b - y) / (0.05 * b))
+    depth += 0.35 * np.exp(-0.5 * ((x - cx) / (0.1 * a)) ** 2) * smoothstep((y - ey) / (0.25 * b)) * smoothstep((ny + 0.05 * b - y) / (0.05 * b))
     depth = (np.clip(depth / max(float(depth.max()), 1e-6), 0, 1) * weight).astype(np.float32)
     ys, xs = np.nonzero(weight > 0)
     head_box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
     landmarks = {
-        "face_center": (cx, cy),
         "R_eye": (ex_r, ey), "L_eye": (ex_l, ey),
         "eye_half": (ew, eh),
         "R_brow_inner": (ex_r + 0.8 * ew, brow_y), "R_brow_outer": (ex_r - 1.0 * ew, brow_y),

@@ -54,19 +54,32 @@ def write_csv(events: Iterable[Event], path: str | os.PathLike[str]) -> None:
 
 
 def read_ground_truth(path: str | os.PathLike[str]) -> list[Event]:
-    """Read a file written by `write_json` or `write_csv` (chosen by its extension)."""
+    """Read a file written by `write_json` or `write_csv` (chosen by its extension).
+
+    A malformed file raises ValueError naming the file, the event (counted from 0 in file
+    order) and the field: ``"gt.json: event 3, field 'onset_frame': expected ..."``.
+    """
     path = os.fspath(path)
     with open(path, encoding="utf-8", newline="") as f:
         if path.lower().endswith(".csv"):
             rows = list(csv.DictReader(f))
         else:
-            rows = json.load(f)
+            try:
+                rows = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a list of events, got {type(rows).__name__}")
     out = []
     for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: event {i}: expected an object with the keys {', '.join(FIELDS)}, "
+                             f"got {type(row).__name__}")
         missing = [k for k in FIELDS if k not in row]
         if missing:
             raise ValueError(f"{path}: event {i} lacks {', '.join(missing)}")
-        out.append(Event.from_dict(row))
+        try:
+            out.append(Event.from_dict(row))
+        except ValueError as exc:
+            raise ValueError(f"{path}: event {i}, {exc}") from None
     return out

@@ -96,3 +96,25 @@ def test_missing_camera_device():
 def test_iterating_before_open_is_an_error(tmp_path):
     with pytest.raises(SourceError, match="after open"):
         iter(FolderSource(tmp_path))
+
+
+def test_sixteen_bit_images_use_one_fixed_scale(tmp_path):
+    """A per-frame gain would make brightness flicker between frames; the scale is fixed."""
+    folder = tmp_path / "raw16"
+    folder.mkdir()
+    levels = [1000, 30000, 65535]
+    for k, level in enumerate(levels):
+        image = np.full((24, 32), level, np.uint16)
+        image[0, 0] = 0  # a dark pixel: per-frame min/max scaling would be visible
+        cv2.imwrite(str(folder / f"f{k}.png"), image)
+    with FolderSource(folder, pace=False) as source:
+        values = [int(f.pixels[5, 5]) for f in source]
+    assert values == [round(level / 257) for level in levels]
+
+
+def test_unsupported_pixel_type_names_the_source(tmp_path):
+    folder = tmp_path / "float"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "f0.tiff"), np.ones((8, 8), np.float32))
+    with FolderSource(folder, pace=False, name="lab") as source, pytest.raises(SourceError, match=r"source 'lab' \(folder\): unsupported pixel type float32"):
+        list(source)

@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import zmq
 
 from mestream.engine import events, listen
 from mestream.engine.bus import EventBus
@@ -351,3 +354,41 @@ def test_format_event_shows_the_main_fields_of_every_topic() -> None:
 def test_subscriber_rejects_a_malformed_endpoint() -> None:
     with pytest.raises(ValueError, match="cannot connect to 'nonsense'"):
         Subscriber("nonsense")
+
+
+_PUBLISH_THEN_EXIT = """
+import sys
+from mestream.engine.sinks import ZmqSink
+sink = ZmqSink(sys.argv[1], hwm=1000, linger_ms=5000)
+sink.open()
+sink.wait_for_subscriber(5)
+for i in range(300):
+    sink.send("mestream.stats", {"i": i, "pad": "x" * 2000})
+sink.close()
+"""
+
+
+def test_events_queued_at_close_reach_a_slow_subscriber_after_the_publisher_exits(tmp_path):
+    """The tail of a run (final stats, 'stopped') must not die with the process."""
+    endpoint = f"ipc://{tmp_path}/tail.sock"
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 5)  # a slow subscriber pushes back: the events wait in the publisher
+    sub.setsockopt(zmq.RCVBUF, 4096)
+    sub.connect(endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    publisher = subprocess.Popen([sys.executable, "-c", _PUBLISH_THEN_EXIT, endpoint])
+    received = 0
+    try:
+        while sub.poll(1000):
+            sub.recv_multipart()
+            received += 1
+            time.sleep(0.002)
+    finally:
+        publisher.wait(timeout=30)
+        sub.close(linger=0)
+        context.term()
+    assert publisher.returncode == 0
+    # Without the sink's own context terminated on close, about a dozen arrive (the rest die
+    # with the process); a SUB socket this small may itself drop a few at its own HWM.
+    assert received >= 250

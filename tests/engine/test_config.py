@@ -29,6 +29,11 @@ def test_toml_overlays_preset(tmp_path):
         ("[source]\nfps = 'fast'\n", "source.fps"),
         ("[ring]\nseconds = [1]\n", "ring.seconds"),
         ("[source\n", "not valid TOML"),
+        ("stats_interval = 0\n", "stats_interval: must be >= 0.05 s"),
+        ("duration = -1\n", "duration: must be >= 0"),
+        ("[ring]\nseconds = 0\n", "ring.seconds: must be > 0"),
+        ("[publish]\nhwm = 0\n", "publish.hwm: must be >= 1"),
+        ("[source]\nfps = -5\n", "source.fps: must be >= 0"),
     ],
 )
 def test_malformed_config_names_file_and_key(tmp_path, text, needle):

@@ -458,3 +458,18 @@ def test_close_semantics():
     with pytest.raises(RingClosed):
         viewer.read(4)
     assert cursor.next() is None
+
+
+def test_shared_name_errors_say_what_to_do():
+    name = f"mestream-stale-{os.getpid()}"
+    stale = shared_memory.SharedMemory(name=name, create=True, size=64)
+    try:
+        with pytest.raises(FileExistsError, match=f"'{name}' already exists.*remove /dev/shm/{name}"):
+            FrameRing(4, (8, 8), shm_name=name)
+    finally:
+        stale.close()
+        stale.unlink()
+    with pytest.raises(OSError, match="cannot create shared-memory ring 'a/b'"):
+        FrameRing(4, (8, 8), shm_name="a/b")
+    with pytest.raises(MemoryError, match="needs .* MB but /dev/shm has"):
+        FrameRing(1 << 20, (4096, 4096), shm_name=f"mestream-huge-{os.getpid()}")

@@ -24,6 +24,14 @@ def test_plugin_found_through_entry_points(tmp_path, monkeypatch):
     assert isinstance(make_sink("listsink", {"name": "x"}), ListSink)
 
 
+def test_unknown_option_names_the_table(tmp_path, monkeypatch):
+    with pytest.raises(PluginError, match=r"source.options: .*unexpected keyword argument 'fsp'"):
+        make_source(SourceConfig(kind="folder", path=str(tmp_path), options={"fsp": 3}))
+    on_path(monkeypatch, install_fake_plugin(tmp_path / "plugin"))
+    with pytest.raises(PluginError, match=r"sink 'listsink' options: .*'colour'"):
+        make_sink("listsink", {"colour": "red"})
+
+
 def test_unknown_kind_lists_what_exists():
     with pytest.raises(PluginError, match=r"no source kind 'gige'; available: .*synthetic"):
         lookup(SOURCE_GROUP, "gige")
@@ -31,8 +39,12 @@ def test_unknown_kind_lists_what_exists():
 
 def test_clashing_and_broken_plugins_are_named(tmp_path, monkeypatch):
     on_path(monkeypatch, install_fake_plugin(tmp_path, "[mestream.sources]\nsynthetic = x:Y\n"))
-    with pytest.raises(PluginError, match="clashes"):
-        registered(SOURCE_GROUP)
+    with pytest.raises(PluginError, match="'synthetic' from fakecam .* clashes with the one from mestream"):
+        lookup(SOURCE_GROUP, "synthetic")
+    assert lookup(SOURCE_GROUP, "folder")  # one bad package does not break the other kinds
+    out = subprocess.run([sys.executable, "-m", "mestream", "sources"], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=True).stdout
+    assert "CLASH" in out and "fakecam" in out
     monkeypatch.undo()
     on_path(monkeypatch, install_fake_plugin(tmp_path / "b", "[mestream.sources]\nghost = no_such_module:Cam\n"))
     with pytest.raises(PluginError, match=r"'ghost' \(no_such_module:Cam, from fakecam\) failed to load"):
