@@ -21,8 +21,9 @@ Rendering model (per frame only what moves is touched, so 640x480 runs at thousa
    consecutive frames share noise, and a frame's noise is never a shifted copy of
    another's.
 5. Per-frame numbers (pose, gain, noise offsets) come from the planner in chunks of
-   `CHUNK_FRAMES`; a block's schedule is a few dozen items. No single frame pays for
-   more than a chunk and a block's schedule.
+   `CHUNK_FRAMES`. The next chunk, and the next block's schedule when the chunk reaches
+   into it, are prepared a step at a time on a few frames of the current chunk, so no
+   frame pays for a whole plan (the first chunk is prepared at ``open()``).
 
 Everything random comes from generators seeded by (seed, block) or (subject), or a hash of
 (seed, frame), so the same arguments give bit-identical frames and ground truth.
@@ -311,7 +312,9 @@ class _Renderer:
         self.item_ptr = 0
 
     def _load_chunk(self, index: int) -> None:
-        ready = self.ready if self.ready is not None and self.ready[0] == index else _columns(self.planner, index, self.noise is not None)
+        ready = self.ready
+        if ready is None or ready[0] != index:  # not prepared (the stream was entered elsewhere)
+            ready = _columns(self.planner, index, self.noise is not None)
         _, (self.tx, self.ty, self.yaw, self.roll, self.gains), self.noise_idx = ready
         self.chunk_index, self.chunk_first = index, index * CHUNK_FRAMES
         self.ready = None
@@ -387,7 +390,7 @@ class _Renderer:
         if self.noise is not None:
             b1, r1, c1, b2, r2, c2, signs = (col[k] for col in self.noise_idx)
             H, W = self.gray.shape
-            s2 = -1.0 if signs & 1 else 1.0  # 128 + e1 + s2 * e2, exact in uint8 for sigma <= 40
+            s2 = -1.0 if signs & 1 else 1.0  # 128 + e1 + s2 * e2: exact integers, clipped only past ~3 sigma
             cv2.addWeighted(self.noise[b1, r1:r1 + H, c1:c1 + W], 1.0, self.noise[b2, r2:r2 + H, c2:c2 + W], s2,
                             -128.0 * s2, dst=self.noise_sum)
             s = -1.0 if signs & 2 else 1.0
