@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 COMMANDS = {
@@ -13,6 +14,11 @@ COMMANDS = {
     "listen": ("mestream.engine.listen", "subscribe to a running engine and print or log its events"),
     "sources": ("mestream.plugins.listing", "list the source and sink kinds, built-in and from plugins"),
 }
+
+
+def first_paragraph(doc: str | None) -> str:
+    """A docstring's first paragraph on one line: the summary for help and listings."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip().splitlines()[0])
+        command = sub.add_parser(name, help=help_text, description=first_paragraph(module.__doc__) or help_text)
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
@@ -34,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except BrokenPipeError:  # `mestream sources | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

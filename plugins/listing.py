@@ -14,11 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _summary(plugin, load: bool) -> str:
     if not load:
         return ""
+    from mestream.cli import first_paragraph
+
     try:
-        doc = (plugin.load().__doc__ or "").strip()
+        return first_paragraph(plugin.load().__doc__)
     except PluginError as exc:
         return f"BROKEN: {exc.__cause__ or exc}"
-    return doc.splitlines()[0] if doc else ""
 
 
 def run(args: argparse.Namespace) -> int:
