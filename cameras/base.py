@@ -159,4 +159,3 @@ class Pacer:
         delay = due - time.monotonic_ns()
         if delay > 0:
             time.sleep(delay / 1e9)
-

@@ -61,8 +61,10 @@ class Plugin:
         return obj
 
 
-def _scan(group: str) -> tuple[dict[str, Plugin], dict[str, str]]:
-    """Built-ins first, then installed plugins; a plugin reusing a taken name is a clash."""
+def scan(group: str) -> tuple[dict[str, Plugin], dict[str, str]]:
+    """``(kinds, clashes)`` of ``group``: built-ins first, then installed plugins. A plugin
+    reusing a taken name is a clash, with a message naming both packages; it fails only when
+    that kind is used, so one bad package cannot break every other kind."""
     found = {name: Plugin(group, name, target, "mestream") for name, target in _BUILTIN[group].items()}
     clashes: dict[str, str] = {}
     for ep in metadata.entry_points(group=group):
@@ -78,19 +80,13 @@ def _scan(group: str) -> tuple[dict[str, Plugin], dict[str, str]]:
 
 
 def registered(group: str) -> dict[str, Plugin]:
-    """Every kind in ``group`` (a clashing plugin is left out; see `clashes`)."""
-    return _scan(group)[0]
-
-
-def clashes(group: str) -> dict[str, str]:
-    """Kinds that two packages both register, with a message naming both; a clash only
-    fails when that kind is used, so one bad package cannot break every other kind."""
-    return _scan(group)[1]
+    """Every kind in ``group`` (a clashing plugin is left out; see `scan`)."""
+    return scan(group)[0]
 
 
 def lookup(group: str, kind: str) -> Any:
     """The class or factory registered as ``kind``; the error lists what is available."""
-    kinds, clashing = _scan(group)
+    kinds, clashing = scan(group)
     if kind in clashing:
         raise PluginError(clashing[kind])
     if kind not in kinds:
@@ -99,7 +95,7 @@ def lookup(group: str, kind: str) -> Any:
     return kinds[kind].load()
 
 
-def _build(factory: Any, where: str, call: Any) -> Any:
+def _build(where: str, call: Any) -> Any:
     """Turn an unknown option key into an error naming it, rather than a raw TypeError."""
     try:
         return call()
@@ -113,13 +109,13 @@ def make_source(config: Any) -> Any:
     """Build the source a `SourceConfig` describes."""
     factory = lookup(SOURCE_GROUP, config.kind)
     if hasattr(factory, "from_config"):
-        return _build(factory, "source.options", lambda: factory.from_config(config))
-    return _build(factory, "source.options", lambda: factory(**dict(config.options)))
+        return _build("source.options", lambda: factory.from_config(config))
+    return _build("source.options", lambda: factory(**dict(config.options)))
 
 
 def make_sink(kind: str, options: Mapping[str, Any]) -> Any:
     """Build a sink by kind from its options table."""
     factory = lookup(SINK_GROUP, kind)
     if hasattr(factory, "from_options"):
-        return _build(factory, f"sink {kind!r} options", lambda: factory.from_options(dict(options)))
-    return _build(factory, f"sink {kind!r} options", lambda: factory(**dict(options)))
+        return _build(f"sink {kind!r} options", lambda: factory.from_options(dict(options)))
+    return _build(f"sink {kind!r} options", lambda: factory(**dict(options)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mestream.plugins import SINK_GROUP, SOURCE_GROUP, PluginError, clashes, registered
+from mestream.plugins import SINK_GROUP, SOURCE_GROUP, PluginError, scan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,11 +25,12 @@ def _summary(plugin, load: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     for title, group in (("sources", SOURCE_GROUP), ("sinks", SINK_GROUP)):
         print(f"{title} ({group}):")
-        for name, plugin in sorted(registered(group).items()):
+        kinds, clashing = scan(group)
+        for name, plugin in sorted(kinds.items()):
             print(f"  {name:<10} {plugin.origin:<12} {plugin.target}")
             summary = _summary(plugin, not args.no_load)
             if summary:
                 print(f"  {'':<10} {summary}")
-        for name, message in sorted(clashes(group).items()):
+        for name, message in sorted(clashing.items()):
             print(f"  {name:<10} CLASH: {message}")
     return 0
