@@ -36,7 +36,7 @@ $(VENV)/.stamp-runtime: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	@touch $@ $(VENV)/.stamp-runtime
 
 clean:

@@ -1,5 +1,6 @@
 """The `mestream` command. Each subcommand lives beside the code it drives and exposes
-``add_arguments(parser)`` and ``run(args) -> int``; later issues add theirs to COMMANDS."""
+``add_arguments(parser)`` and ``run(args) -> int`` (a module, or an object named as
+``module:attribute``); later issues add theirs to COMMANDS."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ COMMANDS = {
     "run": ("mestream.engine.run", "run the pipeline: source → ring → … → published events"),
     "listen": ("mestream.engine.listen", "subscribe to a running engine and print or log its events"),
     "sources": ("mestream.plugins.listing", "list the source and sink kinds, built-in and from plugins"),
+    "train": ("mestream.models.commands:train", "train MESNet or AKMNet and write a checkpoint with its model card"),
+    "eval": ("mestream.models.commands:evaluate", "evaluate MESNet or AKMNet on held-out synthetic subjects"),
 }
 
 
@@ -29,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
+        module_name, _, attribute = module_name.partition(":")
         module = importlib.import_module(module_name)
+        if attribute:
+            module = getattr(module, attribute)
         command = sub.add_parser(name, help=help_text, description=first_paragraph(module.__doc__) or help_text)
         module.add_arguments(command)
         command.set_defaults(_run=module.run)

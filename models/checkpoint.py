@@ -1,0 +1,110 @@
+"""Checkpoints that say what they are: weights plus a model card.
+
+A card records the config, the data (seed, subjects, scene), the training seed, the git
+commit, the metrics measured on held-out subjects and the torch version, so that a weight
+file found on a lab disk months later can be traced and re-made. The card is written both
+inside the torch file and beside it as JSON, for people and for tools without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: str
+    preset: str
+    config: dict[str, Any]
+    state_dict: dict[str, Any]
+    card: dict[str, Any]
+
+
+def git_sha(cwd: Path | None = None) -> str | None:
+    """The commit of the code that trained the model, with ``-dirty`` when it had edits."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    return value
+
+
+def model_card(*, model: str, preset: str, config: Any, data: dict[str, Any], seed: int, metrics: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON-ready description of a trained model."""
+    import torch
+
+    card = {"format": FORMAT, "model": model, "preset": preset, "config": _plain(config), "data": _plain(data),
+            "seed": int(seed), "metrics": _plain(metrics), "git_sha": git_sha(), "torch": str(torch.__version__),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if extra:
+        card.update(_plain(extra))
+    return card
+
+
+def save_checkpoint(path: str | Path, *, model: str, preset: str, config: Any, state_dict: dict[str, Any],
+                    card: dict[str, Any]) -> Path:
+    """Write ``path`` (torch) and ``path.with_suffix('.json')`` (the card); returns ``path``."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"format": FORMAT, "model": model, "preset": preset, "config": _plain(config),
+            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "card": _plain(card)}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(_plain(card), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def load_checkpoint(path: str | Path, *, model: str) -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint`, refusing one of another model."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise CheckpointError(f"checkpoint {path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(blob, dict) or not {"model", "preset", "config", "state_dict", "card"} <= set(blob):
+        raise CheckpointError(f"checkpoint {path}: not a mestream checkpoint (missing model/config/state_dict/card)")
+    if blob["model"] != model:
+        raise CheckpointError(f"checkpoint {path}: holds a {blob['model']!r} model, expected {model!r}")
+    return Checkpoint(model=blob["model"], preset=blob["preset"], config=dict(blob["config"]),
+                      state_dict=blob["state_dict"], card=dict(blob["card"]))
+
+
+def shipped_weights(model: str, preset: str = "demo") -> Path:
+    """Where the weights shipped in the repository live (they may not exist for every preset)."""
+    return WEIGHTS_DIR / f"{model}-{preset}.pt"

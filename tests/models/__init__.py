@@ -1,0 +1,1 @@
+"""Tests of the networks, their data and their metrics."""

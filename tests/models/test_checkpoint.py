@@ -1,0 +1,58 @@
+import json
+from dataclasses import dataclass
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mestream.models.checkpoint import CheckpointError, load_checkpoint, model_card, save_checkpoint  # noqa: E402
+from mestream.models.training import EarlyStopping, plot_curves  # noqa: E402
+
+
+@dataclass(frozen=True)
+class _Config:
+    width: int = 4
+    sizes: tuple[int, ...] = (1, 2)
+
+
+def test_round_trip_keeps_weights_config_and_card(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    card = model_card(model="toy", preset="demo", config=_Config(), data={"seed": 0, "subjects": [0, 1]}, seed=7,
+                      metrics={"f1": torch.tensor(0.5)})
+    path = save_checkpoint(tmp_path / "w" / "toy.pt", model="toy", preset="demo", config=_Config(),
+                           state_dict=net.state_dict(), card=card)
+    ck = load_checkpoint(path, model="toy")
+    assert ck.preset == "demo" and ck.config == {"width": 4, "sizes": [1, 2]}
+    assert torch.equal(ck.state_dict["weight"], net.weight)
+    on_disk = json.loads(path.with_suffix(".json").read_text())
+    assert on_disk["metrics"] == {"f1": 0.5} and on_disk["seed"] == 7 and on_disk["data"]["seed"] == 0
+    assert "torch" in on_disk and "git_sha" in on_disk
+
+
+def test_bad_checkpoints_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(tmp_path / "none.pt", model="toy")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="bad.pt: cannot be read"):
+        load_checkpoint(bad, model="toy")
+    card = {"data": {}}
+    path = save_checkpoint(tmp_path / "a.pt", model="akmnet", preset="demo", config=_Config(),
+                           state_dict={}, card=card)
+    with pytest.raises(CheckpointError, match="holds a 'akmnet' model, expected 'mesnet'"):
+        load_checkpoint(path, model="mesnet")
+
+
+def test_early_stopping_counts_checks_without_improvement():
+    stop = EarlyStopping(patience=2, mode="max")
+    assert [stop.step(v) for v in (0.1, 0.3, 0.2)] == [True, True, False]
+    assert not stop.should_stop
+    stop.step(0.3)
+    assert stop.should_stop and stop.best == 0.3
+    low = EarlyStopping(patience=1, mode="min")
+    assert low.step(2.0) and low.step(1.0) and not low.step(1.5)
+
+
+def test_curves_come_out_as_png(tmp_path):
+    path = plot_curves({"loss": [3.0, 2.0, 1.0], "val_f1": [0.1, 0.4]}, tmp_path / "curves.png", title="toy")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
