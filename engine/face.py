@@ -84,6 +84,9 @@ def crop(gray: np.ndarray, box: Box, size: int, out: np.ndarray | None = None) -
     Parts of the box outside the frame are filled by replicating the border, so a face
     near the edge keeps its size instead of being stretched. Pass ``out`` to reuse a buffer.
     """
+    if out is not None and (out.shape != (size, size) or out.dtype != gray.dtype):
+        # cv2.resize would quietly allocate a new array and leave ``out`` untouched
+        raise ValueError(f"crop: out must be a {size}x{size} {gray.dtype} array, got {out.shape} {out.dtype}")
     h, w = gray.shape[:2]
     x0, y0, x1, y1 = box
     if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:

@@ -52,8 +52,10 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return value.item()
+    if isinstance(value, Path):  # JSON cannot hold it, and torch.load(weights_only=True) refuses it
+        return str(value)
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy / torch arrays and scalars
+        return _plain(value.tolist())
     return value
 
 

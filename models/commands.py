@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"mestream {verb}: {exc}")
         return 2
     module = importlib.import_module(f"mestream.models.{model}.{_STEPS[verb]}")
-    parser = argparse.ArgumentParser(prog=f"mestream {verb} {model}", description=module.__doc__.strip().split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"mestream {verb} {model}", description=(module.__doc__ or "").strip().split("\n\n")[0])
     module.add_arguments(parser)
     return int(module.run(parser.parse_args(args.options)) or 0)
 

@@ -135,6 +135,8 @@ def mesnet_metric(pred: Iterable[Interval], truth: Iterable[Interval], t_eval: f
         ``{a, m, b, n, recall, precision, f1}``; ratios with a zero denominator are 0.0.
     """
     t_eval = _check_threshold("t_eval", t_eval)
+    if kind is not None and kind not in KINDS:
+        raise MetricError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
     preds = _by_video(p for p in pred if kind is None or p.kind == kind)
     truths = _by_video(t for t in truth if kind is None or t.kind == kind)
     a = b = 0
@@ -155,7 +157,10 @@ def _counts(tp: int, fp: int, fn: int) -> dict[str, float]:
             "f1": _ratio(2 * tp, 2 * tp + fp + fn)}
 
 
-def _match_one_to_one(pred: Sequence[Interval], truth: Sequence[Interval], threshold: float) -> int:
+MATCH_POLICIES = ("greedy", "next_best")
+
+
+def _match_one_to_one(pred: Sequence[Interval], truth: Sequence[Interval], threshold: float, policy: str) -> int:
     """Number of one-to-one matches, predictions visited by descending score (ties: earlier onset)."""
     ious = _iou_matrix(pred, truth)
     if not ious.size:
@@ -164,24 +169,25 @@ def _match_one_to_one(pred: Sequence[Interval], truth: Sequence[Interval], thres
     order = sorted(range(len(pred)), key=lambda i: (-pred[i].score, pred[i].onset, pred[i].offset))
     matches = 0
     for i in order:
-        candidates = np.where(~taken & (ious[i] >= threshold), ious[i], -1.0)
-        j = int(np.argmax(candidates))
-        if candidates[j] >= threshold:
+        row = ious[i] if policy == "greedy" else np.where(taken, -1.0, ious[i])
+        j = int(np.argmax(row))
+        if row[j] >= threshold and not taken[j]:
             taken[j] = True
             matches += 1
     return matches
 
 
 def megc_metric(pred: Iterable[Interval], truth: Iterable[Interval],
-                iou_threshold: float = 0.5) -> dict[str, dict[str, float]]:
+                iou_threshold: float = 0.5, policy: str = "greedy") -> dict[str, dict[str, float]]:
     """MEGC's pooled spotting metric: one-to-one matches per video and kind, counts summed over videos.
 
     Matching follows the public MEGC spotting code (SoftNet-SpotME's evaluation, a VOC-style
     matcher): predictions are visited by descending ``score`` and each takes the ground truth of the same
-    video and kind with the highest IoU >= ``iou_threshold`` that no earlier prediction took. One
-    deviation from the VOC "greedy" policy: when a prediction's best ground truth is already taken
-    it may still take its next best one above the threshold instead of becoming a false positive
-    (rare for non-overlapping expressions; it never lowers TP).
+    video and kind with the highest IoU, if that IoU is >= ``iou_threshold`` and no earlier
+    prediction took it; otherwise the prediction is a false positive (``policy="greedy"``, the
+    VOC rule the challenge code uses). ``policy="next_best"`` lets such a prediction take its next
+    best free ground truth above the threshold instead; the two differ only where ground truths
+    overlap, and next_best never gives fewer TP.
     A prediction's kind decides which ground truths it may match: a micro prediction that lands on
     a macro expression is a micro FP and leaves the macro ground truth a FN.
 
@@ -190,6 +196,8 @@ def megc_metric(pred: Iterable[Interval], truth: Iterable[Interval],
         recall, f1}``; overall sums the counts over kinds before taking ratios.
     """
     iou_threshold = _check_threshold("iou_threshold", iou_threshold)
+    if policy not in MATCH_POLICIES:
+        raise MetricError(f"policy must be one of {', '.join(MATCH_POLICIES)}, got {policy!r}")
     preds, truths = _by_video(pred), _by_video(truth)
     result: dict[str, dict[str, float]] = {}
     totals = np.zeros(3, dtype=np.int64)
@@ -198,7 +206,7 @@ def megc_metric(pred: Iterable[Interval], truth: Iterable[Interval],
         for video in set(preds) | set(truths):
             p = [i for i in preds.get(video, []) if i.kind == kind]
             t = [i for i in truths.get(video, []) if i.kind == kind]
-            matched = _match_one_to_one(p, t, iou_threshold)
+            matched = _match_one_to_one(p, t, iou_threshold, policy)
             tp, fp, fn = tp + matched, fp + len(p) - matched, fn + len(t) - matched
         result[kind] = _counts(tp, fp, fn)
         totals += (tp, fp, fn)
@@ -336,12 +344,11 @@ def mean_deviation_ms(d_ms: Mapping[str, Any]) -> float:
     """GAMDSS Eq. 17: the mean over key-frame types K (onset, apex, offset) of D_ms^(k).
 
     ``d_ms`` maps each key-frame type to its D(ms) value, or to an array over clips (averaged
-    first). 0.0 for an empty mapping.
+    first). A type with no values is left out (it has no deviation, not a zero one); 0.0 when
+    no type has any.
     """
-    if not d_ms:
-        return 0.0
-    per_type = [float(np.mean(np.asarray(v, dtype=np.float64))) if np.size(v) else 0.0 for v in d_ms.values()]
-    return float(np.mean(per_type))
+    per_type = [float(np.mean(np.asarray(v, dtype=np.float64))) for v in d_ms.values() if np.size(v)]
+    return float(np.mean(per_type)) if per_type else 0.0
 
 
 def within_tolerance(true_apex: Any, pred_apex: Any, clip_length: Any, fraction: float = 0.1) -> float:

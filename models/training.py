@@ -79,7 +79,7 @@ def plot_curves(history: dict[str, list[float]], path: str | Path, title: str = 
         ax.plot(range(1, len(history[name]) + 1), history[name], marker="." if len(history[name]) < 50 else None)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("epoch")
+    axes[-1, 0].set_xlabel("check (epoch)")
     if title:
         axes[0, 0].set_title(title)
     fig.tight_layout()

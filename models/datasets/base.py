@@ -242,7 +242,9 @@ def _open_xlsx(path: Path, sheet: str | int | None) -> tuple[str, Iterable[Seque
     match = {_norm(n): n for n in names}.get(_norm(sheet))
     if match is None:
         raise DatasetError(f"has no sheet {sheet!r}; the sheets are {names}", file=path)
-    rows = [tuple(r) for r in book[match].iter_rows(min_row=1, values_only=True)]
+    worksheet = book[match]
+    worksheet.reset_dimensions()  # read-only mode trusts the file's stored size, which some writers get wrong
+    rows = [tuple(r) for r in worksheet.iter_rows(min_row=1, values_only=True)]
     book.close()
     return match, rows
 
@@ -315,7 +317,8 @@ def find_annotation(root: Path, patterns: Sequence[str], given: str | Path | Non
         if not path.is_file():
             raise DatasetError(f"{dataset}: annotation file not found", file=path)
         return path
-    found = sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_file()})
+    # "~$name.xlsx" is the lock file Excel leaves beside a workbook it has open
+    found = sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_file() and not p.name.startswith("~$")})
     if len(found) == 1:
         return found[0]
     if not found:

@@ -10,7 +10,7 @@ The workbook's first sheet has no header row; its columns are, by position: part
 expression name (``disgust1_1`` = video name + "_" + expression number), onset, apex, offset,
 AUs, estimated emotion (positive / negative / surprise / others), type (``micro-expression`` /
 ``macro-expression``), self-reported emotion. Sheet "naming rule1" maps the participant number
-(3rd column) to the subject number (1st column, 15 -> folder ``s15``); sheet "naming rule2" maps
+(3rd column) to the subject number (1st column, 15 or "s15" -> folder ``s15``); sheet "naming rule2" maps
 a video code (1st column, 101 -> "0101") to its video name (2nd column, ``disgust1``). Positions
 and sheet names can be changed with ``columns=`` and ``subjects_sheet=`` / ``videos_sheet=``; for
 a CSV export pass the two naming tables as CSV paths there. A first row whose onset is text is
@@ -153,7 +153,12 @@ def _read_entries(root: Path, annotations: str | Path | None, rawpic: Path, cols
         if participant not in participants:
             raise DatasetError(f"participant {participant!r} is not in the subjects naming table", file=path,
                                row=row.number)
-        subject_number = int(float(participants[participant]))
+        number = re.search(r"(\d+)(?:\.0)?$", participants[participant])  # 15, 15.0, "s15" or "casme_015"
+        if number is None:
+            raise DatasetError(f"participant {participant!r}: the subjects naming table gives "
+                               f"{participants[participant]!r}, which holds no subject number", file=path,
+                               row=row.number)
+        subject_number = int(number.group(1))
         subject_dir = subject_dirs.get(subject_number)
         if subject_dir is None:
             raise DatasetError(f"no folder for subject {subject_number} (e.g. s{subject_number}) in {rawpic}",

@@ -29,6 +29,15 @@ def test_round_trip_keeps_weights_config_and_card(tmp_path):
     assert "torch" in on_disk and "git_sha" in on_disk
 
 
+def test_card_with_paths_and_arrays_is_saved_and_loaded(tmp_path):
+    import numpy as np
+    card = {"data": {"root": tmp_path / "CASME2"}, "metrics": {"confusion": np.eye(2, dtype=np.int64)}}
+    path = save_checkpoint(tmp_path / "c.pt", model="toy", preset="demo", config=_Config(), state_dict={}, card=card)
+    ck = load_checkpoint(path, model="toy")
+    assert ck.card["data"]["root"] == str(tmp_path / "CASME2")
+    assert json.loads(path.with_suffix(".json").read_text())["metrics"]["confusion"] == [[1, 0], [0, 1]]
+
+
 def test_bad_checkpoints_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "none.pt", model="toy")

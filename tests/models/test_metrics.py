@@ -99,6 +99,8 @@ def test_mesnet_metric_kind_filter():
     pred = [iv(0, 9), iv(100, 199, kind="macro")]
     assert mesnet_metric(pred, truth, kind="micro")["m"] == 1
     assert mesnet_metric(pred, truth)["m"] == 2
+    with pytest.raises(MetricError, match="kind must be one of"):
+        mesnet_metric(pred, truth, kind="mciro")
 
 
 # --------------------------------------------------------------------------- MEGC
@@ -125,13 +127,19 @@ def test_megc_matching_follows_score_order():
     wide_first = megc_metric([iv(1, 10, score=0.9), iv(0, 9, score=0.5)], truth)["micro"]
     exact_first = megc_metric([iv(1, 10, score=0.5), iv(0, 9, score=0.9)], truth)["micro"]
     assert (wide_first["tp"], wide_first["fp"], wide_first["fn"]) == (1, 1, 1)
-    assert (exact_first["tp"], exact_first["fp"], exact_first["fn"]) == (2, 0, 0)
+    # greedy (the challenge rule): "wide" wants t1, which "exact" took → a false positive
+    assert (exact_first["tp"], exact_first["fp"], exact_first["fn"]) == (1, 1, 1)
+    again = megc_metric([iv(1, 10, score=0.5), iv(0, 9, score=0.9)], truth, policy="next_best")["micro"]
+    assert (again["tp"], again["fp"], again["fn"]) == (2, 0, 0)
 
 
-def test_megc_takes_next_best_truth_when_best_is_taken():
+def test_megc_policies_differ_only_when_the_best_truth_is_taken():
     truth = [iv(0, 9), iv(2, 11)]
     pred = [iv(0, 9, score=0.9), iv(0, 10, score=0.5)]   # second: 0.91 with t1 (taken), 0.75 with t2
-    assert megc_metric(pred, truth)["micro"]["tp"] == 2
+    assert megc_metric(pred, truth)["micro"]["tp"] == 1
+    assert megc_metric(pred, truth, policy="next_best")["micro"]["tp"] == 2
+    with pytest.raises(MetricError, match="policy"):
+        megc_metric(pred, truth, policy="best")
 
 
 def test_megc_cross_video_does_not_match():
@@ -213,6 +221,8 @@ def test_keyframe_deviation_gamdss():
     np.testing.assert_allclose(arrays["d_percent"], [10.0, 25.0])
     np.testing.assert_allclose(arrays["d_ms"], [10.0, 20.0])
     assert mean_deviation_ms({"onset": 5.0, "apex": [10.0, 20.0], "offset": 0.0}) == pytest.approx(20 / 3)
+    assert mean_deviation_ms({"onset": 5.0, "apex": [15.0], "offset": []}) == pytest.approx(10.0)   # no offsets
+    assert mean_deviation_ms({}) == 0.0
     with pytest.raises(MetricError, match="fps"):
         keyframe_deviation(1, 2, 10, 0)
 

@@ -35,6 +35,21 @@ def test_xlsx_header_below_title_rows_and_row_numbers(tmp_path):
     assert [table.value(row, "filename") for row in table.rows] == ["006_1_2", "007_3_1"]
 
 
+def test_xlsx_with_a_stale_stored_size_keeps_every_row(tmp_path):
+    import zipfile
+    path = write_xlsx(tmp_path / "codes.xlsx", {"Sheet": [["Subject", "Onset"], [1, 10], [2, 20], [3, 30]]})
+    with zipfile.ZipFile(path) as book:                 # some writers store a wrong <dimension>
+        parts = {name: book.read(name) for name in book.namelist()}
+    sheet = "xl/worksheets/sheet1.xml"
+    assert b'<dimension ref="A1:B4" />' in parts[sheet]
+    parts[sheet] = parts[sheet].replace(b'<dimension ref="A1:B4" />', b'<dimension ref="A1:A2" />')
+    with zipfile.ZipFile(path, "w") as book:
+        for name, data in parts.items():
+            book.writestr(name, data)
+    table = read_table(path, header_hint=("Subject",))
+    assert [(table.value(r, "Subject"), table.value(r, "Onset")) for r in table.rows] == [(1, 10), (2, 20), (3, 30)]
+
+
 def test_missing_column_names_file_and_column(tmp_path):
     path = write_xlsx(tmp_path / "codes.xlsx", {"Sheet": [["Subject", "Filename"], [1, "EP01"]]})
     table = read_table(path, header_hint=("Subject",))

@@ -97,6 +97,16 @@ def test_bad_rows_name_file_and_row(tmp_path):
         read_casme_sq_videos(tmp_path)
 
 
+def test_subject_named_by_folder_text_in_the_naming_table(tmp_path):
+    make_casme_sq(tmp_path)
+    videos = read_casme_sq_videos(tmp_path, columns={"naming_subject": 1})          # "s15" instead of 15
+    assert [len(v.intervals) for v in videos] == [2, 0, 1]
+    write_xlsx(tmp_path / "CAS(ME)^2code_final.xlsx", {"CASFEcode_final": CODES, "naming rule1": [[15, "sub", 1]],
+                                                       "naming rule2": NAMING2})
+    with pytest.raises(DatasetError, match=r"row 1: participant '1': the subjects naming table gives 'sub'"):
+        read_casme_sq_videos(tmp_path, columns={"naming_subject": 1})
+
+
 def test_header_row_is_skipped_and_csv_naming_tables(tmp_path):
     make_casme_sq(tmp_path)
     (tmp_path / "CAS(ME)^2code_final.xlsx").unlink()
