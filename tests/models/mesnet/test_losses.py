@@ -1,0 +1,75 @@
+import numpy as np
+import torch
+
+from mestream.models.mesnet import losses
+from mestream.models.mesnet import postprocess as post
+from mestream.models.mesnet.network import MESNet, PretrainNet, resample_features
+
+
+def _fit(params, loss_fn, steps=15, lr=1e-3):
+    opt = torch.optim.Adam(params, lr=lr)
+    first = float(loss_fn().detach())
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+    return first, float(loss_fn().detach())
+
+
+def test_pretrain_loss_decreases_and_penalises_weights(tiny):
+    torch.manual_seed(0)
+    model = PretrainNet(MESNet(tiny)).eval()  # no dropout noise
+    x, y = torch.randn(4, tiny.pretrain_steps, 2, 16, 16), torch.tensor([0, 1, 0, 1])
+    x[y == 1, :, :, 4:8, 4:8] += 3.0  # ME clips move
+    first, last = _fit(model.parameters(), lambda: losses.pretrain_loss(model(x), y, model.net, model.head, tiny.l2))
+    assert last < 0.5 * first
+    reg = losses.l2_penalty([model.head.fc1], 0.02)
+    assert torch.isclose(reg, 0.01 * model.head.fc1.weight.pow(2).sum())  # λ/2 Σw², weights only
+
+
+def test_cpn_loss_decreases(tiny):
+    torch.manual_seed(0)
+    net = MESNet(tiny)
+    x = torch.randn(2, tiny.window_steps, 2, 16, 16)
+    x[:, 5:13, :, 4:8, 4:8] += 3.0
+    positions = post.cpn_positions(tiny)
+    truth = np.array([[5, 12]])
+    labels = [torch.from_numpy(np.stack([post.labels(p, truth, 0.7)[0]] * 2)) for p in positions]
+    assert sum(int(lb.sum()) for lb in labels) > 0
+    first, last = _fit(net.parameters(), lambda: losses.cpn_loss(net(x)[0], labels, net, tiny.l2,
+                                                                  torch.Generator().manual_seed(0)), steps=20)
+    assert last < 0.7 * first
+
+
+def test_balance_mask_keeps_every_me_and_about_as_many_others():
+    labels = torch.zeros(10000, dtype=torch.long)
+    labels[:500] = 1
+    mask = losses.balance_mask(labels, torch.Generator().manual_seed(0))
+    assert bool(mask[:500].all())
+    assert 400 < int(mask[500:].sum()) < 600
+
+
+def test_crn_loss_decreases_and_regresses_only_me(tiny):
+    torch.manual_seed(0)
+    net = MESNet(tiny).eval()
+    feats = torch.randn(tiny.window_steps, tiny.feature_size)
+    props = np.array([[3, 10], [4, 12], [15, 22]])
+    truth = torch.tensor([[4.0, 11.0], [4.0, 11.0], [4.0, 11.0]])
+    targets = losses.regression_targets(torch.from_numpy(props).float(), truth)
+    np.testing.assert_allclose(targets[0].numpy(), [1 / 7, 1 / 7])
+    cls = torch.tensor([1, 1, 0])
+    rows = resample_features(feats, props, tiny.crn_steps)
+
+    def loss():
+        logits, offsets = net.crn(rows)
+        return losses.crn_loss(logits, offsets, cls, targets, net.crn, tiny.l2)
+    first, last = _fit(net.crn.parameters(), loss)
+    assert last < 0.5 * first
+    # a non-ME proposal's offsets do not enter the loss
+    logits, offsets = net.crn(rows)
+    moved = targets.clone()
+    moved[2] += 100.0
+    assert torch.isclose(losses.crn_loss(logits, offsets, cls, targets, net.crn, 0.0),
+                         losses.crn_loss(logits, offsets, cls, moved, net.crn, 0.0))
+    assert float(losses.mesnet_loss(torch.tensor(1.0), torch.tensor(2.0))) == 3.0

@@ -1,0 +1,73 @@
+import argparse
+import dataclasses
+import json
+
+import numpy as np
+import torch
+
+from mestream.models.mesnet import PRESETS, evaluate, train
+from mestream.models.mesnet.data import pretrain_clips, training_windows
+from mestream.models.mesnet.network import MESNet
+
+from .conftest import fake_video
+
+
+def test_demo_preset_trains_a_few_steps(tmp_path):
+    config = dataclasses.replace(PRESETS["demo"], pretrain_epochs=1, epochs=1, val_every=2)
+    videos = [fake_video(config, steps=130, seed=s) for s in range(3)]
+    rng = np.random.default_rng(0)
+    clips = pretrain_clips(videos[:2], config, rng)
+    labels = [c[2] for c in clips]
+    assert labels.count(1) == 4 and labels.count(0) == 4 + 2  # n_l, r_noL·n_l, r_MaE·n_l
+    assert all(len(c[1]) == config.pretrain_steps for c in clips)
+    windows = training_windows(videos[:2], config, rng)
+    assert len(windows) == 4 * (10 + 4 + 2)
+    torch.manual_seed(0)
+    net = MESNet(config)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    history: dict = {}
+    train.pretrain(net, videos[:2], videos[2:], config, rng, history, progress=False, max_steps=2)
+    train.train_joint(net, videos[:2], videos[2:], config, rng, history, progress=False, max_steps=2)
+    assert len(history["pretrain_loss"]) == 1 and len(history["val_micro_f1"]) == 1
+    assert all(np.isfinite(v).all() for v in history.values())
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def _parse(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_train_cli_checkpoint_and_eval(tmp_path, capsys):
+    cache, out = str(tmp_path / "cache"), tmp_path / "run"
+    args = _parse(train, ["--train-subjects", "1", "--val-subjects", "1", "--duration", "6", "--pretrain-epochs", "1",
+                          "--epochs", "1", "--max-steps", "1", "--workers", "1", "--cache", cache, "--out", str(out),
+                          "--no-progress"])
+    assert train.run(args) == 0
+    ckpt = out / "mesnet-demo.pt"
+    card = json.loads(ckpt.with_suffix(".json").read_text())
+    assert card["data"]["seed"] == 0 and card["config"]["input_size"] == PRESETS["demo"].input_size
+    assert {"validation", "baseline", "thresholds"} <= set(card["metrics"]) and (out / "curves.png").is_file()
+    # round trip: the loaded network is the one described by the card, deterministic in eval mode
+    net, loaded_card = evaluate.load(ckpt)
+    assert loaded_card == card and net.config.t_cpn == card["metrics"]["thresholds"]["t_cpn"]
+    x = torch.randn(1, net.config.window_steps, 2, net.config.input_size, net.config.input_size)
+    again, _ = evaluate.load(ckpt)
+    assert torch.equal(net(x)[0][2], again(x)[0][2])
+    # the training seed is refused, another seed is evaluated and written
+    eval_out = tmp_path / "eval"
+    common = ["--checkpoint", str(ckpt), "--out", str(eval_out), "--subjects", "1", "--duration", "6",
+              "--workers", "1", "--cache", cache, "--no-progress"]
+    assert evaluate.run(_parse(evaluate, ["--seed", "0", *common])) == 2
+    assert "seed 0" in capsys.readouterr().out and not eval_out.exists()
+    assert evaluate.run(_parse(evaluate, ["--seed", "1", "--record", *common])) == 0
+    recorded = json.loads(ckpt.with_suffix(".json").read_text())["metrics"]["test_seed1"]
+    assert recorded["subjects"] == 1 and evaluate.load(ckpt)[1]["metrics"]["test_seed1"] == recorded
+    metrics = json.loads((eval_out / "metrics.json").read_text())
+    assert set(metrics["mesnet"]["megc"]) == {"micro", "macro", "overall"} and "f1" in metrics["baseline"]["megc"]["micro"]
+    truth = json.loads((eval_out / "ground_truth.json").read_text())
+    preds = json.loads((eval_out / "predictions.json").read_text())
+    assert all({"video", "onset_frame", "offset_frame", "kind"} <= set(t) for t in truth)
+    assert all({"video", "onset_frame", "offset_frame", "score"} <= set(p) for p in preds)
+    assert "MEGC" in capsys.readouterr().out
