@@ -12,8 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+# The same names in the same order as the class maps of `mestream.models.datasets` (paper4,
+# smic3, dfme7): a label index means one class whichever path built the model.
 FOUR_CLASSES: tuple[str, ...] = ("positive", "negative", "surprise", "others")
-SMIC_CLASSES: tuple[str, ...] = ("negative", "positive", "surprise")
+SMIC_CLASSES: tuple[str, ...] = ("positive", "negative", "surprise")
 DFME_CLASSES: tuple[str, ...] = ("happiness", "anger", "contempt", "disgust", "fear", "sadness", "surprise")
 DEFAULT_CLASSES: dict[int, tuple[str, ...]] = {4: FOUR_CLASSES, 3: SMIC_CLASSES, 7: DFME_CLASSES}
 

@@ -96,8 +96,10 @@ def prepare_clip(crops: np.ndarray, config: AKMNetConfig) -> tuple[np.ndarray, l
 
 def sample_from_crops(crops: np.ndarray, frame_ids: np.ndarray, config: AKMNetConfig, *, label: int, onset: int,
                       apex: int, offset: int, subject: str, video: str = "", emotion: str = "") -> ClipSample:
-    frames, runs = prepare_clip(crops, config)
     ids = np.asarray(frame_ids, dtype=np.int64)
+    if ids.shape != (len(crops),):
+        raise DataError(f"clip {subject}/{video} (onset {onset}): {len(crops)} frames but {ids.size} frame numbers")
+    frames, runs = prepare_clip(crops, config)
     source = np.array([int(ids[r[len(r) // 2]]) for r in runs], dtype=np.int64)
     return ClipSample(frames, source, int(label), int(onset), int(apex), int(offset), subject, video, emotion)
 
@@ -203,9 +205,12 @@ def dataset_clips(records: Iterable[Any], config: AKMNetConfig) -> list[ClipSamp
         crops = load_frames(rec.frames, config.train_resize)
         ids = np.asarray(rec.frame_numbers, dtype=np.int64)
         apex = rec.apex if rec.apex is not None else int(ids[len(ids) // 2])
-        out.append(sample_from_crops(crops, ids, config, label=names.index(rec.label), onset=rec.onset, apex=apex,
-                                     offset=rec.offset, subject=f"{rec.dataset}/{rec.subject}", video=rec.clip,
-                                     emotion=rec.emotion))
+        try:
+            out.append(sample_from_crops(crops, ids, config, label=names.index(rec.label), onset=rec.onset, apex=apex,
+                                         offset=rec.offset, subject=f"{rec.dataset}/{rec.subject}", video=rec.clip,
+                                         emotion=rec.emotion))
+        except DataError as exc:
+            raise DataError(f"{rec.source or rec.name}: {exc}") from exc
     return out
 
 

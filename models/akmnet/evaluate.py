@@ -38,14 +38,17 @@ def record_metrics(path: Path, key: str, figures: dict[str, Any]) -> None:
 
 def load_model(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode, its AKMNetConfig, its model card) from a checkpoint file."""
-    from mestream.models.akmnet.config import AKMNetConfig
+    from mestream.models.akmnet.config import AKMNetConfig, ConfigError
     from mestream.models.akmnet.network import build
-    from mestream.models.checkpoint import load_checkpoint
+    from mestream.models.checkpoint import CheckpointError, load_checkpoint
 
     ckpt = load_checkpoint(path, model="akmnet")
-    config = AKMNetConfig.from_dict(ckpt.config)
-    model = build(config)
-    model.load_state_dict(ckpt.state_dict)
+    try:
+        config = AKMNetConfig.from_dict(ckpt.config)
+        model = build(config)
+        model.load_state_dict(ckpt.state_dict)
+    except (ConfigError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the config
+        raise CheckpointError(f"checkpoint {path}: {exc}") from exc
     return model.eval(), config, ckpt.card
 
 

@@ -114,13 +114,19 @@ def mine_key_frames(pooled: torch.Tensor, mask: torch.Tensor, attention: nn.Modu
     """Eqs. 5-8 over the valid frames: β (B, T) and the key mask (B, T), both 0 on padding.
 
     α_t = σ(W·P̄_t); P̃ = Σ_t α_t·P̄_t over valid t; β_t = cos(P̄_t, P̃); key: β_t ≥ mean of β.
+
+    The frames with the largest β are always key frames. Mathematically they are anyway, but
+    when every β is equal (identical frames, e.g. a clip without motion) the float mean can
+    round above them, which would leave no key frame at all, and whether it does depends on
+    the summation order (padding, batch, ONNX runtime).
     """
     valid = mask.to(pooled.dtype)
     alpha = torch.sigmoid(attention(pooled).squeeze(-1)) * valid
     glob = (alpha.unsqueeze(-1) * pooled).sum(dim=1)
     beta = F.cosine_similarity(pooled, glob.unsqueeze(1), dim=-1, eps=1e-8) * valid
     mean = beta.sum(dim=1, keepdim=True) / valid.sum(dim=1, keepdim=True).clamp(min=1.0)
-    key = (beta >= mean) & mask
+    top = torch.where(mask, beta, torch.full_like(beta, -2.0)).amax(dim=1, keepdim=True)
+    key = ((beta >= mean) | (beta >= top)) & mask
     return beta, key
 
 
@@ -191,6 +197,8 @@ class ClipHead(nn.Module):
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> ClipOutput:
         B, T, C, S, _ = features.shape
         mask = mask.to(torch.bool)
+        # padded slots may hold anything (a reused buffer, NaN): zero them, since 0·NaN is NaN
+        features = torch.where(mask.view(B, T, 1, 1, 1), features, torch.zeros_like(features))
         pooled = features.mean(dim=(3, 4))
         beta, key = mine_key_frames(pooled, mask, self.attention)
         if self.training and torch.is_grad_enabled():

@@ -126,8 +126,8 @@ def train_model(config: Any, train_clips: list, val_clips: list, *, seed: int = 
     model = build(config)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     labels = [c.label for c in train_clips]
-    steps_per_epoch = -(-len(balanced_order(labels, np.random.default_rng(0)) if config.balance_classes else len(labels))
-                        // config.batch_size)
+    epoch_size = len(balanced_order(labels, np.random.default_rng(0))) if config.balance_classes else len(labels)
+    steps_per_epoch = -(-epoch_size // config.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs * steps_per_epoch), eta_min=config.lr_min)
     history: dict[str, list[float]] = {k: [] for k in ("loss", "ce", "gs", "mmm", "train_acc", "val_uf1", "val_acc", "val_apex10")}
     best: dict[str, Any] = {"uf1": -1.0}

@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 
 torch = pytest.importorskip("torch")
-import torch.nn.functional as F  # noqa: E402
 
 from mestream.models.akmnet import PRESETS, build  # noqa: E402
 from mestream.models.akmnet.config import AKMNetConfig, ConfigError  # noqa: E402
@@ -67,6 +66,14 @@ def test_class_count_is_configurable_and_config_is_strict() -> None:
     assert AKMNetConfig.from_dict(PRESETS["demo"].as_dict()) == PRESETS["demo"]
 
 
+def test_default_class_names_follow_the_dataset_class_maps() -> None:
+    from mestream.models.datasets import get_class_map
+
+    for name in ("paper4", "smic3", "dfme7"):
+        classes = tuple(get_class_map(name).classes)
+        assert AKMNetConfig(num_classes=len(classes)).class_names == classes, name
+
+
 def test_pack_to_front_moves_key_frames_in_order() -> None:
     key = torch.tensor([[False, True, False, True, True], [True, False, False, False, False]])
     x = torch.arange(10, dtype=torch.float32).view(2, 5, 1) + 1
@@ -93,6 +100,40 @@ def test_batched_equals_each_clip_alone() -> None:
             assert not batched.key_mask[b, n:].any() and torch.all(batched.beta[b, n:] == 0)
             assert int(batched.max_key[b]) == int(alone.max_key[0])
             assert batched.key_mask[b, int(batched.max_key[b])]
+
+
+def test_identical_frames_are_all_key_frames_batched_or_alone() -> None:
+    """Equal β (a clip without motion): every frame is a key frame (β_t ≥ mean), never none,
+    whatever the float mean rounds to with or without padding."""
+    model = _model()
+    C, S, T = TINY.widths[3], TINY.feature_size, 40
+    torch.manual_seed(4)
+    for n in range(1, T + 1):
+        feats = torch.randn(2, T, C, S, S)
+        feats[0, :n] = torch.randn(C, S, S)  # n identical frames
+        mask = torch.ones(2, T, dtype=torch.bool)
+        mask[0, n:] = False
+        with torch.no_grad():
+            batched = model.head(feats, mask)
+            alone = model.head(feats[:1, :n], torch.ones(1, n, dtype=torch.bool))
+        assert batched.key_mask[0, :n].all() and alone.key_mask[0].all(), n
+        torch.testing.assert_close(batched.logits[0], alone.logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_padding_content_never_leaks_into_a_clip() -> None:
+    """Padded slots may hold NaN (an uninitialised runtime buffer): outputs are those of zero padding."""
+    model = _model()
+    C, S, T = TINY.widths[3], TINY.feature_size, 6
+    torch.manual_seed(5)
+    feats = torch.randn(2, T, C, S, S)
+    mask = torch.arange(T).view(1, T) < torch.tensor([4, 0]).view(-1, 1)  # the second clip is all padding
+    dirty = feats.clone()
+    dirty[~mask] = float("nan")
+    with torch.no_grad():
+        clean, got = model.head(feats, mask), model.head(dirty, mask)
+    for a, b in zip(clean, got):
+        assert torch.equal(a, b)
+    assert torch.isfinite(got.logits).all() and not got.key_mask[1].any()
 
 
 def _reference(model: torch.nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,9 +177,10 @@ def test_gradients_follow_eqs_14_to_17() -> None:
     out = model.head(feats, mask)
     beta = out.beta
     beta.retain_grad()
-    F.cross_entropy(out.logits, torch.tensor([0, 1])).backward()
+    # CE and L_GS: both reach β only through B (the MMM term uses β itself, on every frame)
+    akmnet_loss(out.logits, torch.tensor([0, 1]), beta, out.key_mask, mask, lambda_mmm=0.0).total.backward()
     key = out.key_mask
-    assert not key.all() and key.any()
+    assert not key.all() and (key.sum(dim=1) > 1).all()  # L_GS > 0, so it has a gradient
     # β has gradient only on key frames
     assert torch.all(beta.grad[~key] == 0) and beta.grad[key].abs().sum() > 0
     # a non-key frame's features get gradient only through β (pooled vector), uniformly over

@@ -98,6 +98,12 @@ def test_a_few_training_steps_and_checkpoint_round_trip(clips: list, tmp_path: P
     torch.testing.assert_close(a.logits, b.logits)
 
 
+def test_training_without_class_balancing(clips: list) -> None:
+    config = dataclasses.replace(SMALL, balance_classes=False)
+    _, history, _ = train.train_model(config, clips, clips, seed=0, progress=False, log=lambda *_: None)
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
+
+
 def _eval_args(tmp_path: Path, checkpoint: Path, seed: int, record: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
@@ -147,6 +153,20 @@ def test_dataset_records_become_clips(tmp_path: Path) -> None:
     assert clip.source_frames.tolist() == [10, 11, 12, 13, 14]
     with pytest.raises(DataError, match="fixture row 2"):
         dataset_clips([dataclasses.replace(rec, label="tense")], SMALL)
+    with pytest.raises(DataError, match="fixture row 2.*5 frames but 4 frame numbers"):
+        dataset_clips([dataclasses.replace(rec, frame_numbers=tuple(range(10, 14)))], SMALL)
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_an_error_naming_it(tmp_path: Path) -> None:
+    from mestream.models.checkpoint import CheckpointError
+
+    torch.manual_seed(0)
+    model = build(dataclasses.replace(SMALL, widths=(8, 8, 16, 32)))
+    card = model_card(model="akmnet", preset="demo", config=SMALL, data={}, seed=0, metrics={})
+    path = save_checkpoint(tmp_path / "odd.pt", model="akmnet", preset="demo", config=SMALL,
+                           state_dict=model.state_dict(), card=card)
+    with pytest.raises(CheckpointError, match="odd.pt"):
+        evaluate.load_model(path)
 
 
 def test_train_options_override_the_preset() -> None:
