@@ -15,13 +15,6 @@ ort = pytest.importorskip("onnxruntime")
 from mestream.models.akmnet.network import ClipHead, FrameEncoder  # noqa: E402
 from mestream.tests.models.akmnet.test_network import TINY, _model  # noqa: E402
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny ops only lose to thread hand-offs on a shared CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 OUTPUTS = ["probabilities", "beta", "key_mask", "max_key"]

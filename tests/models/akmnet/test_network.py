@@ -14,13 +14,6 @@ from mestream.models.akmnet.losses import akmnet_loss  # noqa: E402
 from mestream.models.akmnet.network import pack_to_front  # noqa: E402
 from mestream.models.registry import create_model  # noqa: E402
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny ops only lose to thread hand-offs on a shared CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TINY = dataclasses.replace(PRESETS["demo"], widths=(8, 8, 16, 16), gru_hidden=8, image_size=64, train_resize=72)

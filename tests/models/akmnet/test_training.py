@@ -18,13 +18,6 @@ from mestream.models.akmnet.data import (  # noqa: E402
     SyntheticData, balanced_order, bins, collate, prepare_clip, subject_clips)
 from mestream.models.checkpoint import model_card, save_checkpoint  # noqa: E402
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these tiny ops only lose to thread hand-offs on a shared CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # The demo recipe on a smaller network and input, so that a few steps take a second.
