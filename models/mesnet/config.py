@@ -128,15 +128,21 @@ class MESNetConfig:
         if self.window_steps <= max(self.receptive_fields) or not 0 <= self.overlap_steps < self.window_steps:
             raise ConfigError(f"MESNetConfig.window_steps ({self.window_steps}) must exceed the largest receptive field "
                               f"and overlap_steps ({self.overlap_steps}) must be within 0..window_steps-1")
-        if self.crn_steps < 5 or self.pretrain_steps < 1:
+        if self.crn_steps < 5:
             raise ConfigError(f"MESNetConfig.crn_steps must be >= 5 (two unpadded convs), got {self.crn_steps!r}")
+        if self.pretrain_steps < 1:
+            raise ConfigError(f"MESNetConfig.pretrain_steps must be >= 1, got {self.pretrain_steps!r}")
         for name in ("cpn_iou", "crn_iou", "t_cpn", "t_crn", "t_nms", "dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"MESNetConfig.{name} must be within 0..1, got {getattr(self, name)!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError(f"MESNetConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.flow_gap < 1 or self.sample_hz <= 0 or self.flow_crop < self.input_size:
-            raise ConfigError("MESNetConfig: flow_gap must be >= 1, sample_hz > 0 and flow_crop >= input_size")
+        if self.flow_gap < 1:
+            raise ConfigError(f"MESNetConfig.flow_gap must be >= 1, got {self.flow_gap!r}")
+        if self.sample_hz <= 0:
+            raise ConfigError(f"MESNetConfig.sample_hz must be > 0, got {self.sample_hz!r}")
+        if self.flow_crop < self.input_size:
+            raise ConfigError(f"MESNetConfig.flow_crop ({self.flow_crop}) must be >= input_size ({self.input_size})")
 
     @property
     def feature_size(self) -> int:

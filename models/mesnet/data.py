@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -115,7 +117,12 @@ def synthetic_video(subject: int, config: MESNetConfig, *, fps: float = 200.0, d
         key = _cache_key(config, {"fps": fps, "duration_s": duration_s, "scene": "default"})
         path = Path(cache) / key / f"subject{subject:05d}.npz"
         if path.is_file():
-            return _load(path)
+            try:
+                return _load(path)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                # a truncated or foreign file (killed run, full disk): render it again and overwrite
+                warnings.warn(f"MESNet flow cache {path} is unreadable ({type(exc).__name__}: {exc}); rebuilding it",
+                              stacklevel=2)
     camera = make_camera(subject, fps=fps, duration_s=duration_s)
     crops = render_crops(camera, np.arange(camera.n_frames), config.flow_crop, progress=progress)
     starts = sample_starts(camera.n_frames, fps, config.sample_hz)
@@ -124,7 +131,7 @@ def synthetic_video(subject: int, config: MESNetConfig, *, fps: float = 200.0, d
     video = _build(camera.name, flow, starts, len(crops), events, fps)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # two runs filling one cache do not collide
         np.savez(tmp, flow=video.flow, starts=starts, n_frames=len(crops), fps=fps, name=video.name,
                  events=json.dumps(events))
         tmp.replace(path)
@@ -169,7 +176,9 @@ def long_video(video: Any, config: MESNetConfig, *, progress: bool = False) -> F
     """A real long video (``mestream.models.datasets`` ``LongVideo``) as a `FlowVideo`.
 
     Thin by design: frames are read grey, cropped with the engine's face box from the first
-    frame, and go through the same `flow_steps`; annotated intervals keep their kind.
+    frame, and go through the same `flow_steps`; annotated intervals keep their kind. Source
+    frames here (``sample_frames``, ``Expression.onset_frame``) are positions in the folder
+    (0 = the first file), not the annotation sheet's frame numbers.
     """
     from mestream.engine.face import crop, detect_face, square_box
 
@@ -188,8 +197,13 @@ def long_video(video: Any, config: MESNetConfig, *, progress: bool = False) -> F
             box = square_box(found)
         crop(gray, box, config.flow_crop, out=crops[i])
     starts = sample_starts(len(crops), video.fps, config.sample_hz)
-    first = int(video.frame_numbers[0])
-    events = [(iv.kind, iv.onset - first, (iv.apex if iv.apex is not None else iv.onset) - first, iv.offset - first)
+    numbers = np.asarray(video.frame_numbers, dtype=np.int64)
+
+    def index(frame: int) -> int:
+        # position of the frame in the folder, so a gap in the numbering does not shift the labels
+        return int(np.clip(np.searchsorted(numbers, frame), 0, len(numbers) - 1))
+
+    events = [(iv.kind, index(iv.onset), index(iv.apex if iv.apex is not None else iv.onset), index(iv.offset))
               for iv in video.intervals]
     flow = flow_steps(crops, starts, config, progress=progress)
     return _build(f"{video.dataset}/{video.subject}/{video.video}", flow, starts, len(crops), events, video.fps)
@@ -236,7 +250,11 @@ def pretrain_clips(videos: Sequence[FlowVideo], config: MESNetConfig,
 def training_windows(videos: Sequence[FlowVideo], config: MESNetConfig,
                      rng: np.random.Generator) -> list[tuple[int, int]]:
     """Section III-D's windows as (video index, first step): ``r_tME``·n_me around MEs (each ME
-    whole inside), ``r_tMaE``·n_me around macro-expressions, ``r_tNL``·n_me anywhere."""
+    whole inside), ``r_tMaE``·n_me around macro-expressions, ``r_tNL``·n_me anywhere.
+
+    Deviation: the paper's r_tNL clips are "without any label"; at the synthetic scene's ~22
+    expressions a minute a 2.5 s window is rarely label-free, so these are drawn anywhere.
+    """
     n = config.window_steps
     me = [(v, e) for v, video in enumerate(videos) for e in video.expressions if e.kind == "micro"]
     macro = [(v, e) for v, video in enumerate(videos) for e in video.expressions if e.kind == "macro"]

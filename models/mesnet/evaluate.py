@@ -38,12 +38,16 @@ class EvalError(ValueError):
 def load(path: str | Path | None) -> tuple[Any, dict[str, Any]]:
     """(network in eval mode, model card) of a checkpoint, the shipped demo weights by default."""
     from mestream.models.checkpoint import load_checkpoint, shipped_weights
-    from mestream.models.mesnet.config import MESNetConfig
+    from mestream.models.mesnet.config import ConfigError, MESNetConfig
     from mestream.models.mesnet.network import MESNet
 
-    ckpt = load_checkpoint(path or shipped_weights("mesnet", "demo"), model="mesnet")
-    net = MESNet(MESNetConfig.from_dict(ckpt.config))
-    net.load_state_dict(ckpt.state_dict)
+    path = path or shipped_weights("mesnet", "demo")
+    ckpt = load_checkpoint(path, model="mesnet")
+    try:
+        net = MESNet(MESNetConfig.from_dict(ckpt.config))
+        net.load_state_dict(ckpt.state_dict)
+    except (ConfigError, RuntimeError) as exc:  # RuntimeError: weights of another shape than the config's
+        raise EvalError(f"checkpoint {path}: {exc}") from None
     return net.eval(), ckpt.card
 
 

@@ -225,7 +225,12 @@ def train_joint(net: Any, train: list, val: list, config: MESNetConfig, rng: np.
 
 def joint_step(net: Any, windows: list[tuple[int, int]], videos: list, config: MESNetConfig,
                gen: Any) -> tuple[Any, Any]:
-    """One mini-batch of Eq. 14: the CPN loss over every position, the CRN loss over the proposals."""
+    """One mini-batch of Eq. 14: the CPN loss over every position, the CRN loss over the proposals.
+
+    Deviation: besides the CPN's own proposals (the paper's "every clip proposed by CPN"), up to
+    4 positions per window whose Eq. 10 label is ME join the CRN batch, so that the CRN sees
+    positive examples from the first step, before the CPN proposes anything useful.
+    """
     import torch
 
     from mestream.models.mesnet import postprocess as post

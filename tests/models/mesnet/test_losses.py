@@ -73,3 +73,33 @@ def test_crn_loss_decreases_and_regresses_only_me(tiny):
     assert torch.isclose(losses.crn_loss(logits, offsets, cls, targets, net.crn, 0.0),
                          losses.crn_loss(logits, offsets, cls, moved, net.crn, 0.0))
     assert float(losses.mesnet_loss(torch.tensor(1.0), torch.tensor(2.0))) == 3.0
+
+
+def test_l2_covers_the_layers_each_equation_lists(tiny):
+    """Eq. 8 spares the head's last FC layer, Eq. 12 the CRN's two parallel output layers."""
+    torch.manual_seed(0)
+    net = MESNet(tiny)
+    model = PretrainNet(net)
+    logits, y = torch.randn(2, 2), torch.tensor([0, 1])
+    offsets, targets = torch.randn(2, 2), torch.randn(2, 2)
+
+    def pre():
+        return float(losses.pretrain_loss(logits, y, net, model.head, 0.1))
+
+    def crn():
+        return float(losses.crn_loss(logits, offsets, y, targets, net.crn, 0.1))
+
+    def cpn():
+        return float(losses.cpn_loss([torch.zeros(1, 2, 3)], [torch.ones(1, 3, dtype=torch.long)], net, 0.1))
+
+    with torch.no_grad():
+        base = pre(), crn(), cpn()
+        for layer in (model.head.out, net.crn.cls, net.crn.reg):  # outside every penalty
+            layer.weight.mul_(3.0)
+        assert (pre(), crn(), cpn()) == base
+        for layer, changed in ((model.head.fc2, (1, 0, 0)), (net.crn.fc2, (0, 1, 0)), (net.cpn.first5, (0, 0, 1)),
+                               (net.crn.conv1, (0, 1, 0)), (net.temporal.conv1, (1, 0, 1)),
+                               (net.encoder.layers[0], (1, 0, 1))):
+            before = pre(), crn(), cpn()
+            layer.weight.mul_(1.5)
+            assert [a != b for a, b in zip((pre(), crn(), cpn()), before)] == [bool(c) for c in changed], layer

@@ -1,4 +1,5 @@
 import ast
+import dataclasses
 import inspect
 
 import numpy as np
@@ -40,12 +41,35 @@ def test_cpn_positions_account_for_the_temporal_padding():
     assert pos[4][20].tolist() == [16, 30] and len(pos[4]) == 94
 
 
+def test_interval_iou_counts_inclusive_frames():
+    a = np.array([[0, 9], [3, 3]])
+    b = np.array([[5, 14], [10, 19], [3, 3]])
+    # [0,9]∩[5,14] = 5 of 15; [0,9] and [10,19] touch but share no step; [3,3] is one step
+    np.testing.assert_allclose(post.interval_iou(a, b), [[5 / 15, 0, 1 / 10], [0, 0, 1]])
+
+
 def test_labels_use_iou_above_threshold():
     ivs = np.array([[10, 16], [11, 17], [12, 18], [30, 36]])
     lab, nearest = post.labels(ivs, np.array([[10, 17], [40, 44]]), 0.7)
     # IoUs with [10,17]: 7/8, 7/8, 6/9, 0
     assert lab.tolist() == [1, 1, 0, 0] and nearest[:3].tolist() == [0, 0, 0]
     assert post.labels(ivs, np.zeros((0, 2)), 0.7)[0].tolist() == [0, 0, 0, 0]
+    # Eq. 10 is strict: an IoU of exactly 0.7 (7 of 10 steps) is not ME
+    assert post.labels(np.array([[0, 9], [0, 7]]), np.array([[0, 6]]), 0.7)[0].tolist() == [0, 1]
+
+
+def test_cpn_proposals_keep_the_best_positions_after_nms():
+    cfg = dataclasses.replace(PRESETS["paper"], max_proposals=2)
+    scores = [np.full(len(p), 0.6) for p in post.cpn_positions(cfg)]
+    scores[2][40] = 0.99  # sub-network 3, F[36, 46]
+    scores[4][70] = 0.95  # sub-network 5, F[66, 80]
+    scores[0][41] = 0.97  # sub-network 1, F[37, 43]: IoU 7/11 with the first, suppressed
+    props = post.cpn_proposals(scores, cfg, 0.9)
+    assert props.intervals.tolist() == [[36, 46], [66, 80]] and props.scores.tolist() == [0.99, 0.95]
+    # below T_CPN nothing is proposed; the cap applies after NMS, highest scores first
+    assert len(post.cpn_proposals(scores, cfg, 0.999)) == 0
+    low = post.cpn_proposals(scores, cfg, 0.5)
+    assert len(low) == 2 and low.scores.tolist() == [0.99, 0.95]
 
 
 def test_crn_intervals_use_the_proposal_length():
@@ -65,6 +89,9 @@ def test_shift_merge_and_frames():
     np.testing.assert_allclose(merged.intervals, [[70, 80], [60, 70.5]])
     frames = 5 * np.arange(120) + 2.0
     assert post.to_frames(merged, frames) == [(352, 402, 0.9), (302, 354, 0.8)]
+    # the last window's spots stop at the video's last step (119), not one past it
+    end = post.shift(post.Spots(np.array([[40.0, 60.0]]), np.array([0.7])), 70, 120)
+    np.testing.assert_allclose(end.intervals, [[110, 119]])
 
 
 def test_resample_linear():

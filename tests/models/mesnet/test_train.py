@@ -14,14 +14,24 @@ from .conftest import fake_video
 
 def test_demo_preset_trains_a_few_steps(tmp_path):
     config = dataclasses.replace(PRESETS["demo"], pretrain_epochs=1, epochs=1, val_every=2)
-    videos = [fake_video(config, steps=130, seed=s) for s in range(3)]
+    videos = [fake_video(config, steps=130, seed=s, macro=((22, 34),)) for s in range(3)]
     rng = np.random.default_rng(0)
     clips = pretrain_clips(videos[:2], config, rng)
     labels = [c[2] for c in clips]
     assert labels.count(1) == 4 and labels.count(0) == 4 + 2  # n_l, r_noL·n_l, r_MaE·n_l
     assert all(len(c[1]) == config.pretrain_steps for c in clips)
+    # ME clips run onset → offset, unlabelled ones touch no expression, macro ones run onset → apex + k
+    micro = [(v, e) for v in range(2) for e in videos[v].expressions if e.kind == "micro"]
+    assert [(v, c[0], c[-1]) for v, c, _ in clips[:4]] == [(v, e.onset_step, e.offset_step) for v, e in micro]
+    busy = [set().union(*(range(e.onset_step, e.offset_step + 1) for e in v.expressions)) for v in videos[:2]]
+    assert all(not busy[v] & set(range(c[0], c[-1] + 1)) for v, c, _ in clips[4:8])
+    assert all((c[0], c[-1]) == (22, 28 + config.mae_apex_k) for _, c, _ in clips[8:])  # macro [22, 34], apex 28
     windows = training_windows(videos[:2], config, rng)
     assert len(windows) == 4 * (10 + 4 + 2)
+    # the r_tME windows hold their ME whole
+    n = config.window_steps
+    assert all(s <= e.onset_step and e.offset_step <= s + n - 1 and 0 <= s <= len(videos[v].flow) - n
+               for (v, s), (_, e) in zip(windows, micro * 10))
     torch.manual_seed(0)
     net = MESNet(config)
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -68,6 +78,7 @@ def test_train_cli_checkpoint_and_eval(tmp_path, capsys):
     assert set(metrics["mesnet"]["megc"]) == {"micro", "macro", "overall"} and "f1" in metrics["baseline"]["megc"]["micro"]
     truth = json.loads((eval_out / "ground_truth.json").read_text())
     preds = json.loads((eval_out / "predictions.json").read_text())
+    assert truth and preds  # the schema checks below must see rows
     assert all({"video", "onset_frame", "offset_frame", "kind"} <= set(t) for t in truth)
     assert all({"video", "onset_frame", "offset_frame", "score"} <= set(p) for p in preds)
     assert "MEGC" in capsys.readouterr().out
