@@ -18,7 +18,6 @@ from mestream.cameras.synthetic import SceneConfig, SyntheticCamera
 from mestream.engine.face import Box, FaceError, crop, detect_face, square_box
 
 SUBJECTS_PER_SEED = 1000
-TRAIN_SEED = 0
 
 
 def subject_ids(seed: int, count: int, start: int = 0) -> list[int]:

@@ -1,12 +1,24 @@
-"""What both training loops share: the torch check, seeding, early stopping and curves."""
+"""What both training commands share: the torch check, seeding, early stopping and curves,
+and the options that must behave alike in ``mestream train mesnet`` and ``mestream train akmnet``
+(``--preset``, ``--set``, ``--dataset/--root/--folds``, ``--ship``) with the code behind them.
+
+A user who learnt one train command should not trip over the other: the same option means the
+same thing, goes through the same parser and fails with the same kind of one-line message.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import math
 import random
 from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
+
+C = TypeVar("C")
 
 
 class MissingExtra(RuntimeError):
@@ -88,3 +100,92 @@ def plot_curves(history: dict[str, list[float]], path: str | Path, title: str = 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------- shared command options
+
+class OverrideError(ValueError):
+    """A ``--set`` item that is not FIELD=VALUE."""
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, model: str, *, presets: Iterable[str],
+                         config_class: str, set_example: str, datasets: Sequence[str]) -> None:
+    """The options both train commands take, with one wording."""
+    parser.add_argument("--preset", default="paper", choices=sorted(presets),
+                        help="config preset (default paper: the paper's recipe, long on a CPU; "
+                             "--preset demo trains on 2 CPU cores in minutes)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help=f"override any {config_class} field (repeatable; VALUE is JSON or a bare string), "
+                             f"e.g. {set_example}")
+    parser.add_argument("--dataset", choices=datasets,
+                        help="train on a licensed dataset you hold instead of synthetic subjects")
+    parser.add_argument("--root", help="the dataset's folder (with --dataset)")
+    parser.add_argument("--folds", type=int, default=5,
+                        help="with --dataset: subject-independent k-fold; the first fold validates (default 5)")
+    parser.add_argument("--ship", action="store_true",
+                        help=f"also copy the checkpoint and its card to models/weights/{model}-<preset>.pt")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set`` items as field values: JSON where the text parses (``3``, ``[8,16]``, ``true``),
+    else the bare string, so that ``--set input_mode=motion`` needs no shell-escaped quotes."""
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise OverrideError(f"--set takes FIELD=VALUE, got {item!r}")
+        try:
+            values[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            values[name.strip()] = text
+    return values
+
+
+def config_with_overrides(config: C, items: Sequence[str] = (), **explicit: Any) -> C:
+    """``config`` with the ``--set`` items, then the explicit options that were given (not None).
+
+    The result is rebuilt by the config class's strict ``from_dict``, so an unknown field or a
+    bad value is the config's own error naming the field, as when a model card is loaded.
+    """
+    changes = {**parse_overrides(items), **{k: v for k, v in explicit.items() if v is not None}}
+    return type(config).from_dict({**dataclasses.asdict(config), **changes})  # type: ignore[attr-defined]
+
+
+def dataset_split(name: str, root: str | None, folds: int, seed: int,
+                  **options: Any) -> tuple[list[Any], list[Any], dict[str, Any]]:
+    """(training records, validation records, the card's data) of a licensed dataset: the first
+    subject-independent fold validates, the others train. ``options`` go to ``read_dataset``."""
+    from mestream.models.datasets import DatasetError, kfold_splits, read_dataset
+    from mestream.models.datasets.splits import subjects
+
+    if not root:
+        raise DatasetError(f"--dataset {name} needs --root (the dataset's folder)")
+    records = read_dataset(name, root, **options)
+    fold, train, val = next(kfold_splits(records, folds, seed=seed))
+    data = {"source": "dataset", "dataset": name, "root": str(root), "fold": fold, "folds": folds,
+            "train_subjects": [s for _, s in subjects(train)], "val_subjects": [s for _, s in subjects(val)]}
+    return train, val, data
+
+
+def ship_checkpoint(path: Path, model: str, preset: str) -> Path:
+    """Copy a checkpoint and its card to where `mestream eval` and the runtime look by default."""
+    import shutil
+
+    from mestream.models.checkpoint import shipped_weights
+
+    target = shipped_weights(model, preset)
+    shutil.copyfile(path, target)
+    shutil.copyfile(path.with_suffix(".json"), target.with_suffix(".json"))
+    return target
+
+
+def report_errors(command: str, body: Callable[[], int], errors: tuple[type[Exception], ...]) -> int:
+    """Run a command; the user's mistakes (a bad option, a dataset that does not match its layout,
+    ``errors``) come out as one line naming the culprit and exit code 2, not as a traceback."""
+    from mestream.models.datasets import DatasetError
+
+    try:
+        return body()
+    except (OverrideError, DatasetError, *errors) as exc:
+        print(f"{command}: {exc}")
+        return 2

@@ -1,9 +1,12 @@
-"""Train AKMNet on synthetic subjects' micro-expression clips (the paper's recipe by default).
+"""Train AKMNet on micro-expression clips (the paper's recipe by default).
 
 SGD (momentum 0.9, weight decay 5e-4), learning rate cosine-annealed from 1e-3 to 1e-8, batch
 8, 40 epochs, class-balanced resampling, resize 144 → random crop 128, loss CE + GS-MMM.
-Validation on held-out subjects after every epoch; the best UF1 is kept and written as a
-checkpoint with its model card, beside a PNG of the curves.
+Clips come from synthetic subjects, or from a licensed short-clip dataset (``--dataset``,
+first subject-independent fold validates). Validation after every epoch; the best UF1 is kept
+and written as a checkpoint with its model card, beside a PNG of the curves. ``--preset``,
+``--set``, ``--dataset/--root/--folds`` and ``--ship`` are shared with ``mestream train mesnet``
+(`mestream.models.training`).
 """
 
 from __future__ import annotations
@@ -14,49 +17,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mestream.models.akmnet.config import PRESETS
+from mestream.models.akmnet.config import PRESETS, AKMNetConfig
+from mestream.models.training import add_common_arguments, config_with_overrides
 
 DEFAULT_OUT = "runs/akmnet"
+CLIP_DATASETS = ("casme2", "samm", "smic", "casme_sq", "dfme")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="network and recipe preset (default: paper)")
+    add_common_arguments(parser, "akmnet", presets=PRESETS, config_class="AKMNetConfig", datasets=CLIP_DATASETS,
+                         set_example="--set input_mode=magnified --set widths=[32,64,128,256]")
     parser.add_argument("--seed", type=int, default=0, help="data seed (its subjects) and torch seed (default 0)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--epochs", type=int, help="override the preset's epochs")
     parser.add_argument("--lr", type=float, help="override the preset's learning rate")
     parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override any AKMNetConfig field, e.g. --set input_mode=magnified --set widths=[32,64,128,256]")
     parser.add_argument("--train-subjects", type=int, help="synthetic training subjects")
     parser.add_argument("--val-subjects", type=int, help="synthetic validation subjects (after the training ones)")
-    parser.add_argument("--dataset", help="train on a licensed dataset you hold instead (casme2, samm, smic, casme_sq, dfme)")
-    parser.add_argument("--root", help="the dataset's folder (with --dataset)")
     parser.add_argument("--class-map", default="paper4", help="class map for --dataset (default paper4; smic3, dfme7)")
-    parser.add_argument("--folds", type=int, default=5,
-                        help="with --dataset: subject-independent k-fold; the first fold validates (default 5)")
     parser.add_argument("--cache", help="clip cache folder (default ~/.cache/mestream/akmnet or $MESTREAM_CACHE)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--ship", action="store_true", help="also copy the checkpoint to models/weights/akmnet-<preset>.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _config(args: argparse.Namespace) -> Any:
-    import json
-
-    from mestream.models.akmnet.config import AKMNetConfig
-
-    over: dict[str, Any] = {}
-    for item in getattr(args, "set", []) or []:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise SystemExit(f"mestream train akmnet: --set takes FIELD=VALUE, got {item!r}")
-        try:
-            over[name.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            over[name.strip()] = text  # a bare string such as magnified
-    over.update({k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size)) if v is not None})
-    return AKMNetConfig.from_dict({**PRESETS[args.preset].as_dict(), **over})
+def _config(args: argparse.Namespace) -> AKMNetConfig:
+    return config_with_overrides(PRESETS[args.preset], args.set, epochs=args.epochs, lr=args.lr,
+                                 batch_size=args.batch_size)
 
 
 def _data(args: argparse.Namespace) -> Any:
@@ -177,49 +163,52 @@ def _dataset_clips(args: argparse.Namespace, config: Any) -> tuple[list, list, d
     """(train clips, validation clips, card data, config) from a licensed dataset: the first
     subject-independent fold validates; the class count follows the class map."""
     from mestream.models.akmnet.data import dataset_clips
-    from mestream.models.datasets import get_class_map, kfold_splits, read_dataset
+    from mestream.models.datasets import get_class_map
+    from mestream.models.training import dataset_split
 
-    if not args.root:
-        raise SystemExit("mestream train akmnet: --dataset needs --root (the dataset's folder)")
-    records = read_dataset(args.dataset, args.root, class_map=args.class_map, unmapped="skip")
+    train_recs, val_recs, data = dataset_split(args.dataset, args.root, args.folds, args.seed,
+                                               class_map=args.class_map, unmapped="skip")
     classes = tuple(get_class_map(args.class_map).classes)
     config = dataclasses.replace(config, num_classes=len(classes), classes=classes)
-    name, train_recs, val_recs = next(kfold_splits(records, args.folds, seed=args.seed))
-    data = {"dataset": args.dataset, "root": str(args.root), "class_map": args.class_map, "fold": name,
-            "folds": args.folds}
+    data["class_map"] = args.class_map
     return dataset_clips(train_recs, config), dataset_clips(val_recs, config), data, config
 
 
 def run(args: argparse.Namespace) -> int:
-    import shutil
+    from mestream.models.akmnet.config import ConfigError
+    from mestream.models.akmnet.data import DataError
+    from mestream.models.training import report_errors
 
+    return report_errors("mestream train akmnet", lambda: _train(args), (ConfigError, DataError))
+
+
+def _clips(args: argparse.Namespace, config: Any, progress: bool) -> tuple[list, list, dict[str, Any], Any]:
+    """(train clips, validation clips, card data, config): synthetic subjects, or --dataset."""
+    from mestream.models.akmnet.data import synthetic_clips
+    from mestream.models.synthetic import subject_ids
+
+    if args.dataset:
+        return _dataset_clips(args, config)
+    data = _data(args)
+    train_ids = subject_ids(data.seed, data.train_subjects)
+    val_ids = subject_ids(data.seed, data.val_subjects, start=data.train_subjects)
+    train_clips = synthetic_clips(train_ids, data, config, cache=args.cache, progress=progress, desc="training clips")
+    val_clips = synthetic_clips(val_ids, data, config, cache=args.cache, progress=progress, desc="validation clips")
+    card_data = {**dataclasses.asdict(data), "train_subject_ids": [train_ids[0], train_ids[-1]],
+                 "val_subject_ids": [val_ids[0], val_ids[-1]] if val_ids else []}
+    return train_clips, val_clips, card_data, config
+
+
+def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from mestream.models.akmnet.data import synthetic_clips
-    from mestream.models.checkpoint import model_card, save_checkpoint, shipped_weights
-    from mestream.models.synthetic import subject_ids
-    from mestream.models.training import plot_curves
-
-    from mestream.models.akmnet.config import ConfigError
+    from mestream.models.checkpoint import model_card, save_checkpoint
+    from mestream.models.training import plot_curves, ship_checkpoint
 
     torch.set_num_threads(max(1, args.threads))
-    try:
-        config = _config(args)
-    except ConfigError as exc:
-        print(f"mestream train akmnet: {exc}")
-        return 2
     progress = not args.no_progress
     t0 = time.perf_counter()
-    if args.dataset:
-        train_clips, val_clips, card_data, config = _dataset_clips(args, config)
-    else:
-        data = _data(args)
-        train_ids = subject_ids(data.seed, data.train_subjects)
-        val_ids = subject_ids(data.seed, data.val_subjects, start=data.train_subjects)
-        train_clips = synthetic_clips(train_ids, data, config, cache=args.cache, progress=progress, desc="training clips")
-        val_clips = synthetic_clips(val_ids, data, config, cache=args.cache, progress=progress, desc="validation clips")
-        card_data = {**dataclasses.asdict(data), "train_subject_ids": [train_ids[0], train_ids[-1]],
-                     "val_subject_ids": [val_ids[0], val_ids[-1]] if val_ids else []}
+    train_clips, val_clips, card_data, config = _clips(args, _config(args), progress)
     t_data = time.perf_counter() - t0
     print(f"{len(train_clips)} training clips, {len(val_clips)} validation clips; data {t_data:.0f} s")
     model, history, best = train_model(config, train_clips, val_clips, seed=args.seed, progress=progress)
@@ -236,8 +225,5 @@ def run(args: argparse.Namespace) -> int:
                            state_dict=model.state_dict(), card=card)
     print(f"best validation UF1 {best['uf1']:.3f} (epoch {best.get('epoch')}); training {t_train:.0f} s; wrote {path}")
     if args.ship:
-        target = shipped_weights("akmnet", args.preset)
-        shutil.copyfile(path, target)
-        shutil.copyfile(path.with_suffix(".json"), target.with_suffix(".json"))
-        print(f"shipped {target}")
+        print(f"shipped {ship_checkpoint(path, 'akmnet', args.preset)}")
     return 0

@@ -3,6 +3,7 @@
 Subjects come from ``--seed`` (default 1), never the training seed recorded in the model card.
 Writes ``OUT/metrics.json``, ``OUT/predictions.json`` and ``OUT/ground_truth.json`` and prints
 the MEGC pooled table, MESNet's Eq. 15 metric and the flow-magnitude baseline on the same data.
+``--record`` adds the figures to the checkpoint's card, and so refuses ``--t-cpn`` / ``--t-crn``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes rendering subjects (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--record", action="store_true",
-                        help="also write these metrics into the checkpoint's model card (metrics.test_seed<S>)")
+                        help="also write these metrics into the checkpoint's model card (metrics.test_seed<S>); "
+                             "not with --t-cpn / --t-crn")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -60,6 +62,14 @@ def check_seed(seed: int, card: dict[str, Any]) -> None:
         raise EvalError(str(exc)) from None
 
 
+def check_record(args: argparse.Namespace) -> None:
+    """Refuse --record with hand-picked thresholds: the card's figures are at the thresholds
+    chosen on the validation subjects, and a reader of the card cannot tell otherwise."""
+    if args.record and (args.t_cpn is not None or args.t_crn is not None):
+        raise EvalError("--record writes into the model card, whose figures are at the card's own T_CPN / T_CRN: "
+                        "drop --t-cpn / --t-crn, or drop --record")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -72,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(args.threads, 1))
     try:
+        check_record(args)
         net, card = load(args.checkpoint)
         check_seed(args.seed, card)
         base = card.get("metrics", {}).get("baseline", {})

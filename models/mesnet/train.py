@@ -1,8 +1,13 @@
-"""Train MESNet on synthetic subjects: backbone pre-training (Eq. 8), then joint CPN + CRN (Eq. 14).
+"""Train MESNet: backbone pre-training (Eq. 8), then joint CPN + CRN (Eq. 14).
 
-Subjects of seed 0 (``mestream.models.synthetic``): the first ``train_subjects`` train, the
-next ``val_subjects`` validate (early stopping, the choice of T_CPN / T_CRN). Writes
+Data: synthetic subjects of ``--seed`` (default 0, ``mestream.models.synthetic``): the first
+``train_subjects`` train, the next ``val_subjects`` validate; or, with ``--dataset``, the long
+videos of CAS(ME)² / SAMM Long Videos (``casme_sq_long`` / ``samm_long``) read from ``--root``,
+whose first subject-independent fold validates. Validation drives early stopping (which bounds
+the paper preset's long schedule) and the choice of T_CPN / T_CRN. Writes
 ``OUT/mesnet-<preset>.pt`` with its model card (``.json``) and ``OUT/curves.png``.
+``--preset``, ``--set``, ``--dataset/--root/--folds`` and ``--ship`` are shared with
+``mestream train akmnet`` (`mestream.models.training`).
 """
 
 from __future__ import annotations
@@ -17,86 +22,132 @@ import numpy as np
 from tqdm import tqdm
 
 from mestream.models.mesnet.config import PRESETS, MESNetConfig
+from mestream.models.training import add_common_arguments, config_with_overrides
 
-TRAIN_SEED = 0
+LONG_DATASETS = ("casme_sq_long", "samm_long")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="config preset (default demo)")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation / sampling seed (default 0)")
+    add_common_arguments(parser, "mesnet", presets=PRESETS, config_class="MESNetConfig", datasets=LONG_DATASETS,
+                         set_example="--set optimizer=adam --set lr=1e-3 --set conv_channels=[8,16,32,64]")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="synthetic data seed (its subjects), initialisation / sampling seed, and the "
+                             "--dataset fold seed (default 0)")
     parser.add_argument("--out", default="runs/mesnet", help="output directory (default runs/mesnet)")
     parser.add_argument("--epochs", type=int, default=None, help="joint-training epochs (default: the preset's)")
     parser.add_argument("--pretrain-epochs", type=int, default=None, help="pre-training epochs (default: the preset's)")
-    parser.add_argument("--train-subjects", type=int, default=None, help="training subjects (default: the preset's)")
-    parser.add_argument("--val-subjects", type=int, default=None, help="validation subjects (default: the preset's)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per synthetic subject (default: preset's)")
-    parser.add_argument("--cache", default=None, help="flow cache directory (default ~/.cache/mestream/mesnet)")
-    parser.add_argument("--no-cache", action="store_true", help="render and compute flow without caching")
-    parser.add_argument("--workers", type=int, default=2, help="processes rendering subjects (default 2)")
+    parser.add_argument("--train-subjects", type=int, default=None, help="synthetic training subjects (default: the preset's)")
+    parser.add_argument("--val-subjects", type=int, default=None, help="synthetic validation subjects (default: the preset's)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per synthetic subject (default: the preset's)")
+    parser.add_argument("--cache", default=None, help="synthetic flow cache directory (default ~/.cache/mestream/mesnet)")
+    parser.add_argument("--no-cache", action="store_true", help="render synthetic subjects and compute their flow without caching")
+    parser.add_argument("--workers", type=int, default=2, help="processes rendering synthetic subjects (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop each phase after this many batches (CI)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _config(args: argparse.Namespace) -> MESNetConfig:
-    changes = {k: v for k, v in (("epochs", args.epochs), ("pretrain_epochs", args.pretrain_epochs),
-                                 ("train_subjects", args.train_subjects), ("val_subjects", args.val_subjects),
-                                 ("duration_s", args.duration)) if v is not None}
-    return dataclasses.replace(PRESETS[args.preset], **changes)
+    return config_with_overrides(PRESETS[args.preset], args.set, epochs=args.epochs,
+                                 pretrain_epochs=args.pretrain_epochs, train_subjects=args.train_subjects,
+                                 val_subjects=args.val_subjects, duration_s=args.duration)
+
+
+def _synthetic(args: argparse.Namespace, config: MESNetConfig, progress: bool) -> tuple[list, list, dict[str, Any]]:
+    """(training videos, validation videos, card data) from the synthetic subjects of ``--seed``."""
+    from mestream.models.mesnet.data import DEFAULT_CACHE, synthetic_videos
+    from mestream.models.synthetic import subject_ids
+
+    cache = None if args.no_cache else Path(args.cache) if args.cache else DEFAULT_CACHE
+    train_ids = subject_ids(args.seed, config.train_subjects)
+    val_ids = subject_ids(args.seed, config.val_subjects, start=config.train_subjects)
+    train = synthetic_videos(train_ids, config, cache=cache, workers=args.workers, progress=progress, desc="train subjects")
+    val = synthetic_videos(val_ids, config, cache=cache, workers=args.workers, progress=progress, desc="val subjects")
+    data = {"source": "synthetic", "seed": args.seed, "train_subjects": train_ids, "val_subjects": val_ids,
+            "duration_s": config.duration_s, "fps": 200.0, "scene": "default SceneConfig (all distractors on)"}
+    return train, val, data
+
+
+def _dataset(args: argparse.Namespace, config: MESNetConfig, progress: bool) -> tuple[list, list, dict[str, Any]]:
+    """(training videos, validation videos, card data) from a licensed long-video dataset.
+
+    Not cached: the frames are the user's and may change; a CAS(ME)² video reads in seconds.
+    """
+    from mestream.models.mesnet.data import long_video
+    from mestream.models.training import dataset_split
+
+    train_recs, val_recs, data = dataset_split(args.dataset, args.root, args.folds, args.seed)
+
+    def flow(records: list, desc: str) -> list:
+        return [long_video(r, config, progress=progress) for r in tqdm(records, desc=desc, disable=not progress)]
+
+    return flow(train_recs, "train videos"), flow(val_recs, "val videos"), data
 
 
 def run(args: argparse.Namespace) -> int:
+    from mestream.models.mesnet.config import ConfigError
+    from mestream.models.mesnet.data import DataError
+    from mestream.models.training import report_errors
+
+    return report_errors("mestream train mesnet", lambda: _train(args), (ConfigError, DataError))
+
+
+def _train(args: argparse.Namespace) -> int:
     import torch
 
     from mestream.models.checkpoint import model_card, save_checkpoint
-    from mestream.models.mesnet.data import DEFAULT_CACHE, synthetic_videos
     from mestream.models.mesnet.network import MESNet
-    from mestream.models.mesnet import baseline
-    from mestream.models.mesnet.spotting import VideoSpotter, step_counts, truth_intervals
-    from mestream.models.synthetic import subject_ids
-    from mestream.models.training import plot_curves, seed_everything
+    from mestream.models.mesnet.spotting import step_counts
+    from mestream.models.training import plot_curves, seed_everything, ship_checkpoint
 
     torch.set_num_threads(max(args.threads, 1))
     config = _config(args)
     seed_everything(args.seed)
     progress = not args.no_progress
-    cache = None if args.no_cache else Path(args.cache) if args.cache else DEFAULT_CACHE
-    train_ids = subject_ids(TRAIN_SEED, config.train_subjects)
-    val_ids = subject_ids(TRAIN_SEED, config.val_subjects, start=config.train_subjects)
     started = time.perf_counter()
-    train = synthetic_videos(train_ids, config, cache=cache, workers=args.workers, progress=progress, desc="train subjects")
-    val = synthetic_videos(val_ids, config, cache=cache, workers=args.workers, progress=progress, desc="val subjects")
+    train, val, data = (_dataset if args.dataset else _synthetic)(args, config, progress)
     data_s = time.perf_counter() - started
     net = MESNet(config)
     history: dict[str, list[float]] = {}
-    rng = np.random.default_rng(args.seed)
-    pre = pretrain(net, train, val, config, rng, history, progress=progress, max_steps=args.max_steps)
-    joint = train_joint(net, train, val, config, rng, history, progress=progress, max_steps=args.max_steps)
-    spotter = VideoSpotter(net, val)
-    t_cpn, t_crn, _ = spotter.tune()
-    config = dataclasses.replace(config, t_cpn=t_cpn, t_crn=t_crn)
-    net.config = config
-    val_metrics = spotter.score(t_cpn, t_crn)
-    base_videos = train + val
-    p, half, base_f1 = baseline.tune(base_videos, truth_intervals(base_videos), config.flow_gap, config.sample_hz)
+    config, metrics = fit(net, train, val, config, history, seed=args.seed, progress=progress, max_steps=args.max_steps)
     train_s = time.perf_counter() - started
     out = Path(args.out)
     plot_curves(history, out / "curves.png", title=f"MESNet {args.preset}")
-    data = {"source": "synthetic", "seed": TRAIN_SEED, "train_subjects": train_ids, "val_subjects": val_ids,
-            "duration_s": config.duration_s, "fps": 200.0, "scene": "default SceneConfig (all distractors on)",
-            "train": step_counts(train), "val": step_counts(val)}
-    metrics = {"validation": val_metrics, "pretrain_val_acc": pre, "joint_val_f1": joint,
-               "thresholds": {"t_cpn": t_cpn, "t_crn": t_crn, "chosen_on": "validation subjects"},
-               "baseline": {"p": p, "half": half, "train_val_micro_f1": base_f1, "chosen_on": "training + validation subjects"}}
-    card = model_card(model="mesnet", preset=args.preset, config=config, data=data, seed=args.seed, metrics=metrics,
+    card = model_card(model="mesnet", preset=args.preset, config=config, seed=args.seed, metrics=metrics,
+                      data={**data, "train": step_counts(train), "val": step_counts(val)},
                       extra={"timing_s": {"data": round(data_s, 1), "total": round(train_s, 1)},
                              "torch_threads": args.threads})
     path = save_checkpoint(out / f"mesnet-{args.preset}.pt", model="mesnet", preset=args.preset, config=config,
                            state_dict=net.state_dict(), card=card)
-    micro = val_metrics["megc"]["micro"]
+    micro = metrics["validation"]["megc"]["micro"]
     print(f"mesnet: validation micro F1 {micro['f1']:.3f} (P {micro['precision']:.3f} R {micro['recall']:.3f}) "
-          f"at T_CPN {t_cpn} T_CRN {t_crn}; {train_s / 60:.1f} min; wrote {path}")
+          f"at T_CPN {config.t_cpn} T_CRN {config.t_crn}; {train_s / 60:.1f} min; wrote {path}")
+    if args.ship:
+        print(f"shipped {ship_checkpoint(path, 'mesnet', args.preset)}")
     return 0
+
+
+def fit(net: Any, train: list, val: list, config: MESNetConfig, history: dict[str, list[float]], *, seed: int = 0,
+        progress: bool = True, max_steps: int | None = None) -> tuple[MESNetConfig, dict[str, Any]]:
+    """Both training steps, then the thresholds and the baseline chosen on the given videos;
+    returns the config with the chosen T_CPN / T_CRN (also set on ``net``) and the card's metrics."""
+    from mestream.models.mesnet import baseline
+    from mestream.models.mesnet.spotting import VideoSpotter, truth_intervals
+
+    rng = np.random.default_rng(seed)
+    pre = pretrain(net, train, val, config, rng, history, progress=progress, max_steps=max_steps)
+    joint = train_joint(net, train, val, config, rng, history, progress=progress, max_steps=max_steps)
+    spotter = VideoSpotter(net, val)
+    t_cpn, t_crn, _ = spotter.tune()
+    config = dataclasses.replace(config, t_cpn=t_cpn, t_crn=t_crn)
+    net.config = config
+    base_videos = train + val
+    p, half, base_f1 = baseline.tune(base_videos, truth_intervals(base_videos), config.flow_gap, config.sample_hz)
+    metrics = {"validation": spotter.score(t_cpn, t_crn), "pretrain_val_acc": pre, "joint_val_f1": joint,
+               "thresholds": {"t_cpn": t_cpn, "t_crn": t_crn, "chosen_on": "validation subjects"},
+               "baseline": {"p": p, "half": half, "train_val_micro_f1": base_f1,
+                            "chosen_on": "training + validation subjects"}}
+    return config, metrics
 
 
 def _optimizer(params: Any, config: MESNetConfig) -> Any:

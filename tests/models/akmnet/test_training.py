@@ -174,3 +174,18 @@ def test_train_options_override_the_preset() -> None:
     assert train._config(parser.parse_args([])) == PRESETS["paper"]
     with pytest.raises(ConfigError, match="max_frame"):
         train._config(parser.parse_args(["--set", "max_frame=3"]))
+
+
+def test_train_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    common = ["--preset", "demo", "--out", str(tmp_path / "run"), "--no-progress"]
+    for argv, named in ((["--set", "max_frame=3"], "max_frame"), (["--set", "max_frames"], "FIELD=VALUE"),
+                        (["--dataset", "casme2"], "--root"),
+                        (["--dataset", "casme2", "--root", str(tmp_path / "missing")], "missing")):
+        assert train.run(parser.parse_args([*common, *argv])) == 2, argv
+        out = capsys.readouterr().out
+        assert out.startswith("mestream train akmnet: ") and named in out and out.count("\n") == 1, out
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit):  # the long-video readers are MESNet's
+        parser.parse_args(["--dataset", "casme_sq_long"])

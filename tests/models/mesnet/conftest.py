@@ -11,16 +11,6 @@ from mestream.models.mesnet.config import PRESETS
 from mestream.models.mesnet.data import Expression, FlowVideo
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI machine has two cores shared with other jobs."""
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny():
     """The paper's layers on 16×16 inputs and 24-step windows."""

@@ -2,12 +2,18 @@ import argparse
 import dataclasses
 import json
 
+import cv2
 import numpy as np
+import pytest
 import torch
 
+from mestream.models import checkpoint
 from mestream.models.mesnet import PRESETS, evaluate, train
+from mestream.models.mesnet.config import ConfigError
 from mestream.models.mesnet.data import pretrain_clips, training_windows
 from mestream.models.mesnet.network import MESNet
+from mestream.models.synthetic import make_camera
+from mestream.tests.models.datasets.helpers import write_xlsx
 
 from .conftest import fake_video
 
@@ -51,7 +57,7 @@ def _parse(module, argv):
 
 def test_train_cli_checkpoint_and_eval(tmp_path, capsys):
     cache, out = str(tmp_path / "cache"), tmp_path / "run"
-    args = _parse(train, ["--train-subjects", "1", "--val-subjects", "1", "--duration", "6", "--pretrain-epochs", "1",
+    args = _parse(train, ["--preset", "demo", "--train-subjects", "1", "--val-subjects", "1", "--duration", "6", "--pretrain-epochs", "1",
                           "--epochs", "1", "--max-steps", "1", "--workers", "1", "--cache", cache, "--out", str(out),
                           "--no-progress"])
     assert train.run(args) == 0
@@ -82,3 +88,81 @@ def test_train_cli_checkpoint_and_eval(tmp_path, capsys):
     assert all({"video", "onset_frame", "offset_frame", "kind"} <= set(t) for t in truth)
     assert all({"video", "onset_frame", "offset_frame", "score"} <= set(p) for p in preds)
     assert "MEGC" in capsys.readouterr().out
+
+
+def test_options_and_set_override_the_preset(capsys):
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    assert train._config(parser.parse_args([])) == PRESETS["paper"]  # the issue: defaults are the paper's values
+    args = parser.parse_args(["--preset", "demo", "--set", "optimizer=sgd", "--set", "conv_channels=[4,8,16,32]",
+                              "--set", "epochs=5", "--epochs", "2", "--duration", "6"])
+    config = train._config(args)
+    assert (config.optimizer, config.conv_channels, config.epochs, config.duration_s, config.lr) == \
+        ("sgd", (4, 8, 16, 32), 2, 6.0, PRESETS["demo"].lr)  # the explicit option wins over --set
+    with pytest.raises(ConfigError, match="input_sise"):
+        train._config(parser.parse_args(["--set", "input_sise=16"]))
+    for bad, named in ((["--set", "input_sise=16"], "input_sise"), (["--set", "window_steps=big"], "window_steps"),
+                       (["--set", "window_steps"], "FIELD=VALUE")):
+        assert train.run(parser.parse_args(bad)) == 2
+        out = capsys.readouterr().out
+        assert out.startswith("mestream train mesnet: ") and named in out and out.count("\n") == 1
+
+
+CODES = [[1, "disgust1_1", 10, 14, 20, "4", "negative", "micro-expression", ""],
+         [2, "anger1_1", 12, 15, 19, "12", "positive", "micro-expression", ""]]
+
+
+def _casme_sq(root):
+    """A CAS(ME)² tree: two subjects, one long video each, frames from the synthetic camera (a face
+    the engine's detector finds), and the code workbook with its two naming sheets."""
+    for subject, folder in ((15, "15_0101disgustingteeth"), (16, "16_0401girlcrashing")):
+        frames = root / "rawpic" / f"s{subject}" / folder
+        frames.mkdir(parents=True)
+        with make_camera(subject, fps=30.0, duration_s=1.4, resolution=(320, 240)) as camera:
+            for frame in camera:
+                cv2.imwrite(str(frames / f"img{frame.frame_id + 1}.png"), frame.pixels)
+    write_xlsx(root / "CAS(ME)^2code_final.xlsx", {"CASFEcode_final": CODES,
+                                                  "naming rule1": [[15, "s15", 1], [16, "s16", 2]],
+                                                  "naming rule2": [[101, "disgust1"], [401, "anger1"]]})
+    return root
+
+
+TINY = ["--set", "input_size=16", "--set", "flow_crop=64", "--set", "window_steps=24", "--set", "overlap_steps=6",
+        "--set", "crn_steps=8", "--set", "pretrain_steps=8", "--set", "l_nol=8"]
+
+
+def test_train_on_a_long_video_dataset_and_ship(tmp_path, monkeypatch, capsys):
+    root = _casme_sq(tmp_path / "casme_sq")
+    shipped = tmp_path / "weights" / "mesnet-demo.pt"
+    shipped.parent.mkdir()
+    monkeypatch.setattr(checkpoint, "shipped_weights", lambda model, preset="demo": shipped)
+    out = tmp_path / "run"
+    args = _parse(train, ["--dataset", "casme_sq_long", "--root", str(root), "--folds", "2", "--preset", "demo", *TINY,
+                          "--pretrain-epochs", "1", "--epochs", "1", "--max-steps", "1", "--out", str(out),
+                          "--no-progress", "--ship"])
+    assert train.run(args) == 0
+    card = json.loads((out / "mesnet-demo.pt").with_suffix(".json").read_text())
+    data = card["data"]
+    assert (data["dataset"], data["root"], data["folds"]) == ("casme_sq_long", str(root), 2)
+    assert sorted(data["train_subjects"] + data["val_subjects"]) == ["s15", "s16"] and len(data["val_subjects"]) == 1
+    assert data["train"]["videos"] == data["val"]["videos"] == 1 and data["train"]["n_micro"] == 1
+    assert "seed" not in data  # no synthetic subject trained it: `mestream eval` may use any seed
+    assert card["config"]["window_steps"] == 24 and "validation" in card["metrics"]
+    assert json.loads(shipped.with_suffix(".json").read_text()) == card and shipped.read_bytes() == \
+        (out / "mesnet-demo.pt").read_bytes()
+    assert f"shipped {shipped}" in capsys.readouterr().out
+
+
+def test_dataset_errors_are_one_line(tmp_path, capsys):
+    root = _casme_sq(tmp_path / "casme_sq")
+    blank = root / "rawpic" / "s16" / "16_0401girlcrashing" / "img1.png"
+    cv2.imwrite(str(blank), np.zeros((240, 320), np.uint8))  # no face to crop on
+    common = ["--preset", "demo", *TINY, "--folds", "2", "--no-progress", "--out", str(tmp_path / "run")]
+    for argv, named in ((["--dataset", "casme_sq_long"], "--root"),
+                        (["--dataset", "samm_long", "--root", str(tmp_path / "missing")], "missing"),
+                        (["--dataset", "casme_sq_long", "--root", str(root), "--folds", "3"], "3 folds"),
+                        (["--dataset", "casme_sq_long", "--root", str(root)], "no face in frame file img1.png")):
+        assert train.run(_parse(train, [*common, *argv])) == 2, argv
+        text = capsys.readouterr().out
+        assert text.startswith("mestream train mesnet: ") and named in text and text.count("\n") == 1, text
+    assert not (tmp_path / "run").exists()
