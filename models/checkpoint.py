@@ -38,7 +38,9 @@ def git_sha(cwd: Path | None = None) -> str | None:
     cwd = cwd or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal"], cwd=cwd,
+        # edits to the code count; the shipped weights themselves do not
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal", "--",
+                                ":(top)", ":(top,exclude)models/weights"], cwd=cwd,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

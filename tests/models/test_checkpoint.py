@@ -65,3 +65,25 @@ def test_early_stopping_counts_checks_without_improvement():
 def test_curves_come_out_as_png(tmp_path):
     path = plot_curves({"loss": [3.0, 2.0, 1.0], "val_f1": [0.1, 0.4]}, tmp_path / "curves.png", title="toy")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_git_sha_marks_code_edits_but_not_weights(tmp_path):
+    import subprocess
+
+    from mestream.models.checkpoint import git_sha
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "models" / "weights").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "models" / "weights" / "w.pt").write_bytes(b"1")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = git_sha(tmp_path / "models")
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "models" / "weights" / "w.pt").write_bytes(b"2")
+    assert git_sha(tmp_path / "models") == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_sha(tmp_path / "models") == clean + "-dirty"
