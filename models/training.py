@@ -43,15 +43,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str = "cpu") -> str:
-    """The torch device to train on: the CPU unless CUDA is asked for and present."""
-    import torch
-
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available on this machine; use 'cpu'")
-    return name
-
-
 class EarlyStopping:
     """Stop when the validation figure has not improved for ``patience`` checks."""
 
