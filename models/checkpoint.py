@@ -95,18 +95,30 @@ def load_checkpoint(path: str | Path, *, model: str) -> Checkpoint:
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a damaged file
-        raise CheckpointError(f"checkpoint {path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        # not torch's own text: it advises weights_only=False, which would run whatever the file holds
+        raise CheckpointError(f"checkpoint {path}: cannot be read: the file is damaged or not a mestream "
+                              f"checkpoint ({type(exc).__name__})") from exc
     if not isinstance(blob, dict) or not {"model", "preset", "config", "state_dict", "card"} <= set(blob):
         raise CheckpointError(f"checkpoint {path}: not a mestream checkpoint (missing model/config/state_dict/card)")
     if blob["model"] != model:
         raise CheckpointError(f"checkpoint {path}: holds a {blob['model']!r} model, expected {model!r}")
     return Checkpoint(model=blob["model"], preset=blob["preset"], config=dict(blob["config"]),
                       state_dict=blob["state_dict"], card=dict(blob["card"]))
+
+
+def record_metrics(path: str | Path, *, model: str, key: str, figures: dict[str, Any]) -> None:
+    """Put an evaluation's figures into a checkpoint's card as ``metrics[key]`` (inside the torch
+    file and in its JSON twin), so that the weights carry their held-out figures with them."""
+    ckpt = load_checkpoint(path, model=model)
+    card = {**ckpt.card, "metrics": {**ckpt.card.get("metrics", {}), key: figures}}
+    save_checkpoint(path, model=model, preset=ckpt.preset, config=ckpt.config, state_dict=ckpt.state_dict, card=card)
 
 
 def shipped_weights(model: str, preset: str = "demo") -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 from mestream.models.registry import FAMILIES
 from mestream.models.training import MissingExtra, require_torch
@@ -28,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         require_torch(f"mestream {verb} {model}")
     except MissingExtra as exc:
-        print(f"mestream {verb}: {exc}")
+        print(f"mestream {verb}: {exc}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"mestream.models.{model}.{_STEPS[verb]}")
     parser = argparse.ArgumentParser(prog=f"mestream {verb} {model}", description=(module.__doc__ or "").strip().split("\n\n")[0])

@@ -1,9 +1,11 @@
 """What both training commands share: the torch check, seeding, early stopping and curves,
 and the options that must behave alike in ``mestream train mesnet`` and ``mestream train akmnet``
-(``--preset``, ``--set``, ``--dataset/--root/--folds``, ``--ship``) with the code behind them.
+(``--preset``, ``--set``, ``--dataset/--root/--folds/--dataset-option``, ``--ship``) with the code
+behind them; and what both ``mestream eval`` commands share (the seed refusal, the provenance
+written beside the figures).
 
-A user who learnt one train command should not trip over the other: the same option means the
-same thing, goes through the same parser and fails with the same kind of one-line message.
+A user who learnt one command should not trip over the other: the same option means the same
+thing, goes through the same parser and fails with the same kind of one-line message on stderr.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import json
 import math
 import random
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -95,13 +98,55 @@ def plot_curves(history: dict[str, list[float]], path: str | Path, title: str = 
 
 # --------------------------------------------------------------------------- shared command options
 
-class OverrideError(ValueError):
-    """A ``--set`` item that is not FIELD=VALUE."""
+class OptionError(ValueError):
+    """Command options that cannot be honoured together (or at all); the message names them."""
+
+
+class OverrideError(OptionError):
+    """A ``--set`` (or ``--dataset-option``) item that is not NAME=VALUE."""
+
+
+class EvalError(ValueError):
+    """An evaluation that must not run (the training seed, an unusable checkpoint or card)."""
+
+
+DEFAULT_FOLDS = 5
+DATASET_ONLY = ("root", "folds", "dataset_option", "class_map")
+"""Options that mean something only with --dataset (those a command has)."""
+SYNTHETIC_ONLY = ("train_subjects", "val_subjects", "duration")
+"""Options that mean something only without --dataset (those a command has)."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type of the counts (subjects, epochs, steps): a 0 would train or score on nothing
+    and fail later with an unrelated traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of durations: a video of 0 s holds no frame."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, model: str, *, presets: Iterable[str],
                          config_class: str, set_example: str, datasets: Sequence[str]) -> None:
-    """The options both train commands take, with one wording."""
+    """The options both train commands take, with one wording.
+
+    The dataset-only options default to None (or empty) so that `check_data_options` can tell
+    "given" from "default" and refuse the ones the chosen data would ignore.
+    """
     parser.add_argument("--preset", default="paper", choices=sorted(presets),
                         help="config preset (default paper: the paper's recipe, long on a CPU; "
                              "--preset demo trains on 2 CPU cores in minutes)")
@@ -111,25 +156,51 @@ def add_common_arguments(parser: argparse.ArgumentParser, model: str, *, presets
     parser.add_argument("--dataset", choices=datasets,
                         help="train on a licensed dataset you hold instead of synthetic subjects")
     parser.add_argument("--root", help="the dataset's folder (with --dataset)")
-    parser.add_argument("--folds", type=int, default=5,
-                        help="with --dataset: subject-independent k-fold; the first fold validates (default 5)")
+    parser.add_argument("--folds", type=positive_int, default=None,
+                        help=f"with --dataset: subject-independent k-fold; the first fold validates (default {DEFAULT_FOLDS})")
+    parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --dataset: an option of the dataset's reader (repeatable; VALUE is JSON or a "
+                             "bare string), e.g. annotations=codes.xlsx, frames_dir=Cropped, errors=skip, "
+                             "columns='{\"subject\": \"Subject\"}'")
     parser.add_argument("--ship", action="store_true",
                         help=f"also copy the checkpoint and its card to models/weights/{model}-<preset>.pt")
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``--set`` items as field values: JSON where the text parses (``3``, ``[8,16]``, ``true``),
-    else the bare string, so that ``--set input_mode=motion`` needs no shell-escaped quotes."""
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_data_options(args: argparse.Namespace) -> None:
+    """Refuse an option the chosen data would silently ignore: ``--root`` without ``--dataset``
+    trains on synthetic subjects, ``--train-subjects`` with it changes nothing."""
+    if args.dataset:
+        given = [_flag(d) for d in SYNTHETIC_ONLY if getattr(args, d, None) is not None]
+        where = f"to synthetic subjects, not to --dataset {args.dataset}"
+    else:
+        given = [_flag(d) for d in DATASET_ONLY if getattr(args, d, None) not in (None, [])]
+        where = "with --dataset (without it, training uses synthetic subjects)"
+    if given:
+        raise OptionError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} {where}")
+
+
+def parse_overrides(items: Sequence[str], option: str = "--set", name: str = "FIELD") -> dict[str, Any]:
+    """``--set`` (or ``option``) items as values: JSON where the text parses (``3``, ``[8,16]``,
+    ``true``), else the bare string, so that ``--set input_mode=motion`` needs no shell-escaped quotes."""
     values: dict[str, Any] = {}
     for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name.strip():
-            raise OverrideError(f"--set takes FIELD=VALUE, got {item!r}")
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise OverrideError(f"{option} takes {name}=VALUE, got {item!r}")
         try:
-            values[name.strip()] = json.loads(text)
+            values[key.strip()] = json.loads(text)
         except json.JSONDecodeError:
-            values[name.strip()] = text
+            values[key.strip()] = text
     return values
+
+
+def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--dataset-option`` items as keyword arguments of ``read_dataset``."""
+    return parse_overrides(args.dataset_option, "--dataset-option", "KEY")
 
 
 def config_with_overrides(config: C, items: Sequence[str] = (), **explicit: Any) -> C:
@@ -142,19 +213,23 @@ def config_with_overrides(config: C, items: Sequence[str] = (), **explicit: Any)
     return type(config).from_dict({**dataclasses.asdict(config), **changes})  # type: ignore[attr-defined]
 
 
-def dataset_split(name: str, root: str | None, folds: int, seed: int,
+def dataset_split(name: str, root: str | None, folds: int | None, seed: int,
                   **options: Any) -> tuple[list[Any], list[Any], dict[str, Any]]:
     """(training records, validation records, the card's data) of a licensed dataset: the first
-    subject-independent fold validates, the others train. ``options`` go to ``read_dataset``."""
+    subject-independent fold validates, the others train. ``options`` go to ``read_dataset``
+    (and to the card, so that the run can be repeated)."""
     from mestream.models.datasets import DatasetError, kfold_splits, read_dataset
     from mestream.models.datasets.splits import subjects
 
     if not root:
         raise DatasetError(f"--dataset {name} needs --root (the dataset's folder)")
+    folds = DEFAULT_FOLDS if folds is None else folds
     records = read_dataset(name, root, **options)
     fold, train, val = next(kfold_splits(records, folds, seed=seed))
     data = {"source": "dataset", "dataset": name, "root": str(root), "fold": fold, "folds": folds,
             "train_subjects": [s for _, s in subjects(train)], "val_subjects": [s for _, s in subjects(val)]}
+    if options:
+        data["options"] = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
     return train, val, data
 
 
@@ -172,11 +247,36 @@ def ship_checkpoint(path: Path, model: str, preset: str) -> Path:
 
 def report_errors(command: str, body: Callable[[], int], errors: tuple[type[Exception], ...]) -> int:
     """Run a command; the user's mistakes (a bad option, a dataset that does not match its layout,
-    ``errors``) come out as one line naming the culprit and exit code 2, not as a traceback."""
+    an unusable checkpoint, ``errors``) come out on stderr as one line naming the culprit, with
+    exit code 2, as `mestream run` reports its own; not as a traceback."""
+    from mestream.models.checkpoint import CheckpointError
     from mestream.models.datasets import DatasetError
 
     try:
         return body()
-    except (OverrideError, DatasetError, *errors) as exc:
-        print(f"{command}: {exc}")
+    except (OptionError, DatasetError, CheckpointError, EvalError, *errors) as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
         return 2
+
+
+# --------------------------------------------------------------------------- shared evaluation
+
+def check_eval_seed(seed: int, card: dict[str, Any], checkpoint: str | Path) -> None:
+    """Refuse the seed whose subjects trained or validated the model, in one wording for both models."""
+    from mestream.models.synthetic import check_eval_seed as check
+
+    try:
+        check(seed, card, f"checkpoint {checkpoint}")
+    except ValueError as exc:
+        raise EvalError(str(exc)) from None
+
+
+def eval_provenance(*, seed: int, subjects: Sequence[int], duration_s: float, checkpoint: str | Path,
+                    card: dict[str, Any]) -> dict[str, Any]:
+    """What an evaluation ran on, for its metrics.json: the data, the weights, the code that
+    trained them (from the card) and the code that scored them, which may differ."""
+    from mestream.models.checkpoint import git_sha
+
+    return {"seed": int(seed), "subjects": len(subjects), "subject_ids": [int(s) for s in subjects],
+            "duration_s": float(duration_s), "checkpoint": str(checkpoint),
+            "trained_git_sha": card.get("git_sha"), "eval_git_sha": git_sha()}

@@ -3,7 +3,9 @@
 Every micro-expression clip of the subjects of seed S (never the seed the model trained on),
 prepared as in training; writes metrics.json (acc, uf1, uar, confusion, apex figures) and
 predictions.json (per clip: true and predicted class, probabilities, key frames, max-key
-frame, true apex) and prints the metrics table.
+frame, true apex) and prints the metrics table. ``metrics.json`` names what was evaluated: seed,
+subjects, duration, checkpoint, and the commits that trained and that evaluated it. A
+checkpoint that cannot be used, or the training seed, is a one-line error with exit code 2.
 """
 
 from __future__ import annotations
@@ -13,27 +15,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mestream.models.training import positive_float, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="subjects of this seed (default 1); not the training seed")
     parser.add_argument("--out", default="runs/akmnet-eval", help="output folder (default runs/akmnet-eval)")
     parser.add_argument("--checkpoint", help="checkpoint to evaluate (default: the shipped models/weights/akmnet-demo.pt)")
-    parser.add_argument("--subjects", type=int, default=10, help="how many subjects (default 10)")
-    parser.add_argument("--duration", type=float, help="seconds of video per subject (default: as in training)")
+    parser.add_argument("--subjects", type=positive_int, default=10, help="how many subjects (default 10)")
+    parser.add_argument("--duration", type=positive_float, help="seconds of video per subject (default: as in training)")
     parser.add_argument("--cache", help="clip cache folder (default ~/.cache/mestream/akmnet or $MESTREAM_CACHE)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     parser.add_argument("--record", action="store_true",
                         help="also write the figures into the checkpoint's model card (metrics.test_seed<S>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def record_metrics(path: Path, key: str, figures: dict[str, Any]) -> None:
-    """Add held-out figures to a checkpoint's model card (inside the file and its JSON twin)."""
-    from mestream.models.checkpoint import load_checkpoint, save_checkpoint
-
-    ckpt = load_checkpoint(path, model="akmnet")
-    card = {**ckpt.card, "metrics": {**ckpt.card.get("metrics", {}), key: figures}}
-    save_checkpoint(path, model="akmnet", preset=ckpt.preset, config=ckpt.config, state_dict=ckpt.state_dict, card=card)
 
 
 def load_model(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
@@ -65,25 +60,29 @@ def evaluation_data(card: dict[str, Any], seed: int, duration: float | None) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    from mestream.models.training import report_errors
+
+    return report_errors("mestream eval akmnet", lambda: _evaluate(args), ())
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from mestream.models.akmnet.data import synthetic_clips
     from mestream.models.akmnet.train import evaluate_clips, summarize
-    from mestream.models.checkpoint import shipped_weights
+    from mestream.models.checkpoint import record_metrics, shipped_weights
     from mestream.models.metrics import format_table
-    from mestream.models.synthetic import check_eval_seed, subject_ids
+    from mestream.models.synthetic import subject_ids
+    from mestream.models.training import check_eval_seed, eval_provenance
 
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads)
     path = Path(args.checkpoint) if args.checkpoint else shipped_weights("akmnet", "demo")
     model, config, card = load_model(path)
-    try:
-        check_eval_seed(args.seed, card, f"mestream eval akmnet ({path})")
-    except ValueError as exc:
-        print(f"error: {exc}")
-        return 2
+    check_eval_seed(args.seed, card, path)
     data = evaluation_data(card, args.seed, args.duration)
-    clips = synthetic_clips(subject_ids(args.seed, args.subjects), data, config, cache=args.cache,
-                            progress=not args.no_progress, desc=f"seed {args.seed} clips")
+    ids = subject_ids(args.seed, args.subjects)
+    clips = synthetic_clips(ids, data, config, cache=args.cache, progress=not args.no_progress,
+                            desc=f"seed {args.seed} clips")
     rows = evaluate_clips(model, clips, config)
     metrics = summarize(rows, config.class_names)
     names = config.class_names
@@ -93,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
                     "key_frames": r["key_frames"], "max_key_frame": r["max_key_frame"]} for r in rows]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {**metrics, "checkpoint": str(path), "seed": args.seed, "subjects": args.subjects, "clips": len(rows)}
+    summary = {**metrics, **eval_provenance(seed=args.seed, subjects=ids, duration_s=data.duration_s, checkpoint=path,
+                                            card=card), "clips": len(rows)}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "predictions.json").write_text(json.dumps(predictions, indent=1) + "\n")
     print(format_table(metrics, title=f"AKMNet {card.get('preset', '?')} on seed {args.seed}: {len(rows)} clips, "
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'metrics.json'} and {out / 'predictions.json'}")
     if args.record:
         keep = ("acc", "uf1", "uar", "n", "confusion", "apex_within_10pct", "apex_error")
-        record_metrics(path, f"test_seed{args.seed}", {**{k: metrics[k] for k in keep if k in metrics},
-                                                       "subjects": args.subjects})
+        record_metrics(path, model="akmnet", key=f"test_seed{args.seed}", figures={
+            **{k: metrics[k] for k in keep if k in metrics},
+            **{k: summary[k] for k in ("subjects", "duration_s", "eval_git_sha")}})
         print(f"recorded in the model card of {path}")
     return 0

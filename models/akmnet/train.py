@@ -5,8 +5,8 @@ SGD (momentum 0.9, weight decay 5e-4), learning rate cosine-annealed from 1e-3 t
 Clips come from synthetic subjects, or from a licensed short-clip dataset (``--dataset``,
 first subject-independent fold validates). Validation after every epoch; the best UF1 is kept
 and written as a checkpoint with its model card, beside a PNG of the curves. ``--preset``,
-``--set``, ``--dataset/--root/--folds`` and ``--ship`` are shared with ``mestream train mesnet``
-(`mestream.models.training`).
+``--set``, ``--dataset/--root/--folds/--dataset-option`` and ``--ship`` are shared with
+``mestream train mesnet`` (`mestream.models.training`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from mestream.models.akmnet.config import PRESETS, AKMNetConfig
-from mestream.models.training import add_common_arguments, config_with_overrides
+from mestream.models.training import add_common_arguments, config_with_overrides, positive_int
 
 DEFAULT_OUT = "runs/akmnet"
 CLIP_DATASETS = ("casme2", "samm", "smic", "casme_sq", "dfme")
+DEFAULT_CLASS_MAP = "paper4"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,14 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          set_example="--set input_mode=magnified --set widths=[32,64,128,256]")
     parser.add_argument("--seed", type=int, default=0, help="data seed (its subjects) and torch seed (default 0)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    parser.add_argument("--epochs", type=int, help="override the preset's epochs")
+    parser.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
     parser.add_argument("--lr", type=float, help="override the preset's learning rate")
-    parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
-    parser.add_argument("--train-subjects", type=int, help="synthetic training subjects")
-    parser.add_argument("--val-subjects", type=int, help="synthetic validation subjects (after the training ones)")
-    parser.add_argument("--class-map", default="paper4", help="class map for --dataset (default paper4; smic3, dfme7)")
+    parser.add_argument("--batch-size", type=positive_int, help="override the preset's batch size")
+    parser.add_argument("--train-subjects", type=positive_int, help="synthetic training subjects")
+    parser.add_argument("--val-subjects", type=positive_int, help="synthetic validation subjects (after the training ones)")
+    parser.add_argument("--class-map", default=None,
+                        help=f"class map for --dataset (default {DEFAULT_CLASS_MAP}; smic3, dfme7)")
     parser.add_argument("--cache", help="clip cache folder (default ~/.cache/mestream/akmnet or $MESTREAM_CACHE)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -164,13 +166,17 @@ def _dataset_clips(args: argparse.Namespace, config: Any) -> tuple[list, list, d
     subject-independent fold validates; the class count follows the class map."""
     from mestream.models.akmnet.data import dataset_clips
     from mestream.models.datasets import get_class_map
-    from mestream.models.training import dataset_split
+    from mestream.models.training import OptionError, dataset_options, dataset_split
 
+    class_map = args.class_map or DEFAULT_CLASS_MAP
+    options = {"unmapped": "skip", **dataset_options(args)}
+    if "class_map" in options:
+        raise OptionError("--dataset-option class_map=...: give the class map with --class-map")
     train_recs, val_recs, data = dataset_split(args.dataset, args.root, args.folds, args.seed,
-                                               class_map=args.class_map, unmapped="skip")
-    classes = tuple(get_class_map(args.class_map).classes)
+                                               class_map=class_map, **options)
+    classes = tuple(get_class_map(class_map).classes)
     config = dataclasses.replace(config, num_classes=len(classes), classes=classes)
-    data["class_map"] = args.class_map
+    data["class_map"] = class_map
     return dataset_clips(train_recs, config), dataset_clips(val_recs, config), data, config
 
 
@@ -203,9 +209,10 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from mestream.models.checkpoint import model_card, save_checkpoint
-    from mestream.models.training import plot_curves, ship_checkpoint
+    from mestream.models.training import check_data_options, plot_curves, ship_checkpoint
 
-    torch.set_num_threads(max(1, args.threads))
+    check_data_options(args)
+    torch.set_num_threads(args.threads)
     progress = not args.no_progress
     t0 = time.perf_counter()
     train_clips, val_clips, card_data, config = _clips(args, _config(args), progress)

@@ -303,7 +303,11 @@ def read_table(path: str | Path, *, header_hint: Sequence[str] = (), names: Sequ
 
 def require_dir(root: str | Path, dataset: str) -> Path:
     """``root`` as a Path, or an error when it is not a directory."""
+    if root is None or not isinstance(root, (str, Path)) or not str(root).strip():
+        raise DatasetError(f"{dataset}: root must be the dataset folder (a path), got {root!r}")
     path = Path(root)
+    if path.is_file():
+        raise DatasetError(f"{dataset}: root is a file, not the dataset folder", file=path)
     if not path.is_dir():
         raise DatasetError(f"{dataset}: dataset folder not found", file=path)
     return path

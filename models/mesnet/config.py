@@ -41,6 +41,12 @@ CPN_LAYERS: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = (
 """Table II: ((kernel, dilation) of layer 1, (kernel, dilation) of layer 2) per sub-network."""
 
 
+POSITIVE_INTS = ("input_size", "in_channels", "temporal_channels", "temporal_kernel", "cpn_channels", "window_steps",
+                 "pretrain_steps", "crn_steps", "fc_units", "max_proposals", "l_nol", "flow_crop", "flow_gap",
+                 "batch_size", "pretrain_epochs", "epochs", "patience", "train_subjects", "val_subjects")
+"""The counts and sizes of which 0 means nothing to build, train or validate on."""
+
+
 class ConfigError(ValueError):
     """A MESNet config that cannot be built; the message names the field."""
 
@@ -121,6 +127,23 @@ class MESNetConfig:
     cpn_layers: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = field(default=CPN_LAYERS)
 
     def __post_init__(self) -> None:
+        for name in POSITIVE_INTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"MESNetConfig.{name} must be a positive int, got {value!r}")
+        for name in ("conv_padding", "temporal_padding", "overlap_steps", "mae_apex_k", "val_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"MESNetConfig.{name} must be an int >= 0, got {value!r}")
+        if not self.conv_channels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
+                                             for c in self.conv_channels):
+            raise ConfigError(f"MESNetConfig.conv_channels must be positive ints, got {self.conv_channels!r}")
+        for name in ("lr", "duration_s", "flow_scale"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"MESNetConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("l2", "flow_blur", "r_nol", "r_mae", "r_tme", "r_tmae", "r_tnl"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"MESNetConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.input_size < 16:
             raise ConfigError(f"MESNetConfig.input_size must be >= 16, got {self.input_size!r}")
         if len(self.cpn_layers) != 5:
@@ -130,15 +153,11 @@ class MESNetConfig:
                               f"and overlap_steps ({self.overlap_steps}) must be within 0..window_steps-1")
         if self.crn_steps < 5:
             raise ConfigError(f"MESNetConfig.crn_steps must be >= 5 (two unpadded convs), got {self.crn_steps!r}")
-        if self.pretrain_steps < 1:
-            raise ConfigError(f"MESNetConfig.pretrain_steps must be >= 1, got {self.pretrain_steps!r}")
         for name in ("cpn_iou", "crn_iou", "t_cpn", "t_crn", "t_nms", "dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"MESNetConfig.{name} must be within 0..1, got {getattr(self, name)!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError(f"MESNetConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.flow_gap < 1:
-            raise ConfigError(f"MESNetConfig.flow_gap must be >= 1, got {self.flow_gap!r}")
         if self.sample_hz <= 0:
             raise ConfigError(f"MESNetConfig.sample_hz must be > 0, got {self.sample_hz!r}")
         if self.flow_crop < self.input_size:

@@ -3,7 +3,9 @@
 Subjects come from ``--seed`` (default 1), never the training seed recorded in the model card.
 Writes ``OUT/metrics.json``, ``OUT/predictions.json`` and ``OUT/ground_truth.json`` and prints
 the MEGC pooled table, MESNet's Eq. 15 metric and the flow-magnitude baseline on the same data.
-``--record`` adds the figures to the checkpoint's card, and so refuses ``--t-cpn`` / ``--t-crn``.
+``metrics.json`` names what was evaluated: seed, subjects, duration, checkpoint, and the commits
+that trained and that evaluated it. ``--record`` adds the figures to the checkpoint's card, and so
+refuses ``--t-cpn`` / ``--t-crn``.
 """
 
 from __future__ import annotations
@@ -14,27 +16,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mestream.models.training import EvalError, positive_float, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="synthetic subject seed (default 1; not the training seed)")
     parser.add_argument("--out", default="runs/mesnet-eval", help="output directory (default runs/mesnet-eval)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint (default: the shipped mesnet-demo.pt)")
-    parser.add_argument("--subjects", type=int, default=10, help="number of subjects (default 10)")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds per subject (default 60)")
+    parser.add_argument("--subjects", type=positive_int, default=10, help="number of subjects (default 10)")
+    parser.add_argument("--duration", type=positive_float, default=60.0, help="seconds per subject (default 60)")
     parser.add_argument("--t-cpn", type=float, default=None, help="override T_CPN (default: the card's)")
     parser.add_argument("--t-crn", type=float, default=None, help="override T_CRN (default: the card's)")
     parser.add_argument("--cache", default=None, help="flow cache directory (default ~/.cache/mestream/mesnet)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache rendered flow")
-    parser.add_argument("--workers", type=int, default=2, help="processes rendering subjects (default 2)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="processes rendering subjects (default 2)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     parser.add_argument("--record", action="store_true",
                         help="also write these metrics into the checkpoint's model card (metrics.test_seed<S>); "
                              "not with --t-cpn / --t-crn")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-class EvalError(ValueError):
-    """An evaluation that must not run (the training seed, an unusable checkpoint)."""
 
 
 def load(path: str | Path | None) -> tuple[Any, dict[str, Any]]:
@@ -53,15 +53,6 @@ def load(path: str | Path | None) -> tuple[Any, dict[str, Any]]:
     return net.eval(), ckpt.card
 
 
-def check_seed(seed: int, card: dict[str, Any]) -> None:
-    """Refuse the seed the card says trained or validated the model."""
-    from mestream.models.synthetic import check_eval_seed
-    try:
-        check_eval_seed(seed, card, "refused")
-    except ValueError as exc:
-        raise EvalError(str(exc)) from None
-
-
 def check_record(args: argparse.Namespace) -> None:
     """Refuse --record with hand-picked thresholds: the card's figures are at the thresholds
     chosen on the validation subjects, and a reader of the card cannot tell otherwise."""
@@ -71,34 +62,40 @@ def check_record(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mestream.models.training import report_errors
+
+    return report_errors("mestream eval mesnet", lambda: _evaluate(args), ())
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from mestream.models.checkpoint import CheckpointError
+    from mestream.models.checkpoint import record_metrics, shipped_weights
     from mestream.models.mesnet import baseline
     from mestream.models.mesnet.data import DEFAULT_CACHE, synthetic_videos
     from mestream.models.mesnet.spotting import VideoSpotter, as_json, spotting_metrics, step_counts, truth_intervals
     from mestream.models.metrics import format_table
     from mestream.models.synthetic import subject_ids
+    from mestream.models.training import check_eval_seed, eval_provenance
 
-    torch.set_num_threads(max(args.threads, 1))
-    try:
-        check_record(args)
-        net, card = load(args.checkpoint)
-        check_seed(args.seed, card)
-        base = card.get("metrics", {}).get("baseline", {})
-        p, half = base.get("p"), base.get("half")
-        if p is None or half is None:
-            raise EvalError("the model card has no baseline threshold (metrics.baseline.p / half): retrain")
-    except (CheckpointError, EvalError) as exc:
-        print(f"mestream eval mesnet: {exc}")
-        return 2
+    torch.set_num_threads(args.threads)
+    check_record(args)
+    path = Path(args.checkpoint) if args.checkpoint else shipped_weights("mesnet", "demo")
+    net, card = load(path)
+    check_eval_seed(args.seed, card, path)
+    base = card.get("metrics", {}).get("baseline", {})
+    p, half = base.get("p"), base.get("half")
+    if p is None or half is None:
+        raise EvalError(f"checkpoint {path}: the model card has no baseline threshold (metrics.baseline.p / half): "
+                        "retrain")
     config = net.config
     t_cpn = config.t_cpn if args.t_cpn is None else args.t_cpn
     t_crn = config.t_crn if args.t_crn is None else args.t_crn
     cache = None if args.no_cache else Path(args.cache) if args.cache else DEFAULT_CACHE
     started = time.perf_counter()
-    videos = synthetic_videos(subject_ids(args.seed, args.subjects), config, cache=cache, workers=args.workers,
-                              progress=not args.no_progress, desc=f"seed {args.seed} subjects", duration_s=args.duration)
+    ids = subject_ids(args.seed, args.subjects)
+    videos = synthetic_videos(ids, config, cache=cache, workers=args.workers, progress=not args.no_progress,
+                              desc=f"seed {args.seed} subjects", duration_s=args.duration)
     truth = truth_intervals(videos)
     spotted = time.perf_counter()
     pred = VideoSpotter(net, videos).predict(t_cpn, t_crn)
@@ -106,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = spotting_metrics(pred, truth)
     base_pred = baseline.predict(videos, p, config.flow_gap, config.sample_hz, half=half)
     base_metrics = spotting_metrics(base_pred, truth)
-    result = {"seed": args.seed, "subjects": len(videos), "data": step_counts(videos),
-              "thresholds": {"t_cpn": t_cpn, "t_crn": t_crn, "t_nms": config.t_nms},
-              "checkpoint": str(args.checkpoint or "shipped mesnet-demo.pt"), "git_sha": card.get("git_sha"),
+    result = {**eval_provenance(seed=args.seed, subjects=ids, duration_s=args.duration, checkpoint=path, card=card),
+              "data": step_counts(videos), "thresholds": {"t_cpn": t_cpn, "t_crn": t_crn, "t_nms": config.t_nms},
               "mesnet": metrics, "baseline": {"method": "flow magnitude peaks, T = mean + p(max - mean), peak ± half steps",
                                                "p": p, "half": half,
                                                **base_metrics},
@@ -118,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "predictions.json").write_text(json.dumps(as_json(pred, True), indent=1) + "\n")
     (out / "ground_truth.json").write_text(json.dumps(as_json(truth, False), indent=1) + "\n")
-    if args.record:
-        _record(args.checkpoint, f"test_seed{args.seed}", result)
     print(format_table(metrics["megc"], title=f"MESNet, MEGC pooled (IoU >= 0.5), seed {args.seed}, "
                                                f"{len(videos)} subjects"))
     print()
@@ -128,16 +122,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(base_metrics["megc"], title=f"Baseline (flow magnitude, p = {p}, ±{half} steps), MEGC pooled"))
     print(f"\nmicro F1: MESNet {metrics['megc']['micro']['f1']:.3f} vs baseline {base_metrics['megc']['micro']['f1']:.3f}"
           f"; wrote {out}/metrics.json, predictions.json, ground_truth.json")
+    if args.record:
+        record_metrics(path, model="mesnet", key=f"test_seed{args.seed}", figures={k: result[k] for k in (
+            "subjects", "duration_s", "eval_git_sha", "data", "thresholds", "mesnet", "baseline")})
+        print(f"recorded in the model card of {path}")
     return 0
-
-
-def _record(path: str | None, key: str, result: dict[str, Any]) -> None:
-    """Put an evaluation into the checkpoint's card (inside the .pt and in the .json beside it)."""
-    from mestream.models.checkpoint import load_checkpoint, save_checkpoint, shipped_weights
-
-    path = path or str(shipped_weights("mesnet", "demo"))
-    ckpt = load_checkpoint(path, model="mesnet")
-    card = dict(ckpt.card)
-    card["metrics"] = {**card.get("metrics", {}), key: {k: result[k] for k in (
-        "subjects", "data", "thresholds", "mesnet", "baseline")}}
-    save_checkpoint(path, model="mesnet", preset=ckpt.preset, config=ckpt.config, state_dict=ckpt.state_dict, card=card)

@@ -6,8 +6,9 @@ videos of CAS(ME)² / SAMM Long Videos (``casme_sq_long`` / ``samm_long``) read 
 whose first subject-independent fold validates. Validation drives early stopping (which bounds
 the paper preset's long schedule) and the choice of T_CPN / T_CRN. Writes
 ``OUT/mesnet-<preset>.pt`` with its model card (``.json``) and ``OUT/curves.png``.
-``--preset``, ``--set``, ``--dataset/--root/--folds`` and ``--ship`` are shared with
-``mestream train akmnet`` (`mestream.models.training`).
+``--preset``, ``--set``, ``--dataset/--root/--folds/--dataset-option`` and ``--ship`` are shared
+with ``mestream train akmnet`` (`mestream.models.training`). ``--max-steps`` shortens a run (for
+CI); its card says so, and such a run is never shipped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mestream.models.mesnet.config import PRESETS, MESNetConfig
-from mestream.models.training import add_common_arguments, config_with_overrides
+from mestream.models.training import add_common_arguments, config_with_overrides, positive_float, positive_int
 
 LONG_DATASETS = ("casme_sq_long", "samm_long")
 
@@ -34,16 +35,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic data seed (its subjects), initialisation / sampling seed, and the "
                              "--dataset fold seed (default 0)")
     parser.add_argument("--out", default="runs/mesnet", help="output directory (default runs/mesnet)")
-    parser.add_argument("--epochs", type=int, default=None, help="joint-training epochs (default: the preset's)")
-    parser.add_argument("--pretrain-epochs", type=int, default=None, help="pre-training epochs (default: the preset's)")
-    parser.add_argument("--train-subjects", type=int, default=None, help="synthetic training subjects (default: the preset's)")
-    parser.add_argument("--val-subjects", type=int, default=None, help="synthetic validation subjects (default: the preset's)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per synthetic subject (default: the preset's)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="joint-training epochs (default: the preset's)")
+    parser.add_argument("--pretrain-epochs", type=positive_int, default=None,
+                        help="pre-training epochs (default: the preset's)")
+    parser.add_argument("--train-subjects", type=positive_int, default=None,
+                        help="synthetic training subjects (default: the preset's)")
+    parser.add_argument("--val-subjects", type=positive_int, default=None,
+                        help="synthetic validation subjects (default: the preset's)")
+    parser.add_argument("--duration", type=positive_float, default=None,
+                        help="seconds per synthetic subject (default: the preset's)")
     parser.add_argument("--cache", default=None, help="synthetic flow cache directory (default ~/.cache/mestream/mesnet)")
     parser.add_argument("--no-cache", action="store_true", help="render synthetic subjects and compute their flow without caching")
-    parser.add_argument("--workers", type=int, default=2, help="processes rendering synthetic subjects (default 2)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop each phase after this many batches (CI)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="processes rendering synthetic subjects (default 2)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--max-steps", type=positive_int, default=None,
+                        help="stop each phase after this many batches (CI; recorded in the card; not with --ship)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -74,9 +80,9 @@ def _dataset(args: argparse.Namespace, config: MESNetConfig, progress: bool) -> 
     Not cached: the frames are the user's and may change; a CAS(ME)² video reads in seconds.
     """
     from mestream.models.mesnet.data import long_video
-    from mestream.models.training import dataset_split
+    from mestream.models.training import dataset_options, dataset_split
 
-    train_recs, val_recs, data = dataset_split(args.dataset, args.root, args.folds, args.seed)
+    train_recs, val_recs, data = dataset_split(args.dataset, args.root, args.folds, args.seed, **dataset_options(args))
 
     def flow(records: list, desc: str) -> list:
         return [long_video(r, config, progress=progress) for r in tqdm(records, desc=desc, disable=not progress)]
@@ -98,9 +104,13 @@ def _train(args: argparse.Namespace) -> int:
     from mestream.models.checkpoint import model_card, save_checkpoint
     from mestream.models.mesnet.network import MESNet
     from mestream.models.mesnet.spotting import step_counts
-    from mestream.models.training import plot_curves, seed_everything, ship_checkpoint
+    from mestream.models.training import OptionError, check_data_options, plot_curves, seed_everything, ship_checkpoint
 
-    torch.set_num_threads(max(args.threads, 1))
+    check_data_options(args)
+    if args.ship and args.max_steps is not None:
+        raise OptionError("--ship copies to models/weights/, which holds only complete runs: drop --max-steps "
+                          "(it cuts each phase short), or drop --ship")
+    torch.set_num_threads(args.threads)
     config = _config(args)
     seed_everything(args.seed)
     progress = not args.no_progress
@@ -116,7 +126,8 @@ def _train(args: argparse.Namespace) -> int:
     card = model_card(model="mesnet", preset=args.preset, config=config, seed=args.seed, metrics=metrics,
                       data={**data, "train": step_counts(train), "val": step_counts(val)},
                       extra={"timing_s": {"data": round(data_s, 1), "total": round(train_s, 1)},
-                             "torch_threads": args.threads})
+                             "torch_threads": args.threads,
+                             "training": {"max_steps": args.max_steps}})  # null: the preset's whole schedule
     path = save_checkpoint(out / f"mesnet-{args.preset}.pt", model="mesnet", preset=args.preset, config=config,
                            state_dict=net.state_dict(), card=card)
     micro = metrics["validation"]["megc"]["micro"]

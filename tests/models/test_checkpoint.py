@@ -1,11 +1,13 @@
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from mestream.models.checkpoint import CheckpointError, load_checkpoint, model_card, save_checkpoint  # noqa: E402
+from mestream.models.checkpoint import (  # noqa: E402
+    CheckpointError, load_checkpoint, model_card, record_metrics, save_checkpoint)
 from mestream.models.training import EarlyStopping, plot_curves  # noqa: E402
 
 
@@ -41,15 +43,34 @@ def test_card_with_paths_and_arrays_is_saved_and_loaded(tmp_path):
 def test_bad_checkpoints_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "none.pt", model="toy")
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="bad.pt: cannot be read"):
-        load_checkpoint(bad, model="toy")
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        load_checkpoint(tmp_path, model="toy")
+    for name, blob in (("bad.pt", b"not a torch file"), ("noise.pt", np.random.default_rng(0).bytes(4096))):
+        bad = tmp_path / name
+        bad.write_bytes(blob)
+        with pytest.raises(CheckpointError, match=f"{name}: cannot be read: the file is damaged or not a mestream "
+                                                  "checkpoint \\(\\w+\\)$") as caught:
+            load_checkpoint(bad, model="toy")
+        # torch's own text advises weights_only=False, i.e. running whatever the file holds: not for a user
+        assert "weights_only" not in str(caught.value) and "arbitrary code" not in str(caught.value)
     card = {"data": {}}
     path = save_checkpoint(tmp_path / "a.pt", model="akmnet", preset="demo", config=_Config(),
                            state_dict={}, card=card)
     with pytest.raises(CheckpointError, match="holds a 'akmnet' model, expected 'mesnet'"):
         load_checkpoint(path, model="mesnet")
+
+
+def test_recorded_figures_go_into_both_cards_and_keep_the_weights(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    path = save_checkpoint(tmp_path / "r.pt", model="toy", preset="demo", config=_Config(), state_dict=net.state_dict(),
+                           card={"metrics": {"validation": {"f1": 0.4}}})
+    record_metrics(path, model="toy", key="test_seed1", figures={"f1": 0.3, "subjects": 2, "duration_s": 6.0})
+    ck = load_checkpoint(path, model="toy")
+    expected = {"validation": {"f1": 0.4}, "test_seed1": {"f1": 0.3, "subjects": 2, "duration_s": 6.0}}
+    assert ck.card["metrics"] == expected == json.loads(path.with_suffix(".json").read_text())["metrics"]
+    assert torch.equal(ck.state_dict["weight"], net.weight) and ck.config == {"width": 4, "sizes": [1, 2]}
+    with pytest.raises(CheckpointError, match="expected 'other'"):
+        record_metrics(path, model="other", key="test_seed1", figures={})
 
 
 def test_early_stopping_counts_checks_without_improvement():

@@ -28,7 +28,8 @@ def test_missing_torch_names_the_extra(monkeypatch, capsys):
         raise MissingExtra(f"{what} needs PyTorch, from the 'train' extra")
     monkeypatch.setattr(commands, "require_torch", missing)
     assert cli.main(["eval", "mesnet", "--seed", "3"]) == 2
-    assert "'train' extra" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert not out and err.startswith("mestream eval: ") and "'train' extra" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("name, message", [("resnet.demo", "family one of"), ("mesnet", "family one of")])

@@ -16,7 +16,8 @@ from mestream.models.akmnet import build, evaluate, train  # noqa: E402
 from mestream.models.akmnet.config import PRESETS  # noqa: E402
 from mestream.models.akmnet.data import (  # noqa: E402
     SyntheticData, balanced_order, bins, collate, prepare_clip, subject_clips)
-from mestream.models.checkpoint import model_card, save_checkpoint  # noqa: E402
+from mestream.models.checkpoint import git_sha, model_card, save_checkpoint  # noqa: E402
+from mestream.tests.models.datasets.test_casme2 import make_casme2  # noqa: E402
 
 
 
@@ -112,14 +113,23 @@ def test_eval_refuses_the_training_seed_and_writes_its_files(tmp_path: Path, cap
     path = save_checkpoint(tmp_path / "m.pt", model="akmnet", preset="demo", config=SMALL,
                            state_dict=model.state_dict(), card=card)
     assert evaluate.run(_eval_args(tmp_path, path, seed=0)) == 2
-    assert "trained on" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # the same line as `mestream eval mesnet` gives
+    assert not out and err == f"mestream eval akmnet: checkpoint {path}: seed 0 is the seed this model was trained on " \
+                              "(model card data.seed); evaluate on held-out subjects from another seed\n"
     assert not (tmp_path / "eval").exists()
     assert evaluate.run(_eval_args(tmp_path, path, seed=3, record=True)) == 0
+    assert f"recorded in the model card of {path}" in capsys.readouterr().out
     recorded = json.loads(path.with_suffix(".json").read_text())["metrics"]["test_seed3"]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     predictions = json.loads((tmp_path / "eval" / "predictions.json").read_text())
     assert {"acc", "uf1", "uar", "confusion", "apex_within_10pct", "apex_error"} <= set(metrics)
     assert recorded["uf1"] == metrics["uf1"] and recorded["n"] == metrics["clips"]
+    assert (recorded["subjects"], recorded["duration_s"]) == (1, SHORT.duration_s)
+    assert {k: metrics[k] for k in ("seed", "subjects", "subject_ids", "duration_s", "checkpoint", "trained_git_sha",
+                                    "eval_git_sha")} == \
+        {"seed": 3, "subjects": 1, "subject_ids": [3000], "duration_s": SHORT.duration_s, "checkpoint": str(path),
+         "trained_git_sha": card["git_sha"], "eval_git_sha": git_sha()}
     assert len(predictions) == metrics["clips"] > 0
     p = predictions[0]
     assert p["onset"] <= p["max_key_frame"] <= p["offset"] and p["max_key_frame"] in p["key_frames"]
@@ -184,8 +194,78 @@ def test_train_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
                         (["--dataset", "casme2"], "--root"),
                         (["--dataset", "casme2", "--root", str(tmp_path / "missing")], "missing")):
         assert train.run(parser.parse_args([*common, *argv])) == 2, argv
-        out = capsys.readouterr().out
-        assert out.startswith("mestream train akmnet: ") and named in out and out.count("\n") == 1, out
+        out, err = capsys.readouterr()
+        assert not out and err.startswith("mestream train akmnet: ") and named in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
     with pytest.raises(SystemExit):  # the long-video readers are MESNet's
         parser.parse_args(["--dataset", "casme_sq_long"])
+
+
+def _eval_refusal(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    assert evaluate.run(parser.parse_args([*argv, "--no-progress"])) == 2, argv
+    out, err = capsys.readouterr()
+    assert not out and err.count("\n") == 1 and err.startswith("mestream eval akmnet: checkpoint "), err
+    return err
+
+
+def test_eval_of_an_unusable_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = ["--out", str(tmp_path / "eval")]
+    assert "no such file" in _eval_refusal([*out, "--checkpoint", str(tmp_path / "none.pt")], capsys)
+    assert "is a folder" in _eval_refusal([*out, "--checkpoint", str(tmp_path)], capsys)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(2048))
+    assert "damaged or not a mestream checkpoint" in _eval_refusal([*out, "--checkpoint", str(corrupt)], capsys)
+    other = save_checkpoint(tmp_path / "mesnet.pt", model="mesnet", preset="demo", config={}, state_dict={},
+                            card={"data": {}})
+    assert "holds a 'mesnet' model, expected 'akmnet'" in _eval_refusal([*out, "--checkpoint", str(other)], capsys)
+    assert not (tmp_path / "eval").exists()
+
+
+def _no_training(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the run went on to train: the options should have been refused first")
+
+
+def _train_refusal(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> str:
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    assert train.run(parser.parse_args(["--preset", "demo", "--out", str(tmp_path / "run"), "--no-progress", *argv])) == 2
+    out, err = capsys.readouterr()
+    assert not out and err.count("\n") == 1 and err.startswith("mestream train akmnet: "), err
+    assert not (tmp_path / "run").exists()
+    return err
+
+
+def test_options_that_would_be_ignored_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train, "_clips", _no_training)  # a refusal that regressed must not start a real run
+    for argv, flag in ((["--class-map", "smic3"], "--class-map"), (["--root", "x"], "--root"),
+                       (["--folds", "3"], "--folds"), (["--dataset-option", "errors=skip"], "--dataset-option")):
+        assert f"{flag} only applies with --dataset" in _train_refusal(argv, tmp_path, capsys)
+    for flag in ("--train-subjects", "--val-subjects"):
+        err = _train_refusal(["--dataset", "casme2", "--root", str(tmp_path), flag, "2"], tmp_path, capsys)
+        assert f"{flag} only applies to synthetic subjects, not to --dataset casme2" in err
+
+
+def test_dataset_options_reach_the_reader(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train, "train_model", _no_training)
+    root = tmp_path / "casme2"
+    make_casme2(root)
+    common = ["--dataset", "casme2", "--root", str(root), "--folds", "2"]
+    err = _train_refusal([*common, "--dataset-option", "part=HS"], tmp_path, capsys)
+    assert "unknown option(s) 'part'; it takes: annotations" in err
+    err = _train_refusal([*common, "--dataset-option", "annotations=other.xlsx"], tmp_path, capsys)
+    assert "other.xlsx: CASME II: annotation file not found" in err
+    assert "--class-map" in _train_refusal([*common, "--dataset-option", "class_map=smic3"], tmp_path, capsys)
+
+
+@pytest.mark.parametrize("module, option", [(train, "--train-subjects"), (train, "--val-subjects"), (train, "--epochs"),
+                                            (train, "--batch-size"), (evaluate, "--subjects")])
+def test_counts_must_be_positive_on_the_command_line(module, option: str, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    with pytest.raises(SystemExit) as caught:
+        parser.parse_args([option, "0"])
+    assert caught.value.code == 2 and f"{option}: expected a positive int, got '0'" in capsys.readouterr().err

@@ -98,3 +98,12 @@ def test_read_dataset_with_class_map(tmp_path):
 def test_missing_dataset_folder(tmp_path):
     with pytest.raises(DatasetError, match="CASME II: dataset folder not found"):
         read_casme2(tmp_path / "nowhere")
+
+
+def test_a_root_that_is_no_folder_is_named(tmp_path):
+    for root in (None, ""):
+        with pytest.raises(DatasetError, match="CASME II: root must be the dataset folder"):
+            read_dataset("casme2", root)
+    sheet = make_casme2(tmp_path)
+    with pytest.raises(DatasetError, match=f"{sheet.name}: CASME II: root is a file, not the dataset folder"):
+        read_dataset("casme2", sheet)

@@ -36,3 +36,28 @@ def test_registry_builds_every_preset():
     assert {"mesnet.paper", "mesnet.demo"} <= set(list_models())
     net = create_model("mesnet.demo", input_size=16)
     assert net.config.input_size == 16 and type(net) is type(build(PRESETS["demo"]))
+
+
+COUNTS = ("epochs", "pretrain_epochs", "batch_size", "max_proposals", "train_subjects", "val_subjects", "window_steps",
+          "crn_steps", "pretrain_steps", "patience", "fc_units", "l_nol", "flow_gap", "in_channels")
+
+
+@pytest.mark.parametrize("name", COUNTS)
+@pytest.mark.parametrize("value", [0, -1])
+def test_counts_must_be_positive_and_the_error_names_the_field(name, value):
+    with pytest.raises(ConfigError, match=f"MESNetConfig.{name} must be a positive int, got {value}"):
+        dataclasses.replace(PRESETS["demo"], **{name: value})
+
+
+def test_other_bounds_name_the_field():
+    demo = PRESETS["demo"]
+    for name, value in (("val_every", -1), ("mae_apex_k", -2), ("conv_padding", -1)):
+        with pytest.raises(ConfigError, match=f"MESNetConfig.{name} must be an int >= 0"):
+            dataclasses.replace(demo, **{name: value})
+    for name in ("lr", "duration_s"):
+        with pytest.raises(ConfigError, match=f"MESNetConfig.{name} must be > 0"):
+            dataclasses.replace(demo, **{name: 0.0})
+    with pytest.raises(ConfigError, match="MESNetConfig.conv_channels"):
+        dataclasses.replace(demo, conv_channels=(8, 0, 32, 64))
+    with pytest.raises(ConfigError, match="MESNetConfig.epochs"):
+        MESNetConfig.from_dict({**dataclasses.asdict(demo), "epochs": 0})

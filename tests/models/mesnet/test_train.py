@@ -61,9 +61,11 @@ def test_train_cli_checkpoint_and_eval(tmp_path, capsys):
                           "--epochs", "1", "--max-steps", "1", "--workers", "1", "--cache", cache, "--out", str(out),
                           "--no-progress"])
     assert train.run(args) == 0
+    assert "wrote" in capsys.readouterr().out
     ckpt = out / "mesnet-demo.pt"
     card = json.loads(ckpt.with_suffix(".json").read_text())
     assert card["data"]["seed"] == 0 and card["config"]["input_size"] == PRESETS["demo"].input_size
+    assert card["training"]["max_steps"] == 1  # a shortened run says so
     assert {"validation", "baseline", "thresholds"} <= set(card["metrics"]) and (out / "curves.png").is_file()
     # round trip: the loaded network is the one described by the card, deterministic in eval mode
     net, loaded_card = evaluate.load(ckpt)
@@ -76,18 +78,27 @@ def test_train_cli_checkpoint_and_eval(tmp_path, capsys):
     common = ["--checkpoint", str(ckpt), "--out", str(eval_out), "--subjects", "1", "--duration", "6",
               "--workers", "1", "--cache", cache, "--no-progress"]
     assert evaluate.run(_parse(evaluate, ["--seed", "0", *common])) == 2
-    assert "seed 0" in capsys.readouterr().out and not eval_out.exists()
+    out, err = capsys.readouterr()
+    assert not out and err == f"mestream eval mesnet: checkpoint {ckpt}: seed 0 is the seed this model was trained on " \
+                              "(model card data.seed); evaluate on held-out subjects from another seed\n"
+    assert not eval_out.exists()
     assert evaluate.run(_parse(evaluate, ["--seed", "1", "--record", *common])) == 0
     recorded = json.loads(ckpt.with_suffix(".json").read_text())["metrics"]["test_seed1"]
-    assert recorded["subjects"] == 1 and evaluate.load(ckpt)[1]["metrics"]["test_seed1"] == recorded
+    assert (recorded["subjects"], recorded["duration_s"]) == (1, 6.0)
+    assert evaluate.load(ckpt)[1]["metrics"]["test_seed1"] == recorded
     metrics = json.loads((eval_out / "metrics.json").read_text())
+    assert {k: metrics[k] for k in ("seed", "subjects", "subject_ids", "duration_s", "checkpoint", "trained_git_sha",
+                                    "eval_git_sha")} == \
+        {"seed": 1, "subjects": 1, "subject_ids": [1000], "duration_s": 6.0, "checkpoint": str(ckpt),
+         "trained_git_sha": card["git_sha"], "eval_git_sha": checkpoint.git_sha()}
     assert set(metrics["mesnet"]["megc"]) == {"micro", "macro", "overall"} and "f1" in metrics["baseline"]["megc"]["micro"]
     truth = json.loads((eval_out / "ground_truth.json").read_text())
     preds = json.loads((eval_out / "predictions.json").read_text())
     assert truth and preds  # the schema checks below must see rows
     assert all({"video", "onset_frame", "offset_frame", "kind"} <= set(t) for t in truth)
     assert all({"video", "onset_frame", "offset_frame", "score"} <= set(p) for p in preds)
-    assert "MEGC" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MEGC" in out and f"recorded in the model card of {ckpt}" in out
 
 
 def test_options_and_set_override_the_preset(capsys):
@@ -104,8 +115,8 @@ def test_options_and_set_override_the_preset(capsys):
     for bad, named in ((["--set", "input_sise=16"], "input_sise"), (["--set", "window_steps=big"], "window_steps"),
                        (["--set", "window_steps"], "FIELD=VALUE")):
         assert train.run(parser.parse_args(bad)) == 2
-        out = capsys.readouterr().out
-        assert out.startswith("mestream train mesnet: ") and named in out and out.count("\n") == 1
+        out, err = capsys.readouterr()
+        assert not out and err.startswith("mestream train mesnet: ") and named in err and err.count("\n") == 1
 
 
 CODES = [[1, "disgust1_1", 10, 14, 20, "4", "negative", "micro-expression", ""],
@@ -138,10 +149,10 @@ def test_train_on_a_long_video_dataset_and_ship(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(checkpoint, "shipped_weights", lambda model, preset="demo": shipped)
     out = tmp_path / "run"
     args = _parse(train, ["--dataset", "casme_sq_long", "--root", str(root), "--folds", "2", "--preset", "demo", *TINY,
-                          "--pretrain-epochs", "1", "--epochs", "1", "--max-steps", "1", "--out", str(out),
-                          "--no-progress", "--ship"])
+                          "--pretrain-epochs", "1", "--epochs", "1", "--out", str(out), "--no-progress", "--ship"])
     assert train.run(args) == 0
     card = json.loads((out / "mesnet-demo.pt").with_suffix(".json").read_text())
+    assert card["training"]["max_steps"] is None  # the whole (here tiny) schedule ran
     data = card["data"]
     assert (data["dataset"], data["root"], data["folds"]) == ("casme_sq_long", str(root), 2)
     assert sorted(data["train_subjects"] + data["val_subjects"]) == ["s15", "s16"] and len(data["val_subjects"]) == 1
@@ -163,6 +174,55 @@ def test_dataset_errors_are_one_line(tmp_path, capsys):
                         (["--dataset", "casme_sq_long", "--root", str(root), "--folds", "3"], "3 folds"),
                         (["--dataset", "casme_sq_long", "--root", str(root)], "no face in frame file img1.png")):
         assert train.run(_parse(train, [*common, *argv])) == 2, argv
-        text = capsys.readouterr().out
-        assert text.startswith("mestream train mesnet: ") and named in text and text.count("\n") == 1, text
+        out, err = capsys.readouterr()
+        assert not out and err.startswith("mestream train mesnet: ") and named in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def _no_data(*args, **kwargs):
+    raise AssertionError("the run went on to make its data: the options should have been refused first")
+
+
+def _refused(argv, capsys):
+    """The one stderr line of a refused `mestream train mesnet` (exit code 2)."""
+    assert train.run(_parse(train, argv)) == 2, argv
+    out, err = capsys.readouterr()
+    assert not out and err.count("\n") == 1 and err.startswith("mestream train mesnet: "), err
+    return err
+
+
+def test_dataset_options_reach_the_reader(tmp_path, monkeypatch, capsys):
+    root = _casme_sq(tmp_path / "casme_sq")
+    monkeypatch.setattr(train, "fit", _no_data)  # an option that regressed to ignored must not start training
+    common = ["--dataset", "casme_sq_long", "--root", str(root), "--folds", "2", "--preset", "demo", *TINY,
+              "--no-progress", "--out", str(tmp_path / "run")]
+    assert "annotation file not found" in _refused([*common, "--dataset-option", "annotations=nope.xlsx"], capsys)
+    assert "unknown option(s) 'bogus'" in _refused([*common, "--dataset-option", "bogus=1"], capsys)
+    assert "--dataset-option takes KEY=VALUE" in _refused([*common, "--dataset-option", "errors"], capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_options_that_would_be_ignored_and_shipping_a_short_run_are_refused(tmp_path, monkeypatch, capsys):
+    shipped = tmp_path / "weights" / "mesnet-demo.pt"
+    monkeypatch.setattr(checkpoint, "shipped_weights", lambda model, preset="demo": shipped)
+    monkeypatch.setattr(train, "_synthetic", _no_data)  # a refusal that regressed must not start a real run
+    monkeypatch.setattr(train, "_dataset", _no_data)
+    out = ["--preset", "demo", "--no-progress", "--out", str(tmp_path / "run")]
+    err = _refused([*out, "--max-steps", "1", "--ship"], capsys)
+    assert "--ship" in err and "--max-steps" in err
+    for argv, flag in ((["--root", "x"], "--root"), (["--folds", "3"], "--folds"),
+                       (["--dataset-option", "errors=skip"], "--dataset-option")):
+        assert f"{flag} only applies with --dataset" in _refused([*out, *argv], capsys)
+    for argv, flag in ((["--train-subjects", "2"], "--train-subjects"), (["--val-subjects", "2"], "--val-subjects"),
+                       (["--duration", "6"], "--duration")):
+        err = _refused([*out, "--dataset", "samm_long", "--root", str(tmp_path), *argv], capsys)
+        assert f"{flag} only applies to synthetic subjects" in err
+    assert not (tmp_path / "run").exists() and not shipped.parent.exists()
+
+
+@pytest.mark.parametrize("option", ["--train-subjects", "--val-subjects", "--epochs", "--pretrain-epochs",
+                                    "--max-steps", "--workers", "--threads"])
+def test_counts_must_be_positive_on_the_command_line(option, capsys):
+    with pytest.raises(SystemExit) as caught:
+        _parse(train, [option, "0"])
+    assert caught.value.code == 2 and f"{option}: expected a positive int, got '0'" in capsys.readouterr().err
