@@ -70,6 +70,16 @@ class SyntheticData:
     duration_s: float = 60.0
     micro_per_min: float = 30.0
 
+    def __post_init__(self) -> None:
+        for name in ("train_subjects", "val_subjects"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DataError(f"SyntheticData.{name} must be a positive int, got {value!r}")
+        for name in ("fps", "duration_s", "micro_per_min"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise DataError(f"SyntheticData.{name} must be a positive number, got {value!r}")
+
 
 def bins(length: int, max_frames: int) -> list[np.ndarray]:
     """Indices 0..length-1 cut into min(length, max_frames) runs of near-equal size."""

@@ -269,3 +269,11 @@ def test_counts_must_be_positive_on_the_command_line(module, option: str, capsys
     with pytest.raises(SystemExit) as caught:
         parser.parse_args([option, "0"])
     assert caught.value.code == 2 and f"{option}: expected a positive int, got '0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [("train_subjects", 0), ("val_subjects", -1), ("duration_s", 0.0), ("fps", "200")])
+def test_synthetic_data_refuses_empty_or_bad_sizes(field, value):
+    from mestream.models.akmnet.data import DataError
+
+    with pytest.raises(DataError, match=f"SyntheticData.{field}"):
+        SyntheticData(**{field: value})
