@@ -71,10 +71,6 @@ def as_json(intervals: Sequence[Interval], with_score: bool) -> list[dict[str, A
     return rows
 
 
-def micro_count(videos: Sequence[FlowVideo]) -> int:
-    return int(sum(len(v.truth("micro")) for v in videos))
-
-
 def step_counts(videos: Sequence[FlowVideo]) -> dict[str, float]:
     """Data description for the model card."""
     steps = int(sum(len(v.flow) for v in videos))

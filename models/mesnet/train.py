@@ -176,8 +176,6 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
 def pretrain(net: Any, train: list, val: list, config: MESNetConfig, rng: np.random.Generator,
              history: dict[str, list[float]], *, progress: bool = True, max_steps: int | None = None) -> float:
     """Eq. 8 on section III-A's clips; keeps the backbone of the best validation accuracy."""
-    import torch
-
     from mestream.models.mesnet.data import pretrain_clips
     from mestream.models.mesnet.losses import pretrain_loss
     from mestream.models.mesnet.network import PretrainNet
