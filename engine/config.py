@@ -115,6 +115,64 @@ class PublishConfig:
 
 
 @dataclass(frozen=True)
+class TensorRTConfig:
+    """The TensorRT backend (GPU): how engines are built and run.
+
+    Args:
+        fp16: build with the FP16 flag (layers TensorRT finds faster in half precision run in it).
+        workspace_mb: the builder's workspace memory-pool limit.
+        cache_dir: serialized engines and the timing cache; empty is ``~/.cache/mestream/tensorrt``.
+        streams: execution contexts / CUDA streams per stage, for batches in flight at once.
+        cuda_graph: capture each (stream, shape) once as a CUDA graph and replay it.
+        device: the CUDA device index.
+    """
+
+    fp16: bool = True
+    workspace_mb: int = 1024
+    cache_dir: str = ""
+    streams: int = 2
+    cuda_graph: bool = False
+    device: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.workspace_mb >= 16, "inference.tensorrt.workspace_mb", ">= 16", self.workspace_mb)
+        _require(1 <= self.streams <= 16, "inference.tensorrt.streams", "1..16", self.streams)
+        _require(self.device >= 0, "inference.tensorrt.device", ">= 0", self.device)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Which backend runs the exported models, and how.
+
+    Args:
+        backend: ``onnxruntime`` (CPU, the default), ``tensorrt`` (GPU), ``torch`` (eager
+            reference, needs the ``train`` extra), or a plugin's kind.
+        fallback: when ``backend`` cannot run here (package or GPU missing), warn and use
+            onnxruntime instead of stopping.
+        models: the export folder (``mestream export --out DIR``); empty is the export of the
+            shipped demo weights.
+        threads: ONNX Runtime intra-op threads (torch threads for the torch backend).
+        opt_batch, max_batch: the batch sizes engines are built for (TensorRT profiles:
+            min 1, opt, max) and the largest batch a stage is given.
+        tensorrt: see `TensorRTConfig`.
+    """
+
+    backend: str = "onnxruntime"
+    fallback: bool = True
+    models: str = ""
+    threads: int = 1
+    opt_batch: int = 4
+    max_batch: int = 16
+    tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.threads >= 1, "inference.threads", ">= 1", self.threads)
+        _require(self.max_batch >= 1, "inference.max_batch", ">= 1", self.max_batch)
+        _require(1 <= self.opt_batch <= self.max_batch, "inference.opt_batch", f"1..max_batch ({self.max_batch})",
+                 self.opt_batch)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One `mestream run`.
 
@@ -122,6 +180,7 @@ class RunConfig:
         source: see `SourceConfig`.
         ring: see `RingConfig`.
         publish: see `PublishConfig`.
+        inference: see `InferenceConfig`.
         duration: seconds of source time to run; 0 runs until Ctrl-C or the source ends.
         stats_interval: seconds between ``mestream.stats`` events.
         ground_truth: where the synthetic camera's ground truth is written (JSON) at the end.
@@ -131,6 +190,7 @@ class RunConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     ring: RingConfig = field(default_factory=RingConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     duration: float = 0.0
     stats_interval: float = 1.0
     ground_truth: str = ""

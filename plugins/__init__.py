@@ -9,8 +9,12 @@ A package declares, in its own pyproject.toml::
     [project.entry-points."mestream.sinks"]
     lsl = "lsl_mestream:LslSink"
 
+    [project.entry-points."mestream.backends"]
+    openvino = "ov_mestream:OpenVinoBackend"
+
 A source class is built by ``from_config(SourceConfig)`` when it has one, else called with
-the config's ``options`` table as keyword arguments. A sink class is built by
+the config's ``options`` table as keyword arguments. A backend class is a
+`mestream.engine.backends.base.Runner` (or follows the `Backend` protocol). A sink class is built by
 ``from_options(options)`` when it has one, else called with the options as keywords.
 mestream's own sources and sinks are registered the same way in its pyproject.toml; the
 table below only backs them up when the package metadata is unavailable (a source tree
@@ -25,6 +29,8 @@ from typing import Any, Mapping
 
 SOURCE_GROUP = "mestream.sources"
 SINK_GROUP = "mestream.sinks"
+BACKEND_GROUP = "mestream.backends"
+NOUNS = {SOURCE_GROUP: "source", SINK_GROUP: "sink", BACKEND_GROUP: "backend"}
 
 _BUILTIN = {
     SOURCE_GROUP: {
@@ -36,6 +42,11 @@ _BUILTIN = {
     SINK_GROUP: {
         "zmq": "mestream.engine.sinks:ZmqSink",
         "jsonl": "mestream.engine.sinks:JsonlSink",
+    },
+    BACKEND_GROUP: {
+        "onnxruntime": "mestream.engine.backends.onnxrt:OnnxRuntimeBackend",
+        "tensorrt": "mestream.engine.backends.trt:TensorRTBackend",
+        "torch": "mestream.export.torch_backend:TorchBackend",
     },
 }
 
@@ -90,8 +101,7 @@ def lookup(group: str, kind: str) -> Any:
     if kind in clashing:
         raise PluginError(clashing[kind])
     if kind not in kinds:
-        noun = "source" if group == SOURCE_GROUP else "sink"
-        raise PluginError(f"no {noun} kind {kind!r}; available: {', '.join(sorted(kinds))}")
+        raise PluginError(f"no {NOUNS.get(group, group)} kind {kind!r}; available: {', '.join(sorted(kinds))}")
     return kinds[kind].load()
 
 

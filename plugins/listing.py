@@ -1,10 +1,10 @@
-"""`mestream sources`: what can be plugged in here."""
+"""`mestream sources`: what can be plugged in here (sources, sinks, backends)."""
 
 from __future__ import annotations
 
 import argparse
 
-from mestream.plugins import SINK_GROUP, SOURCE_GROUP, PluginError, scan
+from mestream.plugins import BACKEND_GROUP, SINK_GROUP, SOURCE_GROUP, PluginError, scan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def _summary(plugin, load: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    for title, group in (("sources", SOURCE_GROUP), ("sinks", SINK_GROUP)):
+    for title, group in (("sources", SOURCE_GROUP), ("sinks", SINK_GROUP), ("backends", BACKEND_GROUP)):
         print(f"{title} ({group}):")
         kinds, clashing = scan(group)
         for name, plugin in sorted(kinds.items()):
