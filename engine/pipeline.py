@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mestream.engine.backends import open_stages
 from mestream.engine.bus import EventBus
 from mestream.engine.config import RunConfig
 from mestream.engine.events import TOPIC_HEALTH
@@ -76,8 +77,15 @@ class Pipeline:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.source = make_source(config.source)
-        self.source.open()
+        # the models first: a missing export or backend fails before the camera opens
+        self.models, backend_note = open_stages(config.inference)
+        self.backend_notes = [self._describe_models()] + ([backend_note] if backend_note else [])
+        try:
+            self.source = make_source(config.source)
+            self.source.open()
+        except BaseException:
+            self._release_models()
+            raise
         ring = None
         try:
             fps = float(self.source.fps)
@@ -89,6 +97,7 @@ class Pipeline:
             if ring is not None:
                 ring.close()  # a shared-memory ring would otherwise outlive the failed start
             self.source.close()
+            self._release_models()
             raise
         self.ring = ring
         camera = config.source.name
@@ -102,7 +111,8 @@ class Pipeline:
         """Run until the duration ends, the source ends, an error, or Ctrl-C / SIGTERM."""
         ctx, started = self.ctx, time.monotonic()
         ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "started", "message": f"reading {self._describe()}",
-                                                "detail": {"fps": ctx.fps, "shape": list(self.ring.shape)}})
+                                                "detail": {"fps": ctx.fps, "shape": list(self.ring.shape),
+                                                           "models": self.backend_notes}})
         with _StopOnSignal(ctx.stop) as signals:
             try:
                 for stage in (self.tap, self.stats, self.ingest):
@@ -118,6 +128,14 @@ class Pipeline:
             fps=self.ring.frames_written / max(seconds, 1e-9), drops=self.stats.drops(), events=self.stats.published,
             outputs=self._outputs, notes=self._notes(), error="; ".join(ctx.errors), interrupted=signals.received,
         )
+
+    def _describe_models(self) -> str:
+        kinds = sorted({runner.name for runner in self.models.values()})
+        return f"models: {', '.join(kinds)} backend, stages {', '.join(self.models)}"
+
+    def _release_models(self) -> None:
+        for runner in self.models.values():
+            runner.deactivate()
 
     def _describe(self) -> str:
         src = self.source
@@ -164,6 +182,7 @@ class Pipeline:
                                                     "detail": {"frames_in": self.ring.frames_written}})
             ctx.bus.stop()
             self.ring.close()
+            self._release_models()
         if self.config.publish.log:
             self._outputs.append(self.config.publish.log)
 
@@ -171,11 +190,11 @@ class Pipeline:
         """What the source knows happened (the synthetic camera's ground truth), by kind."""
         truth = getattr(self.source, "ground_truth", None)
         if not truth:
-            return []
+            return list(self.backend_notes)
         kinds: dict[str, int] = {}
         for event in truth:
             kinds[event.kind] = kinds.get(event.kind, 0) + 1
-        return ["ground truth: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))]
+        return [*self.backend_notes, "ground truth: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))]
 
     def _write_ground_truth(self) -> list[str]:
         path = self.config.ground_truth

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from mestream.cameras.base import SourceError
+from mestream.engine.backends.base import BackendError
 from mestream.engine.config import ConfigError, PRESETS, RunConfig, load_config, merge
 from mestream.engine.sinks import SinkError
 from mestream.plugins import PluginError
@@ -33,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ground-truth", metavar="FILE", help="write the synthetic camera's ground truth here (JSON)")
     parser.add_argument("--shared-memory", metavar="NAME", help="back the frame ring with shared memory of this name")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--backend", metavar="KIND",
+                        help="inference backend: onnxruntime (default, CPU), tensorrt (GPU, mestream[gpu]), "
+                             "torch (eager reference, mestream[train]), or a plugin's")
+    parser.add_argument("--models", metavar="DIR", help="export folder from `mestream export` (default: the shipped demo export)")
+    parser.add_argument("--threads", type=int, metavar="N", help="inference threads per stage (default 1)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -48,6 +54,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     changes["publish"] = {k: v for k, v in publish.items() if v is not None}
     if args.shared_memory:
         changes["ring"] = {"shared_memory": args.shared_memory}
+    inference = {"backend": args.backend, "models": args.models, "threads": args.threads}
+    changes["inference"] = {k: v for k, v in inference.items() if v is not None}
     return merge(config, changes)
 
 
@@ -57,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         pipeline = Pipeline(config)
-    except (ConfigError, PluginError, SourceError, SinkError, ValueError, OSError, MemoryError) as exc:
+    except (ConfigError, PluginError, SourceError, SinkError, BackendError, ValueError, OSError, MemoryError) as exc:
         print(f"mestream run: {exc}", file=sys.stderr)
         return 2
     summary = pipeline.run()

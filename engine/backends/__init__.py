@@ -22,7 +22,7 @@ from mestream.export.manifest import Manifest, shipped_export_dir
 from mestream.plugins import BACKEND_GROUP, PluginError, lookup, registered
 
 __all__ = ["Backend", "BackendError", "BackendUnavailable", "InputError", "Runner", "example_feed", "backend_kinds",
-           "backend_class", "select_backend", "open_stages", "load_manifest"]
+           "backend_class", "why_unavailable", "select_backend", "open_stages", "load_manifest"]
 
 DEFAULT = "onnxruntime"
 log = logging.getLogger("mestream.backends")

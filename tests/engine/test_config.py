@@ -9,6 +9,14 @@ def test_defaults_and_presets():
     assert demo.duration == 30.0 and demo.publish.log and demo.ground_truth
 
 
+def test_inference_table_overlays_defaults(tmp_path):
+    path = tmp_path / "gpu.toml"
+    path.write_text('[inference]\nbackend = "tensorrt"\nmax_batch = 32\n[inference.tensorrt]\nfp16 = false\n')
+    inference = load_config(path).inference
+    assert inference.backend == "tensorrt" and inference.max_batch == 32 and inference.opt_batch == 4
+    assert inference.tensorrt.fp16 is False and inference.tensorrt.streams == 2
+
+
 def test_toml_overlays_preset(tmp_path):
     path = tmp_path / "lab.toml"
     path.write_text('duration = 5\n[source]\nkind = "folder"\nfps = 200\n[publish]\nendpoint = "ipc:///tmp/x"\n'
@@ -34,6 +42,11 @@ def test_toml_overlays_preset(tmp_path):
         ("[ring]\nseconds = 0\n", "ring.seconds: must be > 0"),
         ("[publish]\nhwm = 0\n", "publish.hwm: must be >= 1"),
         ("[source]\nfps = -5\n", "source.fps: must be >= 0"),
+        ("[inference]\nbackend = 3\n", "inference.backend"),
+        ("[inference]\nthreads = 0\n", "inference.threads: must be >= 1"),
+        ("[inference]\nopt_batch = 32\n", "inference.opt_batch: must be 1..max_batch (16)"),
+        ("[inference.tensorrt]\nstreams = 0\n", "inference.tensorrt.streams"),
+        ("[inference.tensorrt]\nfp61 = true\n", "'inference.tensorrt.fp61'"),
     ],
 )
 def test_malformed_config_names_file_and_key(tmp_path, text, needle):
