@@ -16,6 +16,7 @@ COMMANDS = {
     "sources": ("mestream.plugins.listing", "list the source and sink kinds, built-in and from plugins"),
     "train": ("mestream.models.commands:train", "train MESNet or AKMNet and write a checkpoint with its model card"),
     "eval": ("mestream.models.commands:evaluate", "evaluate MESNet or AKMNet on held-out synthetic subjects"),
+    "export": ("mestream.export.command", "export the models to ONNX with a manifest; --check compares every backend"),
 }
 
 

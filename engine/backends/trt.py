@@ -116,8 +116,7 @@ def build_engine(onnx_path: str | Path, stage: StageInfo, config: InferenceConfi
     for name, (lo, opt, hi) in trt_plan.profile_shapes(stage, config).items():
         profile.set_shape(name, lo, opt, hi)
     if builder_config.add_optimization_profile(profile) < 0:
-        raise BackendError(f"{where}: TensorRT rejected the optimization profile " +
-                           "; ".join(logger.errors))
+        raise BackendError(f"{where}: TensorRT rejected the optimization profile: " + "; ".join(logger.errors))
 
     cache = None  # must stay referenced until the build returns
     with contextlib.suppress(Exception):  # a damaged file: no cache is better than no engine
@@ -130,8 +129,7 @@ def build_engine(onnx_path: str | Path, stage: StageInfo, config: InferenceConfi
 
     plan = builder.build_serialized_network(network, builder_config)
     if plan is None:  # the Python binding returns None where C++ returns nullptr
-        raise BackendError(f"{where}: TensorRT failed to build an engine: " +
-                           ("; ".join(logger.errors) or "see the tensorrt log messages above"))
+        raise BackendError(f"{where}: TensorRT failed to build an engine: " + "; ".join(logger.errors))
     try:
         trt_plan.store_timing_cache(timing_cache_path, memoryview(builder_config.get_timing_cache().serialize()))
     except OSError as exc:
@@ -174,10 +172,7 @@ class TensorRTBackend(Runner):
         super().__init__(manifest, key, config)
         self._slots: list[_Slot] = []
         self._next = 0
-        self._ctx: Any = None
-        self._cuda: Any = None
-        self._engine: Any = None
-        self._runtime: Any = None
+        self._ctx = self._cuda = self._engine = self._runtime = None
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -237,11 +232,10 @@ class TensorRTBackend(Runner):
         try:
             with self._current():
                 self._setup(trt, cuda, device, onnx_path)
-        except cuda.Error as exc:
-            self._release()
-            raise self._fail("CUDA error while loading the engine", exc) from None
-        except BaseException:
-            self._release()
+        except BaseException as exc:
+            self._deactivate()
+            if isinstance(exc, cuda.Error):
+                raise self._fail("CUDA error while loading the engine", exc) from None
             raise
 
     def _engine_bytes(self, trt: Any, device: Any, onnx_path: Path) -> tuple[bytes, Path, bool]:
@@ -277,14 +271,11 @@ class TensorRTBackend(Runner):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
+        dtypes = {name: np.dtype(trt.nptype(engine.get_tensor_dtype(name))) for name in names}
+        problem = trt_plan.io_mismatch(self.stage, inputs, outputs, dtypes)
+        if problem:
+            raise self._fail(problem)
         plan = trt_plan.io_plan(self.stage, self.config)
-        if set(inputs) != {s.name for s in self.inputs} or set(outputs) != {s.name for s in self.outputs}:
-            raise self._fail(f"engine tensors {inputs} -> {outputs} are not the manifest's "
-                             f"{[s.name for s in self.inputs]} -> {[s.name for s in self.outputs]}")
-        for name in names:
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            if dtype != plan[name].dtype:
-                raise self._fail(f"tensor {name!r} is {dtype} in the engine but {plan[name].dtype} in the manifest")
         self._inputs, self._outputs = inputs, outputs
         for k in range(self.config.tensorrt.streams):
             context = engine.create_execution_context()
@@ -298,7 +289,8 @@ class TensorRTBackend(Runner):
                 dtype = plan[name].dtype
                 slot.host[name] = cuda.pagelocked_empty((-(-nbytes[name] // dtype.itemsize),), dtype)
                 slot.device[name] = cuda.mem_alloc(max(nbytes[name], 1))
-                # enqueueV3 reads every I/O address from the context; they never change after this.
+                # execute_async_v3 needs set_tensor_address for every I/O tensor first (TensorRT 8.x->10.x
+                # migration guide, "Migrating from enqueueV2 to enqueueV3"); the addresses never change.
                 if not slot.context.set_tensor_address(name, int(slot.device[name])):
                     raise self._fail(f"set_tensor_address({name!r}) failed")
         log.info("tensorrt: %s ready: %d stream(s), buffers %s", self.key, len(self._slots),
@@ -400,8 +392,8 @@ class TensorRTBackend(Runner):
         """
         key = tuple(slot.shapes[name] for name in self._inputs)
         graph = slot.graphs.get(key)
-        if graph is None and self.config.tensorrt.cuda_graph and not changed and key not in slot.no_graph \
-                and len(slot.graphs) < MAX_GRAPHS:
+        if (graph is None and self.config.tensorrt.cuda_graph and not changed and key not in slot.no_graph
+                and len(slot.graphs) < MAX_GRAPHS):
             graph = self._capture(slot, key)
         if graph is not None:
             graph.launch(slot.stream)
@@ -409,35 +401,28 @@ class TensorRTBackend(Runner):
             raise self._fail("execute_async_v3 failed; see the tensorrt log messages above")
 
     def _capture(self, slot: _Slot, key: tuple) -> Any:
-        cuda = self._cuda
-        ok, graph = False, None
+        """The enqueue captured as a graph (nothing runs yet), or None when this engine's enqueue
+        cannot be captured (trtexec falls back the same way)."""
+        ok, graph, stream = False, None, slot.stream
         try:
-            slot.stream.begin_capture(cuda.capture_mode.THREAD_LOCAL)
-        except cuda.Error as exc:
-            log.debug("tensorrt: %s: begin_capture: %s", self.key, exc)
-        else:
+            stream.begin_capture(self._cuda.capture_mode.THREAD_LOCAL)
             try:
-                ok = slot.context.execute_async_v3(slot.stream.handle)
+                ok = slot.context.execute_async_v3(stream.handle)
             finally:
-                try:
-                    graph = slot.stream.end_capture()
-                except cuda.Error as exc:
-                    log.debug("tensorrt: %s: end_capture: %s", self.key, exc)
+                graph = stream.end_capture()
+        except self._cuda.Error as exc:
+            log.debug("tensorrt: %s: stream capture: %s", self.key, exc)
         if not ok or graph is None:
-            # Some engines enqueue work that cannot be captured; trtexec falls back the same way.
             log.warning("tensorrt: %s: CUDA graph capture failed for input shapes %s; running them without",
                         self.key, key)
             slot.no_graph.add(key)
             return None
-        slot.graphs[key] = graph.instantiate()
-        return slot.graphs[key]
+        slot.graphs[key] = graph = graph.instantiate()
+        return graph
 
     # -- release ---------------------------------------------------------------------------------
 
     def _deactivate(self) -> None:
-        self._release()
-
-    def _release(self) -> None:
         """Free in dependency order: graphs and buffers, contexts, engine, then the CUDA context."""
         ctx = self._ctx
         if ctx is None:

@@ -250,3 +250,15 @@ def io_plan(stage: StageInfo, config: InferenceConfig) -> dict[str, TensorPlan]:
         else:
             plans[spec.name] = TensorPlan(spec.name, False, dtype, None, None)
     return plans
+
+
+def io_mismatch(stage: StageInfo, inputs: list[str], outputs: list[str], dtypes: Mapping[str, Any]) -> str | None:
+    """Why an engine's I/O tensors (names by mode, numpy dtypes) are not the manifest's, or None.
+    Checked at activation because a mismatch would otherwise surface as wrong buffer sizes."""
+    want_in, want_out = [s.name for s in stage.inputs], [s.name for s in stage.outputs]
+    if set(inputs) != set(want_in) or set(outputs) != set(want_out):
+        return f"engine tensors {sorted(inputs)} -> {sorted(outputs)} are not the manifest's {want_in} -> {want_out}"
+    for spec in (*stage.inputs, *stage.outputs):
+        if np.dtype(dtypes[spec.name]) != np.dtype(spec.dtype):
+            return f"tensor {spec.name!r} is {np.dtype(dtypes[spec.name])} in the engine but {spec.dtype} in the manifest"
+    return None

@@ -1,0 +1,145 @@
+"""Export MESNet and AKMNet to ONNX with a manifest, and check every backend against PyTorch.
+
+``mestream export`` exports the shipped demo checkpoints (or ``--checkpoint``) into ``--out``
+(default runs/export), checking each stage against PyTorch as it goes. ``--check`` alone
+compares every backend that can run here on the shipped export; with ``--out`` or
+``--checkpoint`` it exports first and then checks that export (add ``--if-stale`` to check
+an existing export without re-exporting it when it is up to date).
+
+Exit codes: 0 all good, 1 a stage or backend disagrees with PyTorch, 2 a bad option,
+checkpoint or export folder, or a missing extra (export needs ``mestream[train]``;
+``--check`` runs on the runtime-only install).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+FAMILIES = ("mesnet", "akmnet")
+
+
+class UsageError(ValueError):
+    """A bad option; the message names it."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="[MODEL=]PATH",
+                        help="a checkpoint to export (repeatable); MODEL (mesnet, akmnet) is read from the file when "
+                             "omitted; default: both shipped demo checkpoints")
+    parser.add_argument("--out", default=None,
+                        help="export folder (default runs/export; with --check alone: check the shipped export)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17, the lowest supported)")
+    parser.add_argument("--check", action="store_true",
+                        help="compare every backend that can run here on the export (random and camera inputs)")
+    parser.add_argument("--backends", default="", metavar="A,B",
+                        help="the backends --check runs (default: every registered kind)")
+    parser.add_argument("--if-stale", action="store_true",
+                        help="export only when the export in --out is missing or older than its checkpoints")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="--check's max abs difference (default 1e-4)")
+    parser.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def parse_checkpoints(values: list[str]) -> dict[str, Path]:
+    """``[MODEL=]PATH`` values → model → path; the model is read from the file when not given."""
+    out: dict[str, Path] = {}
+    for value in values:
+        model, sep, rest = value.partition("=")
+        if sep and model in FAMILIES:
+            path = Path(rest)
+        elif sep and model and "/" not in model and "\\" not in model and not Path(value).exists():
+            raise UsageError(f"--checkpoint {value}: unknown model {model!r}; models: {', '.join(FAMILIES)}")
+        else:
+            path, model = Path(value), ""
+        if not model:
+            from mestream.export.onnx_export import checkpoint_family
+
+            model = checkpoint_family(path)
+            if model not in FAMILIES:
+                raise UsageError(f"--checkpoint {value}: holds a {model!r} model, which cannot be exported")
+        if model in out:
+            raise UsageError(f"--checkpoint {value}: a second {model} checkpoint (the first is {out[model]})")
+        out[model] = path
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from mestream.engine.backends import BackendError
+    from mestream.export.manifest import ManifestError
+    from mestream.export.onnx_export import ExportError, ParityError
+    from mestream.models.checkpoint import CheckpointError
+
+    try:
+        return _run(args)
+    except ParityError as exc:
+        print(f"mestream export: [FAILED] {exc}", file=sys.stderr)
+        return 1
+    except (UsageError, ManifestError, BackendError, CheckpointError, ExportError) as exc:
+        print(f"mestream export: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.opset < 17:
+        raise UsageError(f"--opset {args.opset}: the stages need opset 17 or newer")
+    if args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be >= 1")
+    if not args.tolerance >= 0:
+        raise UsageError(f"--tolerance {args.tolerance}: must be >= 0")
+    kinds = [k.strip() for k in args.backends.split(",") if k.strip()]
+    if kinds and not args.check:
+        raise UsageError("--backends only applies to --check")
+    export = not (args.check and args.out is None and not args.checkpoint)
+    if not export:
+        from mestream.export.manifest import shipped_export_dir
+
+        return check(shipped_export_dir(), kinds, args)
+    out = Path(args.out) if args.out is not None else Path("runs/export")
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
+        missing = "PyTorch" if importlib.util.find_spec("torch") is None else "the onnx package"
+        raise UsageError(f"exporting needs {missing}, from the 'train' extra: pip install 'mestream[train]'"
+                         + ("; --check alone checks the shipped export without it" if args.check else ""))
+    import torch
+
+    from mestream.export.onnx_export import default_checkpoints, export_all, is_stale
+
+    torch.set_num_threads(args.threads)
+    checkpoints = parse_checkpoints(args.checkpoint) if args.checkpoint else default_checkpoints()
+    reason = is_stale(out, checkpoints, opset=args.opset) if args.if_stale else "asked for"
+    if reason is None:
+        print(f"{out}: up to date with {', '.join(str(p) for p in checkpoints.values())}")
+    else:
+        if args.if_stale:
+            print(f"{out}: exporting: {reason}")
+        started = time.perf_counter()
+        manifest = export_all(checkpoints, out, opset=args.opset, progress=not args.no_progress)
+        print(summary(manifest, time.perf_counter() - started))
+    return check(out, kinds, args) if args.check else 0
+
+
+def summary(manifest: object, seconds: float) -> str:
+    """One line per stage: file, parity figures; then where the manifest is."""
+    lines = []
+    for key, stage in manifest.stages.items():  # type: ignore[attr-defined]
+        figures = ", ".join(f"{group} {max(values.values()):.2g}" for group, values in stage.parity.items() if values)
+        lines.append(f"  {key:<20} {stage.file:<28} max diff vs torch: {figures}")
+    lines.append(f"exported {len(lines)} stages in {seconds:.1f} s; manifest {manifest.root}/manifest.json")  # type: ignore[attr-defined]
+    return "\n".join(lines)
+
+
+def check(root: Path, kinds: list[str], args: argparse.Namespace) -> int:
+    from mestream.engine.config import InferenceConfig
+    from mestream.export.check import check_backends, format_rows
+    from mestream.export.manifest import Manifest
+
+    manifest = Manifest.load(root)
+    rows = check_backends(manifest, kinds or None, tol=args.tolerance, config=InferenceConfig(threads=args.threads))
+    if not rows:
+        raise UsageError(f"{root}: nothing to compare: fewer than two backends can run here and the export has no "
+                         f"camera inputs with recorded torch outputs (inputs.npz)")
+    print(format_rows(rows, args.tolerance))
+    return 0 if all(r.ok for r in rows) else 1

@@ -1,0 +1,94 @@
+"""Eager PyTorch from the checkpoint an export came from: the parity reference, and the
+baseline of what a user would otherwise run.
+
+Why it reads the checkpoint rather than the ONNX file: it is the independent path the
+exported graphs are checked against (`mestream export --check`), so it must not share them.
+It runs the same stage wrappers the exporter traced (`mestream.export.stages`), and refuses a
+checkpoint whose sha256 is not the one in the manifest: the ONNX files would then come from
+other weights, and comparing the two would report a mismatch that is only a stale export.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from mestream.engine.backends.base import BackendError, Runner, missing_package
+from mestream.export.manifest import file_sha256
+
+_SPECS: dict[tuple[str, str, str], Any] = {}
+"""Loaded models by (model, checkpoint path, sha256): the stages of one model share one load."""
+_MAX_SPECS = 4
+
+
+def checkpoint_path(manifest: Any, model: str) -> Path:
+    """The checkpoint a manifest's model came from (its path is relative to the manifest folder)."""
+    return manifest.root / manifest.models[model].checkpoint
+
+
+class TorchBackend(Runner):
+    """Eager PyTorch on the CPU (``torch.inference_mode``), from the export's checkpoint.
+
+    Inputs are wrapped with ``torch.from_numpy`` (no copy); outputs are fresh arrays."""
+
+    name = "torch"
+    extra = "train"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return None if importlib.util.find_spec("torch") else missing_package("torch", "torch", "train")
+
+    def _activate(self) -> None:
+        import torch
+
+        from mestream.export.stages import StageError, load_spec
+
+        model = self.stage.model
+        info = self.manifest.models[model]
+        path = checkpoint_path(self.manifest, model)
+        if not path.is_file():
+            raise BackendError(f"torch backend for {self.key}: checkpoint {path} (named in {self.manifest.root}/"
+                               f"manifest.json) is missing")
+        sha = file_sha256(path)
+        if sha != info.checkpoint_sha256:
+            raise BackendError(f"torch backend for {self.key}: checkpoint {path} (sha256 {sha[:12]}…) is not the one "
+                               f"{self.manifest.root / 'manifest.json'} was exported from (sha256 "
+                               f"{info.checkpoint_sha256[:12]}…): the export is stale, re-run `mestream export`")
+        cache_key = (model, str(path.resolve()), sha)
+        spec = _SPECS.get(cache_key)
+        if spec is None:
+            from mestream.models.checkpoint import CheckpointError
+
+            try:
+                spec = load_spec(model, path)
+            except (CheckpointError, StageError) as exc:
+                raise BackendError(f"torch backend for {self.key}: {exc}") from None
+            while len(_SPECS) >= _MAX_SPECS:
+                _SPECS.pop(next(iter(_SPECS)))
+            _SPECS[cache_key] = spec
+        try:
+            self.module = spec.stage(self.stage.name).module.eval()
+        except StageError as exc:
+            raise BackendError(f"torch backend for {self.key}: {exc}") from None
+        torch.set_num_threads(self.config.threads)
+        self._torch = torch
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        # from_numpy shares memory; a read-only array (np.load's mmap, a frozen buffer) is copied
+        # once rather than letting torch warn on every call
+        args = [torch.from_numpy(a if a.flags.writeable else a.copy())
+                for a in (np.asarray(feed[t.name]) for t in self.inputs)]
+        with torch.inference_mode():
+            out = self.module(*args)
+        out = out if isinstance(out, tuple) else (out,)
+        if len(out) != len(self.outputs):
+            raise BackendError(f"torch backend for {self.key}: the stage gave {len(out)} outputs, the manifest names "
+                               f"{len(self.outputs)}; re-run `mestream export`")
+        return {spec.name: value.numpy() for spec, value in zip(self.outputs, out)}
+
+    def _deactivate(self) -> None:
+        self.module = None

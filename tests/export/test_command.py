@@ -1,0 +1,152 @@
+"""`mestream export`: the shipped export is fresh and checks clean; a backend that disagrees
+fails the check; bad input is a one-line error; the check runs without torch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mestream import cli
+from mestream.engine.backends import BackendError
+from mestream.engine.backends.onnxrt import OnnxRuntimeBackend
+from mestream.export.manifest import Manifest, shipped_export_dir
+from mestream.tests.engine.backends.fakebackends import ENTRY_POINTS
+from mestream.tests.plugins import install_fake_plugin, on_path
+from mestream.tests.export.conftest import needs_torch
+
+
+def _hide_torch(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+
+
+@needs_torch
+def test_the_shipped_export_is_fresh_and_its_parity_is_within_tolerance():
+    from mestream.export.onnx_export import default_checkpoints, is_stale
+
+    assert is_stale(shipped_export_dir(), default_checkpoints(), opset=17) is None
+    manifest = Manifest.load(shipped_export_dir())
+    assert list(manifest.stages) == ["mesnet.encoder", "mesnet.window_head", "mesnet.crn", "akmnet.encoder",
+                                     "akmnet.clip_head"]
+    for key, stage in manifest.stages.items():
+        for group in ("random", "camera"):
+            assert set(stage.parity[group]) == {t.name for t in stage.outputs}, key
+            assert max(stage.parity[group].values()) <= 1e-4, (key, group)
+    for name in ("mesnet", "akmnet"):
+        assert manifest.models[name].checkpoint == f"../{name}-demo.pt"
+
+
+def test_check_passes_on_the_shipped_export(capsys):
+    assert cli.main(["export", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "[FAILED]" not in out and out.strip().splitlines()[-1].startswith("[PASSED]")
+    for key in Manifest.load(shipped_export_dir()).stages:
+        assert f"{key} " in out
+    assert "torch@export" in out and " camera " in out
+
+
+def test_check_fails_when_a_backend_disagrees(monkeypatch, capsys, tmp_path):
+    on_path(monkeypatch, install_fake_plugin(tmp_path, ENTRY_POINTS))  # offbyone: a plugin backend that is off by 1e-3
+    assert cli.main(["export", "--check", "--backends", "onnxruntime,offbyone"]) == 1
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if line.startswith("[FAILED]")]
+    assert failed and all(" offbyone " in line or "comparisons differ" in line for line in failed)
+    assert any("mesnet.crn" in line and "offsets" in line and "0.001" in line for line in failed)
+    assert any(line.startswith("[PASSED]") and " onnxruntime " in line for line in out.splitlines())
+
+
+def test_check_runs_without_torch_against_the_recorded_outputs(monkeypatch, capsys):
+    _hide_torch(monkeypatch)
+    assert cli.main(["export", "--check", "--backends", "onnxruntime,torch"]) == 0
+    out = capsys.readouterr().out
+    assert "[SKIP] torch: " in out and "pip install 'mestream[train]'" in out
+    assert "torch@export" in out and "[FAILED]" not in out
+
+
+def test_export_without_torch_names_the_extra(monkeypatch, capsys, tmp_path):
+    _hide_torch(monkeypatch)
+    assert cli.main(["export", "--out", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert not out and err.count("\n") == 1 and "pip install 'mestream[train]'" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--checkpoint", "mesnet=/no/such/mesnet.pt"], "checkpoint /no/such/mesnet.pt: no such file"),
+    (["--checkpoint", "/no/such/file.pt"], "checkpoint /no/such/file.pt: no such file"),
+    (["--checkpoint", "resnet=x.pt"], "unknown model 'resnet'"),
+    (["--opset", "16"], "--opset 16"),
+    (["--backends", "onnxruntime"], "--backends only applies to --check"),
+])
+def test_bad_input_is_one_line_with_exit_2(argv, message, capsys, tmp_path):
+    if "/no/such" in " ".join(argv) and importlib.util.find_spec("torch") is None:
+        pytest.skip("needs torch to read a checkpoint")
+    assert cli.main(["export", "--out", str(tmp_path / "out"), *argv]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("mestream export: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_unknown_backend_kind_is_refused(capsys):
+    assert cli.main(["export", "--check", "--backends", "onnxruntime,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope'" in err and "onnxruntime" in err and err.count("\n") == 1
+
+
+@needs_torch
+def test_if_stale_exports_only_when_needed(export_copy, small_checkpoints, capsys):
+    argv = ["export", "--out", str(export_copy), "--if-stale", "--no-progress",
+            *[f"--checkpoint={m}={p}" for m, p in small_checkpoints.items()]]
+    before = (export_copy / "manifest.json").stat().st_mtime_ns
+    assert cli.main(argv) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert (export_copy / "manifest.json").stat().st_mtime_ns == before
+    (export_copy / "mesnet.crn.onnx").write_bytes(b"x")
+    assert cli.main([*argv, "--check", "--backends", "onnxruntime,torch"]) == 0
+    out = capsys.readouterr().out
+    assert "exporting: model mesnet.crn" in out and "exported 5 stages" in out and "[PASSED]" in out
+    assert Manifest.load(export_copy).verify("mesnet.crn")
+
+
+def test_a_corrupt_onnx_file_is_a_clear_error_from_onnxruntime(tmp_path):
+    """Garbage bytes whose sha256 the manifest carries (a file damaged before export finished,
+    or a hand-edited manifest): onnxruntime's own error must not be all the user sees."""
+    from mestream.export.check import check_backends
+    from mestream.export.manifest import file_sha256
+
+    root = tmp_path / "export"
+    root.mkdir()
+    data = json.loads((shipped_export_dir() / "manifest.json").read_text())
+    del data["models"]["akmnet"]
+    stage = data["models"]["mesnet"]["stages"][0]
+    (root / stage["file"]).write_bytes(b"\x00garbage, not a protobuf\xff" * 10)
+    stage["sha256"] = file_sha256(root / stage["file"])
+    data["models"]["mesnet"]["stages"] = [stage]
+    (root / "manifest.json").write_text(json.dumps(data))
+    manifest = Manifest.load(root)
+    with pytest.raises(BackendError, match=r"model mesnet\.encoder: onnxruntime cannot load .*mesnet\.encoder\.onnx: "
+                                           r"the file is damaged"):
+        OnnxRuntimeBackend(manifest, "mesnet.encoder").activate()
+    rows = check_backends(manifest, ["onnxruntime"], echo=lambda line: None)
+    assert rows and not any(r.ok for r in rows) and "damaged" in rows[0].error
+
+
+def test_damaged_camera_inputs_are_named(export_copy, capsys, monkeypatch):
+    (export_copy / "inputs.npz").write_bytes(b"not a zip")
+    monkeypatch.setattr("mestream.export.manifest.shipped_export_dir", lambda: export_copy)
+    assert cli.main(["export", "--check", "--backends", "onnxruntime"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "inputs.npz: the camera inputs cannot be read" in err
+
+
+def test_export_help_imports_neither_torch_nor_the_models():
+    probe = ("import sys\nfrom mestream import cli\ntry:\n    cli.main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
+             "import mestream.export.check, mestream.export.onnx_export\n"
+             "print(sorted(m for m in sys.modules if m in ('torch', 'onnx') or m.startswith(('mestream.models.mesnet', "
+             "'mestream.models.akmnet', 'mestream.export.stages'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
