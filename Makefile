@@ -25,6 +25,7 @@ test: $(VENV)/.stamp-dev
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python -m mestream.bench.ring_bench
 	$(BIN)/python -m mestream.bench.synthetic_bench
+	$(BIN)/python -m mestream.bench.backend_bench
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=/path/to/python3.11)"; exit 1; }

@@ -122,13 +122,16 @@ def load_inputs(root: Path, manifest: Manifest) -> dict[str, tuple[dict[str, np.
 # -- comparison ------------------------------------------------------------------------------------
 
 def difference(got: Any, want: Any) -> tuple[float, float, str]:
-    """(max, mean, metric) between two arrays of one shape (see `Row`); NaN where only one is NaN is inf."""
+    """(max, mean, metric) between two arrays of one shape (see `Row`).
+
+    A NaN or infinity in either array is an infinite difference at that element, even where
+    both hold the same one: ``nan <= tol`` is False, so a NaN figure would fail a
+    ``not peak <= tol`` check but pass a ``peak > tol`` one, and NaN outputs are no parity."""
     got, want = np.asarray(got), np.asarray(want)
     if want.dtype.kind in "fc":
         a, b = got.astype(np.float64), want.astype(np.float64)
-        diff = np.abs(a - b)
-        both = np.isnan(a) & np.isnan(b)
-        diff = np.where(both, 0.0, np.where(np.isnan(a) | np.isnan(b), np.inf, diff))
+        with np.errstate(invalid="ignore"):  # inf - inf
+            diff = np.where(np.isfinite(a) & np.isfinite(b), np.abs(a - b), np.inf)
         if not diff.size:
             return 0.0, 0.0, "abs"
         return float(diff.max()), float(diff.mean()), "abs"
@@ -140,9 +143,11 @@ def compare(stage: StageInfo, backend: str, label: str, got: Mapping[str, np.nda
             want: Mapping[str, np.ndarray], reference: str, tol: float) -> list[Row]:
     rows = []
     for spec in stage.outputs:
-        if spec.name not in want:
-            continue
         common = dict(stage=stage.key, backend=backend, inputs=label, output=spec.name, reference=reference)
+        if spec.name not in want:  # not compared is not passed: say so rather than leave the output out
+            rows.append(Row(**common, max_diff=np.nan, mean_diff=np.nan, ok=False,
+                            error=f"no {reference} output {spec.name!r} to compare with"))
+            continue
         value = got.get(spec.name)
         if value is None:
             rows.append(Row(**common, max_diff=np.nan, mean_diff=np.nan, ok=False, error="output missing"))

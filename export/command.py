@@ -76,11 +76,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except ParityError as exc:
-        print(f"mestream export: [FAILED] {exc}", file=sys.stderr)
+        print(f"mestream export: [FAILED] {one_line(exc)}", file=sys.stderr)
         return 1
-    except (UsageError, ManifestError, BackendError, CheckpointError, ExportError) as exc:
-        print(f"mestream export: {exc}", file=sys.stderr)
+    except (UsageError, ManifestError, BackendError, CheckpointError, ExportError, OSError) as exc:
+        # OSError: an --out that is a file or not writable, a full disk
+        print(f"mestream export: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The message on one line: torch's and onnx.checker's errors, which ours quote, span several."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -139,7 +145,14 @@ def check(root: Path, kinds: list[str], args: argparse.Namespace) -> int:
     manifest = Manifest.load(root)
     rows = check_backends(manifest, kinds or None, tol=args.tolerance, config=InferenceConfig(threads=args.threads))
     if not rows:
-        raise UsageError(f"{root}: nothing to compare: fewer than two backends can run here and the export has no "
-                         f"camera inputs with recorded torch outputs (inputs.npz)")
+        from mestream.engine.backends import backend_class, backend_kinds, why_unavailable
+
+        asked = kinds or backend_kinds()
+        able = [k for k in asked if why_unavailable(backend_class(k)) is None]
+        if not able:
+            raise UsageError(f"{root}: nothing to compare: none of the backends asked for ({', '.join(asked)}) can run "
+                             f"here (see [SKIP] above)")
+        raise UsageError(f"{root}: nothing to compare: only {', '.join(able)} can run here and the export has no "
+                         f"camera inputs with recorded torch outputs (inputs.npz) to compare it with")
     print(format_rows(rows, args.tolerance))
     return 0 if all(r.ok for r in rows) else 1

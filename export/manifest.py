@@ -154,7 +154,10 @@ class Manifest:
         stage, path = self.stage(key), self.path(key)
         if not path.is_file():
             raise ManifestError(f"model {key}: ONNX file {path} is missing (re-run `mestream export`)")
-        actual = file_sha256(path)
+        try:
+            actual = file_sha256(path)
+        except OSError as exc:  # unreadable (permissions, I/O error): named like a missing file
+            raise ManifestError(f"model {key}: ONNX file {path} cannot be read ({exc.strerror or exc})") from None
         if actual != stage.sha256:
             raise ManifestError(f"model {key}: ONNX file {path} does not match its manifest (sha256 {actual[:12]}…, "
                                 f"manifest says {stage.sha256[:12]}…); the file was changed or damaged after export, "
@@ -177,7 +180,7 @@ class Manifest:
     def load(cls, where: str | Path) -> "Manifest":
         """From an export folder or its manifest file."""
         path = Path(where)
-        if path.is_dir():
+        if path.is_dir() or (not path.exists() and path.suffix != ".json"):  # a folder, or one not made yet
             path = path / MANIFEST_NAME
         try:
             data = json.loads(path.read_text())
@@ -188,12 +191,100 @@ class Manifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ManifestError(f"{path}: format {data.get('format') if isinstance(data, dict) else '?'!r}, "
                                 f"this mestream reads format {FORMAT}; re-run `mestream export`")
+        problem = _malformed(data)
+        if problem:
+            raise ManifestError(f"{path}: malformed manifest: {problem}; re-run `mestream export`")
         try:
             models = {name: ModelInfo.from_dict(m) for name, m in data["models"].items()}
             return cls(root=path.parent, opset=int(data["opset"]), exporter=str(data["exporter"]),
                        producer=dict(data.get("producer", {})), models=models)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ManifestError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
+
+
+# -- shape of a manifest file ------------------------------------------------------------------------
+# Checked field by field before the dataclasses are built, so that a hand-edited or truncated
+# manifest is refused naming the field (``models.mesnet.stages[1].inputs[0].shape``) rather than
+# with a bare KeyError, or accepted with a string where a list belongs (``tuple("abc")``).
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fields(data: Any, where: str, spec: Mapping[str, Any], optional: tuple[str, ...] = ()) -> str | None:
+    """The first problem with the fields of ``data`` (a JSON object at ``where``): ``spec`` maps
+    a field to its JSON type (``str``, ``int``, ``dict``, ``list``)."""
+    if not isinstance(data, dict):
+        return f"{where} must be an object, got {_kind(data)}"
+    for key, kind in spec.items():
+        if key not in data:
+            if key in optional:
+                continue
+            return f"{where} has no field {key!r}"
+        value = data[key]
+        if not (_is_int(value) if kind is int else isinstance(value, kind)):
+            return f"{where}.{key} must be {'an' if kind is int else 'a'} {kind.__name__}, got {_kind(value)} {value!r:.60}"
+    return None
+
+
+def _malformed_tensor(data: Any, where: str) -> str | None:
+    problem = _fields(data, where, {"name": str, "shape": list, "dtype": str})
+    if problem:
+        return problem
+    for axis, dim in enumerate(data["shape"]):
+        if not ((_is_int(dim) and dim >= 0) or (isinstance(dim, str) and dim)):
+            return f"{where}.shape[{axis}] must be an axis length (int >= 0) or an axis name, got {_kind(dim)} {dim!r:.60}"
+    return None
+
+
+def _malformed_stage(data: Any, where: str) -> str | None:
+    problem = _fields(data, where, {"model": str, "name": str, "file": str, "sha256": str, "inputs": list,
+                                    "outputs": list, "dims": dict, "parity": dict}, optional=("dims", "parity"))
+    if problem:
+        return problem
+    for kind in ("inputs", "outputs"):
+        for i, tensor in enumerate(data[kind]):
+            problem = _malformed_tensor(tensor, f"{where}.{kind}[{i}]")
+            if problem:
+                return problem
+    dims = data.get("dims", {})
+    for name, triple in dims.items():
+        if not (isinstance(triple, list) and len(triple) == 3 and all(_is_int(d) for d in triple)
+                and 0 <= triple[0] <= triple[1] <= triple[2]):
+            return f"{where}.dims.{name} must be [min, opt, max] with 0 <= min <= opt <= max, got {triple!r:.60}"
+    for i, tensor in enumerate(data["inputs"]):
+        for axis, dim in enumerate(tensor["shape"]):
+            if isinstance(dim, str) and dim != BATCH and dim not in dims:
+                return (f"{where}.inputs[{i}].shape[{axis}] is the dynamic axis {dim!r}, which has no "
+                        f"[min, opt, max] in {where}.dims")
+    for group, values in data.get("parity", {}).items():
+        if not isinstance(values, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   for v in values.values()):
+            return f"{where}.parity.{group} must map outputs to numbers, got {values!r:.60}"
+    return None
+
+
+def _malformed(data: Mapping[str, Any]) -> str | None:
+    """The first problem with a manifest's JSON (format already checked), or None."""
+    problem = _fields(data, "manifest", {"opset": int, "exporter": str, "producer": dict, "models": dict},
+                      optional=("producer",))
+    if problem:
+        return problem.replace("manifest.", "", 1)
+    for name, model in data["models"].items():
+        where = f"models.{name}"
+        problem = _fields(model, where, {"name": str, "preset": str, "checkpoint": str, "checkpoint_sha256": str,
+                                         "config": dict, "preprocessing": dict, "stages": list})
+        if problem:
+            return problem
+        for i, stage in enumerate(model["stages"]):
+            problem = _malformed_stage(stage, f"{where}.stages[{i}]")
+            if problem:
+                return problem
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -28,7 +28,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from mestream.export.check import INPUTS_NAME, RECORDED, difference, random_feed, random_sets
-from mestream.export.manifest import Manifest, ManifestError, ModelInfo, StageInfo, TensorInfo, file_sha256
+from mestream.export.manifest import (MANIFEST_NAME, Manifest, ManifestError, ModelInfo, StageInfo, TensorInfo,
+                                      file_sha256)
 
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 MIN_OPSET = 17
@@ -60,21 +61,9 @@ def default_checkpoints() -> dict[str, Path]:
 
 def checkpoint_family(path: str | Path) -> str:
     """The model a checkpoint holds, from its ``model`` field (CheckpointError when unreadable)."""
-    import torch
+    from mestream.models.checkpoint import load_checkpoint
 
-    from mestream.models.checkpoint import CheckpointError
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a damaged file
-        raise CheckpointError(f"checkpoint {path}: cannot be read: the file is damaged or not a mestream "
-                              f"checkpoint ({type(exc).__name__})") from None
-    if not isinstance(blob, dict) or not isinstance(blob.get("model"), str):
-        raise CheckpointError(f"checkpoint {path}: not a mestream checkpoint (no model field)")
-    return blob["model"]
+    return load_checkpoint(path, model=None).model
 
 
 # -- one stage -------------------------------------------------------------------------------------
@@ -151,7 +140,7 @@ def verify_stage(stage: Any, path: Path, camera: Mapping[str, np.ndarray]) -> tu
         group = "camera" if label == "camera" else "random"
         for name in names:
             if got[name].dtype != want[name].dtype or got[name].shape != want[name].shape:
-                raise ExportError(f"model {stage.key}: output {name!r} is {got[name].dtype} {got[name].shape} in "
+                raise ParityError(f"model {stage.key}: output {name!r} is {got[name].dtype} {got[name].shape} in "
                                   f"ONNX Runtime but {want[name].dtype} {want[name].shape} in torch ({label} inputs)")
             dtypes[name] = got[name].dtype.name
             peak, _, metric = difference(got[name], want[name])
@@ -275,6 +264,9 @@ def export_all(checkpoints: Mapping[str, str | Path] | None = None, out: str | P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = {model: load_spec(model, path) for model, path in checkpoints.items()}
+    # from here the folder's files are overwritten: a manifest left from an earlier export
+    # would claim files this export is replacing, and outlive this export if it fails
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
     models: dict[str, ModelInfo] = {}
     arrays: dict[str, np.ndarray] = {}
     total = sum(len(s.stages) for s in specs.values())

@@ -79,8 +79,9 @@ class TorchBackend(Runner):
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
         # from_numpy shares memory; a read-only array (np.load's mmap, a frozen buffer) is copied
-        # once rather than letting torch warn on every call
-        args = [torch.from_numpy(a if a.flags.writeable else a.copy())
+        # once rather than letting torch warn on every call, and so is one with negative strides
+        # (a reversed view), which from_numpy refuses
+        args = [torch.from_numpy(a if a.flags.writeable and all(s >= 0 for s in a.strides) else np.array(a, order="C"))
                 for a in (np.asarray(feed[t.name]) for t in self.inputs)]
         with torch.inference_mode():
             out = self.module(*args)

@@ -13,7 +13,7 @@ import sys
 COMMANDS = {
     "run": ("mestream.engine.run", "run the pipeline: source → ring → … → published events"),
     "listen": ("mestream.engine.listen", "subscribe to a running engine and print or log its events"),
-    "sources": ("mestream.plugins.listing", "list the source and sink kinds, built-in and from plugins"),
+    "sources": ("mestream.plugins.listing", "list the source, sink and backend kinds, built-in and from plugins"),
     "train": ("mestream.models.commands:train", "train MESNet or AKMNet and write a checkpoint with its model card"),
     "eval": ("mestream.models.commands:evaluate", "evaluate MESNet or AKMNet on held-out synthetic subjects"),
     "export": ("mestream.export.command", "export the models to ONNX with a manifest; --check compares every backend"),

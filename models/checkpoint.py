@@ -90,8 +90,9 @@ def save_checkpoint(path: str | Path, *, model: str, preset: str, config: Any, s
     return path
 
 
-def load_checkpoint(path: str | Path, *, model: str) -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint`, refusing one of another model."""
+def load_checkpoint(path: str | Path, *, model: str | None) -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint`, refusing one of another model
+    (``model=None`` takes whichever model the file holds)."""
     import torch
 
     path = Path(path)
@@ -107,7 +108,7 @@ def load_checkpoint(path: str | Path, *, model: str) -> Checkpoint:
                               f"checkpoint ({type(exc).__name__})") from exc
     if not isinstance(blob, dict) or not {"model", "preset", "config", "state_dict", "card"} <= set(blob):
         raise CheckpointError(f"checkpoint {path}: not a mestream checkpoint (missing model/config/state_dict/card)")
-    if blob["model"] != model:
+    if model is not None and blob["model"] != model:
         raise CheckpointError(f"checkpoint {path}: holds a {blob['model']!r} model, expected {model!r}")
     return Checkpoint(model=blob["model"], preset=blob["preset"], config=dict(blob["config"]),
                       state_dict=blob["state_dict"], card=dict(blob["card"]))

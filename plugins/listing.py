@@ -1,4 +1,4 @@
-"""`mestream sources`: what can be plugged in here (sources, sinks, backends)."""
+"""`mestream sources`: what can be plugged in here: sources, sinks and inference backends."""
 
 from __future__ import annotations
 
@@ -6,20 +6,29 @@ import argparse
 
 from mestream.plugins import BACKEND_GROUP, SINK_GROUP, SOURCE_GROUP, PluginError, scan
 
+WIDTH = 12
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-load", action="store_true", help="list entry points without importing them")
 
 
-def _summary(plugin, load: bool) -> str:
+def _summary(plugin, load: bool) -> list[str]:
+    """The kind's docstring summary, and for a backend whether it can run on this machine."""
     if not load:
-        return ""
+        return []
     from mestream.cli import first_paragraph
 
     try:
-        return first_paragraph(plugin.load().__doc__)
+        kind = plugin.load()
     except PluginError as exc:
-        return f"BROKEN: {exc.__cause__ or exc}"
+        return [f"BROKEN: {exc.__cause__ or exc}"]
+    lines = [first_paragraph(kind.__doc__)]
+    check = getattr(kind, "unavailable", None) if plugin.group == BACKEND_GROUP else None
+    if check is not None:
+        reason = check()
+        lines.append(f"unavailable here: {reason}" if reason else "available here")
+    return [line for line in lines if line]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,10 +36,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{title} ({group}):")
         kinds, clashing = scan(group)
         for name, plugin in sorted(kinds.items()):
-            print(f"  {name:<10} {plugin.origin:<12} {plugin.target}")
-            summary = _summary(plugin, not args.no_load)
-            if summary:
-                print(f"  {'':<10} {summary}")
+            print(f"  {name:<{WIDTH}} {plugin.origin:<12} {plugin.target}")
+            for line in _summary(plugin, not args.no_load):
+                print(f"  {'':<{WIDTH}} {line}")
         for name, message in sorted(clashing.items()):
-            print(f"  {name:<10} CLASH: {message}")
+            print(f"  {name:<{WIDTH}} CLASH: {message}")
     return 0

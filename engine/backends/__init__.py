@@ -37,7 +37,7 @@ def backend_class(kind: str) -> Any:
     try:
         return lookup(BACKEND_GROUP, kind)
     except PluginError as exc:
-        raise BackendError(str(exc)) from None
+        raise BackendError(f"inference.backend (--backend): {exc}") from None
 
 
 def why_unavailable(cls: Any) -> str | None:

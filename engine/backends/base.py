@@ -4,8 +4,8 @@ Why a runner with a lifecycle (after Polygraphy's runners): constructing one is 
 touches no runtime, so a config error or a missing package surfaces before anything heavy
 is built; ``activate`` builds the session / engine and its buffers once; ``infer`` is then
 called many times on the hot path and allocates nothing in steady state; ``deactivate``
-frees it all. Outputs may live in buffers the runner reuses: callers copy what they keep,
-the same contract as the frame ring.
+frees it all. Outputs may live in buffers the runner reuses, valid until the next call or
+``deactivate``: callers copy what they keep, the same contract as the frame ring.
 
 Inputs are checked on every call against specs resolved at activation (a few tuple
 comparisons, no runtime metadata queries), because a wrong shape reaching ONNX Runtime or
@@ -135,7 +135,7 @@ class Runner:
         expected = [t.name for t in self.inputs]
         if len(feed) != len(expected) or any(name not in feed for name in expected):
             raise InputError(f"model {self.key}: inputs {sorted(feed)} given, expected {expected}")
-        batch = None
+        seen: dict[str, tuple[int, str]] = {}  # named axis -> (its size, the input that set it)
         for spec in self.inputs:
             array = feed[spec.name]
             shape = getattr(array, "shape", None)
@@ -147,14 +147,20 @@ class Runner:
                 if isinstance(want, int):
                     ok = got == want
                 elif want == BATCH:
-                    ok = 1 <= got <= self.config.max_batch and (batch is None or got == batch)
-                    batch = got if batch is None else batch
+                    ok = 1 <= got <= self.config.max_batch
                 else:
                     lo, _, hi = self.stage.dims.get(want, (1, 0, 1 << 30))
                     ok = lo <= got <= hi
                 if not ok:
                     raise InputError(f"model {self.key}: input {spec.name!r} has shape {tuple(shape)}, expected "
                                      f"{describe(spec, self.stage, self.config.max_batch)} (axis {axis}: {want})")
+                if isinstance(want, str):
+                    # a named axis (batch, time) is one size across all inputs: the graph combines them
+                    size, first = seen.setdefault(want, (got, spec.name))
+                    if got != size:
+                        raise InputError(f"model {self.key}: input {spec.name!r} has shape {tuple(shape)}, expected "
+                                         f"{describe(spec, self.stage, self.config.max_batch)} with {want} {size} as "
+                                         f"in input {first!r} (axis {axis}: {want})")
 
     # -- subclass hooks --------------------------------------------------------------------------
 
@@ -207,7 +213,7 @@ def example_feed(stage: StageInfo, batch: int, rng: np.random.Generator | None =
 def missing_package(backend: str, package: str, extra: str) -> str:
     """The one wording of "install this" every backend uses."""
     return (f"the {backend} backend needs the Python package {package!r}, which is not installed: "
-            f"pip install 'mestream[{extra}]'")
+            f"pip install 'mestream[{extra}]' (from a source checkout: pip install -e '.[{extra}]')")
 
 
 def describe_runner(runner: Any) -> str:

@@ -9,6 +9,9 @@ number of shapes kept is bounded (``MAX_SHAPES``, least recently used out first)
 
 Session options are set explicitly (faster-whisper's lesson): intra-op threads from the
 config, one inter-op thread, sequential execution, every graph optimization.
+
+One runner is for one thread at a time: its bindings and output arrays are shared state
+(the ORT session itself could be shared, the IOBindings cannot). Use a runner per worker.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ log = logging.getLogger("mestream.backends")
 
 MAX_SHAPES = 64
 PROVIDERS = ("CPUExecutionProvider",)
+
+ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+             "tensor(bool)": "bool", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16",
+             "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(uint16)": "uint16",
+             "tensor(uint32)": "uint32", "tensor(uint64)": "uint64"}
+"""ONNX Runtime's type names of the numpy dtypes a manifest can name."""
 
 
 def session_options(threads: int) -> Any:
@@ -54,6 +63,13 @@ def load_session(path: str, threads: int, providers: tuple[str, ...] = PROVIDERS
     except Exception as exc:  # ORT raises its own Fail / InvalidProtobuf / InvalidGraph kinds
         raise BackendError(f"{what or path}: onnxruntime cannot load {path}: the file is damaged or not an ONNX "
                            f"model ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from None
+
+
+def _c_array(value: Any) -> np.ndarray:
+    """``value`` as a C-contiguous array, copied only when it is not one already. Unlike
+    ``np.ascontiguousarray`` it keeps a 0-d array 0-d (that one makes it shape (1,))."""
+    array = np.asarray(value)
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
 class _Bound:
@@ -89,31 +105,48 @@ class OnnxRuntimeBackend(Runner):
         self._bound: OrderedDict[tuple, _Bound] = OrderedDict()
 
     def _check_signature(self) -> None:
-        """The file's inputs and outputs are the manifest's (once, at activation)."""
+        """The file's inputs and outputs are the manifest's: names, dtypes, ranks and fixed axes
+        (once, at activation; a disagreement would otherwise surface as ORT's own error on
+        every call, or as outputs of another shape than the manifest says)."""
         for kind, got, want in (("inputs", self.session.get_inputs(), self.inputs),
                                 ("outputs", self.session.get_outputs(), self.outputs)):
             names = [t.name for t in got]
             if names != [t.name for t in want]:
                 raise BackendError(f"model {self.key}: the ONNX file's {kind} are {names}, the manifest says "
                                    f"{[t.name for t in want]}; re-run `mestream export`")
+            for arg, spec in zip(got, want):
+                dtype = ORT_TYPES.get(arg.type, arg.type)
+                shape = tuple(arg.shape) if arg.shape is not None else None
+                fixed_differ = shape is not None and (len(shape) != len(spec.shape) or any(
+                    isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(shape, spec.shape)))
+                if dtype != spec.dtype or fixed_differ:
+                    raise BackendError(f"model {self.key}: {kind[:-1]} {spec.name!r} is {dtype} {shape} in the ONNX "
+                                       f"file, the manifest says {spec.dtype} {spec.shape}; re-run `mestream export`")
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         key = tuple(feed[t.name].shape for t in self.inputs)
-        bound = self._bound.get(key)
-        if bound is None:
-            bound = self._bind(feed, key)
-        else:
-            self._bound.move_to_end(key)
-        binding = bound.binding
-        for spec in self.inputs:
-            binding.bind_cpu_input(spec.name, np.ascontiguousarray(feed[spec.name]))
-        self.session.run_with_iobinding(binding)
-        return bound.outputs
+        try:
+            bound = self._bound.get(key)
+            if bound is None:
+                bound = self._bind(feed, key)
+            else:
+                self._bound.move_to_end(key)
+            binding = bound.binding
+            for spec in self.inputs:
+                # the binding keeps a reference to the array it was given until the next bind
+                binding.bind_cpu_input(spec.name, _c_array(feed[spec.name]))
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:  # ORT's own Fail / InvalidArgument / RuntimeError kinds name no model
+            raise BackendError(f"model {self.key}: onnxruntime failed on inputs of shapes {list(key)}: "
+                               f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") from exc
+        # a new dict (not the bound one): a caller replacing an entry must not swap out the
+        # buffer the next call writes into
+        return dict(bound.outputs)
 
     def _bind(self, feed: Mapping[str, np.ndarray], key: tuple) -> _Bound:
         """First call with these input shapes: learn the output shapes from one ordinary run,
         then allocate and bind the outputs for every later call."""
-        first = self.session.run(None, {t.name: np.ascontiguousarray(feed[t.name]) for t in self.inputs})
+        first = self.session.run(None, {t.name: _c_array(feed[t.name]) for t in self.inputs})
         binding = self.session.io_binding()
         outputs = {}
         for spec, value in zip(self.outputs, first):

@@ -13,7 +13,8 @@ Why it is shaped this way (TensorRT 10 Python API and pycuda):
 - ``streams`` execution contexts, each with its own CUDA stream and page-locked host and device
   buffers for every I/O tensor, allocated once at the profile's max shapes. `submit` queues a
   batch on a free context and returns; `collect` waits for it; `infer` is both. Outputs are
-  views of those buffers, overwritten by the context's next batch: callers copy what they keep.
+  views of those buffers, overwritten by the context's next batch and freed by `deactivate`
+  (reading one after that reads freed page-locked memory): callers copy what they keep.
 - Calls come from one thread at a time; the CUDA context is pushed around each call, so that
   thread need not be the one that activated the runner.
 """

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mestream.tests.models import conftest as models_conftest
+
 SMALL = {
     "mesnet": dict(input_size=16, window_steps=24, overlap_steps=6, crn_steps=8, pretrain_steps=8, l_nol=8),
     "akmnet": dict(widths=(8, 16, 16, 16), image_size=64, train_resize=72, max_frames=6),
@@ -18,18 +20,7 @@ SMALL = {
 needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None,
                                  reason="exporting needs the 'train' extra (torch, onnx)")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    if importlib.util.find_spec("torch") is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = models_conftest._one_thread  # autouse: one torch thread here too
 
 
 def small_model(name: str, seed: int = 0):

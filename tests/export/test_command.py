@@ -150,3 +150,26 @@ def test_export_help_imports_neither_torch_nor_the_models():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@needs_torch
+def test_a_multi_line_error_is_printed_on_one_line(monkeypatch, capsys, tmp_path):
+    """torch.onnx.export's and onnx.checker's messages, which ExportError quotes, span lines."""
+    from mestream.export import onnx_export
+
+    def fail(*args, **kwargs):
+        raise onnx_export.ExportError("model mesnet.encoder: torch.onnx.export failed: RuntimeError: first\n\n  second")
+
+    monkeypatch.setattr(onnx_export, "export_all", fail)
+    assert cli.main(["export", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert err == "mestream export: model mesnet.encoder: torch.onnx.export failed: RuntimeError: first second\n"
+
+
+@needs_torch
+def test_an_out_folder_that_cannot_be_made_is_exit_2(capsys, tmp_path):
+    taken = tmp_path / "a-file"
+    taken.write_text("not a folder")
+    assert cli.main(["export", "--out", str(taken), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mestream export: ") and str(taken) in err and err.count("\n") == 1, err

@@ -120,3 +120,26 @@ def test_opset_below_17_is_refused(small_checkpoints, tmp_path):
 
     with pytest.raises(ExportError, match="opset 16"):
         export_all(small_checkpoints, tmp_path, opset=16, progress=False)
+
+
+def test_a_failed_re_export_leaves_no_manifest_and_a_dtype_change_is_a_parity_failure(export_copy, small_checkpoints,
+                                                                                    monkeypatch):
+    """Re-exporting into a folder that holds an export: once its files start being replaced the
+    old manifest no longer describes them, so a failure must not leave it behind. An output of
+    another dtype or shape in ONNX Runtime than in torch is a disagreement (exit 1), like a
+    value beyond tolerance."""
+    from mestream.export import onnx_export
+
+    real = onnx_export.torch_outputs
+
+    def widened(stage, feed):
+        out = real(stage, feed)
+        if stage.key == "mesnet.encoder":
+            out["features"] = out["features"].astype(np.float64)
+        return out
+
+    monkeypatch.setattr(onnx_export, "torch_outputs", widened)
+    assert (export_copy / "manifest.json").is_file()
+    with pytest.raises(onnx_export.ParityError, match=r"mesnet\.encoder: output 'features' is float32 .* but float64"):
+        onnx_export.export_all({"mesnet": small_checkpoints["mesnet"]}, export_copy, progress=False)
+    assert not (export_copy / "manifest.json").exists()

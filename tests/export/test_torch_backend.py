@@ -83,3 +83,22 @@ def test_inputs_are_checked_before_torch_sees_them(export_copy):
         feed["mask"] = feed["mask"].astype(np.float32)
         with pytest.raises(InputError, match="akmnet.clip_head.*'mask' must be bool"):
             runner.infer(feed)
+
+
+@needs_torch
+def test_strided_reversed_and_read_only_inputs_give_the_contiguous_answer():
+    """The torch backend takes what the onnxruntime backend takes: torch.from_numpy refuses
+    negative strides, so a reversed view must be copied rather than fail."""
+    from mestream.export.torch_backend import TorchBackend
+
+    manifest = Manifest.load(shipped_export_dir())
+    stage = manifest.stage("mesnet.crn")
+    base = random_feed(stage, 4, np.random.default_rng(5))["proposals"]
+    frozen = base[:2].copy()
+    frozen.flags.writeable = False
+    with TorchBackend(manifest, "mesnet.crn") as runner:
+        for view in (base[::-1], base[::2], base[:, ::-1], frozen):
+            want = {k: v.copy() for k, v in runner.infer({"proposals": np.ascontiguousarray(view)}).items()}
+            got = runner.infer({"proposals": view})
+            for name, value in want.items():
+                np.testing.assert_array_equal(got[name], value, err_msg=name)

@@ -58,3 +58,17 @@ def test_sources_command_lists_builtins_and_plugins(tmp_path):
     for name in ("synthetic", "video", "folder", "opencv", "zmq", "jsonl", "brokencam", "listsink"):
         assert f"  {name} " in out
     assert "fakecam" in out and "Test camera, paced at" in out
+
+
+def test_sources_command_says_which_backends_can_run_here(tmp_path):
+    from mestream.tests.engine.backends.fakebackends import ENTRY_POINTS
+
+    root = install_fake_plugin(tmp_path, ENTRY_POINTS)
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "mestream", "sources"], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    backends = out.split("backends (mestream.backends):")[1].splitlines()
+    row = backends.index(next(line for line in backends if line.startswith("  needsgpu ")))
+    assert "fakecam" in backends[row] and backends[row + 2].strip().startswith("unavailable here: no CUDA device")
+    row = backends.index(next(line for line in backends if line.startswith("  onnxruntime ")))
+    assert backends[row + 2].strip() == "available here"
