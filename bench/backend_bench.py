@@ -28,6 +28,7 @@ import numpy as np
 from mestream.engine.backends import backend_class, backend_kinds, why_unavailable
 from mestream.engine.backends.base import example_feed
 from mestream.engine.config import InferenceConfig
+from mestream.export.check import load_inputs
 from mestream.export.manifest import Manifest, shipped_export_dir
 
 TARGET = 3.0
@@ -35,19 +36,13 @@ TARGET_STAGES = ("mesnet.encoder", "akmnet.encoder")
 BATCHES = (1, 4, 16)
 
 
-def feed_for(manifest: Manifest, key: str, batch: int) -> dict[str, np.ndarray]:
+def feed_for(manifest: Manifest, key: str, batch: int, saved: dict[str, Any]) -> dict[str, np.ndarray]:
     """Real inputs tiled to ``batch`` when the export saved some, random ones otherwise."""
-    stage = manifest.stage(key)
-    path = manifest.root / "inputs.npz"
-    if path.is_file():
-        with np.load(path) as saved:
-            names = [f"{key}/{t.name}" for t in stage.inputs]
-            if all(n in saved for n in names):
-                arrays = [saved[n] for n in names]
-                reps = -(-batch // len(arrays[0]))
-                return {t.name: np.ascontiguousarray(np.concatenate([a] * reps)[:batch])
-                        for t, a in zip(stage.inputs, arrays)}
-    return example_feed(stage, batch, np.random.default_rng(0))
+    if key in saved:
+        feed = saved[key][0]
+        reps = -(-batch // len(next(iter(feed.values()))))
+        return {name: np.ascontiguousarray(np.concatenate([a] * reps)[:batch]) for name, a in feed.items()}
+    return example_feed(manifest.stage(key), batch, np.random.default_rng(0))
 
 
 def run_point(runners: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, block: int,
@@ -100,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             classes[kind] = cls
     keys = args.stages.split(",") if args.stages else list(manifest.stages)
+    saved = load_inputs(manifest.root, manifest)
     print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s); backends {', '.join(classes)}; "
           f"{args.rounds} rounds × {args.block} calls per point")
     header = f"{'stage':<20} {'batch':>5} " + " ".join(f"{k + ' ms (p99)':>24} {'items/s':>9}" for k in classes)
@@ -111,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             for runner in runners.values():
                 runner.activate()
             for batch in batches:
-                feed = feed_for(manifest, key, batch)
+                feed = feed_for(manifest, key, batch, saved)
                 times = run_point(runners, feed, args.rounds, args.block, args.warmup)
                 row = {"stage": key, "batch": batch, **{k: summarise(t, batch) for k, t in times.items()}}
                 if "onnxruntime" in row and "torch" in row:

@@ -128,9 +128,8 @@ class OnnxRuntimeBackend(Runner):
         try:
             bound = self._bound.get(key)
             if bound is None:
-                bound = self._bind(feed, key)
-            else:
-                self._bound.move_to_end(key)
+                return dict(self._bind(feed, key).outputs)  # the first run already filled them
+            self._bound.move_to_end(key)
             binding = bound.binding
             for spec in self.inputs:
                 # the binding keeps a reference to the array it was given until the next bind
