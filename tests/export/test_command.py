@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mestream import cli
@@ -173,3 +174,27 @@ def test_an_out_folder_that_cannot_be_made_is_exit_2(capsys, tmp_path):
     assert cli.main(["export", "--out", str(taken), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mestream export: ") and str(taken) in err and err.count("\n") == 1, err
+
+
+@needs_torch
+def test_the_shipped_export_matches_what_the_current_code_exports(tmp_path):
+    """The freshness check above compares hashes of checkpoints and files; this one catches a
+    change to the network or stage code that was not re-exported: the shipped ONNX files and
+    a fresh export of the same checkpoints must give the same outputs on the saved camera inputs."""
+    from mestream.engine.backends.onnxrt import OnnxRuntimeBackend
+    from mestream.export.check import load_inputs
+    from mestream.export.onnx_export import export_all
+
+    fresh = export_all(out=tmp_path, progress=False)
+    shipped = Manifest.load(shipped_export_dir())
+    assert list(fresh.stages) == list(shipped.stages)
+    inputs = load_inputs(shipped.root, shipped)
+    assert set(inputs) == set(shipped.stages)
+    for key, (feed, _) in inputs.items():
+        assert fresh.stage(key).inputs == shipped.stage(key).inputs, key
+        with OnnxRuntimeBackend(shipped, key) as old, OnnxRuntimeBackend(fresh, key) as new:
+            want = {k: v.copy() for k, v in old.infer(feed).items()}
+            got = new.infer(feed)
+        for name, value in want.items():
+            np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-6, err_msg=f"{key} {name}: re-run "
+                                       f"`mestream export --out models/weights/onnx`")
