@@ -7,10 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
-from mestream.engine.config import PublishConfig, RunConfig, SinkConfig, SourceConfig
+from mestream.engine.backends import BackendUnavailable
+from mestream.engine.config import InferenceConfig, PublishConfig, RunConfig, SinkConfig, SourceConfig
 from mestream.engine.pipeline import Pipeline
 from mestream.engine.sinks import read_jsonl
 from mestream.tests.cameras.test_replay import write_folder
@@ -56,6 +58,31 @@ def test_cli_rejects_bad_config_and_missing_files(tmp_path):
     assert result.returncode == 2 and "none.mp4 does not exist" in result.stderr
     result = mestream("run", "--source", "gige")
     assert result.returncode == 2 and "no source kind 'gige'" in result.stderr
+
+
+def test_run_loads_the_models_first_and_names_a_missing_export_or_backend(tmp_path):
+    result = mestream("run", "--models", str(tmp_path / "my-export"), "--publish", "none", "--duration", "1")
+    assert result.returncode == 2 and f"no export manifest here (run `mestream export --out {tmp_path / 'my-export'}`)" in result.stderr
+    result = mestream("run", "--backend", "onnx", "--publish", "none", "--duration", "1")
+    assert result.returncode == 2 and "inference.backend (--backend): no backend kind 'onnx'" in result.stderr
+
+
+def test_run_on_a_backend_that_cannot_run_here_falls_back_and_says_so(tmp_path, monkeypatch):
+    from mestream.tests.engine.backends.fakebackends import ENTRY_POINTS
+
+    on_path(monkeypatch, install_fake_plugin(tmp_path / "plugin", ENTRY_POINTS))
+    log_path = tmp_path / "events.jsonl"
+    config = RunConfig(source=SourceConfig(pace=False), publish=PublishConfig(endpoint="", log=str(log_path)),
+                       inference=InferenceConfig(backend="needsgpu"), duration=0.2, progress=False)
+    summary = Pipeline(config).run()
+    assert not summary.error
+    text = summary.format()
+    assert "models: onnxruntime backend, stages mesnet.encoder" in text
+    assert "backend 'needsgpu' cannot run here (no CUDA device initializes" in text
+    started = next(p for t, p in read_jsonl(log_path) if p.get("state") == "started")
+    assert any("using 'onnxruntime' instead" in line for line in started["detail"]["models"])
+    with pytest.raises(BackendUnavailable, match="backend 'needsgpu' cannot run here"):
+        Pipeline(replace(config, inference=InferenceConfig(backend="needsgpu", fallback=False)))
 
 
 def test_run_synthetic_publishes_stats_to_listen_and_log(tmp_path):
