@@ -177,7 +177,7 @@ def mesnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
     of the window head's best positions resampled for the CRN (`postprocess.resample`)."""
     import torch
 
-    from mestream.models.mesnet import postprocess as post
+    from mestream.engine import intervals as post
     from mestream.models.mesnet.data import flow_steps, sample_starts
 
     cfg = spec.net.config

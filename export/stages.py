@@ -253,7 +253,7 @@ def mesnet_preprocessing(cfg: Any) -> dict[str, Any]:
         "window_padding": "a window reaching past the video's end is padded with zero flow (encoder features of "
                           "zero flow); or run the window head on the shorter window, down to dims.time min",
         "crn_resampling": "each proposal's features f_a..f_b are linearly resampled to crn_steps rows, ends "
-                          "included (mestream.models.mesnet.postprocess.resample)",
+                          "included (mestream.engine.intervals.resample)",
     }
 
 

@@ -6,12 +6,8 @@ the event's 4-class label and its true apex. Real clips (CASME II, SAMM, …) co
 `mestream.models.datasets` records and go through the same `prepare_clip`.
 
 `prepare_clip` is numpy + OpenCV only, so the runtime can prepare frames the way training did:
-1. flicker: each frame's mean is scaled to the first frame's;
-2. length: a clip longer than ``max_frames`` is cut into that many equal runs of consecutive
-   frames, each averaged (a temporal low-pass that also cuts sensor noise);
-3. magnification (the paper uses phase-based magnification with α = 15; this is its linear
-   Eulerian stand-in): change = Gaussian-blurred (frame − first frame);
-   "magnified" input = frame + α·change, "motion" input = 128 + α·change.
+flicker removal, shortening to ``max_frames`` and magnification are described in
+`mestream.engine.clips`, which the live recognition stage shares.
 """
 
 from __future__ import annotations
@@ -23,10 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from mestream.engine import clips
 from mestream.models.akmnet.config import AKMNetConfig
 
 
@@ -81,27 +77,14 @@ class SyntheticData:
                 raise DataError(f"SyntheticData.{name} must be a positive number, got {value!r}")
 
 
-def bins(length: int, max_frames: int) -> list[np.ndarray]:
-    """Indices 0..length-1 cut into min(length, max_frames) runs of near-equal size."""
-    return np.array_split(np.arange(length), min(length, max_frames))
-
-
 def prepare_clip(crops: np.ndarray, config: AKMNetConfig) -> tuple[np.ndarray, list[np.ndarray]]:
     """(L, S, S) uint8 face crops, onset first → (n, S, S) uint8 network frames and the runs
-    of input indices each one averages (see the module docstring)."""
-    if crops.ndim != 3 or crops.shape[0] < 1:
-        raise DataError(f"prepare_clip: expected (frames, H, W) crops, got shape {crops.shape}")
-    x = crops.astype(np.float32)
-    means = x.mean(axis=(1, 2))
-    x *= (means[0] / np.maximum(means, 1e-3))[:, None, None]
-    runs = bins(len(x), config.max_frames)
-    y = np.stack([x[r].mean(axis=0) for r in runs])
-    change = y - y[0]
-    if config.magnify_sigma > 0:
-        change = np.stack([cv2.GaussianBlur(c, (0, 0), config.magnify_sigma) for c in change])
-    base = y if config.input_mode == "magnified" else np.full_like(y, 128.0)
-    out = base + config.magnify_alpha * change
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), runs
+    of input indices each one averages (`mestream.engine.clips.prepare_clip`, shared with the runtime)."""
+    try:
+        return clips.prepare_clip(crops, max_frames=config.max_frames, magnify_alpha=config.magnify_alpha,
+                                  magnify_sigma=config.magnify_sigma, input_mode=config.input_mode)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def sample_from_crops(crops: np.ndarray, frame_ids: np.ndarray, config: AKMNetConfig, *, label: int, onset: int,
@@ -244,10 +227,8 @@ def collate(samples: Sequence[ClipSample], size: int, *, train: bool, rng: np.ra
             rng = rng or np.random.default_rng()
             y0, x0 = (int(v) for v in rng.integers(0, S - size + 1, 2))
             out[b, :n, 0] = s.frames[:, y0:y0 + size, x0:x0 + size] / 255.0
-        elif S != size:
-            out[b, :n, 0] = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in s.frames]) / 255.0
         else:
-            out[b, :n, 0] = s.frames / 255.0
+            clips.network_frames(s.frames, size, out=out[b, :n, 0])
         mask[b, :n] = True
     return out, mask, np.array([s.label for s in samples], np.int64)
 

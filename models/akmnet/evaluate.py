@@ -71,7 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from mestream.models.akmnet.data import synthetic_clips
     from mestream.models.akmnet.train import evaluate_clips, summarize
     from mestream.models.checkpoint import record_metrics, shipped_weights
-    from mestream.models.metrics import format_table
+    from mestream.engine.metrics import format_table
     from mestream.models.synthetic import subject_ids
     from mestream.models.training import check_eval_seed, eval_provenance
 

@@ -83,7 +83,7 @@ def evaluate_clips(model: Any, clips: list, config: Any, batch_size: int = 16) -
 
 def summarize(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> dict[str, Any]:
     """Recognition metrics plus the apex figures of the max-key frame."""
-    from mestream.models.metrics import mean_apex_error, recognition_metrics, within_tolerance
+    from mestream.engine.metrics import mean_apex_error, recognition_metrics, within_tolerance
 
     metrics = recognition_metrics([r["true"] for r in rows], [r["pred"] for r in rows], list(classes))
     if rows:

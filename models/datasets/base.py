@@ -142,8 +142,8 @@ class LongVideo:
         return [self.frames_dir / name for name in self.frame_names]
 
     def to_intervals(self, kinds: Sequence[str] = KINDS) -> list[Any]:
-        """The ground truth as :class:`mestream.models.metrics.Interval` (video = ``self.video``)."""
-        from mestream.models.metrics import Interval
+        """The ground truth as :class:`mestream.engine.metrics.Interval` (video = ``self.video``)."""
+        from mestream.engine.metrics import Interval
         return [Interval(self.video, i.onset, i.offset, kind=i.kind) for i in self.intervals if i.kind in kinds]
 
 

@@ -15,9 +15,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from mestream.models.mesnet import postprocess as post
+from mestream.engine import intervals as post
 from mestream.models.mesnet.data import FlowVideo
-from mestream.models.metrics import Interval, megc_metric
+from mestream.engine.metrics import Interval, megc_metric
 
 P_GRID = tuple(float(p) for p in np.round(np.geomspace(0.0005, 0.5, 31), 5))
 HALF_GRID = (2, 3, 4, 5, 6, 7, 8)

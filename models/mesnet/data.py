@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mestream.models.flow import OpticalFlow
+from mestream.engine.flow import OpticalFlow, flow_input, sample_image
 from mestream.models.mesnet.config import MESNetConfig
 
 CACHE_VERSION = 1
@@ -81,10 +81,7 @@ def flow_steps(crops: np.ndarray, starts: np.ndarray, config: MESNetConfig, *, p
     bounds = np.append(starts, len(crops))
     samples = np.empty((len(starts), *crops.shape[1:]), np.uint8)
     for i in range(len(starts)):
-        mean = crops[bounds[i]:bounds[i + 1]].mean(axis=0, dtype=np.float32)
-        if config.flow_blur > 0:
-            mean = cv2.GaussianBlur(mean, (0, 0), config.flow_blur)
-        samples[i] = np.clip(np.rint(mean), 0, 255)
+        sample_image(crops[bounds[i]:bounds[i + 1]].mean(axis=0, dtype=np.float32), config.flow_blur, out=samples[i])
     flow = OpticalFlow(config.flow_method, config.flow_preset)
     back, ahead = config.flow_gap // 2, config.flow_gap - config.flow_gap // 2
     size = config.input_size
@@ -92,10 +89,7 @@ def flow_steps(crops: np.ndarray, starts: np.ndarray, config: MESNetConfig, *, p
     out = np.empty((len(samples), 2, size, size), np.float16)
     last = len(samples) - 1
     for i in tqdm(range(len(samples)), desc=desc, unit="step", disable=not progress, leave=False):
-        f = flow(samples[max(i - back, 0)], samples[min(i + ahead, last)])
-        f -= np.median(f.reshape(-1, 2), axis=0)
-        f = cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) * gain
-        out[i] = f.transpose(2, 0, 1)
+        flow_input(flow, samples[max(i - back, 0)], samples[min(i + ahead, last)], size, gain, out=out[i])
     return out
 
 

@@ -74,7 +74,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from mestream.models.mesnet import baseline
     from mestream.models.mesnet.data import DEFAULT_CACHE, synthetic_videos
     from mestream.models.mesnet.spotting import VideoSpotter, as_json, spotting_metrics, step_counts, truth_intervals
-    from mestream.models.metrics import format_table
+    from mestream.engine.metrics import format_table
     from mestream.models.synthetic import subject_ids
     from mestream.models.training import check_eval_seed, eval_provenance
 

@@ -8,7 +8,7 @@ Stages (static shapes, no data-dependent control flow inside any of them):
 3. `CRNStage`: resampled proposals (B, N_CR, L) → class probabilities (B, 2) and boundary
    offsets (B, 2).
 
-Between 2 and 3 the numpy post-processing of `mestream.models.mesnet.postprocess` picks the
+Between 2 and 3 the numpy post-processing of `mestream.engine.intervals` picks the
 proposals; `MESNet.spot` runs the same path end to end in torch. Class index 1 is "ME".
 """
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mestream.models.mesnet import postprocess as post
+from mestream.engine import intervals as post
 from mestream.models.mesnet.config import MESNetConfig
 
 

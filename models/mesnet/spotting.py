@@ -9,9 +9,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mestream.models.mesnet import postprocess as post
+from mestream.engine import intervals as post
 from mestream.models.mesnet.data import FlowVideo
-from mestream.models.metrics import Interval, megc_metric, mesnet_metric
+from mestream.engine.metrics import Interval, megc_metric, mesnet_metric
 
 T_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 

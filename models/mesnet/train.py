@@ -293,7 +293,7 @@ def joint_step(net: Any, windows: list[tuple[int, int]], videos: list, config: M
     """
     import torch
 
-    from mestream.models.mesnet import postprocess as post
+    from mestream.engine import intervals as post
     from mestream.models.mesnet.data import window_flow
     from mestream.models.mesnet.losses import cpn_loss, crn_loss, regression_targets
     from mestream.models.mesnet.network import resample_features

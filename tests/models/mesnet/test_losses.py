@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from mestream.models.mesnet import losses
-from mestream.models.mesnet import postprocess as post
+from mestream.engine import intervals as post
 from mestream.models.mesnet.network import MESNet, PretrainNet, resample_features
 
 

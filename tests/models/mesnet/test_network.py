@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from mestream.models.mesnet import postprocess as post
+from mestream.engine import intervals as post
 from mestream.models.mesnet.network import MESNet, PretrainNet, resample_features
 
 

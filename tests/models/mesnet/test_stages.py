@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mestream.models.mesnet import postprocess as post
+from mestream.engine import intervals as post
 from mestream.models.mesnet.network import MESNet
 
 

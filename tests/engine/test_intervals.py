@@ -4,7 +4,7 @@ import inspect
 
 import numpy as np
 
-from mestream.models.mesnet import postprocess as post
+from mestream.engine import intervals as post
 from mestream.models.mesnet.config import PRESETS
 
 

@@ -60,3 +60,31 @@ def flow_sequence(frames: np.ndarray, method: str = "dis", preset: str = "ultraf
     for i in range(len(out)):
         out[i] = flow(frames[i], frames[i + 1])
     return out
+
+
+def sample_image(mean: np.ndarray, blur: float, out: np.ndarray | None = None) -> np.ndarray:
+    """One MESNet sample: the float32 mean of its source crops, Gaussian-blurred (σ ``blur``,
+    skipped when 0), rounded to uint8. Training (`mestream.models.mesnet.data.flow_steps`) and the
+    live spot stage both call this, so the two cannot drift apart."""
+    if blur > 0:
+        mean = cv2.GaussianBlur(mean, (0, 0), blur)
+    if out is None:
+        out = np.empty(mean.shape, np.uint8)
+    np.clip(np.rint(mean), 0, 255, out=mean)
+    out[...] = mean
+    return out
+
+
+def flow_input(flow: OpticalFlow, prev: np.ndarray, cur: np.ndarray, size: int, gain: float,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """MESNet's input for one step: the flow ``prev`` → ``cur`` minus its median (head motion),
+    area-averaged to ``size``×``size`` and multiplied by ``gain``, as (2, size, size) float32
+    (channel 0 = dx). ``out`` may be a float16 or float32 (2, size, size) array."""
+    f = flow(prev, cur)
+    f -= np.median(f.reshape(-1, 2), axis=0)
+    f = cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
+    f *= gain
+    if out is None:
+        out = np.empty((2, size, size), np.float32)
+    out[...] = f.transpose(2, 0, 1)
+    return out

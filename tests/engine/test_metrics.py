@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mestream.models.metrics import (
+from mestream.engine.metrics import (
     Interval,
     MetricError,
     apex_error,

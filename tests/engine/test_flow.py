@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mestream.models.flow import OpticalFlow, flow_sequence
+from mestream.engine.flow import OpticalFlow, flow_sequence
 
 
 def _textured(shift_x: float = 0.0, shift_y: float = 0.0) -> np.ndarray:
