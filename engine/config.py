@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+FACE_DETECTORS = ("haar", "yunet", "fixed")
+WHEN_FULL = ("auto", "overwrite", "wait")
 
 
 class ConfigError(ValueError):
@@ -73,13 +75,19 @@ class RingConfig:
             whole micro-expression (≤ 0.5 s) with room for a lagging reader.
         shared_memory: a `multiprocessing.shared_memory` name so that a recorder or viewer
             process can attach to the ring; empty keeps it private to the process.
+        when_full: what a writer does when its slowest reader is a whole ring behind:
+            ``overwrite`` (the reader loses frames, counted; a live camera cannot wait),
+            ``wait`` (the writer waits: a replay loses nothing), or ``auto``: ``wait`` for
+            unpaced sources, ``overwrite`` for paced ones.
     """
 
     seconds: float = 2.0
     shared_memory: str = ""
+    when_full: str = "auto"
 
     def __post_init__(self) -> None:
         _require(self.seconds > 0, "ring.seconds", "> 0", self.seconds)
+        _require(self.when_full in WHEN_FULL, "ring.when_full", f"one of {', '.join(WHEN_FULL)}", self.when_full)
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class PublishConfig:
         log: a JSONL event log path; every event is appended and flushed.
         queue: the bus queue between stages and sinks; when full, events are dropped and counted.
         sinks: extra sinks by kind, e.g. ``[[publish.sinks]] kind = "lsl"``.
+        console: print a line per spot and recognition event as it is published.
     """
 
     endpoint: str = DEFAULT_ENDPOINT
@@ -108,6 +117,7 @@ class PublishConfig:
     log: str = ""
     queue: int = 4096
     sinks: tuple[SinkConfig, ...] = ()
+    console: bool = True
 
     def __post_init__(self) -> None:
         _require(self.hwm >= 1, "publish.hwm", ">= 1 (0 would mean unbounded)", self.hwm)
@@ -173,6 +183,115 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
+class FaceConfig:
+    """The face stage: find the face, then crop every frame into the crop ring.
+
+    Args:
+        detector: ``haar`` (OpenCV's cascade, built in), ``yunet`` (OpenCV's FaceDetectorYN;
+            needs ``model``), or ``fixed`` (``roi`` as given: chin-rest setups, no detector).
+        model: the YuNet ONNX file (face_detection_yunet_2023mar.onnx from OpenCV's model zoo).
+        roi: the face as ``[x, y, w, h]`` pixels for ``fixed``; the crop box is built from it
+            as from a detection (``scale``).
+        scale: the crop box's side over the detection's, centred on it (the models were trained at 1.2).
+        redetect_s: seconds between re-detections while a face is tracked.
+        retry_s: seconds between detections while no face is known.
+        smoothing: weight of a new detection in the smoothed box (1 = jump to it).
+        deadband: the crops switch to the smoothed box only once it moved by more than this
+            fraction of the side: a box that followed every detection would jitter by more
+            than a micro-expression moves.
+        detect_width: frames are downscaled to this width for detection (0 keeps them whole).
+        lost_after: consecutive failed detections before ``face_lost`` is published.
+        crop_size: side of the crops; 0 is the largest crop the models were trained on.
+    """
+
+    detector: str = "haar"
+    model: str = ""
+    roi: tuple[int, ...] = ()
+    scale: float = 1.2
+    redetect_s: float = 1.0
+    retry_s: float = 0.1
+    smoothing: float = 0.5
+    deadband: float = 0.05
+    detect_width: int = 320
+    lost_after: int = 3
+    crop_size: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.detector in FACE_DETECTORS, "face.detector", f"one of {', '.join(FACE_DETECTORS)}", self.detector)
+        _require(self.detector != "yunet" or bool(self.model), "face.model", "the YuNet .onnx path when detector = 'yunet'",
+                 self.model)
+        _require(self.detector != "fixed" or (len(self.roi) == 4 and min(self.roi[2:]) > 0), "face.roi",
+                 "[x, y, w, h] with w, h > 0 when detector = 'fixed'", self.roi)
+        _require(self.scale >= 1.0, "face.scale", ">= 1", self.scale)
+        _require(self.redetect_s > 0 and self.retry_s > 0, "face.redetect_s / face.retry_s", "> 0",
+                 (self.redetect_s, self.retry_s))
+        _require(0 < self.smoothing <= 1, "face.smoothing", "within (0, 1]", self.smoothing)
+        _require(0 <= self.deadband < 0.5, "face.deadband", "within [0, 0.5)", self.deadband)
+        _require(self.detect_width == 0 or self.detect_width >= 64, "face.detect_width", "0 or >= 64", self.detect_width)
+        _require(self.lost_after >= 1, "face.lost_after", ">= 1", self.lost_after)
+        _require(self.crop_size == 0 or self.crop_size >= 32, "face.crop_size", "0 (the models') or >= 32", self.crop_size)
+
+
+@dataclass(frozen=True)
+class SpotConfig:
+    """The spot stage (streaming MESNet) and its key-frame refinement.
+
+    Args:
+        enabled: off runs ingest (and nothing else) for measuring the camera path alone.
+        hop_ms: how often the window head and CRN run over the newest window; ≤ 200 ms.
+        settle_steps: an interval is published once its offset lies this many steps (samples)
+            before the window's end, where the window head still sees context after it.
+        t_cpn, t_crn, t_nms: MESNet's thresholds; -1 takes the exported model's.
+        refine_lambda: GAMDSS's λ: onset and apex are re-selected within λ·(apex − onset) frames.
+        micro_max_ms, micro_rise_ms: DFME's rule: micro when onset→offset < 500 ms or onset→apex < 250 ms.
+        max_lag_ms: a spot stage further behind its camera than this skips ahead (counted)
+            when the ring may not block (live cameras).
+    """
+
+    enabled: bool = True
+    hop_ms: float = 100.0
+    settle_steps: int = 2
+    t_cpn: float = -1.0
+    t_crn: float = -1.0
+    t_nms: float = -1.0
+    refine_lambda: float = 0.1
+    micro_max_ms: float = 500.0
+    micro_rise_ms: float = 250.0
+    max_lag_ms: float = 1000.0
+
+    def __post_init__(self) -> None:
+        _require(0 < self.hop_ms <= 200, "spot.hop_ms", "within (0, 200]", self.hop_ms)
+        _require(self.settle_steps >= 0, "spot.settle_steps", ">= 0", self.settle_steps)
+        for name in ("t_cpn", "t_crn", "t_nms"):
+            value = getattr(self, name)
+            _require(value == -1.0 or 0 <= value <= 1, f"spot.{name}", "within 0..1, or -1 for the model's", value)
+        _require(0 <= self.refine_lambda <= 0.5, "spot.refine_lambda", "within 0..0.5", self.refine_lambda)
+        _require(self.micro_max_ms > 0 and self.micro_rise_ms > 0, "spot.micro_max_ms / micro_rise_ms", "> 0",
+                 (self.micro_max_ms, self.micro_rise_ms))
+        _require(self.max_lag_ms >= 50, "spot.max_lag_ms", ">= 50", self.max_lag_ms)
+
+
+@dataclass(frozen=True)
+class RecogConfig:
+    """The recognition stage (AKMNet on each spotted micro-expression).
+
+    Args:
+        enabled: off publishes spots only.
+        queue: clips waiting for recognition; when full, a live run drops the newest clip and
+            counts it (``recog_backlog``), a replay waits.
+        batch: clips classified in one clip-head call at most.
+    """
+
+    enabled: bool = True
+    queue: int = 16
+    batch: int = 4
+
+    def __post_init__(self) -> None:
+        _require(self.queue >= 1, "recognise.queue", ">= 1", self.queue)
+        _require(self.batch >= 1, "recognise.batch", ">= 1", self.batch)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One `mestream run`.
 
@@ -181,6 +300,12 @@ class RunConfig:
         ring: see `RingConfig`.
         publish: see `PublishConfig`.
         inference: see `InferenceConfig`.
+        face, spot, recognise: see `FaceConfig`, `SpotConfig`, `RecogConfig`.
+        cameras: run this many copies of ``source`` side by side, named ``<name>``, ``<name>-1``, …
+            (``cam0``, ``cam1``, … for the default name) with seeds ``seed``, ``seed + 1``, …;
+            inference is batched across them.
+        sources: further sources of their own kinds, run beside ``source`` (``[[sources]]`` tables).
+        summary: write the end-of-run summary here as JSON.
         duration: seconds of source time to run; 0 runs until Ctrl-C or the source ends.
         stats_interval: seconds between ``mestream.stats`` events.
         ground_truth: where the synthetic camera's ground truth is written (JSON) at the end.
@@ -191,6 +316,12 @@ class RunConfig:
     ring: RingConfig = field(default_factory=RingConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
+    spot: SpotConfig = field(default_factory=SpotConfig)
+    recognise: RecogConfig = field(default_factory=RecogConfig)
+    cameras: int = 1
+    sources: tuple[SourceConfig, ...] = ()
+    summary: str = ""
     duration: float = 0.0
     stats_interval: float = 1.0
     ground_truth: str = ""
@@ -199,6 +330,27 @@ class RunConfig:
     def __post_init__(self) -> None:
         _require(self.duration >= 0, "duration", ">= 0 (0 = until Ctrl-C)", self.duration)
         _require(self.stats_interval >= 0.05, "stats_interval", ">= 0.05 s", self.stats_interval)
+        _require(1 <= self.cameras <= 16, "cameras", "1..16", self.cameras)
+        _require(not self.recognise.enabled or self.spot.enabled, "recognise.enabled",
+                 "false when spot.enabled is false (recognition classifies spotted clips)", self.recognise.enabled)
+
+    def camera_sources(self) -> list[SourceConfig]:
+        """Every camera of the run: ``cameras`` copies of ``source``, then ``sources``; ids must differ."""
+        first = self.source
+        copies = [first] if self.cameras == 1 else [
+            dataclasses.replace(first, name=_camera_name(first.name, i), seed=first.seed + i) for i in range(self.cameras)]
+        out = copies + list(self.sources)
+        names = [s.name for s in out]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        _require(duplicate is None, "sources", "cameras with distinct names", duplicate)
+        return out
+
+
+def _camera_name(name: str, index: int) -> str:
+    """cam0 → cam0, cam1, …; any other id → id, id-1, …"""
+    if name == "cam0":
+        return f"cam{index}"
+    return name if index == 0 else f"{name}-{index}"
 
 
 PRESETS: dict[str, RunConfig] = {

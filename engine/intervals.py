@@ -44,9 +44,17 @@ def window_starts(total: int, window: int, overlap: int) -> list[int]:
     return starts + [total - window]
 
 
-def cpn_positions(config: Any) -> list[np.ndarray]:
-    """For each scale, the F interval (N_s, 2) of every output position, clipped to the window."""
-    n = config.window_steps
+def receptive_fields(temporal_kernel: int, cpn_layers: Sequence[Sequence[Sequence[int]]]) -> tuple[int, ...]:
+    """Each CPN sub-network's receptive field on F (7/9/11/13/15 for Table II): the two backbone
+    convs, then each sub-network's two (kernel, dilation) layers."""
+    backbone = 2 * (temporal_kernel - 1)
+    return tuple(1 + backbone + (k1 - 1) * d1 + (k2 - 1) * d2 for (k1, d1), (k2, d2) in cpn_layers)
+
+
+def cpn_positions(config: Any, steps: int | None = None) -> list[np.ndarray]:
+    """For each scale, the F interval (N_s, 2) of every output position, clipped to the window
+    of ``steps`` (default ``config.window_steps``; the live engine also runs shorter windows)."""
+    n = config.window_steps if steps is None else steps
     shift = 2 * config.temporal_padding
     length_s = n + 2 * (2 * config.temporal_padding - (config.temporal_kernel - 1))
     out = []
@@ -87,11 +95,11 @@ def nms(intervals: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
-def cpn_proposals(scores: Sequence[np.ndarray], config: Any, t_cpn: float) -> Spots:
+def cpn_proposals(scores: Sequence[np.ndarray], config: Any, t_cpn: float, steps: int | None = None) -> Spots:
     """Positions of all scales with an ME probability >= T_CPN, after NMS, at most
     ``config.max_proposals`` of them (highest first). NMS looks at the ``8·max_proposals``
     best positions only, which bounds its cost when a window is full of motion."""
-    positions = cpn_positions(config)
+    positions = cpn_positions(config, steps)
     ivs = np.concatenate([p[np.asarray(s) >= t_cpn] for p, s in zip(positions, scores)])
     sc = np.concatenate([np.asarray(s)[np.asarray(s) >= t_cpn] for s in scores])
     if not len(sc):

@@ -1,36 +1,52 @@
-"""One camera's pipeline, assembled from a `RunConfig`: source → ring → stages → bus → sinks.
+"""A run's pipeline, assembled from a `RunConfig`: per camera source → ring → face → crop ring;
+then, for all cameras together, spot → recognise → bus → sinks.
 
-`Pipeline.run` owns the main thread: it waits for the run to end (duration reached, source
-exhausted, an error, or Ctrl-C), then shuts down in the order that loses nothing: stop
-ingest, let readers drain the ring, publish the final stats, flush the sinks.
+Threads: per camera an ingest, a face (or, with spotting off, a latency tap) and a stats
+thread; one spot and one recognition thread for every camera, so inference batches across
+cameras; the bus's publisher thread.
+
+`Pipeline.run` owns the main thread: it waits for the run to end (duration reached, sources
+exhausted, an error, or Ctrl-C), then shuts down in the order that loses nothing: ingest stops,
+the face, spot and recognition stages drain what was captured (unless the run was stopped),
+the final stats go out, the sinks are flushed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mestream.engine.backends import open_stages
+from mestream.engine.backends import load_manifest, open_stages
 from mestream.engine.bus import EventBus
-from mestream.engine.config import RunConfig
-from mestream.engine.events import TOPIC_HEALTH
+from mestream.engine.config import ConfigError, RunConfig, SourceConfig
+from mestream.engine.crops import CropRing
+from mestream.engine.events import TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT
+from mestream.engine.face_stage import FaceStage
+from mestream.engine.recognise import RecogStage
 from mestream.engine.ring import FrameRing
-from mestream.engine.sinks import JsonlSink, ZmqSink
-from mestream.engine.stages import IngestStage, LatencyTap, RunContext, StatsStage
+from mestream.engine.scoring import format_scores, score_run
+from mestream.engine.sinks import ConsoleSink, JsonlSink, RecordSink, ZmqSink
+from mestream.engine.spot import SpotStage
+from mestream.engine.stages import IngestStage, LatencyTap, RunContext, Stage, StatsStage
 from mestream.plugins import make_sink, make_source
 
 log = logging.getLogger("mestream")
 
+CROP_RING_SECONDS = 4.0
+"""At least this much of every camera's crops is kept: a clip (≤ 0.5 s) must still be there
+when recognition reaches it, behind the spot stage's latency and the recognition queue."""
+
 
 @dataclass
 class Summary:
-    """What a run did, printed when it ends."""
+    """What a run did, printed when it ends and written by ``--summary`` as JSON."""
 
     camera: str
     source: str
@@ -40,6 +56,9 @@ class Summary:
     fps: float
     drops: dict[str, int]
     events: int
+    spots: int = 0
+    recognitions: int = 0
+    scores: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str = ""
@@ -49,164 +68,372 @@ class Summary:
         lost = {k: v for k, v in self.drops.items() if v}
         lines = [
             f"mestream run summary ({'interrupted' if self.interrupted else 'stopped by error' if self.error else 'finished'})",
-            f"  camera {self.camera}: {self.source}",
+            f"  cameras {self.camera}: {self.source}",
             f"  frames in {self.frames_in}, out {self.frames_out}, in {self.seconds:.1f} s ({self.fps:.1f} fps)",
-            f"  drops: {', '.join(f'{k} {v}' for k, v in lost.items()) if lost else 'none'}",
-            f"  stats events published: {self.events}",
+            f"  drops and skips: {', '.join(f'{k} {v}' for k, v in lost.items()) if lost else 'none'}",
+            f"  events published: {self.spots} spots, {self.recognitions} recognitions, {self.events} stats",
         ]
+        lines += [f"  {line}" for line in (format_scores(self.scores) if self.scores else [])]
         lines += [f"  {note}" for note in self.notes]
         lines += [f"  wrote {path}" for path in self.outputs]
         return "\n".join(lines)
 
+    def as_json(self) -> dict[str, Any]:
+        """The ``--summary`` file: the headline figures first, everything else after."""
+        scores = self.scores or {}
+        spot_lat, recog_lat = scores.get("spot_latency_ms", {}), scores.get("recog_latency_ms", {})
+        skips = {k: v for k, v in self.drops.items() if k.startswith("spot_") or k.startswith("recog_")}
+        return {
+            "frames_in": self.frames_in, "frames_out": self.frames_out,
+            "frames_dropped": sum(v for k, v in self.drops.items() if k not in skips),
+            "skips": sum(skips.values()),
+            "spot_f1": scores.get("spot_f1"), "recog_uf1": scores.get("recog_uf1"),
+            "spot_latency_ms": {k: spot_lat.get(k) for k in ("p50", "p99")},
+            "recog_latency_ms": {k: recog_lat.get(k) for k in ("p50", "p99")},
+            **{k: v for k, v in asdict(self).items() if k not in ("frames_in", "frames_out")},
+        }
+
 
 def build_sinks(config: RunConfig) -> list[Any]:
-    """ZeroMQ and the JSONL log from their flags, then any extra sinks from the config."""
+    """ZeroMQ, the JSONL log and the console from their flags, then any extra sinks from the config."""
     publish = config.publish
     sinks: list[Any] = []
     if publish.endpoint:
         sinks.append(ZmqSink(endpoint=publish.endpoint, hwm=publish.hwm))
     if publish.log:
         sinks.append(JsonlSink(publish.log))
+    if publish.console:
+        sinks.append(ConsoleSink())
     sinks += [make_sink(extra.kind, extra.options) for extra in publish.sinks]
     return sinks
 
 
+@dataclass
+class Camera:
+    """One camera's part of the pipeline."""
+
+    config: SourceConfig
+    source: Any
+    ctx: RunContext
+    ingest: IngestStage
+    reader: Any  # the face stage, or the latency tap when spotting is off
+    crops: CropRing | None
+    stats: StatsStage | None = None
+
+
+class CameraView:
+    """A shared stage's figures and drops for one camera's ``mestream.stats``."""
+
+    def __init__(self, stage: Any, camera: str) -> None:
+        self.stage, self.camera = stage, camera
+
+    def figures(self) -> dict[str, float]:
+        return self.stage.camera_figures(self.camera)
+
+    def drops(self) -> dict[str, int]:
+        return self.stage.camera_drops(self.camera)
+
+
+def wait_when_full(config: RunConfig, source: SourceConfig) -> bool:
+    """``ring.when_full``: ``auto`` waits for unpaced sources (replays) and overwrites for live ones."""
+    when = config.ring.when_full
+    return when == "wait" or (when == "auto" and not source.pace)
+
+
 class Pipeline:
     """Everything one `mestream run` starts, built here so that errors surface before any
-    thread runs: a missing camera or an address in use fails the constructor."""
+    thread runs: a missing export, camera or address in use fails the constructor."""
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        # the models first: a missing export or backend fails before the camera opens
-        self.models, backend_note = open_stages(config.inference)
-        self.backend_notes = [self._describe_models()] + ([backend_note] if backend_note else [])
+        self.cameras: list[Camera] = []
+        self.models: dict[str, Any] = {}
+        self.spot: SpotStage | None = None
+        self.recog: RecogStage | None = None
+        self.record = RecordSink()
+        self._outputs: list[str] = []
+        sources = config.camera_sources()
+        # the models first: a missing export or backend fails before any camera opens
+        self.manifest = load_manifest(config.inference) if config.spot.enabled else None
+        self.backend_notes = self._open_models()
+        opened: list[tuple[SourceConfig, Any]] = []
         try:
-            self.source = make_source(config.source)
-            self.source.open()
-        except BaseException:
-            self._release_models()
-            raise
-        ring = None
-        try:
-            fps = float(self.source.fps)
-            capacity = max(2, math.ceil(config.ring.seconds * fps))
-            ring = FrameRing(capacity, self.source.shape, shm_name=config.ring.shared_memory or None)
-            self.bus = EventBus(build_sinks(config), maxsize=config.publish.queue)
+            for source_config in sources:
+                source = make_source(source_config)
+                source.open()
+                opened.append((source_config, source))
+            self.bus = EventBus(build_sinks(config) + [self.record], maxsize=config.publish.queue)
             self.bus.start()
         except BaseException:
-            if ring is not None:
-                ring.close()  # a shared-memory ring would otherwise outlive the failed start
-            self.source.close()
+            for _, source in opened:
+                source.close()
             self._release_models()
             raise
-        self.ring = ring
-        camera = config.source.name
-        self.ctx = RunContext(camera=camera, fps=fps, ring=self.ring, bus=self.bus)
+        stop, errors = threading.Event(), []
+        try:
+            for source_config, source in opened:
+                self.cameras.append(self._camera(source_config, source, stop, errors))
+            opened = []
+            self._shared_stages(stop, errors)
+        except BaseException:
+            for _, source in opened:
+                source.close()
+            self._close_cameras()
+            self.bus.stop()
+            self._release_models()
+            raise
+
+    # -- construction ---------------------------------------------------------------------------
+
+    def _open_models(self) -> list[str]:
+        if not self.config.spot.enabled:
+            return ["models: none (spotting is off)"]
+        wanted = ["mesnet"] + (["akmnet"] if self.config.recognise.enabled else [])
+        missing = [m for m in wanted if m not in self.manifest.models]
+        if missing:
+            raise ConfigError(f"the export {self.manifest.root} has no {', '.join(missing)} model (it holds "
+                              f"{', '.join(self.manifest.models)}); export it, or turn off "
+                              f"{'recognition (recognise.enabled = false)' if missing == ['akmnet'] else 'spotting'}")
+        keys = [key for key in self.manifest.stages if key.split(".")[0] in wanted]
+        self.models, backend_note = open_stages(self.config.inference, keys)
+        kinds = sorted({runner.name for runner in self.models.values()})
+        return [f"models: {', '.join(kinds)} backend, stages {', '.join(self.models)}"] + ([backend_note] if backend_note else [])
+
+    def _crop_size(self) -> int:
+        if self.config.face.crop_size:
+            return self.config.face.crop_size
+        sizes = [int(self.manifest.models["mesnet"].preprocessing["flow_crop"])]
+        if self.config.recognise.enabled:
+            sizes.append(int(self.manifest.models["akmnet"].preprocessing["crop_side"]))
+        return max(sizes)
+
+    def _camera(self, source_config: SourceConfig, source: Any, stop: threading.Event, errors: list[str]) -> Camera:
+        config = self.config
+        fps = float(source.fps)
+        wait = wait_when_full(config, source_config)
+        ring = FrameRing(max(2, math.ceil(config.ring.seconds * fps)), source.shape,
+                         shm_name=(config.ring.shared_memory + ("" if not self.cameras else f"-{len(self.cameras)}"))
+                         or None)
+        ctx = RunContext(camera=source_config.name, fps=fps, ring=ring, bus=self.bus, stop=stop, errors=errors)
         max_frames = round(config.duration * fps) if config.duration > 0 else 0
-        self.ingest = IngestStage(self.ctx, self.source, max_frames)
-        self.tap = LatencyTap(self.ctx)
-        self.stats = StatsStage(self.ctx, config.stats_interval, [self.tap], self.tap.cursor)
+        ingest = IngestStage(ctx, source, max_frames, wait_when_full=wait)
+        crops = None
+        try:
+            if config.spot.enabled:
+                crops = CropRing(max(2, math.ceil(max(config.ring.seconds, CROP_RING_SECONDS) * fps)), self._crop_size())
+                reader: Stage = FaceStage(ctx, crops, config.face, wait_when_full=wait)
+            else:
+                reader = LatencyTap(ctx)
+        except BaseException:
+            ring.close()
+            raise
+        return Camera(source_config, source, ctx, ingest, reader, crops)
+
+    def _shared_stages(self, stop: threading.Event, errors: list[str]) -> None:
+        config, cams = self.config, self.cameras
+        names = ",".join(c.ctx.camera for c in cams)
+        shared = RunContext(camera=names, fps=cams[0].ctx.fps, ring=cams[0].ctx.ring, bus=self.bus, stop=stop,
+                            errors=errors)
+        wait = any(wait_when_full(config, c.config) for c in cams)
+        if config.spot.enabled and config.recognise.enabled:
+            self.recog = RecogStage(shared, {c.ctx.camera: c.crops for c in cams}, {c.ctx.camera: c.ctx.ring for c in cams},
+                                    self.models, self.manifest.models["akmnet"], config.recognise, wait_when_full=wait)
+        if config.spot.enabled:
+            self.spot = SpotStage(shared, {c.ctx.camera: (c.crops, c.ctx.fps) for c in cams}, self.models,
+                                  self.manifest.models["mesnet"], config.spot, recogniser=self.recog,
+                                  max_batch=config.inference.max_batch, wait_when_full=wait)
+        for i, cam in enumerate(cams):
+            stages: list[Any] = [cam.reader]
+            if self.spot is not None:
+                stages.append(CameraView(self.spot, cam.ctx.camera))
+            if self.recog is not None and i == 0:
+                stages.append(self.recog)  # one recognition queue for all cameras: reported with the first
+            cam.stats = StatsStage(cam.ctx, config.stats_interval, stages, cam.reader.cursor)
+
+    # -- running --------------------------------------------------------------------------------
 
     def run(self) -> Summary:
-        """Run until the duration ends, the source ends, an error, or Ctrl-C / SIGTERM."""
-        ctx, started = self.ctx, time.monotonic()
-        ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "started", "message": f"reading {self._describe()}",
-                                                "detail": {"fps": ctx.fps, "shape": list(self.ring.shape),
-                                                           "models": self.backend_notes}})
-        with _StopOnSignal(ctx.stop) as signals:
+        """Run until the duration ends, the sources end, an error, or Ctrl-C / SIGTERM."""
+        started = time.monotonic()
+        stop = self.cameras[0].ctx.stop
+        for cam in self.cameras:
+            ctx = cam.ctx
+            ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "started", "message": f"reading {self._describe(cam)}",
+                                                    "detail": {"fps": ctx.fps, "shape": list(ctx.ring.shape),
+                                                               "models": self.backend_notes}})
+        with _StopOnSignal(stop) as signals:
             try:
-                for stage in (self.tap, self.stats, self.ingest):
+                for stage in self._threads():
                     stage.start()
                 self._wait()
+                self._drain()
             finally:
-                ctx.stop.set()
+                stop.set()
                 self._shutdown()
         seconds = time.monotonic() - started
+        frames_in = sum(c.ctx.ring.frames_written for c in self.cameras)
+        drops: dict[str, int] = {}
+        for cam in self.cameras:
+            for key, value in (cam.stats.drops() if cam.stats else {}).items():
+                drops[key] = drops.get(key, 0) + value
+        spots, recogs = self.record.events[TOPIC_SPOT], self.record.events[TOPIC_RECOG]
+        errors = self.cameras[0].ctx.errors
         return Summary(
-            camera=ctx.camera, source=self._describe(), seconds=seconds,
-            frames_in=self.ring.frames_written, frames_out=self.tap.cursor.consumed,
-            fps=self.ring.frames_written / max(seconds, 1e-9), drops=self.stats.drops(), events=self.stats.published,
-            outputs=self._outputs, notes=self._notes(), error="; ".join(ctx.errors), interrupted=signals.received,
+            camera=", ".join(c.ctx.camera for c in self.cameras),
+            source="; ".join(self._describe(c) for c in self.cameras), seconds=seconds, frames_in=frames_in,
+            frames_out=sum(c.reader.cursor.consumed for c in self.cameras), fps=frames_in / max(seconds, 1e-9),
+            drops=drops, events=sum(c.stats.published for c in self.cameras if c.stats), spots=len(spots),
+            recognitions=len(recogs), scores=self._scores(spots, recogs), outputs=self._outputs,
+            notes=self._notes(), error="; ".join(errors), interrupted=signals.received,
         )
 
-    def _describe_models(self) -> str:
-        kinds = sorted({runner.name for runner in self.models.values()})
-        return f"models: {', '.join(kinds)} backend, stages {', '.join(self.models)}"
+    def write_summary(self, summary: Summary) -> None:
+        """``--summary FILE``."""
+        path = Path(self.config.summary)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary.as_json(), indent=2) + "\n")
+
+    def _threads(self) -> list[Stage]:
+        threads: list[Stage] = [s for s in (self.recog, self.spot) if s is not None]
+        for cam in self.cameras:
+            threads += [cam.reader, cam.stats, cam.ingest]
+        return threads
+
+    def _describe(self, cam: Camera) -> str:
+        src = cam.source
+        return f"{cam.config.kind} {'x'.join(map(str, src.shape[1::-1]))} {src.pixel_format} at {src.fps:g} fps"
+
+    def _wait(self) -> None:
+        bar = self._progress()
+        stop = self.cameras[0].ctx.stop
+        try:
+            while any(c.ingest.is_alive() for c in self.cameras) and not stop.wait(0.2):
+                if bar is not None:
+                    bar.update(self._frames() - bar.n)
+        finally:
+            if bar is not None:
+                bar.update(self._frames() - bar.n)
+                bar.close()
+
+    def _frames(self) -> int:
+        return sum(c.ingest.frames for c in self.cameras)
+
+    def _progress(self) -> Any:
+        total = sum(c.ingest.max_frames for c in self.cameras)
+        if not self.config.progress or not all(c.ingest.max_frames > 0 for c in self.cameras):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="frame", desc=", ".join(c.ctx.camera for c in self.cameras), mininterval=0.5,
+                    leave=False)
+
+    def _drain(self) -> None:
+        """The sources ended (or the duration did): let every stage finish what was captured."""
+        stop = self.cameras[0].ctx.stop
+        for stage in [c.reader for c in self.cameras] + [self.spot]:
+            while stage is not None and stage.is_alive() and not stop.wait(0.05):
+                pass
+        if self.recog is not None and not stop.is_set():
+            self.recog.finish()
+            while self.recog.is_alive() and not stop.wait(0.05):
+                pass
+
+    def _shutdown(self) -> None:
+        """Stop in the order that loses nothing; a failing step is reported, never skips the rest."""
+        errors = self.cameras[0].ctx.errors
+        for cam in self.cameras:
+            if cam.ingest.ident is None:
+                cam.source.close()  # never started; otherwise ingest closes the source it reads
+            cam.ingest.join(5.0)  # the ingest loop checks stop on every frame
+            if cam.ingest.is_alive():
+                errors.append(f"source {cam.source.name!r} did not return a frame within 5 s of the stop; left open")
+            cam.ctx.ring.finish()
+        for stage in [c.reader for c in self.cameras] + [s for s in (self.spot, self.recog) if s is not None]:
+            if stage.ident is not None:
+                stage.join(5.0)
+        for cam in self.cameras:
+            if cam.stats is not None and cam.stats.ident is not None:
+                cam.stats.join(5.0)
+        try:
+            for cam in self.cameras:
+                if cam.stats is not None:
+                    cam.stats.publish()
+            self._outputs = self._write_ground_truth()
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            message = "; ".join(errors) if errors else "stopped"
+            for cam in self.cameras:
+                self.bus.emit(TOPIC_HEALTH, cam.ctx.camera, {"state": "stopped", "message": message,
+                                                             "detail": {"frames_in": cam.ctx.ring.frames_written}})
+            self.bus.stop()
+            self._close_cameras()
+            self._release_models()
+        if self.config.publish.log:
+            self._outputs.append(self.config.publish.log)
+        if self.config.summary:
+            self._outputs.append(self.config.summary)
+
+    def _close_cameras(self) -> None:
+        for cam in self.cameras:
+            cam.ctx.ring.close()
+            if cam.crops is not None:
+                cam.crops.close()
 
     def _release_models(self) -> None:
         for runner in self.models.values():
             runner.deactivate()
 
-    def _describe(self) -> str:
-        src = self.source
-        return f"{self.config.source.kind} {'x'.join(map(str, src.shape[1::-1]))} {src.pixel_format} at {src.fps:g} fps"
+    # -- results --------------------------------------------------------------------------------
 
-    def _wait(self) -> None:
-        bar = self._progress()
+    def _truth(self) -> dict[str, list[Any]]:
+        """Ground truth of the cameras that know it (the synthetic camera); {} otherwise."""
+        truth = {}
+        for cam in self.cameras:
+            events = getattr(cam.source, "ground_truth", None)
+            if events is not None:
+                truth[cam.ctx.camera] = list(events)
+        return truth
+
+    def _scores(self, spots: list[dict[str, Any]], recogs: list[dict[str, Any]]) -> dict[str, Any]:
+        truth = self._truth()
+        if not self.config.spot.enabled or not truth:
+            return {}
+        classes = list(self.manifest.models["akmnet"].config["classes"]) if self.config.recognise.enabled else []
+        frames = {c.ctx.camera: c.ctx.ring.frames_written for c in self.cameras if c.ctx.camera in truth}
         try:
-            while self.ingest.is_alive() and not self.ctx.stop.wait(0.2):
-                if bar is not None:
-                    bar.update(self.ingest.frames - bar.n)
-        finally:
-            if bar is not None:
-                bar.update(self.ingest.frames - bar.n)
-                bar.close()
-
-    def _progress(self) -> Any:
-        if not self.config.progress or self.ingest.max_frames <= 0:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=self.ingest.max_frames, unit="frame", desc=f"{self.ctx.camera}", mininterval=0.5, leave=False)
-
-    def _shutdown(self) -> None:
-        """Stop in the order that loses nothing; a failing step is reported, never skips the rest."""
-        ctx = self.ctx
-        if self.ingest.ident is None:
-            self.source.close()  # never started; otherwise ingest closes the source it reads
-        self.ingest.join(5.0)  # the ingest loop checks stop on every frame
-        if self.ingest.is_alive():
-            ctx.errors.append(f"source {self.source.name!r} did not return a frame within 5 s of the stop; left open")
-        self.ring.finish()
-        self.tap.join(5.0)
-        self.stats.join(5.0)
-        self._outputs = []
-        try:
-            self.stats.publish()
-            self._outputs = self._write_ground_truth()
-        except Exception as exc:
-            ctx.errors.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            message = "; ".join(ctx.errors) if ctx.errors else "stopped"
-            ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "stopped", "message": message,
-                                                    "detail": {"frames_in": self.ring.frames_written}})
-            ctx.bus.stop()
-            self.ring.close()
-            self._release_models()
-        if self.config.publish.log:
-            self._outputs.append(self.config.publish.log)
+            return score_run([s for s in spots if s["camera"] in truth], [r for r in recogs if r["camera"] in truth],
+                             truth, frames, classes)
+        except ValueError as exc:  # scoring is a report: it never hides the run's own outcome
+            log.warning("could not score the run against the ground truth: %s", exc)
+            return {}
 
     def _notes(self) -> list[str]:
-        """What the source knows happened (the synthetic camera's ground truth), by kind."""
-        truth = getattr(self.source, "ground_truth", None)
-        if not truth:
-            return list(self.backend_notes)
+        """What the sources know happened (the synthetic camera's ground truth), by kind."""
         kinds: dict[str, int] = {}
-        for event in truth:
-            kinds[event.kind] = kinds.get(event.kind, 0) + 1
-        return [*self.backend_notes, "ground truth: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))]
+        for events in self._truth().values():
+            for event in events:
+                kinds[event.kind] = kinds.get(event.kind, 0) + 1
+        notes = list(self.backend_notes)
+        if kinds:
+            notes.append("ground truth: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+        return notes
 
     def _write_ground_truth(self) -> list[str]:
         path = self.config.ground_truth
-        writer = getattr(self.source, "write_ground_truth_json", None)
         if not path:
             return []
-        if writer is None:
-            log.warning("--ground-truth: source %r has no ground truth; nothing written", self.config.source.kind)
-            return []
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        writer(path)
-        return [path]
+        written = []
+        for i, cam in enumerate(self.cameras):
+            writer = getattr(cam.source, "write_ground_truth_json", None)
+            if writer is None:
+                log.warning("--ground-truth: source %r has no ground truth; nothing written", cam.config.kind)
+                continue
+            target = Path(path) if i == 0 else Path(path).with_name(f"{Path(path).stem}-{cam.ctx.camera}{Path(path).suffix}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            writer(target)
+            written.append(str(target))
+        return written
 
 
 class _StopOnSignal:

@@ -491,6 +491,20 @@ class FrameRing:
         self._readers[name] = cursor
         return cursor
 
+    def wait_for_room(self, stop: threading.Event, poll_interval: float = 2e-4) -> float:
+        """Block until the next write overruns no registered reader (or ``stop`` is set) and
+        return the seconds waited. For replays (``ring.when_full = "wait"``), where the writer
+        may wait and losing frames would change the results; a live camera never calls this."""
+        waited = 0.0
+        while not stop.is_set():
+            head = self.head
+            readers = list(self._readers.values())
+            if not readers or min(c.position for c in readers) > head + 1 - self.capacity:
+                return waited
+            time.sleep(poll_interval)
+            waited += poll_interval
+        return waited
+
     def unregister_reader(self, name: str) -> None:
         self._readers.pop(name, None)
 
@@ -622,6 +636,32 @@ class ReaderCursor:
         """Frames (copies) until the writer finishes."""
         while (frame := self.next()) is not None:
             yield frame
+
+    def poll_batch(self, max_frames: int, out: np.ndarray | None = None) -> RingBatch | None:
+        """Up to ``max_frames`` consecutive unread frames in one copy (into ``out[:n]`` when
+        given), or None if the cursor is caught up; never blocks. Lapped frames are counted as
+        `poll` counts them. Stages that work on blocks of frames read this way, one numpy copy
+        instead of a Python call per frame."""
+        ring = self._ring
+        while True:
+            head, pos = ring.head, self._pos
+            if pos > head:
+                return None
+            oldest = head - ring.capacity + 1
+            if pos < oldest:
+                self._overruns, self._pos = self._overruns + oldest - pos, oldest
+                pos = oldest
+            n = min(max_frames, head + 1 - pos)
+            try:
+                batch = ring.read_range(pos, pos + n, out=None if out is None else out[:n])
+            except Overwritten as exc:  # lapped during the copy: skip what is gone, count it, retry
+                lost = max(exc.oldest - pos, 1)
+                self._overruns += lost
+                self._pos = pos + lost
+                continue
+            self._pos = pos + n
+            self.consumed += n
+            return batch
 
     def seek_latest(self) -> int:
         """Skip to the newest frame so the next poll returns it; returns (and counts) the skip."""

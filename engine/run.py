@@ -27,7 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, metavar="F", help="frame rate (synthetic default 500)")
     parser.add_argument("--resolution", metavar="WxH", help="frame size (synthetic default 640x480)")
     parser.add_argument("--seed", type=int, metavar="S", help="synthetic camera seed")
-    parser.add_argument("--no-pace", action="store_true", help="replay as fast as possible instead of in real time")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--paced", dest="pace", action="store_true", default=None,
+                      help="release frames in real time at --fps (the default for the synthetic camera and replays)")
+    pace.add_argument("--unpaced", "--no-pace", dest="pace", action="store_false",
+                      help="read the source as fast as the pipeline takes it, losing no frame (capacity tests, replays)")
+    parser.add_argument("--cameras", type=int, metavar="N", help="run N copies of the source (seeds seed..seed+N-1), batched")
+    parser.add_argument("--summary", metavar="FILE", help="write the end-of-run summary here as JSON")
+    parser.add_argument("--no-spot", action="store_true", help="ingest only: no face, spotting or recognition")
+    parser.add_argument("--no-recognise", action="store_true", help="spot only: no recognition")
+    parser.add_argument("--quiet", action="store_true", help="do not print events as they are published")
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much source time (default: until Ctrl-C)")
     parser.add_argument("--publish", metavar="ENDPOINT", help="ZeroMQ endpoint to bind (default tcp://127.0.0.1:5556; 'none' disables)")
     parser.add_argument("--log", metavar="FILE", help="append every event to this JSONL file")
@@ -45,15 +54,21 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The preset, overlaid with the config file, overlaid with the flags that were given."""
     config = load_config(args.config, args.preset)
     source = {"kind": args.source, "path": args.path, "device": args.device, "name": args.camera, "fps": args.fps,
-              "resolution": args.resolution, "seed": args.seed, "pace": False if args.no_pace else None}
-    publish = {"endpoint": "" if args.publish == "none" else args.publish, "log": args.log}
+              "resolution": args.resolution, "seed": args.seed, "pace": args.pace}
+    publish = {"endpoint": "" if args.publish == "none" else args.publish, "log": args.log,
+               "console": False if args.quiet else None}
     top: dict[str, Any] = {"duration": args.duration, "ground_truth": args.ground_truth,
-                           "progress": False if args.no_progress else None}
+                           "progress": False if args.no_progress else None, "cameras": args.cameras,
+                           "summary": args.summary}
     changes = {k: v for k, v in top.items() if v is not None}
     changes["source"] = {k: v for k, v in source.items() if v is not None}
     changes["publish"] = {k: v for k, v in publish.items() if v is not None}
     if args.shared_memory:
         changes["ring"] = {"shared_memory": args.shared_memory}
+    if args.no_spot:
+        changes["spot"] = {"enabled": False}
+    if args.no_spot or args.no_recognise:
+        changes["recognise"] = {"enabled": False}
     inference = {"backend": args.backend, "models": args.models, "threads": args.threads}
     changes["inference"] = {k: v for k, v in inference.items() if v is not None}
     return merge(config, changes)
@@ -69,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"mestream run: {exc}", file=sys.stderr)
         return 2
     summary = pipeline.run()
+    if config.summary:
+        pipeline.write_summary(summary)
     print(summary.format(), flush=True)
     if summary.error:
         print(f"mestream run: stopped by an error: {summary.error}", file=sys.stderr)

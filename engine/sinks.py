@@ -294,3 +294,71 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 raise events.SchemaError(f"{path}:{number}: expected a JSON object with a 'topic' string")
             topic = record.pop("topic")
             yield topic, record
+
+
+class ConsoleSink:
+    """One line per spot and recognition event on standard output, as they happen: what a
+    person watching a session wants to see without a subscriber. Stats and health stay off
+    the console (the progress bar and the end summary cover them)."""
+
+    OPTIONS = ("name",)
+
+    def __init__(self, name: str = "console") -> None:
+        self.name = name
+        self.dropped = 0
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> "ConsoleSink":
+        _check_options("console", options, cls.OPTIONS)
+        return cls(**options)
+
+    def open(self) -> None:
+        pass
+
+    def send(self, topic: str, payload: dict[str, Any]) -> bool:
+        line = console_line(topic, payload)
+        if line:
+            print(line, flush=True)
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def console_line(topic: str, p: Mapping[str, Any]) -> str:
+    """The console's line for an event, or "" for topics it does not show."""
+    latency = p.get("latency", {}).get("capture_to_publish_ms", -1.0)
+    if topic == events.TOPIC_SPOT:
+        kind = "micro" if p["is_micro"] else "macro"
+        return (f"[{p['camera']}] spot #{p['event_id']} {kind} frames {p['onset_frame']}-{p['apex_frame']}-"
+                f"{p['offset_frame']} score {p['score']:.2f}  ({latency:.0f} ms after the offset)")
+    if topic == events.TOPIC_RECOG:
+        prob = p["probabilities"].get(p["label"], 0.0)
+        return (f"[{p['camera']}] recog #{p['event_id']} {p['label']} ({prob:.2f}), max key frame "
+                f"{p['max_key_frame']}  ({latency:.0f} ms after the offset)")
+    return ""
+
+
+class RecordSink:
+    """Keeps the spot and recognition payloads a run published, for its end-of-run scores.
+
+    In memory: a session publishes tens of events a minute per camera. Only what the bus
+    actually handed to the sinks is kept, so the scores are those of the published stream."""
+
+    TOPICS = (events.TOPIC_SPOT, events.TOPIC_RECOG)
+
+    def __init__(self, name: str = "record") -> None:
+        self.name = name
+        self.dropped = 0
+        self.events: dict[str, list[dict[str, Any]]] = {topic: [] for topic in self.TOPICS}
+
+    def open(self) -> None:
+        pass
+
+    def send(self, topic: str, payload: dict[str, Any]) -> bool:
+        if topic in self.events:
+            self.events[topic].append(payload)
+        return True
+
+    def close(self) -> None:
+        pass

@@ -67,23 +67,31 @@ class Stage(threading.Thread):
         """Per-stage figures for the ``stages`` field of ``mestream.stats``."""
         return {}
 
+    def drops(self) -> dict[str, int]:
+        """This stage's cumulative skip and drop counters, merged into ``drops`` of ``mestream.stats``."""
+        return {}
+
 
 class IngestStage(Stage):
-    """Source → ring. Never blocks on anything downstream: the ring overwrites its oldest slot."""
+    """Source → ring. A live camera never blocks on anything downstream (the ring overwrites
+    its oldest slot); a replay (``ring.when_full = "wait"``) waits for room instead."""
 
-    def __init__(self, ctx: RunContext, source: Source, max_frames: int = 0) -> None:
+    def __init__(self, ctx: RunContext, source: Source, max_frames: int = 0, wait_when_full: bool = False) -> None:
         super().__init__("ingest", ctx)
         self.source = source
         self.max_frames = max_frames
+        self.wait = wait_when_full  # a replay waits for its slowest reader instead of overrunning it
         self.frames = 0
 
     def loop(self) -> None:
-        ring, stop, name = self.ctx.ring, self.ctx.stop, self.source.name
+        ring, stop, name, wait = self.ctx.ring, self.ctx.stop, self.source.name, self.wait
         limit = self.max_frames or -1
         try:
             for frame in self.source:
                 if stop.is_set():
                     break
+                if wait:
+                    ring.wait_for_room(stop)
                 try:
                     ring.write(frame.pixels, frame.frame_id, frame.device_ns, frame.host_ns)
                 except ValueError as exc:
@@ -155,7 +163,10 @@ class StatsStage(Stage):
 
     def drops(self) -> dict[str, int]:
         """Every drop counter of the run, cumulative: camera gaps, ring overruns, bus and sinks."""
-        return {"camera": self.ctx.ring.camera_drops, "ring_overrun": self.out_cursor.overruns, **self.ctx.bus.drops()}
+        counts = {"camera": self.ctx.ring.camera_drops, "ring_overrun": self.out_cursor.overruns, **self.ctx.bus.drops()}
+        for stage in self.stages:
+            counts.update(stage.drops())
+        return counts
 
     def publish(self) -> dict[str, Any]:
         ring, cursor = self.ctx.ring, self.out_cursor

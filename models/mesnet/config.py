@@ -31,6 +31,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mestream.engine.intervals import receptive_fields
+
 CPN_LAYERS: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = (
     ((3, 1), (1, 1)),
     ((3, 1), (3, 1)),
@@ -174,8 +176,7 @@ class MESNetConfig:
     @property
     def receptive_fields(self) -> tuple[int, ...]:
         """Each CPN sub-network's receptive field on F (7/9/11/13/15 for Table II)."""
-        backbone = 2 * (self.temporal_kernel - 1)
-        return tuple(1 + backbone + (k1 - 1) * d1 + (k2 - 1) * d2 for (k1, d1), (k2, d2) in self.cpn_layers)
+        return receptive_fields(self.temporal_kernel, self.cpn_layers)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MESNetConfig":

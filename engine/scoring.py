@@ -1,0 +1,201 @@
+"""Score a run's published spot and recognition events against the synthetic camera's ground truth.
+
+Why a module of its own: the end-of-run summary must score exactly what a subscriber saw (the
+payload dicts, not the stages' internal objects), so this works on plain dicts and leans on
+`mestream.engine.metrics` for every figure, keeping the live summary and ``mestream eval``
+comparable. numpy only: scoring a run must not need the training extra (torch).
+
+Ground truth is duck-typed (``camera``, ``kind``, ``onset_frame``, ``offset_frame``,
+``four_class``), so importing this module does not pull in the synthetic camera.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from mestream.engine.metrics import Interval, MetricError, iou, megc_metric, recognition_metrics
+
+if TYPE_CHECKING:
+    from mestream.cameras.synthetic.schedule import Event
+
+IOU_THRESHOLD = 0.5
+LATENCY_KEY = "capture_to_publish_ms"
+SPOT_FIELDS = ("camera", "event_id", "onset_frame", "offset_frame", "score", "is_micro", "latency")
+RECOG_FIELDS = ("camera", "event_id", "label", "latency")
+
+
+class ScoringError(ValueError):
+    """A published event or the ground truth cannot be scored; the message names the event and field."""
+
+
+def _where(event: Mapping[str, Any], topic: str) -> str:
+    return f"{topic} event (camera {event.get('camera')!r}, event_id {event.get('event_id')!r})"
+
+
+def _require(event: Mapping[str, Any], fields: Sequence[str], topic: str) -> None:
+    if not isinstance(event, Mapping):
+        raise ScoringError(f"{topic} event must be a dict, got {type(event).__name__}")
+    for name in fields:
+        if name not in event:
+            raise ScoringError(f"{_where(event, topic)}: missing field {name!r}")
+    latency = event["latency"]
+    if not isinstance(latency, Mapping) or LATENCY_KEY not in latency:
+        raise ScoringError(f"{_where(event, topic)}: field 'latency' must be a dict with {LATENCY_KEY!r}")
+    for key, value in latency.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+            raise ScoringError(f"{_where(event, topic)}: latency[{key!r}] must be a finite number, got {value!r}")
+
+
+def _spot_interval(spot: Mapping[str, Any]) -> Interval:
+    if not isinstance(spot["is_micro"], (bool, np.bool_)):
+        raise ScoringError(f"{_where(spot, 'spot')}: field 'is_micro' must be a bool, got {spot['is_micro']!r}")
+    try:  # Interval checks the frame numbers and score; re-raise naming the event they came from
+        return Interval(str(spot["camera"]), spot["onset_frame"], spot["offset_frame"], spot["score"],
+                        "micro" if spot["is_micro"] else "macro")
+    except MetricError as exc:
+        raise ScoringError(f"{_where(spot, 'spot')}: {exc}") from None
+
+
+def _best(pred: Interval, truth: Sequence[Interval]) -> tuple[float, int]:
+    """Best IoU of ``pred`` over ``truth`` (other videos give 0) and its index; (0.0, -1) for none."""
+    ious = [iou(pred, t) for t in truth]
+    if not ious:
+        return 0.0, -1
+    k = int(np.argmax(ious))
+    return float(ious[k]), k
+
+
+def _latency(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Percentiles of capture-to-publish and of every other stage key; zeros (not NaN) when empty."""
+    def stats(values: list[float]) -> dict[str, float]:
+        if not values:
+            return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+        p50, p99 = np.percentile(values, [50, 99])
+        return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "max": round(float(max(values)), 3)}
+
+    totals = [float(e["latency"][LATENCY_KEY]) for e in events]
+    stages: dict[str, list[float]] = {}
+    for e in events:
+        for key, value in e["latency"].items():
+            if key != LATENCY_KEY:
+                stages.setdefault(key, []).append(float(value))
+    return {"n": len(totals), **stats(totals),
+            "stages": {k: {q: v for q, v in stats(vs).items() if q != "max"} for k, vs in sorted(stages.items())}}
+
+
+def _rounded(value: Any, digits: int = 4) -> Any:
+    """Plain, rounded Python numbers all the way down, so the summary is JSON as-is."""
+    if isinstance(value, Mapping):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v, digits) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return round(float(value), digits)
+    return value
+
+
+def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, Any]],
+              truth: Mapping[str, Sequence[Event]], frames_seen: Mapping[str, int],
+              classes: Sequence[str], iou_threshold: float = IOU_THRESHOLD) -> dict[str, Any]:
+    """Spotting (MEGC), recognition (UF1 on matched spots), latency and per-camera counts of one run.
+
+    A ground-truth event counts only if it ended before the run stopped reading its camera
+    (``offset_frame < frames_seen[camera]``): one cut by the end of the run could not be spotted.
+    Blinks (and head turns) are never expected; blinks only feed ``blinks_published_as_micro``.
+    A recognition is scored only when its spot overlaps a true micro-expression (best IoU >=
+    ``iou_threshold``), so recognition reflects the classifier, not the spotter's misses.
+    """
+    for event in spots:
+        _require(event, SPOT_FIELDS, "spot")
+    for event in recogs:
+        _require(event, RECOG_FIELDS, "recog")
+        if event["label"] not in classes:
+            raise ScoringError(f"{_where(event, 'recog')}: label {event['label']!r} is not one of {list(classes)}")
+    expected: dict[str, list[Interval]] = {"micro": [], "macro": [], "blink": []}
+    micro_class: list[str] = []  # four_class of expected["micro"][k]
+    for camera, events in truth.items():
+        if camera not in frames_seen:
+            raise ScoringError(f"truth for camera {camera!r} but frames_seen has no entry for it")
+        for ev in events:
+            if ev.kind not in expected or ev.offset_frame >= int(frames_seen[camera]):
+                continue
+            if ev.kind == "micro" and ev.four_class not in classes:
+                raise ScoringError(f"truth {ev!r}: class {ev.four_class!r} is not one of {list(classes)}")
+            try:  # blinks are scored as "micro" only to get a valid Interval
+                expected[ev.kind].append(Interval(str(camera), ev.onset_frame, ev.offset_frame, 1.0,
+                                                  "macro" if ev.kind == "macro" else "micro"))
+            except MetricError as exc:
+                raise ScoringError(f"truth of camera {camera!r}: {exc}") from None
+            if ev.kind == "micro":
+                micro_class.append(ev.four_class)
+
+    pred = [_spot_interval(s) for s in spots]
+    by_id: dict[tuple[str, Any], Interval] = {}
+    for spot, interval in zip(spots, pred):
+        key = (interval.video, spot["event_id"])
+        if key in by_id:
+            raise ScoringError(f"{_where(spot, 'spot')}: duplicate event_id for this camera")
+        by_id[key] = interval
+    micro_pred = [p for p in pred if p.kind == "micro"]
+    spot = megc_metric(pred, expected["micro"] + expected["macro"], iou_threshold)
+
+    y_true: list[str] = []
+    y_pred: list[str] = []
+    no_spot = 0
+    for rec in recogs:
+        interval = by_id.get((str(rec["camera"]), rec["event_id"]))
+        if interval is None:
+            no_spot += 1
+            continue
+        best, k = _best(interval, expected["micro"])
+        if best >= iou_threshold:
+            y_true.append(micro_class[k])
+            y_pred.append(rec["label"])
+    recognition = {**recognition_metrics(y_true, y_pred, classes), "events": len(recogs), "scored": len(y_true),
+                   "unmatched": len(recogs) - len(y_true), "no_spot": no_spot}
+
+    names = sorted({*map(str, frames_seen), *(p.video for p in pred), *(str(r["camera"]) for r in recogs)})
+    cameras = {c: {"spots": sum(p.video == c for p in pred), "micro": sum(p.video == c for p in micro_pred),
+                   "recogs": sum(str(r["camera"]) == c for r in recogs),
+                   "truth_micro": sum(t.video == c for t in expected["micro"]),
+                   "truth_macro": sum(t.video == c for t in expected["macro"])} for c in names}
+
+    return _rounded({
+        "iou_threshold": iou_threshold,
+        "spot_f1": spot["micro"]["f1"],
+        "recog_uf1": recognition["uf1"],
+        "spot": spot,
+        "macro_published_as_micro": sum(_best(p, expected["macro"])[0] >= iou_threshold for p in micro_pred),
+        "blinks_published_as_micro": sum(_best(p, expected["blink"])[0] >= iou_threshold for p in micro_pred),
+        "recognition": recognition,
+        "spot_latency_ms": _latency(spots),
+        "recog_latency_ms": _latency(recogs),
+        "cameras": cameras,
+    })
+
+
+def format_scores(scores: Mapping[str, Any]) -> list[str]:
+    """A few human lines for the end-of-run summary; the JSON keeps the detail."""
+    micro, macro, rec = scores["spot"]["micro"], scores["spot"]["macro"], scores["recognition"]
+    lines = [
+        f"spotting: micro F1 {micro['f1']:.2f} (TP {micro['tp']}, FP {micro['fp']}, FN {micro['fn']}), "
+        f"macro F1 {macro['f1']:.2f} (TP {macro['tp']}, FP {macro['fp']}, FN {macro['fn']}) at IoU ≥ "
+        f"{scores['iou_threshold']:g}; macro published as micro {scores['macro_published_as_micro']}, "
+        f"blinks as micro {scores['blinks_published_as_micro']}",
+        f"recognition: UF1 {rec['uf1']:.2f}, ACC {rec['acc']:.2f} over {rec['scored']} matched clips "
+        f"({rec['unmatched']} of {rec['events']} recognised spots matched no micro-expression)",
+    ]
+    parts = []
+    for name, key in (("spot", "spot_latency_ms"), ("recog", "recog_latency_ms")):
+        lat = scores[key]
+        parts.append(f"{name} p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms (n {lat['n']})" if lat["n"]
+                     else f"no {name} events")
+    lines.append("latency: " + "; ".join(parts))
+    return lines
