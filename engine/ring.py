@@ -663,6 +663,12 @@ class ReaderCursor:
             self.consumed += n
             return batch
 
+    def hold(self, seq: int) -> None:
+        """Move the cursor forward to ``seq`` without reading (never back). A writer that waits
+        for its readers (`FrameRing.wait_for_room`) keeps every frame from ``seq`` on: a
+        stage holds frames it may still need without copying them out."""
+        self._pos = max(self._pos, int(seq))
+
     def seek_latest(self) -> int:
         """Skip to the newest frame so the next poll returns it; returns (and counts) the skip."""
         head = self._ring.head

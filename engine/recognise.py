@@ -1,0 +1,342 @@
+"""The recognition stage: AKMNet classifies each spotted micro-expression clip.
+
+One stage serves every camera. The spot thread hands it a `ClipJob` (a spotted interval and
+the crop-ring seqs covering it) through a bounded queue, so a slow classifier never stalls
+spotting: a live run drops and counts the clip it has no room for, a replay waits. The loop
+takes what is queued (up to ``RecogConfig.batch`` clips), prepares each clip exactly as
+training did (`mestream.engine.clips`), runs the encoder over all their frames in as few
+calls as its batch limit allows and the clip head once, and publishes one ``mestream.recog``
+event per clip.
+
+DFME crops a whole clip with its onset frame's box, while the face stage may have moved its
+box (a re-detection) inside the clip; such frames are cut again from the frame ring with the
+onset box while it still holds them.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+
+from mestream.engine.clips import network_frames, prepare_clip
+from mestream.engine.config import InferenceConfig, RecogConfig
+from mestream.engine.crops import CropRing
+from mestream.engine.events import TOPIC_RECOG
+from mestream.engine.face import Box, crop
+from mestream.engine.ring import FrameRing, RingError
+from mestream.engine.stages import RunContext, Stage
+from mestream.export.manifest import ModelInfo
+
+__all__ = ["ClipJob", "RecogStage", "ENCODER", "CLIP_HEAD"]
+
+ENCODER = "akmnet.encoder"
+CLIP_HEAD = "akmnet.clip_head"
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One spotted interval to classify.
+
+    Args:
+        camera: the camera (key of the stage's crop and frame rings).
+        event_id: the `SpotEvent.event_id` the recognition answers.
+        onset_frame, apex_frame, offset_frame: source frame ids (onset and apex as refined).
+        first_seq, last_seq: the crop ring seqs covering onset..offset, inclusive.
+        offset_host_ns: capture time of the offset frame (host monotonic ns).
+        spot_published_ns: when the spot event was published (host monotonic ns).
+    """
+
+    camera: str
+    event_id: int
+    onset_frame: int
+    apex_frame: int
+    offset_frame: int
+    first_seq: int
+    last_seq: int
+    offset_host_ns: int
+    spot_published_ns: int
+
+
+@dataclass
+class _Clip:
+    """A prepared clip waiting for the batch's encoder and head calls."""
+
+    job: ClipJob
+    source: list[int]  # the source frame each prepared frame stands for
+    start: int  # its first frame's row in the encoder input
+    n: int
+    queue_ns: int
+    prepare_ns: int
+
+
+def max_batch(runner: Any) -> int:
+    """The largest batch a stage accepts: a fixed batch axis, else the runner's configured limit."""
+    dim = runner.stage.inputs[0].shape[0]
+    if isinstance(dim, int):
+        return dim
+    return int(getattr(getattr(runner, "config", None), "max_batch", InferenceConfig().max_batch))
+
+
+def _ms(ns: int) -> float:
+    return round(ns / 1e6, 3)
+
+
+class RecogStage(Stage):
+    """Queued clips → AKMNet → ``mestream.recog`` events (module docstring).
+
+    Args:
+        ctx: the run's context; ``ctx.stop`` abandons what is queued, `finish` drains it.
+        crops: each camera's crop ring.
+        frames: each camera's frame ring, to re-cut frames whose crop box moved inside a clip.
+        runners: activated runners by stage key (``akmnet.encoder``, ``akmnet.clip_head``).
+        model: the manifest's ``akmnet`` entry (classes, clip preparation, crop side).
+        config: queue length and clips per head call.
+        wait_when_full: `submit` waits for room (replays) instead of dropping (live cameras).
+    """
+
+    WINDOW = 256  # per-clip costs kept for ``recog.ms_p50``
+
+    def __init__(self, ctx: RunContext, crops: Mapping[str, CropRing], frames: Mapping[str, FrameRing],
+                 runners: Mapping[str, Any], model: ModelInfo, config: RecogConfig, wait_when_full: bool) -> None:
+        super().__init__("recognise", ctx)
+        self.crops, self.frames = crops, frames
+        self.encoder, self.head = runners[ENCODER], runners[CLIP_HEAD]
+        self.config, self.wait_when_full = config, wait_when_full
+        cfg, prep = model.config, model.preprocessing
+        self.classes = list(cfg["classes"])
+        self.max_frames = int(cfg["max_frames"])
+        self.image_size = int(cfg["image_size"])
+        self.crop_side = int(prep["crop_side"])
+        self._clip_args = {"max_frames": self.max_frames, "magnify_alpha": float(cfg["magnify_alpha"]),
+                        "magnify_sigma": float(cfg["magnify_sigma"]), "input_mode": str(cfg["input_mode"])}
+        frames_spec = self.encoder.stage.inputs[0]
+        feature_spec = self.head.stage.inputs[0]
+        if tuple(frames_spec.shape[1:]) != (1, self.image_size, self.image_size):
+            raise ValueError(f"{ENCODER} takes frames {frames_spec.shape}, the model config says image_size "
+                             f"{self.image_size}: the export and its manifest disagree")
+        if feature_spec.shape[1] != self.max_frames:
+            raise ValueError(f"{CLIP_HEAD} takes {feature_spec.shape[1]} frames per clip, the model config says "
+                             f"max_frames {self.max_frames}: the export and its manifest disagree")
+        self.encoder_batch = max_batch(self.encoder)
+        self.batch = min(config.batch, max_batch(self.head))  # clips per head call
+        feature_shape = tuple(int(d) for d in feature_spec.shape[2:])
+        rows = self.batch * self.max_frames
+        self._frames_in = np.zeros((rows, 1, self.image_size, self.image_size), np.float32)
+        self._features = np.zeros((rows, *feature_shape), np.float32)
+        self._head_in = np.zeros((self.batch, self.max_frames, *feature_shape), np.float32)
+        self._mask = np.zeros((self.batch, self.max_frames), bool)
+        self._crop_buffers: dict[str, np.ndarray] = {}
+        self._frame_buffers: dict[str, np.ndarray] = {}
+        self._queue: queue.Queue[tuple[ClipJob, int]] = queue.Queue(config.queue)
+        self._finishing = threading.Event()
+        self._done = threading.Event()
+        self._drop_lock = threading.Lock()
+        self._cost_ns = np.zeros(self.WINDOW, np.int64)
+        self.backlog_drops = 0
+        self.lost = 0
+        self.recut = 0
+        self.recut_missed = 0
+        self.clips = 0
+        self.published = 0
+        self.calls: Counter[str] = Counter()  # "encoder" / "head" runner calls
+
+    # -- the spot thread's side ------------------------------------------------------------------
+
+    def submit(self, job: ClipJob) -> bool:
+        """Queue ``job``; False when it was dropped (queue full on a live run) or the run stops.
+
+        Never blocks on a live run. With ``wait_when_full`` it waits for room, giving up
+        promptly once ``ctx.stop`` is set or the loop has returned.
+        """
+        if job.camera not in self.crops:
+            raise KeyError(f"recognise: no crop ring for camera {job.camera!r} (cameras: {', '.join(self.crops)})")
+        item = (job, time.monotonic_ns())
+        if not self.wait_when_full:
+            try:
+                self._queue.put_nowait(item)
+                return True
+            except queue.Full:
+                with self._drop_lock:  # one spot thread per camera may submit
+                    self.backlog_drops += 1
+                return False
+        while not (self.ctx.stop.is_set() or self._done.is_set()):
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def finish(self) -> None:
+        """Let the loop classify what is queued and then return (``ctx.stop`` abandons it instead)."""
+        self._finishing.set()
+
+    # -- the stage thread ------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        q, stop = self._queue, self.ctx.stop
+        try:
+            while not stop.is_set():
+                if self._finishing.is_set() and q.empty():
+                    return
+                try:
+                    items = [q.get(timeout=0.1)]
+                except queue.Empty:
+                    continue
+                while len(items) < self.batch:
+                    try:
+                        items.append(q.get_nowait())
+                    except queue.Empty:
+                        break
+                self._run(items)
+        finally:
+            self._done.set()
+
+    def _run(self, items: list[tuple[ClipJob, int]]) -> None:
+        """Prepare, encode, classify and publish one batch of clips."""
+        taken = time.monotonic_ns()
+        clips: list[_Clip] = []
+        rows = 0
+        for job, submitted in items:
+            t0 = time.monotonic_ns()
+            prepared = self._prepare(job)
+            if prepared is None:
+                continue
+            frames, source = prepared
+            n = len(frames)
+            network_frames(frames, self.image_size, out=self._frames_in[rows : rows + n, 0])
+            clips.append(_Clip(job, source, rows, n, taken - submitted, time.monotonic_ns() - t0))
+            rows += n
+        if not clips:
+            return
+
+        t0 = time.monotonic_ns()
+        step = self.encoder_batch
+        for start in range(0, rows, step):
+            stop = min(start + step, rows)
+            out = self.encoder.infer({"frames": self._frames_in[start:stop]})
+            self._features[start:stop] = out["features"]
+            self.calls["encoder"] += 1
+        t1 = time.monotonic_ns()
+        b = len(clips)
+        mask = self._mask[:b]
+        mask[:] = False
+        for i, clip in enumerate(clips):
+            self._head_in[i, : clip.n] = self._features[clip.start : clip.start + clip.n]
+            mask[i, : clip.n] = True
+        out = self.head.infer({"features": self._head_in[:b], "mask": mask})
+        self.calls["head"] += 1
+        probabilities = np.array(out["probabilities"], np.float64)  # copies: the runner reuses its outputs
+        key_mask = np.array(out["key_mask"], bool)
+        max_key = np.array(out["max_key"], np.int64)
+        t2 = time.monotonic_ns()
+        encoder_ns, head_ns = t1 - t0, t2 - t1
+
+        for i, clip in enumerate(clips):
+            job, n = clip.job, clip.n
+            p = probabilities[i]
+            keys = [clip.source[j] for j in np.flatnonzero(key_mask[i, :n])]
+            now = time.monotonic_ns()
+            body = {
+                "event_id": job.event_id,
+                "label": self.classes[int(np.argmax(p))],
+                "probabilities": {c: float(v) for c, v in zip(self.classes, p)},
+                "key_frames": keys,
+                "max_key_frame": clip.source[min(max(int(max_key[i]), 0), n - 1)],
+                "latency": {
+                    "capture_to_publish_ms": _ms(now - job.offset_host_ns),
+                    "spot_ms": _ms(job.spot_published_ns - job.offset_host_ns),
+                    "queue_ms": _ms(clip.queue_ns),
+                    "prepare_ms": _ms(clip.prepare_ns),
+                    "encoder_ms": _ms(encoder_ns),
+                    "head_ms": _ms(head_ns),
+                },
+            }
+            self.ctx.bus.emit(TOPIC_RECOG, job.camera, body)
+            self.published += 1
+            # what this clip cost the stage: its own preparation and its share of the batch's calls
+            self._cost_ns[self.clips % self.WINDOW] = clip.prepare_ns + (encoder_ns + head_ns) // b
+            self.clips += 1
+
+    def _prepare(self, job: ClipJob) -> tuple[np.ndarray, list[int]] | None:
+        """The clip's prepared uint8 frames and their source frame ids; None (counted) when its
+        crops are gone."""
+        ring = self.crops[job.camera]
+        n = job.last_seq - job.first_seq + 1
+        if not 1 <= n <= ring.capacity:
+            self.lost += 1
+            return None
+        buffer = self._crop_buffers.get(job.camera)
+        if buffer is None or len(buffer) < n:
+            buffer = self._crop_buffers[job.camera] = np.empty((n, ring.size, ring.size), np.uint8)
+        try:
+            batch = ring.ring.read_range(job.first_seq, job.last_seq + 1, out=buffer[:n])
+            ids = batch.meta["frame_id"]
+            keep = np.flatnonzero((ids >= job.onset_frame) & (ids <= job.offset_frame))
+            if not keep.size:
+                self.lost += 1
+                return None
+            slots = (job.first_seq + keep) % ring.capacity
+            boxes = ring.boxes[slots]
+            sources = ring.source_seq[slots]
+            ring.ring.validate(job.first_seq + int(keep[0]))  # the oldest kept crop held: so are the rest
+        except RingError:
+            self.lost += 1
+            return None
+        kept_ids = ids[keep]
+        if keep[-1] - keep[0] + 1 == keep.size:
+            clip = batch.pixels[keep[0] : keep[-1] + 1]  # the usual case: a run of seqs, no copy
+        else:
+            clip = batch.pixels[keep]
+        moved = np.flatnonzero(np.any(boxes != boxes[0], axis=1))
+        if moved.size:
+            self._recut(job.camera, clip, Box(*(int(v) for v in boxes[0])), moved, sources, kept_ids, ring.size)
+        if ring.size != self.crop_side:
+            side = self.crop_side
+            clip = np.stack([cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in clip])
+        frames, runs = prepare_clip(clip, **self._clip_args)
+        return frames, [int(kept_ids[r[len(r) // 2]]) for r in runs]
+
+    def _recut(self, camera: str, clip: np.ndarray, box: Box, moved: np.ndarray, sources: np.ndarray,
+               frame_ids: np.ndarray, size: int) -> None:
+        """Cut the crops at ``moved`` again from their frames with the onset ``box``, in place;
+        a frame the frame ring no longer holds keeps the crop it had (counted)."""
+        frames = self.frames.get(camera)
+        if frames is None:
+            self.recut_missed += len(moved)
+            return
+        buffer = self._frame_buffers.get(camera)
+        if buffer is None:
+            buffer = self._frame_buffers[camera] = np.empty(frames.shape, frames.dtype)
+        for i in moved:
+            try:
+                frame = frames.read(int(sources[i]), out=buffer)
+            except RingError:
+                self.recut_missed += 1
+                continue
+            if frame.frame_id != frame_ids[i]:  # a source seq that does not name this crop's frame
+                self.recut_missed += 1
+                continue
+            gray = buffer if buffer.ndim == 2 else cv2.cvtColor(buffer, cv2.COLOR_BGR2GRAY)
+            crop(gray, box, size, out=clip[i])
+            self.recut += 1
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def figures(self) -> dict[str, float]:
+        out = {"recog.queue": self._queue.qsize(), "recog.clips": self.clips, "recog.recut": self.recut,
+               "recog.recut_missed": self.recut_missed}
+        count = min(self.clips, self.WINDOW)
+        if count:
+            out["recog.ms_p50"] = round(float(np.median(self._cost_ns[:count])) / 1e6, 3)
+        return out
+
+    def drops(self) -> dict[str, int]:
+        return {"recog_backlog": self.backlog_drops, "recog_lost": self.lost}
