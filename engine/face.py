@@ -43,27 +43,37 @@ class Box(NamedTuple):
         return self.x1 - self.x0
 
 
+def load_cascade() -> cv2.CascadeClassifier:
+    """A new Haar cascade. One per thread: a CascadeClassifier is not safe to share between
+    threads (two face stages detecting at once on one classifier produced different boxes
+    from run to run)."""
+    path = cv2.data.haarcascades + CASCADE
+    cascade = cv2.CascadeClassifier(path)
+    if cascade.empty():
+        raise FaceError(f"face detector: cannot load the Haar cascade {path} (is opencv-python-headless<5 installed?)")
+    return cascade
+
+
 def _detector() -> cv2.CascadeClassifier:
     global _cascade
     if _cascade is None:
-        path = cv2.data.haarcascades + CASCADE
-        cascade = cv2.CascadeClassifier(path)
-        if cascade.empty():
-            raise FaceError(f"face detector: cannot load the Haar cascade {path} (is opencv-python-headless<5 installed?)")
-        _cascade = cascade
+        _cascade = load_cascade()
     return _cascade
 
 
-def detect_face(gray: np.ndarray, *, min_fraction: float = 0.2) -> tuple[int, int, int, int] | None:
+def detect_face(gray: np.ndarray, *, min_fraction: float = 0.2,
+                cascade: cv2.CascadeClassifier | None = None) -> tuple[int, int, int, int] | None:
     """The largest frontal face as ``(x, y, w, h)``, or None.
 
     ``min_fraction`` of the frame height is the smallest face accepted: an ME camera frames
     one face closely, and the cascade's small false hits in hair or background are ignored.
+    Without ``cascade``, a module-wide one is used: fine for one thread (training data), not
+    for concurrent callers, which pass their own (`load_cascade`).
     """
     if gray.ndim == 3:
         gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
     side = int(min_fraction * gray.shape[0])
-    faces = _detector().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+    faces = (cascade or _detector()).detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
     if len(faces) == 0:
         return None
     x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
@@ -158,10 +168,11 @@ class HaarDetector(_Downscaled):
 
     def __init__(self, detect_width: int = 320) -> None:
         super().__init__(detect_width)
+        self._cascade = load_cascade()  # its own: each camera's face stage detects on its own thread
 
     def __call__(self, gray: np.ndarray) -> tuple[int, int, int, int] | None:
         small, factor = self._shrink(gray)
-        found = detect_face(small)
+        found = detect_face(small, cascade=self._cascade)
         return None if found is None else _scaled(found, factor)
 
 

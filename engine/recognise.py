@@ -138,6 +138,7 @@ class RecogStage(Stage):
         self._finishing = threading.Event()
         self._done = threading.Event()
         self._drop_lock = threading.Lock()
+        self._outstanding: Counter[tuple[str, int]] = Counter()  # (camera, first_seq) of jobs not done yet
         self._cost_ns = np.zeros(self.WINDOW, np.int64)
         self.backlog_drops = 0
         self.lost = 0
@@ -158,6 +159,8 @@ class RecogStage(Stage):
         if job.camera not in self.crops:
             raise KeyError(f"recognise: no crop ring for camera {job.camera!r} (cameras: {', '.join(self.crops)})")
         item = (job, time.monotonic_ns())
+        with self._drop_lock:
+            self._outstanding[(job.camera, job.first_seq)] += 1
         if not self.wait_when_full:
             try:
                 self._queue.put_nowait(item)
@@ -165,6 +168,7 @@ class RecogStage(Stage):
             except queue.Full:
                 with self._drop_lock:  # one spot thread per camera may submit
                     self.backlog_drops += 1
+                    self._release(job)
                 return False
         while not (self.ctx.stop.is_set() or self._done.is_set()):
             try:
@@ -172,7 +176,22 @@ class RecogStage(Stage):
                 return True
             except queue.Full:
                 continue
+        with self._drop_lock:
+            self._release(job)
         return False
+
+    def oldest_pending(self, camera: str) -> int | None:
+        """The first crop seq of the oldest clip of ``camera`` not classified yet: a replay's
+        crop ring must keep it (`SpotStage` holds its writer back to it)."""
+        with self._drop_lock:
+            seqs = [seq for (cam, seq), n in self._outstanding.items() if cam == camera and n > 0]
+        return min(seqs, default=None)
+
+    def _release(self, job: ClipJob) -> None:
+        key = (job.camera, job.first_seq)
+        self._outstanding[key] -= 1
+        if self._outstanding[key] <= 0:
+            del self._outstanding[key]
 
     def finish(self) -> None:
         """Let the loop classify what is queued and then return (``ctx.stop`` abandons it instead)."""
@@ -195,7 +214,12 @@ class RecogStage(Stage):
                         items.append(q.get_nowait())
                     except queue.Empty:
                         break
-                self._run(items)
+                try:
+                    self._run(items)
+                finally:
+                    with self._drop_lock:
+                        for job, _ in items:
+                            self._release(job)
         finally:
             self._done.set()
 

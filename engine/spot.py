@@ -96,6 +96,7 @@ class CameraSpotter:
                  hop_steps: int, feature_size: int) -> None:
         self.name, self.crops, self.fps = name, crops, fps
         self.cursor = crops.ring.register_reader("spot")
+        self.keep: Any = None  # a replay's hold on the crops a later event may still need
         self.step = max(fps / float(model["sample_hz"]), 1.0)
         self.flow_crop = int(model["flow_crop"])
         self.blur = float(model["flow_blur"])
@@ -116,7 +117,7 @@ class CameraSpotter:
         self.frame0 = np.zeros(cap, np.int64)
         self.box = np.zeros((cap, 4), np.int32)  # the box of each sample's last crop
         self._batch = np.empty((READ_BLOCK, size, size), np.uint8)
-        self._sum = np.zeros((size, size), np.float32)
+        self._sum = np.zeros((size, size), np.int32)  # exact: a sample never depends on how its crops were batched
         self._mean = np.empty((size, size), np.float32)
         self.skipped = self.resets = self.zeroed_steps = self.events = 0
         self.latency_ms: list[float] = []  # since the last stats event
@@ -166,7 +167,7 @@ class CameraSpotter:
                         self._close_sample()
                 self._open(k, int(batch.meta["seq"][a]), int(ids[a]))
             pixels = batch.pixels[a:b]
-            self._sum += pixels.sum(axis=0, dtype=np.float32) if b - a > 1 else pixels[0]
+            self._sum += pixels.sum(axis=0, dtype=np.int32) if b - a > 1 else pixels[0]
             self.count += b - a
             self._last_seq = int(batch.meta["seq"][b - 1])
             self._last_frame = int(ids[b - 1])
@@ -174,14 +175,15 @@ class CameraSpotter:
 
     def _open(self, k: int, seq: int, frame: int) -> None:
         self.open_sample, self.count = k, 0
-        self._sum[...] = 0.0
+        self._sum[...] = 0
         slot = k % self.cap
         self.seq0[slot], self.frame0[slot] = seq, frame
 
     def _close_sample(self) -> None:
         k = self.open_sample
         slot = k % self.cap
-        np.multiply(self._sum, np.float32(1.0 / self.count), out=self._mean)
+        np.copyto(self._mean, self._sum)
+        np.divide(self._mean, np.float32(self.count), out=self._mean)  # as numpy's float32 mean, bit for bit
         mean = self._mean
         if mean.shape[0] != self.flow_crop:
             mean = cv2.resize(mean, (self.flow_crop, self.flow_crop), interpolation=cv2.INTER_AREA)
@@ -294,6 +296,10 @@ class SpotStage(Stage):
         self.max_batch = max_batch
         self.min_steps = int(stages["window_head"].dims["time"][0])
         self.wait = wait_when_full
+        if wait_when_full:  # a replay: the face stage waits rather than overwrite crops still needed
+            for cam in self.cams:
+                cam.keep = cam.crops.ring.register_reader("spot-keep")
+                cam.keep_frames = int(math.ceil((geo.window_steps + cam.ahead + 2) * cam.step))
         size = int(cfg["input_size"])
         self._flow = np.zeros((self.max_batch, int(cfg["in_channels"]), size, size), np.float32)
         self._pending: list[tuple[CameraSpotter, int]] = []
@@ -318,10 +324,21 @@ class SpotStage(Stage):
                     cam.finish_sample()
             self._encode_ready(final=finished)
             self._run_windows(started, final=finished)
+            self._hold()
             if finished:
                 return
             if not read:
                 time.sleep(1e-3)
+
+    def _hold(self) -> None:
+        """Replays: release the crops no later event can need: those before the current window
+        (an event's onset lies inside it) and before every clip still waiting for recognition."""
+        for cam in self.cams:
+            if cam.keep is None:
+                continue
+            position = cam.cursor.position - cam.keep_frames
+            pending = self.recogniser.oldest_pending(cam.name) if self.recogniser is not None else None
+            cam.keep.hold(position if pending is None else min(position, pending))
 
     def _encode_ready(self, final: bool) -> None:
         for cam in self.cams:

@@ -1,0 +1,175 @@
+"""Live spotting and recognition end to end on the synthetic camera: what `mestream run` does
+by default, checked against the camera's ground truth."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from mestream.engine.backends import load_manifest
+from mestream.engine.config import InferenceConfig, PublishConfig, RunConfig, SourceConfig, SpotConfig
+from mestream.engine.crops import CropRing
+from mestream.engine.events import SpotEvent, RecogEvent, schema_for
+from mestream.engine.pipeline import Pipeline
+from mestream.engine.sinks import read_jsonl
+from mestream.engine.spot import CameraSpotter, MESNetGeometry
+
+SEED = 0  # 3 micro-expressions, a macro-expression and blinks in the first 12 s
+
+
+def run(tmp_path, name="run", **changes):
+    log = tmp_path / f"{name}.jsonl"
+    config = RunConfig(source=SourceConfig(pace=False, seed=SEED), duration=12.0, stats_interval=0.5, progress=False,
+                       publish=PublishConfig(endpoint="", log=str(log), console=False))
+    config = replace(config, **changes)
+    pipeline = Pipeline(config)
+    summary = pipeline.run()
+    return pipeline, summary, list(read_jsonl(log))
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("live"))
+
+
+def test_micro_expressions_are_spotted_and_recognised(default_run):
+    pipeline, summary, _ = default_run
+    assert not summary.error and summary.frames_in == 6000
+    scores = summary.scores
+    truth = scores["cameras"]["cam0"]
+    assert truth["truth_micro"] >= 3
+    micro = scores["spot"]["micro"]
+    assert micro["recall"] >= 0.75 and micro["precision"] >= 0.75, micro
+    assert scores["macro_published_as_micro"] == 0 and scores["blinks_published_as_micro"] == 0
+    recog = scores["recognition"]
+    assert recog["scored"] >= 3 and recog["acc"] >= 0.75, recog
+    assert summary.drops.get("ring_overrun") == 0 and summary.drops.get("recog_lost") == 0
+
+
+def test_every_event_matches_its_schema_and_recognitions_follow_their_spots(default_run):
+    _, summary, events = default_run
+    spots = {p["event_id"]: p for topic, p in events if topic == "mestream.spot"}
+    recogs = [p for topic, p in events if topic == "mestream.recog"]
+    for topic, payload in events:
+        schema_for(topic).from_dict(payload)  # raises on a missing or unknown field
+    assert spots and recogs and len(spots) == summary.spots
+    for r in recogs:
+        spot = spots[r["event_id"]]
+        assert spot["is_micro"]
+        assert spot["refined"]["onset_frame"] <= r["max_key_frame"] <= spot["offset_frame"]
+        assert abs(sum(r["probabilities"].values()) - 1.0) < 1e-3
+        assert r["latency"]["capture_to_publish_ms"] >= r["latency"]["spot_ms"] > 0
+    for s in spots.values():
+        assert s["onset_frame"] <= s["apex_frame"] <= s["offset_frame"]
+        assert s["onset_ns"] <= s["apex_ns"] <= s["offset_ns"]
+        assert s["onset_frame"] <= s["refined"]["onset_frame"] <= s["refined"]["apex_frame"] <= s["offset_frame"]
+        assert set(s["latency"]) >= {"capture_to_publish_ms", "face_ms", "wait_ms", "flow_ms", "encoder_ms", "heads_ms"}
+    assert SpotEvent.topic == "mestream.spot" and RecogEvent.topic == "mestream.recog"
+
+
+class CountingRunner:
+    """Wraps a runner and counts the items it is given."""
+
+    def __init__(self, runner, delay=0.0):  # delay: seconds per item
+        self.runner, self.delay, self.items, self.calls = runner, delay, 0, 0
+        self.name = runner.name
+
+    def infer(self, feed):
+        import time
+
+        self.calls += 1
+        n = len(next(iter(feed.values())))
+        self.items += n
+        if self.delay:
+            time.sleep(self.delay * n)
+        return self.runner.infer(feed)
+
+    def deactivate(self):
+        self.runner.deactivate()
+
+
+def counted_run(tmp_path, hop_ms, delay=0.0, **changes):
+    log = tmp_path / f"hop{hop_ms}.jsonl"
+    config = RunConfig(source=SourceConfig(pace=False, seed=SEED), duration=4.0, progress=False,
+                       spot=SpotConfig(hop_ms=hop_ms), publish=PublishConfig(endpoint="", log=str(log), console=False))
+    pipeline = Pipeline(replace(config, **changes))
+    counter = CountingRunner(pipeline.models["mesnet.encoder"], delay)
+    pipeline.models["mesnet.encoder"] = counter  # the spot stage looks its runners up per call
+    summary = pipeline.run()
+    return pipeline, summary, counter
+
+
+def test_the_encoder_runs_once_per_sample_whatever_the_hop(tmp_path):
+    samples = 4.0 * 40  # 4 s at the model's 40 Hz
+    counts = {}
+    for hop_ms in (25.0, 200.0):
+        pipeline, summary, counter = counted_run(tmp_path, hop_ms)
+        assert not summary.error
+        cam = pipeline.spot.cams[0]
+        assert counter.items == cam.samples_done == samples, (hop_ms, counter.items, cam.samples_done)
+        counts[hop_ms] = pipeline.spot.calls["window_head"]
+    assert counts[25.0] > 4 * counts[200.0]  # the short hop ran many more windows on the same features
+
+
+def test_one_camera_and_two_batched_cameras_give_the_same_events(tmp_path, default_run):
+    pipeline, summary, events = run(tmp_path, "two", cameras=2)
+    assert not summary.error and summary.frames_in == 12000
+    assert pipeline.spot.calls["encoder"] < 2 * default_run[0].spot.calls["encoder"]  # batched across cameras
+
+    def events_of(payloads, camera):
+        spots = {p["event_id"]: p for t, p in payloads if t == "mestream.spot" and p["camera"] == camera}
+        recogs = {p["event_id"]: p for t, p in payloads if t == "mestream.recog" and p["camera"] == camera}
+        return spots, recogs
+
+    def results(payloads):  # what a camera's events say, without the clocks
+        return {k: v for k, v in payloads.items() if k not in ("seq", "host_ns", "wall_ns", "latency")
+                and not k.endswith("_ns")}
+
+    alone_spots, alone_recogs = events_of(default_run[2], "cam0")
+    spots, recogs = events_of(events, "cam0")
+    assert alone_spots and alone_recogs
+    assert {i: results(p) for i, p in spots.items()} == {i: results(p) for i, p in alone_spots.items()}
+    assert {i: results(p) for i, p in recogs.items()} == {i: results(p) for i, p in alone_recogs.items()}
+    other, _ = events_of(events, "cam1")
+    assert other and [s["onset_frame"] for s in other.values()] != [s["onset_frame"] for s in spots.values()]
+
+
+def test_a_lagging_spot_stage_skips_and_counts_instead_of_stalling_ingest(tmp_path):
+    # paced (a live camera): the encoder takes 50 ms a sample, twice as long as the 40 Hz samples leave it
+    pipeline, summary, counter = counted_run(tmp_path, 100.0, delay=0.05, source=SourceConfig(pace=True, seed=SEED),
+                                             duration=3.0, spot=SpotConfig(max_lag_ms=200.0))
+    assert not summary.error
+    assert summary.frames_in == 1500 and summary.drops["ring_overrun"] == 0  # ingest and the face stage kept up
+    assert summary.drops["spot_skip"] > 0
+    assert summary.seconds < 6.0
+
+
+def test_streaming_samples_and_flow_equal_the_training_recipe():
+    """The live stage computes, crop by crop, exactly the flow steps training computed offline."""
+    from mestream.models.mesnet.config import DEMO
+    from mestream.models.mesnet.data import flow_steps, sample_starts
+    from mestream.models.synthetic import make_camera, render_crops
+
+    fps = 200.0
+    camera = make_camera(7, fps=fps, duration_s=3.0)
+    crops = render_crops(camera, np.arange(camera.n_frames), DEMO.flow_crop)
+    model = load_manifest(InferenceConfig()).models["mesnet"]
+    ring = CropRing(len(crops) + 8, DEMO.flow_crop)
+    geometry = MESNetGeometry.from_model(model.config, SpotConfig())
+    cam = CameraSpotter("cam0", ring, fps, model.config, geometry, hop_steps=4, feature_size=576)
+    for i, c in enumerate(crops):
+        ring.ring.write(c, 1000 + i, 0, 0)  # frame ids need not start at 0
+    ring.ring.finish()
+    while cam.read(0):
+        pass
+    cam.finish_sample()
+    steps = list(cam.ready_steps(final=True))
+    live = np.zeros((len(steps), 2, DEMO.input_size, DEMO.input_size), np.float32)
+    for i in steps:
+        cam.flow_step(i, live[i])
+    starts = sample_starts(len(crops), fps, DEMO.sample_hz)
+    offline = flow_steps(crops, starts, DEMO).astype(np.float32)
+    assert live.shape == offline.shape
+    np.testing.assert_allclose(live, offline, rtol=1e-3, atol=1e-3)  # offline is stored as float16
+    ends = np.append(starts[1:], len(crops)) - 1
+    np.testing.assert_allclose(cam.centre[:len(starts)], 1000 + (starts + ends) / 2.0)
