@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 
 from mestream.engine.face import Box, crop
@@ -25,8 +26,9 @@ from mestream.engine.ring import FrameRing
 class CropRing:
     """A `FrameRing` of ``size``×``size`` uint8 crops with each slot's box and write time."""
 
-    def __init__(self, capacity: int, size: int) -> None:
+    def __init__(self, capacity: int, size: int, interpolation: int = cv2.INTER_LINEAR) -> None:
         self.size = int(size)
+        self.interpolation = interpolation  # see `mestream.engine.face.crop`
         self.ring = FrameRing(capacity, (self.size, self.size))
         self.boxes = np.zeros((capacity, 4), np.int32)
         self.done_ns = np.zeros(capacity, np.int64)
@@ -42,7 +44,7 @@ class CropRing:
         ring = self.ring
         slot_pixels = ring.begin_write()
         try:
-            crop(gray, box, self.size, out=slot_pixels)
+            crop(gray, box, self.size, out=slot_pixels, interpolation=self.interpolation)
         except BaseException:
             ring.abort_write()
             raise

@@ -162,7 +162,7 @@ class Pipeline:
                 source = make_source(source_config)
                 source.open()
                 opened.append((source_config, source))
-            self.bus = EventBus(build_sinks(config) + [self.record], maxsize=config.publish.queue)
+            self.bus = EventBus([self.record, *build_sinks(config)], maxsize=config.publish.queue)
             self.bus.start()
         except BaseException:
             for _, source in opened:

@@ -349,7 +349,7 @@ class RecogStage(Stage):
                 self.recut_missed += 1
                 continue
             gray = buffer if buffer.ndim == 2 else cv2.cvtColor(buffer, cv2.COLOR_BGR2GRAY)
-            crop(gray, box, size, out=clip[i])
+            crop(gray, box, size, out=clip[i], interpolation=self.crops[camera].interpolation)
             self.recut += 1
 
     # -- reporting -------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import cv2
 import numpy as np

@@ -211,7 +211,7 @@ def test_every_frame_of_a_face_stream_is_cropped(faces):
         nx, ny = cam.face.landmarks["nose_tip"]
     assert box.x0 < nx < box.x1 and box.y0 < ny < box.y1
     np.testing.assert_array_equal(crops.ring.read(n - 1).pixels, cv2.resize(
-        faces[-1][box.y0:box.y1, box.x0:box.x1], (64, 64), interpolation=cv2.INTER_AREA))
+        faces[-1][box.y0:box.y1, box.x0:box.x1], (64, 64), interpolation=cv2.INTER_LINEAR))  # the face stage cuts with INTER_LINEAR
     [found] = bus.health()
     assert found["state"] == "face_found" and found["detail"]["frame_id"] == ID0 and found["detail"]["box"] == list(box)
     assert stage.found and stage.detections == 3

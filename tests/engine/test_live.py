@@ -131,7 +131,7 @@ def test_one_camera_and_two_batched_cameras_give_the_same_events(tmp_path, defau
     assert {i: results(p) for i, p in spots.items()} == {i: results(p) for i, p in alone_spots.items()}
     assert {i: results(p) for i, p in recogs.items()} == {i: results(p) for i, p in alone_recogs.items()}
     other, _ = events_of(events, "cam1")
-    assert other and [s["onset_frame"] for s in other.values()] != [s["onset_frame"] for s in spots.values()]
+    assert [s["onset_frame"] for s in other.values()] != [s["onset_frame"] for s in spots.values()]  # another subject
 
 
 def test_a_lagging_spot_stage_skips_and_counts_instead_of_stalling_ingest(tmp_path):

@@ -100,7 +100,7 @@ def test_run_synthetic_publishes_stats_to_listen_and_log(tmp_path):
         listener.send_signal(signal.SIGINT)
         out, err = listener.communicate(timeout=20)
     assert result.returncode == 0, result.stderr
-    assert "frames in 1500" in result.stdout and "drops: none" in result.stdout
+    assert "frames in 1500" in result.stdout and "drops and skips: none" in result.stdout
     logged = list(read_jsonl(log_path))
     stats = [p for t, p in logged if t == "mestream.stats"]
     assert len(stats) >= 3
