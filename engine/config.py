@@ -355,11 +355,12 @@ def _camera_name(name: str, index: int) -> str:
 
 PRESETS: dict[str, RunConfig] = {
     "default": RunConfig(),
-    # `make demo`: 30 s of the 500 fps synthetic camera, with its event log and ground truth.
+    # `make demo`: 30 s of the 500 fps synthetic camera, with its event log, ground truth and summary.
     "demo": RunConfig(
         duration=30.0,
         publish=PublishConfig(log="runs/demo/events.jsonl"),
         ground_truth="runs/demo/ground_truth.json",
+        summary="runs/demo/summary.json",
     ),
 }
 

@@ -147,7 +147,12 @@ class CameraSpotter:
         batch = self.cursor.poll_batch(READ_BLOCK, out=self._batch)
         if batch is None:
             return 0
-        ids = batch.meta["frame_id"]
+        self._accumulate(batch.meta, batch.pixels)
+        return len(batch)
+
+    def _accumulate(self, meta: np.ndarray, pixels: np.ndarray) -> None:
+        """Add a block of crops to their samples, closing each sample as the next one starts."""
+        ids = meta["frame_id"]
         if self.origin < 0:
             self.origin = int(ids[0])
         index = np.floor((ids - self.origin + 1e-9) / self.step).astype(np.int64)
@@ -155,23 +160,19 @@ class CameraSpotter:
         for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(ids)]):
             k = int(index[a])
             if k != self.open_sample:
+                if self.open_sample >= 0 and k != self.open_sample + 1:
+                    # frames missing for a whole sample (or ids going back): a new stream from here
+                    self.resets += 1
+                    self._reset()
+                    return self._accumulate(meta[a:], pixels[a:])
                 if self.open_sample >= 0:
-                    if k != self.open_sample + 1 or k < 0:  # frames missing for a whole sample (or ids went back)
-                        self._close_sample()
-                        self.resets += 1
-                        self._reset()
-                        self.origin = int(ids[a])
-                        index[a:] = np.floor((ids[a:] - self.origin + 1e-9) / self.step).astype(np.int64)
-                        k = 0
-                    else:
-                        self._close_sample()
-                self._open(k, int(batch.meta["seq"][a]), int(ids[a]))
-            pixels = batch.pixels[a:b]
-            self._sum += pixels.sum(axis=0, dtype=np.int32) if b - a > 1 else pixels[0]
+                    self._close_sample()
+                self._open(k, int(meta["seq"][a]), int(ids[a]))
+            run = pixels[a:b]
+            self._sum += run.sum(axis=0, dtype=np.int32) if b - a > 1 else run[0]
             self.count += b - a
-            self._last_seq = int(batch.meta["seq"][b - 1])
+            self._last_seq = int(meta["seq"][b - 1])
             self._last_frame = int(ids[b - 1])
-        return len(ids)
 
     def _open(self, k: int, seq: int, frame: int) -> None:
         self.open_sample, self.count = k, 0
@@ -434,7 +435,7 @@ class SpotStage(Stage):
                 frame = ring.read(seq, copy=False)
                 meta[name] = frame
             if span > 0:
-                lo, hi = first_seq, min(meta["apex"].seq + span, ring.head)
+                lo, hi = first_seq, min(meta["apex"].seq + span, last_seq)  # within the interval: never timing-dependent
                 batch = ring.read_range(lo, hi + 1)
                 r_onset, r_apex = refine(batch.pixels, int(batch.meta["frame_id"][0]), onset, apex, self.config.refine_lambda)
             onset_ns, apex_ns, offset_ns = meta["onset"].host_ns, meta["apex"].host_ns, meta["offset"].host_ns

@@ -3,12 +3,14 @@ by default, checked against the camera's ground truth."""
 
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 
 from mestream.engine.backends import load_manifest
 from mestream.engine.config import InferenceConfig, PublishConfig, RunConfig, SourceConfig, SpotConfig
 from mestream.engine.crops import CropRing
+from mestream.engine.flow import flow_input
 from mestream.engine.events import SpotEvent, RecogEvent, schema_for
 from mestream.engine.pipeline import Pipeline
 from mestream.engine.sinks import read_jsonl
@@ -173,3 +175,54 @@ def test_streaming_samples_and_flow_equal_the_training_recipe():
     np.testing.assert_allclose(live, offline, rtol=1e-3, atol=1e-3)  # offline is stored as float16
     ends = np.append(starts[1:], len(crops)) - 1
     np.testing.assert_allclose(cam.centre[:len(starts)], 1000 + (starts + ends) / 2.0)
+
+
+def spotter(capacity=400, size=128, fps=500.0):
+    model = load_manifest(InferenceConfig()).models["mesnet"]
+    crops = CropRing(capacity, size)
+    geometry = MESNetGeometry.from_model(model.config, SpotConfig())
+    return crops, CameraSpotter("cam0", crops, fps, model.config, geometry, hop_steps=4, feature_size=576)
+
+
+def feed(crops, frame_ids, box=(0, 0, 128, 128), image=None):
+    image = np.full((crops.size, crops.size), 100, np.uint8) if image is None else image
+    for fid in frame_ids:
+        crops.ring.write(image, fid, 0, 0)
+        crops.boxes[crops.ring.head % crops.capacity] = box
+
+
+def test_a_gap_of_a_whole_sample_restarts_the_stream_and_is_counted():
+    crops, cam = spotter()
+    feed(crops, range(0, 100))  # 8 samples of 12.5 frames
+    feed(crops, range(140, 200))  # 40 frames missing: more than a sample
+    while cam.read(0):
+        pass
+    assert cam.resets == 1
+    assert cam.origin == 140 and cam.samples_done == 4  # the new stream's samples, counted from frame 140
+
+
+def test_a_moved_face_box_gives_zero_flow_instead_of_its_jump():
+    crops, cam = spotter()
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (128, 128)).astype(np.uint8), (0, 0), 2)
+    feed(crops, range(0, 75), image=texture)  # samples 0-5
+    zoomed = cv2.resize(texture[4:124, 4:124], (128, 128), interpolation=cv2.INTER_LINEAR)  # a box 6 % smaller
+    feed(crops, range(75, 150), box=(4, 4, 124, 124), image=zoomed)  # samples 6-11
+    crops.ring.finish()
+    while cam.read(0):
+        pass
+    cam.finish_sample()
+    flows = np.zeros((12, 2, 32, 32), np.float32)
+    for i in cam.ready_steps(final=True):
+        cam.flow_step(i, flows[i])
+    straddling = [4, 5, 6]  # steps whose flow runs from a sample before the move to one after it
+    assert cam.zeroed_steps == 3 and not flows[straddling].any()
+    assert np.abs(flows[[1, 9]]).max() < 0.5  # steady stretches stay still
+    jump = flow_input(cam.flow, cam.samples[3], cam.samples[6], 32, cam.gain)
+    assert np.abs(jump).max() > 2.0  # what step 4 would have carried: the zoom, not a face moving
+
+
+def test_a_live_spotter_far_behind_skips_to_the_newest_crop():
+    crops, cam = spotter()
+    feed(crops, range(0, 300))
+    assert cam.read(max_lag=100) > 0
+    assert cam.skipped == 299 and cam.resets == 1  # all but the newest crop passed over, and counted
