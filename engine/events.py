@@ -159,9 +159,9 @@ class SpotEvent(Event):
         onset_frame / apex_frame / offset_frame: source frame ids.
         onset_ns / apex_ns / offset_ns: host capture times of those frames (monotonic ns).
         score: the spotter's confidence.
-        scale: the temporal scale (window length, frames) the spot was found at.
+        scale: the interval's length in source frames (the temporal scale it was spotted at).
         is_micro: duration under the micro-expression limit (≤ 0.5 s).
-        refined: refined ``onset_frame`` / ``apex_frame`` when a later pass moved them.
+        refined: GAMDSS's re-selected ``onset_frame`` and ``apex_frame`` (the spotted ones when it moved nothing).
         latency: milliseconds per stage, plus ``capture_to_publish_ms`` from the offset
             frame's capture to publication.
     """
