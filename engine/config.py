@@ -238,6 +238,10 @@ class SpotConfig:
 
     Args:
         enabled: off runs ingest (and nothing else) for measuring the camera path alone.
+        sample_hz: the spotting rate: frames are averaged into samples at this rate; 0 takes
+            the exported model's (40 Hz for the demo weights: a 100-sample window spans 2.5 s;
+            the paper's windows are about 30 Hz). Another rate than the model was trained at
+            changes what a window spans and what motion a flow step sees.
         hop_ms: how often the window head and CRN run over the newest window; ≤ 200 ms.
         settle_steps: an interval is published once its offset lies this many steps (samples)
             before the window's end, where the window head still sees context after it.
@@ -249,6 +253,7 @@ class SpotConfig:
     """
 
     enabled: bool = True
+    sample_hz: float = 0.0
     hop_ms: float = 100.0
     settle_steps: int = 2
     t_cpn: float = -1.0
@@ -260,6 +265,8 @@ class SpotConfig:
     max_lag_ms: float = 1000.0
 
     def __post_init__(self) -> None:
+        _require(self.sample_hz == 0 or 5 <= self.sample_hz <= 200, "spot.sample_hz", "0 (the model's) or 5..200",
+                 self.sample_hz)
         _require(0 < self.hop_ms <= 200, "spot.hop_ms", "within (0, 200]", self.hop_ms)
         _require(self.settle_steps >= 0, "spot.settle_steps", ">= 0", self.settle_steps)
         for name in ("t_cpn", "t_crn", "t_nms"):

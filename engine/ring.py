@@ -594,17 +594,25 @@ class ReaderCursor:
         """Frames lost because the writer lapped this cursor, including ones not polled yet."""
         return self._overruns + max(0, self._ring.head - self._ring.capacity + 1 - self._pos)
 
+    def _next_position(self) -> int | None:
+        """The seq to read next, after counting the frames the writer lapped; None when caught up."""
+        ring = self._ring
+        head, pos = ring.head, self._pos
+        if pos > head:
+            return None
+        oldest = head - ring.capacity + 1
+        if pos < oldest:  # lapped: both fields move together, so `overruns` never counts twice
+            self._overruns, self._pos = self._overruns + oldest - pos, oldest
+            pos = oldest
+        return pos
+
     def poll(self, copy: bool = True, out: np.ndarray | None = None) -> RingFrame | None:
         """The next unread frame, or None if the cursor is caught up; never blocks."""
         ring = self._ring
         while True:
-            head, pos = ring.head, self._pos
-            if pos > head:
+            pos = self._next_position()
+            if pos is None:
                 return None
-            oldest = head - ring.capacity + 1
-            if pos < oldest:  # lapped: both fields move together, so `overruns` never counts twice
-                self._overruns, self._pos = self._overruns + oldest - pos, oldest
-                pos = oldest
             try:
                 frame = ring.read(pos, copy=copy, out=out)
             except Overwritten:
@@ -644,14 +652,10 @@ class ReaderCursor:
         instead of a Python call per frame."""
         ring = self._ring
         while True:
-            head, pos = ring.head, self._pos
-            if pos > head:
+            pos = self._next_position()
+            if pos is None:
                 return None
-            oldest = head - ring.capacity + 1
-            if pos < oldest:
-                self._overruns, self._pos = self._overruns + oldest - pos, oldest
-                pos = oldest
-            n = min(max_frames, head + 1 - pos)
+            n = min(max_frames, ring.head + 1 - pos)
             try:
                 batch = ring.read_range(pos, pos + n, out=None if out is None else out[:n])
             except Overwritten as exc:  # lapped during the copy: skip what is gone, count it, retry

@@ -287,7 +287,9 @@ class SpotStage(Stage):
         super().__init__("spot", ctx)
         self.config, self.runners, self.recogniser = config, runners, recogniser
         self.model = model
-        cfg = model.config
+        cfg = dict(model.config)
+        if config.sample_hz:
+            cfg["sample_hz"] = config.sample_hz
         self.geometry = geo = MESNetGeometry.from_model(cfg, config)
         hop = max(1, int(round(config.hop_ms / 1000.0 * float(cfg["sample_hz"]))))
         stages = {stage.name: stage for stage in model.stages}
