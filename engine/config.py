@@ -248,8 +248,11 @@ class SpotConfig:
         t_cpn, t_crn, t_nms: MESNet's thresholds; -1 takes the exported model's.
         refine_lambda: GAMDSS's λ: onset and apex are re-selected within λ·(apex − onset) frames.
         micro_max_ms, micro_rise_ms: DFME's rule: micro when onset→offset < 500 ms or onset→apex < 250 ms.
-        max_lag_ms: a spot stage further behind its camera than this skips ahead (counted)
-            when the ring may not block (live cameras).
+        max_lag_ms: a spot stage further behind a live camera than this skips to its newest
+            crop (counted as ``spot_skip``); at most the crop ring's length (4 s), beyond
+            which the crops it would read are gone anyway.
+        gather_ms: with several cameras, work ready for one waits this long for the others,
+            so the encoder and the heads run once for all of them (paced cameras are not in phase).
     """
 
     enabled: bool = True
@@ -263,6 +266,7 @@ class SpotConfig:
     micro_max_ms: float = 500.0
     micro_rise_ms: float = 250.0
     max_lag_ms: float = 1000.0
+    gather_ms: float = 10.0
 
     def __post_init__(self) -> None:
         _require(self.sample_hz == 0 or 5 <= self.sample_hz <= 200, "spot.sample_hz", "0 (the model's) or 5..200",
@@ -275,7 +279,8 @@ class SpotConfig:
         _require(0 <= self.refine_lambda <= 0.5, "spot.refine_lambda", "within 0..0.5", self.refine_lambda)
         _require(self.micro_max_ms > 0 and self.micro_rise_ms > 0, "spot.micro_max_ms / micro_rise_ms", "> 0",
                  (self.micro_max_ms, self.micro_rise_ms))
-        _require(self.max_lag_ms >= 50, "spot.max_lag_ms", ">= 50", self.max_lag_ms)
+        _require(50 <= self.max_lag_ms <= 3000, "spot.max_lag_ms", "within 50..3000", self.max_lag_ms)
+        _require(0 <= self.gather_ms <= 50, "spot.gather_ms", "within 0..50", self.gather_ms)
 
 
 @dataclass(frozen=True)

@@ -183,12 +183,17 @@ class FaceStage(Stage):
         self.detections += 1
         if face is None:
             self._misses += 1
-            if self._found and not self._lost and self._misses >= self.config.lost_after:
+            if not self._lost and self._misses >= self.config.lost_after:
                 self._lost = True
                 self.tracker.reset()
-                since = self.frames - self._found_frame
-                self._health("face_lost", f"face lost: no face in {self._misses} detections",
-                             {"frame_id": frame_id, "frames_since_found": since})
+                if self._found:
+                    since = self.frames - self._found_frame
+                    self._health("face_lost", f"face lost: no face in {self._misses} detections",
+                                 {"frame_id": frame_id, "frames_since_found": since})
+                else:  # never seen: say so once, so a missing or misframed subject is not a silent counter
+                    self._health("face_lost", f"no face found in the first {self.frames} frames "
+                                 f"({self._misses} detections); frames are not analysed until one is",
+                                 {"frame_id": frame_id, "frames_since_found": None})
             return self._every_missing
         box = self.tracker.update(face)
         if not self._found or self._lost:

@@ -29,11 +29,13 @@ from mestream.engine.config import ConfigError, RunConfig, SourceConfig
 from mestream.engine.crops import CropRing
 from mestream.engine.events import TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT
 from mestream.engine.face_stage import FaceStage
-from mestream.engine.recognise import RecogStage
+from mestream.engine.recognise import CLIP_HEAD, ENCODER, RecogStage
 from mestream.engine.ring import FrameRing
 from mestream.engine.scoring import format_scores, score_run
 from mestream.engine.sinks import ConsoleSink, JsonlSink, RecordSink, ZmqSink
-from mestream.engine.spot import SpotStage
+from mestream.engine.sampling import READ_BLOCK, keep_frames
+from mestream.engine.spot import STAGES as SPOT_STAGES
+from mestream.engine.spot import SpotStage, model_config
 from mestream.engine.stages import IngestStage, LatencyTap, RunContext, Stage, StatsStage
 from mestream.plugins import make_sink, make_source
 
@@ -82,11 +84,13 @@ class Summary:
         """The ``--summary`` file: the headline figures first, everything else after."""
         scores = self.scores or {}
         spot_lat, recog_lat = scores.get("spot_latency_ms", {}), scores.get("recog_latency_ms", {})
-        skips = {k: v for k, v in self.drops.items() if k.startswith("spot_") or k.startswith("recog_")}
+        lost = ("camera", "ring_overrun", "spot_overrun")
         return {
             "frames_in": self.frames_in, "frames_out": self.frames_out,
-            "frames_dropped": sum(v for k, v in self.drops.items() if k not in skips),
-            "skips": sum(skips.values()),
+            "frames_dropped": sum(self.drops.get(k, 0) for k in lost),
+            "skips": self.drops.get("spot_skip", 0),
+            "events_dropped": sum(v for k, v in self.drops.items()
+                                  if k in ("bus", "invalid", "recog_backlog", "recog_lost") or k.startswith("sink:")),
             "spot_f1": scores.get("spot_f1"), "recog_uf1": scores.get("recog_uf1"),
             "spot_latency_ms": {k: spot_lat.get(k) for k in ("p50", "p99")},
             "recog_latency_ms": {k: recog_lat.get(k) for k in ("p50", "p99")},
@@ -194,7 +198,11 @@ class Pipeline:
             raise ConfigError(f"the export {self.manifest.root} has no {', '.join(missing)} model (it holds "
                               f"{', '.join(self.manifest.models)}); export it, or turn off "
                               f"{'recognition (recognise.enabled = false)' if missing == ['akmnet'] else 'spotting'}")
-        keys = [key for key in self.manifest.stages if key.split(".")[0] in wanted]
+        keys = list(SPOT_STAGES) + ([ENCODER, CLIP_HEAD] if self.config.recognise.enabled else [])
+        absent = [key for key in keys if key not in self.manifest.stages]
+        if absent:
+            raise ConfigError(f"the export {self.manifest.root} lacks the stage(s) {', '.join(absent)} "
+                              f"(it has {', '.join(self.manifest.stages)}); re-export it with `mestream export`")
         self.models, backend_note = open_stages(self.config.inference, keys)
         kinds = sorted({runner.name for runner in self.models.values()})
         return [f"models: {', '.join(kinds)} backend, stages {', '.join(self.models)}"] + ([backend_note] if backend_note else [])
@@ -207,20 +215,26 @@ class Pipeline:
             sizes.append(int(self.manifest.models["akmnet"].preprocessing["crop_side"]))
         return max(sizes)
 
+    def _crop_capacity(self, fps: float) -> int:
+        """The crop ring: at least `CROP_RING_SECONDS`, and always more than a replay's spot
+        stage holds plus a read block (a shorter ring would leave the face stage waiting forever)."""
+        held = keep_frames(model_config(self.manifest.models["mesnet"], self.config.spot), fps)
+        return max(math.ceil(max(self.config.ring.seconds, CROP_RING_SECONDS) * fps), held + READ_BLOCK + math.ceil(fps))
+
     def _camera(self, source_config: SourceConfig, source: Any, stop: threading.Event, errors: list[str]) -> Camera:
         config = self.config
         fps = float(source.fps)
         wait = wait_when_full(config, source_config)
+        shm = config.ring.shared_memory
         ring = FrameRing(max(2, math.ceil(config.ring.seconds * fps)), source.shape,
-                         shm_name=(config.ring.shared_memory + ("" if not self.cameras else f"-{len(self.cameras)}"))
-                         or None)
+                         shm_name=(f"{shm}-{len(self.cameras)}" if self.cameras else shm) if shm else None)
         ctx = RunContext(camera=source_config.name, fps=fps, ring=ring, bus=self.bus, stop=stop, errors=errors)
         max_frames = round(config.duration * fps) if config.duration > 0 else 0
         ingest = IngestStage(ctx, source, max_frames, wait_when_full=wait)
         crops = None
         try:
             if config.spot.enabled:
-                crops = CropRing(max(2, math.ceil(max(config.ring.seconds, CROP_RING_SECONDS) * fps)), self._crop_size())
+                crops = CropRing(self._crop_capacity(fps), self._crop_size())
                 reader: Stage = FaceStage(ctx, crops, config.face, wait_when_full=wait)
             else:
                 reader = LatencyTap(ctx)
@@ -234,14 +248,16 @@ class Pipeline:
         names = ",".join(c.ctx.camera for c in cams)
         shared = RunContext(camera=names, fps=cams[0].ctx.fps, ring=cams[0].ctx.ring, bus=self.bus, stop=stop,
                             errors=errors)
-        wait = any(wait_when_full(config, c.config) for c in cams)
+        waits = {c.ctx.camera: wait_when_full(config, c.config) for c in cams}
         if config.spot.enabled and config.recognise.enabled:
+            # the queue waits only when every camera is a replay: a live camera's clips are never held up
             self.recog = RecogStage(shared, {c.ctx.camera: c.crops for c in cams}, {c.ctx.camera: c.ctx.ring for c in cams},
-                                    self.models, self.manifest.models["akmnet"], config.recognise, wait_when_full=wait)
+                                    self.models, self.manifest.models["akmnet"], config.recognise,
+                                    wait_when_full=all(waits.values()))
         if config.spot.enabled:
-            self.spot = SpotStage(shared, {c.ctx.camera: (c.crops, c.ctx.fps) for c in cams}, self.models,
-                                  self.manifest.models["mesnet"], config.spot, recogniser=self.recog,
-                                  max_batch=config.inference.max_batch, wait_when_full=wait)
+            self.spot = SpotStage(shared, {c.ctx.camera: (c.crops, c.ctx.fps, waits[c.ctx.camera]) for c in cams},
+                                  self.models, self.manifest.models["mesnet"], config.spot, recogniser=self.recog,
+                                  max_batch=config.inference.max_batch)
         for i, cam in enumerate(cams):
             stages: list[Any] = [cam.reader]
             if self.spot is not None:
@@ -273,9 +289,10 @@ class Pipeline:
         seconds = time.monotonic() - started
         frames_in = sum(c.ctx.ring.frames_written for c in self.cameras)
         drops: dict[str, int] = {}
+        shared = set(self.bus.drops())  # the bus's and sinks' counters, in every camera's stats: count them once
         for cam in self.cameras:
             for key, value in (cam.stats.drops() if cam.stats else {}).items():
-                drops[key] = drops.get(key, 0) + value
+                drops[key] = value if key in shared else drops.get(key, 0) + value
         spots, recogs = self.record.events[TOPIC_SPOT], self.record.events[TOPIC_RECOG]
         errors = self.cameras[0].ctx.errors
         return Summary(
@@ -348,9 +365,14 @@ class Pipeline:
             if cam.ingest.is_alive():
                 errors.append(f"source {cam.source.name!r} did not return a frame within 5 s of the stop; left open")
             cam.ctx.ring.finish()
+        hung = []
         for stage in [c.reader for c in self.cameras] + [s for s in (self.spot, self.recog) if s is not None]:
             if stage.ident is not None:
                 stage.join(5.0)
+                if stage.is_alive():
+                    hung.append(stage.stage)
+        if hung:
+            errors.append(f"stage(s) {', '.join(hung)} still running 5 s after the stop; their models are left loaded")
         for cam in self.cameras:
             if cam.stats is not None and cam.stats.ident is not None:
                 cam.stats.join(5.0)
@@ -367,8 +389,9 @@ class Pipeline:
                 self.bus.emit(TOPIC_HEALTH, cam.ctx.camera, {"state": "stopped", "message": message,
                                                              "detail": {"frames_in": cam.ctx.ring.frames_written}})
             self.bus.stop()
-            self._close_cameras()
-            self._release_models()
+            if not hung:  # never pull rings or models from under a stage that is still running
+                self._close_cameras()
+                self._release_models()
         if self.config.publish.log:
             self._outputs.append(self.config.publish.log)
         if self.config.summary:
@@ -399,7 +422,9 @@ class Pipeline:
         truth = self._truth()
         if not self.config.spot.enabled or not truth:
             return {}
-        classes = list(self.manifest.models["akmnet"].config["classes"]) if self.config.recognise.enabled else []
+        akmnet = self.manifest.models.get("akmnet")
+        classes = (list(akmnet.config["classes"]) if akmnet is not None
+                   else sorted({e.four_class for events in truth.values() for e in events}))
         frames = {c.ctx.camera: c.ctx.ring.frames_written for c in self.cameras if c.ctx.camera in truth}
         try:
             return score_run([s for s in spots if s["camera"] in truth], [r for r in recogs if r["camera"] in truth],

@@ -69,18 +69,19 @@ def _best(pred: Interval, truth: Sequence[Interval]) -> tuple[float, int]:
 
 
 def _latency(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Percentiles of capture-to-publish and of every other stage key; zeros (not NaN) when empty."""
+    """Percentiles of capture-to-publish and of every other stage key; zeros (not NaN) when empty.
+    A negative value means unknown (an event whose crops were gone before it was timed): left out."""
     def stats(values: list[float]) -> dict[str, float]:
         if not values:
             return {"p50": 0.0, "p99": 0.0, "max": 0.0}
         p50, p99 = np.percentile(values, [50, 99])
         return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "max": round(float(max(values)), 3)}
 
-    totals = [float(e["latency"][LATENCY_KEY]) for e in events]
+    totals = [float(e["latency"][LATENCY_KEY]) for e in events if float(e["latency"][LATENCY_KEY]) >= 0]
     stages: dict[str, list[float]] = {}
     for e in events:
         for key, value in e["latency"].items():
-            if key != LATENCY_KEY:
+            if key != LATENCY_KEY and float(value) >= 0:
                 stages.setdefault(key, []).append(float(value))
     return {"n": len(totals), **stats(totals),
             "stages": {k: {q: v for q, v in stats(vs).items() if q != "max"} for k, vs in sorted(stages.items())}}

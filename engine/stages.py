@@ -92,6 +92,8 @@ class IngestStage(Stage):
                     break
                 if wait:
                     ring.wait_for_room(stop)
+                    if stop.is_set():
+                        break
                 try:
                     ring.write(frame.pixels, frame.frame_id, frame.device_ns, frame.host_ns)
                 except ValueError as exc:

@@ -233,8 +233,9 @@ def test_a_face_that_comes_goes_and_comes_back(faces):
     assert stage.drops() == {"no_face": 12}
     assert stage.crops.ring.frames_written == len(frames) - 12
     assert _crop_ids(stage.crops)[0] == ID0 + 12
-    assert bus.states() == ["face_found", "face_lost", "face_found"]
-    found, lost, again = bus.health()
+    assert bus.states() == ["face_lost", "face_found", "face_lost", "face_found"]
+    never, found, lost, again = bus.health()
+    assert never["detail"]["frame_id"] == ID0 + 8 and "no face found in the first 9 frames" in never["message"]
     assert found["detail"]["frame_id"] == ID0 + 12
     assert lost["detail"] == {"frame_id": ID0 + 40, "frames_since_found": 40 - 22}
     assert again["detail"]["frame_id"] == ID0 + 72
@@ -244,7 +245,8 @@ def test_a_face_that_comes_goes_and_comes_back(faces):
 def test_a_blank_stream_crops_nothing():
     stage = _run([np.zeros((240, 320), np.uint8)] * 30, FaceConfig(detector="haar"), fps=100.0)
     assert stage.drops() == {"no_face": 30}
-    assert stage.crops.ring.frames_written == 0 and stage.ctx.bus.events == []
+    assert stage.crops.ring.frames_written == 0
+    assert stage.ctx.bus.states() == ["face_lost"]  # said once, after lost_after (3) detections found nothing
     assert not stage.found and stage.detections == 3  # frames 0, 10, 20
     assert "face.crop_us_p50" not in stage.figures()
 
@@ -277,7 +279,7 @@ def test_no_face_at_all_retries_on_schedule():
     detector = Scripted(present=lambda k: False)
     stage = _run(_numbered(50), FaceConfig(detector="haar", retry_s=0.03), fps=100.0, detector=detector)
     assert detector.calls == list(range(0, 50, 3))
-    assert stage.drops() == {"no_face": 50} and stage.ctx.bus.events == []
+    assert stage.drops() == {"no_face": 50} and stage.ctx.bus.states() == ["face_lost"]
 
 
 def test_bgr_frames_are_cropped_in_grey(faces):

@@ -14,7 +14,7 @@ from mestream.engine.flow import flow_input
 from mestream.engine.events import SpotEvent, RecogEvent, schema_for
 from mestream.engine.pipeline import Pipeline
 from mestream.engine.sinks import read_jsonl
-from mestream.engine.spot import CameraSpotter, MESNetGeometry
+from mestream.engine.sampling import CameraStream, MESNetGeometry
 
 SEED = 0  # 3 micro-expressions, a macro-expression and blinks in the first 12 s
 
@@ -147,41 +147,49 @@ def test_a_lagging_spot_stage_skips_and_counts_instead_of_stalling_ingest(tmp_pa
 
 
 def test_streaming_samples_and_flow_equal_the_training_recipe():
-    """The live stage computes, crop by crop, exactly the flow steps training computed offline."""
+    """The live stage computes, block by block, exactly the flow steps training computed offline,
+    over a stream several times longer than its sample ring (200 fps: CASME II / SAMM's rate)."""
     from mestream.models.mesnet.config import DEMO
     from mestream.models.mesnet.data import flow_steps, sample_starts
     from mestream.models.synthetic import make_camera, render_crops
 
     fps = 200.0
-    camera = make_camera(7, fps=fps, duration_s=3.0)
+    camera = make_camera(7, fps=fps, duration_s=12.0)
     crops = render_crops(camera, np.arange(camera.n_frames), DEMO.flow_crop)
     model = load_manifest(InferenceConfig()).models["mesnet"]
     ring = CropRing(len(crops) + 8, DEMO.flow_crop)
     geometry = MESNetGeometry.from_model(model.config, SpotConfig())
-    cam = CameraSpotter("cam0", ring, fps, model.config, geometry, hop_steps=4, feature_size=576)
+    cam = CameraStream("cam0", ring, fps, model.config, geometry, hop_steps=4, feature_size=576, wait=True,
+                       max_lag_ms=1000.0)
+    starts = sample_starts(len(crops), fps, DEMO.sample_hz)
+    assert len(starts) > 2 * cam.cap
+    live = np.zeros((len(starts), 2, DEMO.input_size, DEMO.input_size), np.float32)
+    centres = np.zeros(len(starts))
     for i, c in enumerate(crops):
         ring.ring.write(c, 1000 + i, 0, 0)  # frame ids need not start at 0
     ring.ring.finish()
-    while cam.read(0):
-        pass
+
+    def compute(final=False):
+        for i in cam.ready_steps(final):
+            cam.flow_step(i, live[i])
+            centres[i] = cam.centre[i % cam.cap]
+
+    while cam.read():  # as the spot stage does: a block of crops, then the steps it made ready
+        compute()
     cam.finish_sample()
-    steps = list(cam.ready_steps(final=True))
-    live = np.zeros((len(steps), 2, DEMO.input_size, DEMO.input_size), np.float32)
-    for i in steps:
-        cam.flow_step(i, live[i])
-    starts = sample_starts(len(crops), fps, DEMO.sample_hz)
+    compute(final=True)
     offline = flow_steps(crops, starts, DEMO).astype(np.float32)
-    assert live.shape == offline.shape
     np.testing.assert_allclose(live, offline, rtol=1e-3, atol=1e-3)  # offline is stored as float16
     ends = np.append(starts[1:], len(crops)) - 1
-    np.testing.assert_allclose(cam.centre[:len(starts)], 1000 + (starts + ends) / 2.0)
+    np.testing.assert_allclose(centres, 1000 + (starts + ends) / 2.0)
 
 
-def spotter(capacity=400, size=128, fps=500.0):
+def spotter(capacity=400, size=128, fps=500.0, wait=True):
     model = load_manifest(InferenceConfig()).models["mesnet"]
     crops = CropRing(capacity, size)
     geometry = MESNetGeometry.from_model(model.config, SpotConfig())
-    return crops, CameraSpotter("cam0", crops, fps, model.config, geometry, hop_steps=4, feature_size=576)
+    return crops, CameraStream("cam0", crops, fps, model.config, geometry, hop_steps=4, feature_size=576, wait=wait,
+                               max_lag_ms=200.0)
 
 
 def feed(crops, frame_ids, box=(0, 0, 128, 128), image=None):
@@ -195,9 +203,13 @@ def test_a_gap_of_a_whole_sample_restarts_the_stream_and_is_counted():
     crops, cam = spotter()
     feed(crops, range(0, 100))  # 8 samples of 12.5 frames
     feed(crops, range(140, 200))  # 40 frames missing: more than a sample
-    while cam.read(0):
+    while cam.read():
         pass
-    assert cam.resets == 1
+    assert cam.restart == "gap" and cam.samples_done == 7  # the first stream ends; its last sample is still open
+    cam.finish_sample()
+    assert cam.samples_done == 8  # flushed: the spot stage publishes what it holds before the next stream
+    cam.begin()
+    assert cam.resets == 1 and not cam.restart
     assert cam.origin == 140 and cam.samples_done == 4  # the new stream's samples, counted from frame 140
 
 
@@ -208,7 +220,7 @@ def test_a_moved_face_box_gives_zero_flow_instead_of_its_jump():
     zoomed = cv2.resize(texture[4:124, 4:124], (128, 128), interpolation=cv2.INTER_LINEAR)  # a box 6 % smaller
     feed(crops, range(75, 150), box=(4, 4, 124, 124), image=zoomed)  # samples 6-11
     crops.ring.finish()
-    while cam.read(0):
+    while cam.read():
         pass
     cam.finish_sample()
     flows = np.zeros((12, 2, 32, 32), np.float32)
@@ -222,7 +234,25 @@ def test_a_moved_face_box_gives_zero_flow_instead_of_its_jump():
 
 
 def test_a_live_spotter_far_behind_skips_to_the_newest_crop():
-    crops, cam = spotter()
+    crops, cam = spotter(wait=False)  # a live camera; 200 ms behind at 500 fps is 100 crops
     feed(crops, range(0, 300))
-    assert cam.read(max_lag=100) > 0
+    assert cam.read() == 0 and cam.restart == "skip"  # the spot stage flushes the stream first
+    cam.begin()
     assert cam.skipped == 299 and cam.resets == 1  # all but the newest crop passed over, and counted
+    assert cam.read() == 1 and cam.origin == 299
+
+
+def test_a_slow_spotting_rate_still_fits_the_crop_ring_a_replay_holds(tmp_path):
+    """At 20 Hz a window spans 5 s of crops, more than the default crop ring: the ring grows
+    instead of leaving the face stage waiting for room forever."""
+    pipeline, summary, _ = run(tmp_path, "slow", duration=6.0, spot=SpotConfig(sample_hz=20.0))
+    assert not summary.error and summary.frames_in == 3000
+    assert pipeline.cameras[0].crops.capacity > 5 * 500
+
+
+def test_a_camera_slower_than_the_spotting_rate_is_refused(tmp_path):
+    from mestream.engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"camera 'cam0' runs at 25 fps, below the spotting rate of 40 Hz: set spot.sample_hz"):
+        Pipeline(RunConfig(source=SourceConfig(pace=False, fps=25.0), progress=False,
+                           publish=PublishConfig(endpoint="", console=False)))

@@ -125,6 +125,13 @@ def test_latency_percentiles_ordered_with_stages():
     assert lat["stages"]["flow_ms"]["p50"] <= lat["stages"]["flow_ms"]["p99"]
 
 
+def test_unknown_latencies_are_left_out():
+    """-1 marks an event whose crops were gone before it could be timed: not a fast event."""
+    spots = [spot(0, 10, 60, ms=-1.0, face_ms=-1.0), spot(1, 200, 250, ms=180.0, face_ms=0.5)]
+    lat = run(spots, [], TRUTH)["spot_latency_ms"]
+    assert lat["n"] == 1 and lat["p50"] == 180.0 and lat["stages"]["face_ms"]["p50"] == 0.5
+
+
 def test_empty_run_gives_zeros_not_nan():
     scores = run([], [], TRUTH)
     for key in ("spot_latency_ms", "recog_latency_ms"):
