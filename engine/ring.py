@@ -594,8 +594,9 @@ class ReaderCursor:
         """Frames lost because the writer lapped this cursor, including ones not polled yet."""
         return self._overruns + max(0, self._ring.head - self._ring.capacity + 1 - self._pos)
 
-    def _next_position(self) -> int | None:
-        """The seq to read next, after counting the frames the writer lapped; None when caught up."""
+    def _next_position(self) -> tuple[int, int] | None:
+        """The seq to read next and the head it was checked against, after counting the frames
+        the writer lapped; None when caught up."""
         ring = self._ring
         head, pos = ring.head, self._pos
         if pos > head:
@@ -604,15 +605,16 @@ class ReaderCursor:
         if pos < oldest:  # lapped: both fields move together, so `overruns` never counts twice
             self._overruns, self._pos = self._overruns + oldest - pos, oldest
             pos = oldest
-        return pos
+        return pos, head
 
     def poll(self, copy: bool = True, out: np.ndarray | None = None) -> RingFrame | None:
         """The next unread frame, or None if the cursor is caught up; never blocks."""
         ring = self._ring
         while True:
-            pos = self._next_position()
-            if pos is None:
+            found = self._next_position()
+            if found is None:
                 return None
+            pos = found[0]
             try:
                 frame = ring.read(pos, copy=copy, out=out)
             except Overwritten:
@@ -652,10 +654,11 @@ class ReaderCursor:
         instead of a Python call per frame."""
         ring = self._ring
         while True:
-            pos = self._next_position()
-            if pos is None:
+            found = self._next_position()
+            if found is None:
                 return None
-            n = min(max_frames, ring.head + 1 - pos)
+            pos, head = found
+            n = min(max_frames, head + 1 - pos)  # the head checked against: never more than the ring holds
             try:
                 batch = ring.read_range(pos, pos + n, out=None if out is None else out[:n])
             except Overwritten as exc:  # lapped during the copy: skip what is gone, count it, retry

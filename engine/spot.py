@@ -91,7 +91,7 @@ class SpotStage(Stage):
         self._proposals = np.zeros((self.max_batch, geo.crn_steps, self.feature_size), np.float32)
         self.calls = {"encoder": 0, "window_head": 0, "crn": 0}
         self.encoded_steps = 0
-        self._timing: dict[str, float] = {}
+        self._timing = dict.fromkeys(("flow_ms", "encoder_ms", "heads_ms", "refine_ms"), 0.0)  # this pass's
         self._nap = min(0.005, 0.25 * min(cam.step / cam.fps for cam in self.cams))  # a quarter of a sample
 
     # -- the loop --------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ class SpotStage(Stage):
         stop = self.ctx.stop
         while not stop.is_set():
             started = time.monotonic_ns()
-            self._timing = {"flow_ms": 0.0, "encoder_ms": 0.0, "heads_ms": 0.0, "refine_ms": 0.0}
+            self._timing = dict.fromkeys(self._timing, 0.0)
             read = sum(cam.read() for cam in self.cams)
             finished = all(cam.drained for cam in self.cams)
             ending = {cam for cam in self.cams if cam.restart or finished}  # streams flushed in this pass

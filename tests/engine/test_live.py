@@ -14,7 +14,7 @@ from mestream.engine.flow import flow_input
 from mestream.engine.events import SpotEvent, RecogEvent, schema_for
 from mestream.engine.pipeline import Pipeline
 from mestream.engine.sinks import read_jsonl
-from mestream.engine.sampling import CameraStream, MESNetGeometry
+from mestream.engine.sampling import CameraStream, MESNetGeometry, Window
 
 SEED = 0  # 3 micro-expressions, a macro-expression and blinks in the first 12 s
 
@@ -195,7 +195,7 @@ def spotter(capacity=400, size=128, fps=500.0, wait=True):
 def feed(crops, frame_ids, box=(0, 0, 128, 128), image=None):
     image = np.full((crops.size, crops.size), 100, np.uint8) if image is None else image
     for fid in frame_ids:
-        crops.ring.write(image, fid, 0, 0)
+        crops.ring.write(image, fid, 0, 1_000_000 * (fid + 1))  # captured 1 ms apart
         crops.boxes[crops.ring.head % crops.capacity] = box
 
 
@@ -256,3 +256,53 @@ def test_a_camera_slower_than_the_spotting_rate_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"camera 'cam0' runs at 25 fps, below the spotting rate of 40 Hz: set spot.sample_hz"):
         Pipeline(RunConfig(source=SourceConfig(pace=False, fps=25.0), progress=False,
                            publish=PublishConfig(endpoint="", console=False)))
+
+
+class FakeBus:
+    def __init__(self):
+        self.events = []
+
+    def emit(self, topic, camera, body):
+        self.events.append((topic, camera, body))
+        return True
+
+
+def stage_with_stream(frames=1000, fps=500.0):
+    """A spot stage over one replayed camera whose first ``frames`` crops were read."""
+    import threading
+
+    from mestream.engine.intervals import Spots
+    from mestream.engine.spot import SpotStage
+    from mestream.engine.stages import RunContext
+
+    manifest = load_manifest(InferenceConfig())
+    crops = CropRing(frames + 500, 128)
+    ctx = RunContext(camera="cam0", fps=fps, ring=crops.ring, bus=FakeBus(), stop=threading.Event())
+    stage = SpotStage(ctx, {"cam0": (crops, fps, True)}, {}, manifest.models["mesnet"], SpotConfig())
+    feed(crops, range(frames))
+    cam = stage.cams[0]
+    while cam.read():
+        pass
+    return stage, cam, Spots
+
+
+def test_intervals_are_final_only_past_the_settle_margin_or_in_the_stream_s_last_window():
+    stage, cam, Spots = stage_with_stream()
+    cam.encoded = 40
+    late = Spots(np.array([[30.0, 38.0]]), np.array([0.9]))  # ends 1 step before the window's end: settle is 2
+    stage._publish_final(Window(cam, 40, 40), late, 0)
+    assert stage.ctx.bus.events == []
+    stage._publish_final(Window(cam, 40, 40, final=True), late, 0)  # nothing comes after the last window
+    [(topic, camera, body)] = stage.ctx.bus.events
+    assert topic == "mestream.spot" and camera == "cam0" and body["event_id"] == 0
+    stage._publish_final(Window(cam, 40, 40, final=True), late, 0)
+    assert len(stage.ctx.bus.events) == 1  # the same interval again is a duplicate
+
+
+def test_a_crn_onset_before_the_stream_s_start_maps_to_its_first_frame():
+    stage, cam, Spots = stage_with_stream()
+    cam.encoded = 40
+    stage._publish_final(Window(cam, 40, 40), Spots(np.array([[-0.6, 10.0]]), np.array([0.9])), 0)
+    [(_, _, body)] = stage.ctx.bus.events
+    assert body["onset_frame"] == int(round(cam.centre[0]))  # not the centre of ring slot -1
+    assert body["onset_ns"] == 1_000_000 * (body["onset_frame"] + 1)  # the onset crop's own capture time

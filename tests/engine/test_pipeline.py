@@ -138,7 +138,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_flush(tmp_path, signum):
     write_folder(tmp_path / "clip", n=40)
     log_path = tmp_path / "events.jsonl"
     run = subprocess.Popen([sys.executable, "-m", "mestream", "run", "--source", "folder", "--path", str(tmp_path / "clip"),
-                            "--fps", "4", "--publish", "none", "--log", str(log_path), "--no-progress"],
+                            "--fps", "4", "--no-spot", "--publish", "none", "--log", str(log_path), "--no-progress"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)
     sent = time.monotonic()
