@@ -495,15 +495,14 @@ class FrameRing:
         """Block until the next write overruns no registered reader (or ``stop`` is set) and
         return the seconds waited. For replays (``ring.when_full = "wait"``), where the writer
         may wait and losing frames would change the results; a live camera never calls this."""
-        waited = 0.0
+        started = time.monotonic()
         while not stop.is_set():
             head = self.head
             readers = list(self._readers.values())
             if not readers or min(c.position for c in readers) > head + 1 - self.capacity:
-                return waited
+                break
             time.sleep(poll_interval)
-            waited += poll_interval
-        return waited
+        return time.monotonic() - started
 
     def unregister_reader(self, name: str) -> None:
         self._readers.pop(name, None)

@@ -328,14 +328,15 @@ class ConsoleSink:
 def console_line(topic: str, p: Mapping[str, Any]) -> str:
     """The console's line for an event, or "" for topics it does not show."""
     latency = p.get("latency", {}).get("capture_to_publish_ms", -1.0)
+    after = f"{latency:.0f} ms after the offset" if latency >= 0 else "untimed: its crops were gone"
     if topic == events.TOPIC_SPOT:
         kind = "micro" if p["is_micro"] else "macro"
         return (f"[{p['camera']}] spot #{p['event_id']} {kind} frames {p['onset_frame']}-{p['apex_frame']}-"
-                f"{p['offset_frame']} score {p['score']:.2f}  ({latency:.0f} ms after the offset)")
+                f"{p['offset_frame']} score {p['score']:.2f}  ({after})")
     if topic == events.TOPIC_RECOG:
         prob = p["probabilities"].get(p["label"], 0.0)
         return (f"[{p['camera']}] recog #{p['event_id']} {p['label']} ({prob:.2f}), max key frame "
-                f"{p['max_key_frame']}  ({latency:.0f} ms after the offset)")
+                f"{p['max_key_frame']}  ({after})")
     return ""
 
 

@@ -42,6 +42,7 @@ _BUILTIN = {
     SINK_GROUP: {
         "zmq": "mestream.engine.sinks:ZmqSink",
         "jsonl": "mestream.engine.sinks:JsonlSink",
+        "console": "mestream.engine.sinks:ConsoleSink",
     },
     BACKEND_GROUP: {
         "onnxruntime": "mestream.engine.backends.onnxrt:OnnxRuntimeBackend",

@@ -1,6 +1,17 @@
 import pytest
 
-from mestream.engine.config import ConfigError, PRESETS, RunConfig, load_config, merge
+from mestream.engine.config import (
+    PRESETS,
+    ConfigError,
+    FaceConfig,
+    RecogConfig,
+    RingConfig,
+    RunConfig,
+    SourceConfig,
+    SpotConfig,
+    load_config,
+    merge,
+)
 
 
 def test_defaults_and_presets():
@@ -69,3 +80,164 @@ def test_configs_are_frozen():
     with pytest.raises(Exception):
         config.duration = 3.0  # type: ignore[misc]
     assert merge(config, {"source": {"seed": 4}}).source.seed == 4 and config.source.seed == 0
+
+
+# ----------------------------------------------------------------------------- live spotting tables
+
+@pytest.mark.parametrize(
+    "build, key",
+    [
+        (lambda: FaceConfig(detector="dlib"), "face.detector"),
+        (lambda: FaceConfig(detector="fixed"), "face.roi"),
+        (lambda: FaceConfig(detector="fixed", roi=(0, 0, 0, 90)), "face.roi"),
+        (lambda: FaceConfig(detector="fixed", roi=(0, 0, 90)), "face.roi"),
+        (lambda: FaceConfig(detector="yunet"), "face.model"),
+        (lambda: FaceConfig(scale=0.9), "face.scale"),
+        (lambda: FaceConfig(smoothing=0.0), "face.smoothing"),
+        (lambda: FaceConfig(deadband=0.5), "face.deadband"),
+        (lambda: FaceConfig(detect_width=32), "face.detect_width"),
+        (lambda: FaceConfig(lost_after=0), "face.lost_after"),
+        (lambda: FaceConfig(crop_size=16), "face.crop_size"),
+        (lambda: SpotConfig(hop_ms=250.0), "spot.hop_ms"),
+        (lambda: SpotConfig(hop_ms=0.0), "spot.hop_ms"),
+        (lambda: SpotConfig(settle_steps=-1), "spot.settle_steps"),
+        (lambda: SpotConfig(t_cpn=2.0), "spot.t_cpn"),
+        (lambda: SpotConfig(t_crn=-0.5), "spot.t_crn"),
+        (lambda: SpotConfig(t_nms=1.5), "spot.t_nms"),
+        (lambda: SpotConfig(refine_lambda=0.6), "spot.refine_lambda"),
+        (lambda: SpotConfig(max_lag_ms=10.0), "spot.max_lag_ms"),
+        (lambda: RecogConfig(queue=0), "recognise.queue"),
+        (lambda: RecogConfig(batch=0), "recognise.batch"),
+        (lambda: RingConfig(when_full="block"), "ring.when_full"),
+        (lambda: RunConfig(cameras=0), "cameras"),
+        (lambda: RunConfig(cameras=17), "cameras"),
+        (lambda: RunConfig(spot=SpotConfig(enabled=False)), "recognise.enabled"),
+    ],
+)
+def test_live_tables_reject_bad_values_naming_the_key(build, key):
+    """A lab's typo must stop the run with the key to fix, not run with a silently odd setting."""
+    with pytest.raises(ConfigError) as err:
+        build()
+    assert str(err.value).startswith(f"{key}: must be "), str(err.value)
+
+
+def test_live_tables_accept_their_boundaries():
+    """The limits are inclusive where the docs say so; the check above must not over-reject."""
+    assert FaceConfig(detector="fixed", roi=(10, 20, 200, 240)).roi == (10, 20, 200, 240)
+    assert FaceConfig(detector="yunet", model="face_detection_yunet_2023mar.onnx").model
+    assert FaceConfig(scale=1.0, smoothing=1.0, detect_width=0, crop_size=32).crop_size == 32
+    assert SpotConfig(hop_ms=200.0, t_cpn=0.0, t_crn=1.0, t_nms=-1.0, refine_lambda=0.5).hop_ms == 200.0
+    assert RecogConfig(queue=1, batch=1).queue == 1
+    assert [RingConfig(when_full=w).when_full for w in ("auto", "overwrite", "wait")] == ["auto", "overwrite", "wait"]
+    assert RunConfig(cameras=16).cameras == 16
+    off = RunConfig(spot=SpotConfig(enabled=False), recognise=RecogConfig(enabled=False))
+    assert not off.spot.enabled and not off.recognise.enabled
+    assert RunConfig(recognise=RecogConfig(enabled=False)).spot.enabled  # spot without recognition is fine
+
+
+def test_camera_sources_copies_the_source_per_camera_with_consecutive_seeds():
+    """cam0 → cam0, cam1, cam2: each copy is its own synthetic subject (seed + i)."""
+    source = SourceConfig(kind="synthetic", fps=250.0, seed=5, resolution="320x240")
+    cams = RunConfig(source=source, cameras=3).camera_sources()
+    assert [c.name for c in cams] == ["cam0", "cam1", "cam2"]
+    assert [c.seed for c in cams] == [5, 6, 7]
+    assert all(c.kind == "synthetic" and c.fps == 250.0 and c.resolution == "320x240" for c in cams)
+    assert RunConfig(source=source).camera_sources() == [source]  # one camera: the source as given
+
+
+def test_camera_sources_names_copies_of_a_custom_id_and_appends_extra_sources():
+    """Event camera ids must differ, and [[sources]] run beside the copies, after them."""
+    side = SourceConfig(kind="video", name="side", path="side.mp4")
+    config = RunConfig(source=SourceConfig(name="lab", seed=2), cameras=3, sources=(side,))
+    cams = config.camera_sources()
+    assert [c.name for c in cams] == ["lab", "lab-1", "lab-2", "side"]
+    assert [c.seed for c in cams[:3]] == [2, 3, 4] and cams[3] == side
+    one = RunConfig(sources=(side,)).camera_sources()
+    assert [c.name for c in one] == ["cam0", "side"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        RunConfig(cameras=2, sources=(SourceConfig(kind="video", name="cam1", path="x.mp4"),)),
+        RunConfig(sources=(SourceConfig(kind="video", path="x.mp4"),)),  # its default name is cam0 too
+        RunConfig(source=SourceConfig(name="lab"), cameras=2, sources=(SourceConfig(name="lab-1"),)),
+    ],
+)
+def test_camera_sources_rejects_duplicate_names(config):
+    """Two cameras with one id would merge their events, counters and scores."""
+    with pytest.raises(ConfigError, match="^sources: must be cameras with distinct names"):
+        config.camera_sources()
+
+
+def test_toml_face_spot_recognise_and_sources_tables(tmp_path):
+    """The live tables load from a lab's file, with ints coerced where floats are expected."""
+    path = tmp_path / "live.toml"
+    path.write_text(
+        "cameras = 2\n"
+        '[face]\ndetector = "fixed"\nroi = [10, 20, 200, 240]\nsmoothing = 1\n'
+        "[spot]\nhop_ms = 50\nt_cpn = 0.4\nsettle_steps = 3\n"
+        "[recognise]\nqueue = 8\nbatch = 2\n"
+        '[ring]\nwhen_full = "wait"\n'
+        '[[sources]]\nkind = "video"\nname = "side"\npath = "side.mp4"\n'
+        '[[sources]]\nkind = "folder"\nname = "casme"\npath = "sub01/EP02"\nfps = 200\n'
+    )
+    config = load_config(path)
+    assert config.face.detector == "fixed" and config.face.roi == (10, 20, 200, 240)
+    assert config.face.smoothing == 1.0 and isinstance(config.face.smoothing, float)
+    assert config.spot.hop_ms == 50.0 and isinstance(config.spot.hop_ms, float)
+    assert config.spot.t_cpn == 0.4 and config.spot.settle_steps == 3 and config.spot.enabled
+    assert (config.recognise.queue, config.recognise.batch, config.recognise.enabled) == (8, 2, True)
+    assert config.ring.when_full == "wait"
+    assert all(isinstance(s, SourceConfig) for s in config.sources)
+    assert [(s.kind, s.name, s.path) for s in config.sources] == [("video", "side", "side.mp4"),
+                                                                  ("folder", "casme", "sub01/EP02")]
+    assert config.sources[1].fps == 200.0
+    assert [c.name for c in config.camera_sources()] == ["cam0", "cam1", "side", "casme"]
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[spot]\nhop = 50\n", "unknown key 'spot.hop'"),
+        ("[face]\ndetecter = 'haar'\n", "unknown key 'face.detecter'"),
+        ("[recognise]\nqueue_len = 4\n", "unknown key 'recognise.queue_len'"),
+        ("[[sources]]\nkind = 'video'\nfsp = 30\n", "unknown key 'sources[0].fsp'"),
+        ("[face]\ndetector = 'dlib'\n", "face.detector: must be one of haar, yunet, fixed"),
+        ("[face]\ndetector = 'fixed'\n", "face.roi: must be"),
+        ("[face]\nroi = [1.5, 2, 3, 4]\n", "face.roi[0]: expected int"),
+        ("[spot]\nhop_ms = 500\n", "spot.hop_ms: must be within (0, 200]"),
+        ("[spot]\nt_cpn = 2\n", "spot.t_cpn: must be"),
+        ("[spot]\nenabled = false\n", "recognise.enabled: must be false"),
+        ("[recognise]\nqueue = 0\n", "recognise.queue: must be >= 1"),
+        ("[ring]\nwhen_full = 'drop'\n", "ring.when_full: must be one of auto, overwrite, wait"),
+        ("cameras = 0\n", "cameras: must be 1..16"),
+        ("cameras = 2\n[[sources]]\nname = 'cam1'\n", "sources: must be cameras with distinct names, got 'cam1'"),
+    ],
+)
+def test_malformed_live_tables_name_file_and_key(tmp_path, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        config = load_config(path)
+        config.camera_sources()  # duplicate names surface here, when the pipeline lists its cameras
+    assert needle in str(err.value), str(err.value)
+
+
+def test_spot_table_lists_the_known_keys_on_a_typo():
+    """The error says what would have been right, so the fix needs no trip to the docs."""
+    with pytest.raises(ConfigError) as err:
+        merge(RunConfig(), {"spot": {"hopms": 50}})
+    message = str(err.value)
+    assert "unknown key 'spot.hopms'" in message and "hop_ms" in message and "t_cpn" in message
+
+
+def test_demo_preset_writes_the_summary(tmp_path):
+    """`make demo` leaves its summary beside its event log and ground truth."""
+    demo = load_config(preset="demo")
+    assert demo.summary == "runs/demo/summary.json"
+    assert demo.publish.log == "runs/demo/events.jsonl" and demo.ground_truth == "runs/demo/ground_truth.json"
+    assert RunConfig().summary == ""  # a plain run writes no file unless asked
+    path = tmp_path / "short.toml"
+    path.write_text("duration = 2\n")
+    assert load_config(path, preset="demo").summary == "runs/demo/summary.json"

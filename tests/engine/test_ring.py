@@ -473,3 +473,196 @@ def test_shared_name_errors_say_what_to_do():
         FrameRing(4, (8, 8), shm_name="a/b")
     with pytest.raises(MemoryError, match="needs .* MB but /dev/shm has"):
         FrameRing(1 << 20, (4096, 4096), shm_name=f"mestream-huge-{os.getpid()}")
+
+
+# ----------------------------------------------------------------------------- batch reads, holding, waiting
+
+
+def test_poll_batch_reads_consecutive_frames_in_one_copy_until_caught_up():
+    """Block stages read this way: frames in order, none twice, None once caught up."""
+    ring = FrameRing(8, SHAPE)
+    cursor = ring.register_reader("spot")
+    assert cursor.poll_batch(4) is None  # nothing written yet
+    fill(ring, 6)
+    batch = cursor.poll_batch(4)
+    assert isinstance(batch.pixels, np.ndarray) and batch.pixels.shape == (4, *SHAPE) and len(batch) == 4
+    assert list(batch.meta["seq"]) == [0, 1, 2, 3]
+    assert list(batch.meta["frame_id"]) == [s + ID0 for s in range(4)]
+    assert (batch.pixels == np.arange(4)[:, None, None]).all()
+    assert cursor.position == 4 and cursor.consumed == 4 and cursor.lag == 2
+    batch = cursor.poll_batch(4)  # only two left: a short batch, not a wait
+    assert list(batch.meta["seq"]) == [4, 5] and (batch.pixels == np.array([4, 5])[:, None, None]).all()
+    assert cursor.poll_batch(4) is None and cursor.consumed == 6 and cursor.overruns == 0
+    fill(ring, 5, first=6)  # seqs 6..10 sit in slots 6, 7, 0, 1, 2: the batch wraps
+    batch = cursor.poll_batch(8)
+    assert list(batch.meta["seq"]) == [6, 7, 8, 9, 10]
+    assert (batch.pixels == np.arange(6, 11)[:, None, None]).all()
+    assert cursor.consumed == 11 and cursor.consumed + cursor.overruns == ring.head + 1
+
+
+def test_poll_batch_counts_overruns_when_lapped_before_the_read():
+    """A cursor a whole ring behind jumps to the oldest frame held and counts what it lost."""
+    ring = FrameRing(4, SHAPE)
+    cursor = ring.register_reader("spot")
+    fill(ring, 10)  # head 9, oldest 6: seqs 0..5 are gone
+    assert cursor.overruns == 6  # visible before the read
+    batch = cursor.poll_batch(3)
+    assert list(batch.meta["seq"]) == [6, 7, 8] and (batch.pixels == np.array([6, 7, 8])[:, None, None]).all()
+    assert cursor.overruns == 6 and cursor.consumed == 3  # counted once, not again on the next read
+    assert list(cursor.poll_batch(3).meta["seq"]) == [9]
+    assert cursor.poll_batch(3) is None
+    assert cursor.overruns == 6 and cursor.consumed + cursor.overruns == ring.head + 1
+
+
+def test_poll_batch_lapped_during_the_copy_skips_the_lost_frames_and_retries(monkeypatch):
+    """The writer replaces frames while the batch is being copied: no torn batch comes back,
+    the lost frames are counted, and the retry returns what is still held."""
+    ring = FrameRing(4, SHAPE)
+    cursor = ring.register_reader("spot")
+    fill(ring, 4)
+    real = np.copyto
+
+    def copy_then_writer_laps(dst, src, *args, **kwargs):
+        monkeypatch.setattr(np, "copyto", real)
+        real(dst, src, *args, **kwargs)
+        fill(ring, 2, first=4)  # seqs 4, 5 replace 0, 1 after the copy, before the check
+
+    monkeypatch.setattr(np, "copyto", copy_then_writer_laps)
+    batch = cursor.poll_batch(4)
+    assert list(batch.meta["seq"]) == [2, 3, 4, 5]
+    assert all(intact(ring.read(s)) for s in (2, 3, 4, 5))
+    assert (batch.pixels == np.arange(2, 6)[:, None, None]).all()
+    assert (batch.meta["frame_id"] == batch.meta["seq"] + ID0).all()
+    assert cursor.overruns == 2 and cursor.consumed == 4 and cursor.poll_batch(4) is None
+
+
+def test_poll_batch_copies_into_the_callers_buffer():
+    """Stages pass a preallocated block so that a read allocates no pixel memory."""
+    ring = FrameRing(8, SHAPE)
+    cursor = ring.register_reader("spot")
+    out = np.zeros((4, *SHAPE), np.uint8)
+    fill(ring, 6)
+    batch = cursor.poll_batch(4, out=out)
+    assert batch.pixels.base is out and np.shares_memory(batch.pixels, out)
+    assert (out == np.arange(4)[:, None, None]).all()
+    batch = cursor.poll_batch(4, out=out)  # a short batch fills the front of the buffer
+    assert batch.pixels.shape == (2, *SHAPE) and batch.pixels.base is out
+    assert (out[:2] == np.array([4, 5])[:, None, None]).all()
+    assert (out[2:] == np.array([2, 3])[:, None, None]).all()  # the rest is left as it was
+
+
+def test_hold_moves_the_cursor_forward_only_without_reading():
+    """A stage holds frames it may still need; holding never re-reads or counts frames."""
+    ring = FrameRing(8, SHAPE)
+    keep = ring.register_reader("keep")
+    fill(ring, 5)
+    keep.hold(3)
+    assert keep.position == 3 and keep.consumed == 0 and keep.skipped == 0 and keep.overruns == 0
+    keep.hold(1)  # never back
+    assert keep.position == 3
+    keep.hold(np.int64(4))  # numpy positions from a stage's arithmetic are fine
+    assert keep.position == 4 and type(keep.position) is int
+    assert keep.poll().seq == 4 and keep.consumed == 1
+
+
+def _wait_in_thread(ring: FrameRing, stop: threading.Event) -> tuple[threading.Thread, list[float]]:
+    """wait_for_room in a daemon thread, so that a wait that never ends fails the test instead of hanging it."""
+    waited: list[float] = []
+    thread = threading.Thread(target=lambda: waited.append(ring.wait_for_room(stop)), daemon=True)
+    thread.start()
+    return thread, waited
+
+
+def test_wait_for_room_returns_at_once_with_no_readers_or_with_room():
+    """Only a reader a whole ring behind may make the writer wait."""
+    ring = FrameRing(4, SHAPE)
+    stop = threading.Event()
+    fill(ring, 4)  # full, but nobody reads
+    thread, waited = _wait_in_thread(ring, stop)
+    thread.join(2)
+    assert len(waited) == 1 and waited[0] < 0.01  # returned at once
+    cursor = ring.register_reader("face", start="oldest")
+    assert cursor.poll().seq == 0  # one slot free for the next write
+    thread, waited = _wait_in_thread(ring, stop)
+    thread.join(2)
+    assert len(waited) == 1 and waited[0] < 0.01  # returned at once
+
+
+def test_wait_for_room_blocks_while_a_reader_is_a_ring_behind_and_returns_once_it_reads():
+    """Replays (ring.when_full = wait) must lose nothing: the writer waits for its slowest reader."""
+    ring = FrameRing(4, SHAPE)
+    stop = threading.Event()
+    slow = ring.register_reader("slow")
+    fast = ring.register_reader("fast")
+    fill(ring, 4)
+    while fast.poll() is not None:
+        pass
+    thread, waited = _wait_in_thread(ring, stop)
+    thread.join(0.1)
+    assert thread.is_alive() and waited == []  # the next write would overwrite slow's seq 0
+    assert slow.poll().seq == 0
+    thread.join(5)
+    assert not thread.is_alive() and waited[0] > 0
+    fill(ring, 1, first=4)
+    assert slow.overruns == 0
+
+
+def test_wait_for_room_returns_when_stop_is_set():
+    """Ctrl-C must not hang a replay whose reader stalled."""
+    ring = FrameRing(4, SHAPE)
+    stop = threading.Event()
+    stalled = ring.register_reader("stalled")
+    fill(ring, 4)
+    thread, waited = _wait_in_thread(ring, stop)
+    thread.join(0.1)
+    assert thread.is_alive()
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive() and len(waited) == 1 and stalled.position == 0
+
+
+def test_a_held_cursor_makes_wait_for_room_wait():
+    """The crops a stage holds (instead of copying) stay in the ring while the writer waits."""
+    ring = FrameRing(4, SHAPE)
+    stop = threading.Event()
+    keep = ring.register_reader("keep")
+    reader = ring.register_reader("spot")
+    fill(ring, 4)
+    while reader.poll() is not None:
+        pass
+    keep.hold(1)  # releases seq 0 only
+    thread, waited = _wait_in_thread(ring, stop)
+    thread.join(2)
+    assert len(waited) == 1 and waited[0] < 0.01  # returned at once
+    fill(ring, 1, first=4)  # replaces seq 0; next is seq 1, still held
+    reader.poll()
+    thread, waited = _wait_in_thread(ring, stop)
+    thread.join(0.1)
+    assert thread.is_alive() and waited == []
+    keep.hold(0)  # holding back does nothing: still waiting
+    thread.join(0.05)
+    assert thread.is_alive()
+    keep.hold(2)
+    thread.join(5)
+    assert not thread.is_alive() and waited[0] > 0
+    assert ring.is_valid(2) and ring.is_valid(3)
+
+
+def test_poll_batch_lapped_between_the_catch_up_check_and_the_read(monkeypatch):
+    """A batch asked larger than the ring must still come back as at most a ring of frames, with
+    the lapped ones counted: re-reading the head after the catch-up check asked read_range for
+    more frames than the ring holds (ValueError)."""
+    ring = FrameRing(4, SHAPE)
+    cursor = ring.register_reader("spot")
+    fill(ring, 4)
+    real = cursor._next_position
+
+    def writer_laps_after_the_check():
+        pos = real()
+        if ring.head == 3:  # once
+            fill(ring, 2, first=4)
+        return pos
+
+    monkeypatch.setattr(cursor, "_next_position", writer_laps_after_the_check)
+    batch = cursor.poll_batch(10)
+    assert list(batch.meta["seq"]) == [2, 3, 4, 5] and cursor.overruns == 2
