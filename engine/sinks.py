@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
 
 import zmq
+from tqdm import tqdm
 
 from mestream.engine import events
 
@@ -318,7 +319,7 @@ class ConsoleSink:
     def send(self, topic: str, payload: dict[str, Any]) -> bool:
         line = console_line(topic, payload)
         if line:
-            print(line, flush=True)
+            tqdm.write(line)  # above the progress bar of a finite run, instead of through it
         return True
 
     def close(self) -> None:
