@@ -10,6 +10,7 @@ ARGS   ?=
 .PHONY: demo test run listen bench clean
 
 demo: $(VENV)/.stamp-runtime
+	rm -f runs/demo/events.jsonl  # --log appends; the demo's log holds this run only
 	$(BIN)/mestream run --preset demo $(ARGS)
 
 # Until Ctrl-C, publishing on the default endpoint; watch it with `make listen` in another shell.
@@ -26,6 +27,7 @@ bench: $(VENV)/.stamp-dev
 	$(BIN)/python -m mestream.bench.ring_bench
 	$(BIN)/python -m mestream.bench.synthetic_bench
 	$(BIN)/python -m mestream.bench.backend_bench
+	$(BIN)/python -m mestream.bench.live_bench
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=/path/to/python3.11)"; exit 1; }

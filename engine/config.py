@@ -345,6 +345,7 @@ class RunConfig:
         _require(1 <= self.cameras <= 16, "cameras", "1..16", self.cameras)
         _require(not self.recognise.enabled or self.spot.enabled, "recognise.enabled",
                  "false when spot.enabled is false (recognition classifies spotted clips)", self.recognise.enabled)
+        self.camera_sources()  # distinct camera ids, checked while the config file can still be named
 
     def camera_sources(self) -> list[SourceConfig]:
         """Every camera of the run: ``cameras`` copies of ``source``, then ``sources``; ids must differ."""

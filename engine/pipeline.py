@@ -31,7 +31,7 @@ from mestream.engine.events import TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT
 from mestream.engine.face_stage import FaceStage
 from mestream.engine.recognise import CLIP_HEAD, ENCODER, RecogStage
 from mestream.engine.ring import FrameRing
-from mestream.engine.scoring import format_scores, score_run
+from mestream.engine.scoring import format_scores, latency_summary, score_run
 from mestream.engine.sinks import ConsoleSink, JsonlSink, RecordSink, ZmqSink
 from mestream.engine.sampling import READ_BLOCK, keep_frames
 from mestream.engine.spot import STAGES as SPOT_STAGES
@@ -92,8 +92,8 @@ class Summary:
             "events_dropped": sum(v for k, v in self.drops.items()
                                   if k in ("bus", "invalid", "recog_backlog", "recog_lost") or k.startswith("sink:")),
             "spot_f1": scores.get("spot_f1"), "recog_uf1": scores.get("recog_uf1"),
-            "spot_latency_ms": {k: spot_lat.get(k) for k in ("p50", "p99")},
-            "recog_latency_ms": {k: recog_lat.get(k) for k in ("p50", "p99")},
+            "spot_latency_ms": {k: spot_lat.get(k) if spot_lat.get("n") else None for k in ("p50", "p99")},
+            "recog_latency_ms": {k: recog_lat.get(k) if recog_lat.get("n") else None for k in ("p50", "p99")},
             **{k: v for k, v in asdict(self).items() if k not in ("frames_in", "frames_out")},
         }
 
@@ -109,6 +109,13 @@ def build_sinks(config: RunConfig) -> list[Any]:
     if publish.console:
         sinks.append(ConsoleSink())
     sinks += [make_sink(extra.kind, extra.options) for extra in publish.sinks]
+    taken: set[str] = set()
+    for sink in sinks:  # a second jsonl sink beside --log is "jsonl-1": drop counters stay apart
+        name, n = sink.name, 0
+        while sink.name in taken:
+            n += 1
+            sink.name = f"{name}-{n}"
+        taken.add(sink.name)
     return sinks
 
 
@@ -210,9 +217,11 @@ class Pipeline:
     def _crop_size(self) -> int:
         if self.config.face.crop_size:
             return self.config.face.crop_size
-        sizes = [int(self.manifest.models["mesnet"].preprocessing["flow_crop"])]
-        if self.config.recognise.enabled:
-            sizes.append(int(self.manifest.models["akmnet"].preprocessing["crop_side"]))
+        # the same crops whether recognition runs or not, so turning it off never changes the spots
+        models = self.manifest.models
+        sizes = [int(models["mesnet"].preprocessing["flow_crop"])]
+        if "akmnet" in models:
+            sizes.append(int(models["akmnet"].preprocessing["crop_side"]))
         return max(sizes)
 
     def _crop_capacity(self, fps: float) -> int:
@@ -419,19 +428,24 @@ class Pipeline:
         return truth
 
     def _scores(self, spots: list[dict[str, Any]], recogs: list[dict[str, Any]]) -> dict[str, Any]:
-        truth = self._truth()
-        if not self.config.spot.enabled or not truth:
+        """Latency over every camera's events; F1 and UF1 over the cameras that know their ground truth."""
+        if not self.config.spot.enabled:
             return {}
+        latency = {"spot_latency_ms": latency_summary(spots), "recog_latency_ms": latency_summary(recogs)}
+        truth = self._truth()
+        if not truth:
+            return latency
         akmnet = self.manifest.models.get("akmnet")
         classes = (list(akmnet.config["classes"]) if akmnet is not None
                    else sorted({e.four_class for events in truth.values() for e in events}))
         frames = {c.ctx.camera: c.ctx.ring.frames_written for c in self.cameras if c.ctx.camera in truth}
         try:
-            return score_run([s for s in spots if s["camera"] in truth], [r for r in recogs if r["camera"] in truth],
-                             truth, frames, classes)
+            scores = score_run([s for s in spots if s["camera"] in truth], [r for r in recogs if r["camera"] in truth],
+                               truth, frames, classes)
         except ValueError as exc:  # scoring is a report: it never hides the run's own outcome
             log.warning("could not score the run against the ground truth: %s", exc)
-            return {}
+            return latency
+        return {**scores, **latency}
 
     def _notes(self) -> list[str]:
         """What the sources know happened (the synthetic camera's ground truth), by kind."""

@@ -68,7 +68,7 @@ def _best(pred: Interval, truth: Sequence[Interval]) -> tuple[float, int]:
     return float(ious[k]), k
 
 
-def _latency(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def latency_summary(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Percentiles of capture-to-publish and of every other stage key; zeros (not NaN) when empty.
     A negative value means unknown (an event whose crops were gone before it was timed): left out."""
     def stats(values: list[float]) -> dict[str, float]:
@@ -176,23 +176,18 @@ def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, 
         "macro_published_as_micro": sum(_best(p, expected["macro"])[0] >= iou_threshold for p in micro_pred),
         "blinks_published_as_micro": sum(_best(p, expected["blink"])[0] >= iou_threshold for p in micro_pred),
         "recognition": recognition,
-        "spot_latency_ms": _latency(spots),
-        "recog_latency_ms": _latency(recogs),
+        "spot_latency_ms": latency_summary(spots),
+        "recog_latency_ms": latency_summary(recogs),
         "cameras": cameras,
     })
 
 
 def format_scores(scores: Mapping[str, Any]) -> list[str]:
-    """A few human lines for the end-of-run summary; the JSON keeps the detail."""
-    micro, macro, rec = scores["spot"]["micro"], scores["spot"]["macro"], scores["recognition"]
-    lines = [
-        f"spotting: micro F1 {micro['f1']:.2f} (TP {micro['tp']}, FP {micro['fp']}, FN {micro['fn']}), "
-        f"macro F1 {macro['f1']:.2f} (TP {macro['tp']}, FP {macro['fp']}, FN {macro['fn']}) at IoU ≥ "
-        f"{scores['iou_threshold']:g}; macro published as micro {scores['macro_published_as_micro']}, "
-        f"blinks as micro {scores['blinks_published_as_micro']}",
-        f"recognition: UF1 {rec['uf1']:.2f}, ACC {rec['acc']:.2f} over {rec['scored']} matched clips "
-        f"({rec['unmatched']} of {rec['events']} recognised spots matched no micro-expression)",
-    ]
+    """A few human lines for the end-of-run summary; the JSON keeps the detail. Without ground
+    truth (a real camera) only the latency line."""
+    lines = []
+    if "spot" in scores:
+        lines += _score_lines(scores)
     parts = []
     for name, key in (("spot", "spot_latency_ms"), ("recog", "recog_latency_ms")):
         lat = scores[key]
@@ -200,3 +195,15 @@ def format_scores(scores: Mapping[str, Any]) -> list[str]:
                      else f"no {name} events")
     lines.append("latency: " + "; ".join(parts))
     return lines
+
+
+def _score_lines(scores: Mapping[str, Any]) -> list[str]:
+    micro, macro, rec = scores["spot"]["micro"], scores["spot"]["macro"], scores["recognition"]
+    return [
+        f"spotting: micro F1 {micro['f1']:.2f} (TP {micro['tp']}, FP {micro['fp']}, FN {micro['fn']}), "
+        f"macro F1 {macro['f1']:.2f} (TP {macro['tp']}, FP {macro['fp']}, FN {macro['fn']}) at IoU ≥ "
+        f"{scores['iou_threshold']:g}; macro published as micro {scores['macro_published_as_micro']}, "
+        f"blinks as micro {scores['blinks_published_as_micro']}",
+        f"recognition: UF1 {rec['uf1']:.2f}, ACC {rec['acc']:.2f} over {rec['scored']} matched clips "
+        f"({rec['unmatched']} of {rec['events']} recognised spots matched no micro-expression)",
+    ]

@@ -157,17 +157,18 @@ def test_camera_sources_names_copies_of_a_custom_id_and_appends_extra_sources():
 
 
 @pytest.mark.parametrize(
-    "config",
+    "changes",
     [
-        RunConfig(cameras=2, sources=(SourceConfig(kind="video", name="cam1", path="x.mp4"),)),
-        RunConfig(sources=(SourceConfig(kind="video", path="x.mp4"),)),  # its default name is cam0 too
-        RunConfig(source=SourceConfig(name="lab"), cameras=2, sources=(SourceConfig(name="lab-1"),)),
+        {"cameras": 2, "sources": (SourceConfig(kind="video", name="cam1", path="x.mp4"),)},
+        {"sources": (SourceConfig(kind="video", path="x.mp4"),)},  # its default name is cam0 too
+        {"source": SourceConfig(name="lab"), "cameras": 2, "sources": (SourceConfig(name="lab-1"),)},
     ],
 )
-def test_camera_sources_rejects_duplicate_names(config):
-    """Two cameras with one id would merge their events, counters and scores."""
+def test_camera_sources_rejects_duplicate_names(changes):
+    """Two cameras with one id would merge their events, counters and scores: refused when the
+    config is built, so a file's error names the file."""
     with pytest.raises(ConfigError, match="^sources: must be cameras with distinct names"):
-        config.camera_sources()
+        RunConfig(**changes)
 
 
 def test_toml_face_spot_recognise_and_sources_tables(tmp_path):
@@ -212,15 +213,14 @@ def test_toml_face_spot_recognise_and_sources_tables(tmp_path):
         ("[recognise]\nqueue = 0\n", "recognise.queue: must be >= 1"),
         ("[ring]\nwhen_full = 'drop'\n", "ring.when_full: must be one of auto, overwrite, wait"),
         ("cameras = 0\n", "cameras: must be 1..16"),
-        ("cameras = 2\n[[sources]]\nname = 'cam1'\n", "sources: must be cameras with distinct names, got 'cam1'"),
+        ("cameras = 2\n[[sources]]\nname = 'cam1'\n", "bad.toml: sources: must be cameras with distinct names, got 'cam1'"),
     ],
 )
 def test_malformed_live_tables_name_file_and_key(tmp_path, text, needle):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as err:
-        config = load_config(path)
-        config.camera_sources()  # duplicate names surface here, when the pipeline lists its cameras
+        load_config(path)
     assert needle in str(err.value), str(err.value)
 
 

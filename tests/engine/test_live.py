@@ -48,6 +48,16 @@ def test_micro_expressions_are_spotted_and_recognised(default_run):
     assert summary.drops.get("ring_overrun") == 0 and summary.drops.get("recog_lost") == 0
 
 
+def test_latency_is_reported_for_cameras_without_ground_truth(default_run, monkeypatch):
+    """A real camera has no ground truth: no F1, but its events' latency still counts."""
+    pipeline, summary, _ = default_run
+    spots, recogs = pipeline.record.events["mestream.spot"], pipeline.record.events["mestream.recog"]
+    monkeypatch.setattr(pipeline, "_truth", lambda: {})
+    scores = pipeline._scores(spots, recogs)
+    assert "spot" not in scores and scores["spot_latency_ms"]["n"] == len(spots) > 0
+    assert scores["spot_latency_ms"] == summary.scores["spot_latency_ms"]
+
+
 def test_every_event_matches_its_schema_and_recognitions_follow_their_spots(default_run):
     _, summary, events = default_run
     spots = {p["event_id"]: p for topic, p in events if topic == "mestream.spot"}
