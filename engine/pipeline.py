@@ -35,7 +35,7 @@ from mestream.engine.scoring import format_scores, latency_summary, score_run
 from mestream.engine.sinks import ConsoleSink, JsonlSink, RecordSink, ZmqSink
 from mestream.engine.sampling import READ_BLOCK, keep_frames
 from mestream.engine.spot import STAGES as SPOT_STAGES
-from mestream.engine.spot import SpotStage, model_config
+from mestream.engine.spot import SpotStage, hop_steps, model_config
 from mestream.engine.stages import IngestStage, LatencyTap, RunContext, Stage, StatsStage
 from mestream.plugins import make_sink, make_source
 
@@ -227,7 +227,8 @@ class Pipeline:
     def _crop_capacity(self, fps: float) -> int:
         """The crop ring: at least `CROP_RING_SECONDS`, and always more than a replay's spot
         stage holds plus a read block (a shorter ring would leave the face stage waiting forever)."""
-        held = keep_frames(model_config(self.manifest.models["mesnet"], self.config.spot), fps)
+        model = model_config(self.manifest.models["mesnet"], self.config.spot)
+        held = keep_frames(model, fps, hop_steps(self.config.spot, model))
         return max(math.ceil(max(self.config.ring.seconds, CROP_RING_SECONDS) * fps), held + READ_BLOCK + math.ceil(fps))
 
     def _camera(self, source_config: SourceConfig, source: Any, stop: threading.Event, errors: list[str]) -> Camera:

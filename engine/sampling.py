@@ -59,12 +59,13 @@ class MESNetGeometry:
                    t_cpn=pick(spot.t_cpn, "t_cpn"), t_crn=pick(spot.t_crn, "t_crn"), t_nms=pick(spot.t_nms, "t_nms"))
 
 
-def keep_frames(model: Mapping[str, Any], fps: float) -> int:
+def keep_frames(model: Mapping[str, Any], fps: float, hop_steps: int) -> int:
     """Crops a replay's spotter holds behind its read position: a later event's onset lies in
-    the current window (plus the samples the flow looks ahead). The crop ring must be longer."""
+    a window not run yet, which starts up to a window, the flow's look-ahead, a hop and one
+    read block before that position. The crop ring must be longer."""
     gap = int(model["flow_gap"])
     step = fps / float(model["sample_hz"])
-    return int(math.ceil((int(model["window_steps"]) + gap - gap // 2 + 2) * step))
+    return int(math.ceil((int(model["window_steps"]) + gap - gap // 2 + hop_steps + 2) * step)) + READ_BLOCK
 
 
 @dataclass
@@ -89,7 +90,8 @@ class CameraStream:
         self.max_lag = 0 if wait else int(max_lag_ms / 1000.0 * fps)
         # a replay holds the crops a later event or clip may still need (the face stage waits for them)
         self.keep = crops.ring.register_reader("spot-keep") if wait else None
-        self.keep_frames = keep_frames(model, fps)
+        self.keep_frames = keep_frames(model, fps, hop_steps)
+        self.flushed = False  # the source ended and its last stream was flushed
         self.step = fps / float(model["sample_hz"])
         self.flow_crop = int(model["flow_crop"])
         self.blur = float(model["flow_blur"])
@@ -136,8 +138,12 @@ class CameraStream:
     def read(self) -> int:
         """Read the crops that arrived and complete samples; the number of crops read. Reads
         nothing while an ended stream waits for its flush."""
-        if self.restart:
+        if self.restart or self.flushed:
             return 0
+        if self._carry is not None:  # a new stream's first block: what followed the gap
+            carry, self._carry = self._carry, None
+            self._accumulate(*carry)
+            return len(carry[0])
         if self.max_lag and self.cursor.lag > self.max_lag:
             self.restart = "skip"
             return 0
@@ -150,7 +156,7 @@ class CameraStream:
     @property
     def drained(self) -> bool:
         """The face stage finished and every crop was read (and no stream waits for a flush)."""
-        return self.crops.ring.finished and self.cursor.lag == 0 and not self.restart
+        return self.crops.ring.finished and self.cursor.lag == 0 and not self.restart and self._carry is None
 
     def begin(self) -> None:
         """Start the next stream, once the spot stage flushed the one that ended."""
@@ -158,10 +164,7 @@ class CameraStream:
             self.skipped += self.cursor.seek_latest()
         self.restart = ""
         self.resets += 1
-        self._reset()
-        carry, self._carry = self._carry, None
-        if carry is not None:
-            self._accumulate(*carry)
+        self._reset()  # a carry (crops after a gap) is the next `read`'s block: one block per pass
 
     def _accumulate(self, meta: np.ndarray, pixels: np.ndarray) -> None:
         """Add a block of crops to their samples, closing each sample as the next one starts."""
@@ -285,7 +288,7 @@ class CameraStream:
             if got == frame:
                 break
             nxt = seq - 1 if got > frame else seq + 1
-            if nxt < self.seq0[slot] or nxt > ring.head:
+            if nxt < self.seq0[slot] - self.step - 1 or nxt > ring.head:
                 break
             seq = nxt
         return seq

@@ -43,6 +43,11 @@ log = logging.getLogger("mestream")
 STAGES = ("mesnet.encoder", "mesnet.window_head", "mesnet.crn")
 
 
+def hop_steps(config: SpotConfig, model: Mapping[str, Any]) -> int:
+    """The hop in samples (at least one)."""
+    return max(1, int(round(config.hop_ms / 1000.0 * float(model["sample_hz"]))))
+
+
 def model_config(model: Any, config: SpotConfig) -> dict[str, Any]:
     """MESNet's config from the manifest, with the run's spotting rate when it sets one."""
     cfg = dict(model.config)
@@ -74,7 +79,7 @@ class SpotStage(Stage):
                                   f"set spot.sample_hz to at most {fps:g} (the model was trained at "
                                   f"{float(model.config['sample_hz']):g} Hz)")
         self.geometry = geo = MESNetGeometry.from_model(cfg, config)
-        hop = max(1, int(round(config.hop_ms / 1000.0 * rate)))
+        hop = hop_steps(config, cfg)
         stages = {stage.name: stage for stage in model.stages}
         self.feature_size = int(stages["encoder"].outputs[0].shape[-1])
         self.cams = [CameraStream(name, crops, fps, cfg, geo, hop, self.feature_size, wait=wait,
@@ -99,27 +104,42 @@ class SpotStage(Stage):
     def loop(self) -> None:
         stop = self.ctx.stop
         while not stop.is_set():
-            started = time.monotonic_ns()
-            self._timing = dict.fromkeys(self._timing, 0.0)
-            read = sum(cam.read() for cam in self.cams)
-            finished = all(cam.drained for cam in self.cams)
-            ending = {cam for cam in self.cams if cam.restart or finished}  # streams flushed in this pass
-            for cam in ending:
-                cam.finish_sample()
-            self._encode_ready(ending, started)
-            self._run_windows(ending, started)
-            for cam in self.cams:
-                if cam.restart:
-                    cam.begin()
-            self._hold()
-            if finished:
+            read = self.run_pass()
+            if all(cam.flushed for cam in self.cams):
                 return
             if not read:
                 time.sleep(self._nap)
 
+    def run_pass(self) -> int:
+        """One pass over every camera: read, sample, encode, run due windows, publish; the
+        number of crops read."""
+        started = time.monotonic_ns()
+        self._timing = dict.fromkeys(self._timing, 0.0)
+        # a camera whose work waits for the others reads nothing more until it ran: the
+        # rings hold one block beyond a window, not more
+        read = sum(cam.read() for cam in self.cams if not self._deferred(cam))
+        ending = {cam for cam in self.cams if cam.restart or (cam.drained and not cam.flushed)}  # flushed now
+        for cam in ending:
+            cam.finish_sample()
+        self._encode_ready(ending, started)
+        self._run_windows(ending)
+        for cam in ending:
+            if cam.restart:
+                cam.begin()
+            else:
+                cam.flushed = True  # its source ended: it takes no part in gathering any more
+        self._hold()
+        return read
+
     def _gathered(self, ready: int, since: int, now: int, ending: set[CameraStream]) -> bool:
-        """Whether work ready for ``ready`` cameras (the first since ``since``) should run now."""
-        return bool(ending) or ready >= len(self.cams) or now - since >= self.gather_ns
+        """Whether work ready for ``ready`` cameras (the first since ``since``) should run now:
+        every camera still running has some, or it waited ``gather_ms``, or a stream ends."""
+        active = sum(not cam.flushed for cam in self.cams)
+        return bool(ending) or ready >= active or now - since >= self.gather_ns
+
+    def _deferred(self, cam: CameraStream) -> bool:
+        """Work of ``cam`` held back for the other cameras: steps not encoded, or a window due."""
+        return any(c is cam for c, _ in self._pending) or cam.window_due()
 
     def _hold(self) -> None:
         """Replays: release the crops no later event can need: those before the current window
@@ -158,7 +178,8 @@ class SpotStage(Stage):
         self._pending.clear()
         self._timing["encoder_ms"] += (time.perf_counter() - t0) * 1e3
 
-    def _run_windows(self, ending: set[CameraStream], started_ns: int) -> None:
+    def _run_windows(self, ending: set[CameraStream]) -> None:
+        started_ns = time.monotonic_ns()  # after this pass's reads: `wait_ms` never goes negative
         due = [cam for cam in self.cams if cam.window_due() or cam in ending]
         if not due:
             self._due_since = 0
@@ -171,7 +192,7 @@ class SpotStage(Stage):
         by_length: dict[int, list[Window]] = {}
         for w in windows:
             by_length.setdefault(w.steps, []).append(w)
-        for steps, group in by_length.items():
+        for steps, group in sorted(by_length.items()):  # a camera's windows only grow: its order is kept
             for i in range(0, len(group), self.max_batch):
                 self._heads(group[i:i + self.max_batch], steps, started_ns)
 
@@ -212,9 +233,11 @@ class SpotStage(Stage):
         for (a, b), score in sorted(zip(spots.intervals.tolist(), spots.scores.tolist())):
             if a <= 0 and first > 0:
                 continue  # cut by the window's start: an earlier window saw it whole
-            a, b = max(a, 0.0), min(b, w.steps - 1.0)  # the CRN may reach past the window
-            if b > limit or b < a:
-                continue  # not over yet
+            if b > limit and not w.final:
+                continue  # not over yet (the stream's last window takes what reaches its end)
+            a, b = max(a, 0.0), min(b, w.steps - 1.0)  # the CRN may reach past the window's ends
+            if b < a:
+                continue
             a, b = a + first, b + first
             if cam.is_duplicate(a, b, self.geometry.t_nms):
                 continue

@@ -1,6 +1,7 @@
 """Live spotting and recognition end to end on the synthetic camera: what `mestream run` does
 by default, checked against the camera's ground truth."""
 
+import json
 from dataclasses import replace
 
 import cv2
@@ -16,6 +17,7 @@ from mestream.engine.pipeline import Pipeline
 from mestream.engine.sinks import read_jsonl
 from mestream.engine.sampling import CameraStream, MESNetGeometry, Window
 
+CLOCKS = ("seq", "host_ns", "wall_ns", "latency")
 SEED = 0  # 3 micro-expressions, a macro-expression and blinks in the first 12 s
 
 
@@ -146,6 +148,25 @@ def test_one_camera_and_two_batched_cameras_give_the_same_events(tmp_path, defau
     assert [s["onset_frame"] for s in other.values()] != [s["onset_frame"] for s in spots.values()]  # another subject
 
 
+def test_a_faceless_short_second_camera_changes_nothing_for_the_first(tmp_path):
+    """A second camera that never shows a face and ends early changes nothing of the first's events."""
+    from mestream.tests.cameras.test_replay import write_folder
+
+    main = SourceConfig(pace=False, seed=SEED, fps=200.0)
+    folder = write_folder(tmp_path / "blank", n=300)
+    side = SourceConfig(kind="folder", name="side", path=str(folder), fps=200.0, pace=False)
+    _, alone, alone_events = run(tmp_path, "alone", source=main)
+    _, summary, events = run(tmp_path, "faceless", source=main, sources=(side,))
+    assert not summary.error and summary.drops["no_face"] == 300
+
+    def results(payloads):
+        return sorted((t, p["event_id"], json.dumps({k: v for k, v in p.items() if k not in CLOCKS and
+                                                      not k.endswith("_ns")}, sort_keys=True))
+                      for t, p in payloads if t in ("mestream.spot", "mestream.recog") and p["camera"] == "cam0")
+
+    assert results(alone_events) and results(events) == results(alone_events)
+
+
 def test_a_lagging_spot_stage_skips_and_counts_instead_of_stalling_ingest(tmp_path):
     # paced (a live camera): the encoder takes 50 ms a sample, twice as long as the 40 Hz samples leave it
     pipeline, summary, counter = counted_run(tmp_path, 100.0, delay=0.05, source=SourceConfig(pace=True, seed=SEED),
@@ -220,6 +241,7 @@ def test_a_gap_of_a_whole_sample_restarts_the_stream_and_is_counted():
     assert cam.samples_done == 8  # flushed: the spot stage publishes what it holds before the next stream
     cam.begin()
     assert cam.resets == 1 and not cam.restart
+    assert cam.read() == 60  # the crops after the gap are the new stream's first block
     assert cam.origin == 140 and cam.samples_done == 4  # the new stream's samples, counted from frame 140
 
 
@@ -316,3 +338,35 @@ def test_a_crn_onset_before_the_stream_s_start_maps_to_its_first_frame():
     [(_, _, body)] = stage.ctx.bus.events
     assert body["onset_frame"] == int(round(cam.centre[0]))  # not the centre of ring slot -1
     assert body["onset_ns"] == 1_000_000 * (body["onset_frame"] + 1)  # the onset crop's own capture time
+
+
+def test_work_waiting_for_an_idle_camera_never_outruns_the_rings():
+    """With a second camera that has nothing to do, the first's windows wait up to gather_ms
+    for it; meanwhile the first reads no further, so the features of a window not run yet are
+    never overwritten (the rings hold one read block beyond a window, not more)."""
+    import math
+    import threading
+    import time
+
+    from mestream.engine.backends import open_stages
+    from mestream.engine.sampling import READ_BLOCK
+    from mestream.engine.spot import STAGES, SpotStage
+    from mestream.engine.stages import RunContext
+
+    manifest = load_manifest(InferenceConfig())
+    runners, _ = open_stages(InferenceConfig(), list(STAGES), warmup=False)
+    busy, idle = CropRing(4000, 128), CropRing(100, 128)
+    ctx = RunContext(camera="a,b", fps=200.0, ring=busy.ring, bus=FakeBus(), stop=threading.Event())
+    stage = SpotStage(ctx, {"a": (busy, 200.0, True), "b": (idle, 200.0, True)}, runners, manifest.models["mesnet"],
+                      SpotConfig(gather_ms=50.0))
+    feed(busy, range(3000))
+    a = stage.cams[0]
+    block = math.ceil(READ_BLOCK / a.step) + a.ahead + 1
+    worst, deadline = 0, time.monotonic() + 20
+    while a.cursor.lag and time.monotonic() < deadline:
+        stage.run_pass()
+        worst = max(worst, a.samples_done - a.windows_done)  # samples past the last window run
+    for runner in runners.values():
+        runner.deactivate()
+    assert a.cursor.lag == 0 and a.encoded > 500  # the work got done, 50 ms at a time
+    assert worst <= block + a.hop < a.cap - a.window_steps
