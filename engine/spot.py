@@ -259,10 +259,7 @@ class SpotStage(Stage):
             onset_ns, apex_ns, offset_ns = (ring.read(seq, copy=False).host_ns for seq in (first_seq, apex_seq, last_seq))
             span = int(round((apex - onset) * self.config.refine_lambda))
             if span > 0:
-                batch = ring.read_range(first_seq, min(apex_seq + span, last_seq) + 1)  # within the interval
-                ids = batch.meta["frame_id"]
-                if ids[-1] - ids[0] == len(ids) - 1:  # refinement indexes frames by position
-                    r_onset, r_apex = refine(batch.pixels, int(ids[0]), onset, apex, self.config.refine_lambda)
+                r_onset, r_apex = self._refine(cam, onset, apex, first_seq, apex_seq, min(apex_seq + span, last_seq), span)
             face_ms = (cam.crops.written_ns(last_seq) - offset_ns) / 1e6
         except RingError:  # the crops are gone (the stage fell a crop ring behind): publish what the steps say
             onset_ns = apex_ns = offset_ns = 0
@@ -291,6 +288,25 @@ class SpotStage(Stage):
             self.recogniser.submit(ClipJob(camera=cam.name, event_id=event_id, onset_frame=r_onset, apex_frame=r_apex,
                                            offset_frame=offset, first_seq=first_seq + (r_onset - onset),
                                            last_seq=last_seq, offset_host_ns=offset_ns, spot_published_ns=now))
+
+    def _refine(self, cam: CameraStream, onset: int, apex: int, first: int, apex_seq: int, last: int,
+                span: int) -> tuple[int, int]:
+        """GAMDSS on the crops it compares: the onset band and the apex band, read into one
+        frame-indexed buffer whose rows between the bands are never touched (a long interval
+        would otherwise copy every crop of its rise). Frames missing inside (a camera drop)
+        leave the spotted key frames as they are."""
+        ring, size = cam.crops.ring, cam.crops.size
+        buffer = np.empty((last - first + 1, size, size), np.uint8)
+        bands = [(first, min(first + span, last)), (max(apex_seq - span, first), last)]
+        if bands[1][0] <= bands[0][1] + 1:
+            bands = [(first, last)]
+        ids = []
+        for lo, hi in bands:
+            batch = ring.read_range(lo, hi + 1, out=buffer[lo - first:hi - first + 1])
+            ids.append(batch.meta["frame_id"] - (np.arange(lo, hi + 1) - first))
+        if any(np.any(part != onset) for part in ids):  # frame id = onset + position, or a frame is missing
+            return onset, apex
+        return refine(buffer, onset, onset, apex, self.config.refine_lambda)
 
     # -- stats: per camera, for each camera's ``mestream.stats`` ----------------------------------
 

@@ -370,3 +370,18 @@ def test_work_waiting_for_an_idle_camera_never_outruns_the_rings():
         runner.deactivate()
     assert a.cursor.lag == 0 and a.encoded > 500  # the work got done, 50 ms at a time
     assert worst <= block + a.hop < a.cap - a.window_steps
+
+
+def test_refinement_reads_only_its_two_bands_and_finds_what_the_whole_rise_gives():
+    from mestream.engine.keyframes import refine
+
+    stage, cam, _ = stage_with_stream(frames=10)
+    rng = np.random.default_rng(1)
+    ring = cam.crops.ring
+    base = ring.head + 1
+    for i in range(400):  # a drifting texture: every pair differs, so the argmax is not a tie
+        ring.write(rng.integers(0, 255, (128, 128), dtype=np.uint8), 10 + i, 0, 1)
+    onset, apex = 50, 250  # frames; R = 20 at λ = 0.1
+    first, apex_seq, last = base + onset - 10, base + apex - 10, base + apex - 10 + 20
+    whole = refine(ring.read_range(first, last + 1).pixels, onset, onset, apex, 0.1)
+    assert stage._refine(cam, onset, apex, first, apex_seq, last, 20) == whole != (onset, apex)
