@@ -19,7 +19,7 @@ import time
 import cv2
 import numpy as np
 
-from mestream.engine.config import FaceConfig
+from mestream.engine.config import ConfigError, FaceConfig
 from mestream.engine.crops import CropRing
 from mestream.engine.events import TOPIC_HEALTH
 from mestream.engine.face import Box, Detector, make_detector
@@ -108,6 +108,11 @@ class FaceStage(Stage):
         if ctx.ring.dtype != np.uint8 or not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)):
             raise ValueError(f"face stage: frames must be mono8 (H, W) or bgr8 (H, W, 3) uint8, "
                              f"got {shape} {ctx.ring.dtype}")
+        if config.detector == "fixed":
+            x, y, w, h = config.roi
+            if x >= shape[1] or y >= shape[0] or x + w <= 0 or y + h <= 0:
+                raise ConfigError(f"face.roi: {list(config.roi)} lies outside the {shape[1]}x{shape[0]} frames "
+                                  f"of camera {ctx.camera!r}")
         self.crops = crops
         self.config = config
         self.wait_when_full = wait_when_full

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -40,6 +41,17 @@ from mestream.engine.stages import IngestStage, LatencyTap, RunContext, Stage, S
 from mestream.plugins import make_sink, make_source
 
 log = logging.getLogger("mestream")
+
+MODEL_KEYS = {
+    "mesnet": {"config": ("window_steps", "overlap_steps", "temporal_kernel", "temporal_padding", "cpn_layers",
+                          "max_proposals", "crn_steps", "t_cpn", "t_crn", "t_nms", "sample_hz", "flow_crop",
+                          "flow_blur", "input_size", "in_channels", "flow_scale", "flow_gap", "flow_method",
+                          "flow_preset"),
+               "preprocessing": ("flow_crop",)},
+    "akmnet": {"config": ("classes", "max_frames", "image_size", "magnify_alpha", "magnify_sigma", "input_mode"),
+               "preprocessing": ("crop_side",)},
+}
+"""What the engine reads from each model's manifest entry: an export missing one is refused at start."""
 
 CROP_RING_SECONDS = 4.0
 """At least this much of every camera's crops is kept: a clip (≤ 0.5 s) must still be there
@@ -90,7 +102,8 @@ class Summary:
             "frames_dropped": sum(self.drops.get(k, 0) for k in lost),
             "skips": self.drops.get("spot_skip", 0),
             "events_dropped": sum(v for k, v in self.drops.items()
-                                  if k in ("bus", "invalid", "recog_backlog", "recog_lost") or k.startswith("sink:")),
+                                  if k in ("bus", "invalid", "recog_backlog", "recog_lost", "recog_abandoned")
+                                  or k.startswith("sink:")),
             "spot_f1": scores.get("spot_f1"), "recog_uf1": scores.get("recog_uf1"),
             "spot_latency_ms": {k: spot_lat.get(k) if spot_lat.get("n") else None for k in ("p50", "p99")},
             "recog_latency_ms": {k: recog_lat.get(k) if recog_lat.get("n") else None for k in ("p50", "p99")},
@@ -166,6 +179,8 @@ class Pipeline:
         sources = config.camera_sources()
         # the models first: a missing export or backend fails before any camera opens
         self.manifest = load_manifest(config.inference) if config.spot.enabled else None
+        if config.summary:  # a path that cannot be written fails now, not after the session
+            _check_writable(Path(config.summary), "summary (--summary)")
         self.backend_notes = self._open_models()
         opened: list[tuple[SourceConfig, Any]] = []
         try:
@@ -184,9 +199,8 @@ class Pipeline:
         try:
             for source_config, source in opened:
                 self.cameras.append(self._camera(source_config, source, stop, errors))
-            opened = []
             self._shared_stages(stop, errors)
-        except BaseException:
+        except BaseException:  # no thread runs yet: close every source here
             for _, source in opened:
                 source.close()
             self._close_cameras()
@@ -205,6 +219,13 @@ class Pipeline:
             raise ConfigError(f"the export {self.manifest.root} has no {', '.join(missing)} model (it holds "
                               f"{', '.join(self.manifest.models)}); export it, or turn off "
                               f"{'recognition (recognise.enabled = false)' if missing == ['akmnet'] else 'spotting'}")
+        for name in wanted:
+            info = self.manifest.models[name]
+            for part, needed in MODEL_KEYS[name].items():
+                missing_keys = [key for key in needed if key not in getattr(info, part)]
+                if missing_keys:
+                    raise ConfigError(f"the export {self.manifest.root}: models.{name}.{part} lacks "
+                                      f"{', '.join(missing_keys)}, which the engine reads; re-export it with `mestream export`")
         keys = list(SPOT_STAGES) + ([ENCODER, CLIP_HEAD] if self.config.recognise.enabled else [])
         absent = [key for key in keys if key not in self.manifest.stages]
         if absent:
@@ -250,6 +271,8 @@ class Pipeline:
                 reader = LatencyTap(ctx)
         except BaseException:
             ring.close()
+            if crops is not None:
+                crops.close()
             raise
         return Camera(source_config, source, ctx, ingest, reader, crops)
 
@@ -474,6 +497,19 @@ class Pipeline:
             writer(target)
             written.append(str(target))
         return written
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """Refuse an output file whose folder cannot be made or written, naming the key and path."""
+    if path.is_dir():
+        raise ConfigError(f"{what}: {path} is a folder; give a file path")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot create the folder {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{what}: the folder {folder} is not writable")
 
 
 class _StopOnSignal:

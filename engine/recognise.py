@@ -141,6 +141,8 @@ class RecogStage(Stage):
         self._outstanding: Counter[tuple[str, int]] = Counter()  # (camera, first_seq) of jobs not done yet
         self._cost_ns = np.zeros(self.WINDOW, np.int64)
         self.backlog_drops = 0
+        self.abandoned = 0  # queued or waiting when the run stopped
+        self.lost_unqueued = 0
         self.lost = 0
         self.recut = 0
         self.recut_missed = 0
@@ -178,6 +180,7 @@ class RecogStage(Stage):
                 continue
         with self._drop_lock:
             self._release(job)
+            self.abandoned += 1
         return False
 
     def oldest_pending(self, camera: str) -> int | None:
@@ -222,6 +225,7 @@ class RecogStage(Stage):
                             self._release(job)
         finally:
             self._done.set()
+            self.abandoned += self._queue.qsize()  # a stop (Ctrl-C, an error) leaves these unclassified
 
     def _run(self, items: list[tuple[ClipJob, int]]) -> None:
         """Prepare, encode, classify and publish one batch of clips."""
@@ -367,4 +371,10 @@ class RecogStage(Stage):
         return out
 
     def drops(self) -> dict[str, int]:
-        return {"recog_backlog": self.backlog_drops, "recog_lost": self.lost}
+        return {"recog_backlog": self.backlog_drops, "recog_lost": self.lost + self.lost_unqueued,
+                "recog_abandoned": self.abandoned}
+
+    def note_lost(self) -> None:
+        """A micro event the spot stage could not queue (its crops were gone): counted as lost.
+        Called from the spot thread: its own counter, so no increment races the stage's."""
+        self.lost_unqueued += 1

@@ -84,9 +84,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"mestream run: {exc}", file=sys.stderr)
         return 2
     summary = pipeline.run()
-    if config.summary:
-        pipeline.write_summary(summary)
     print(summary.format(), flush=True)
+    if config.summary:
+        try:
+            pipeline.write_summary(summary)
+        except OSError as exc:  # checked at start; a disk that filled up since still must not lose the printout
+            print(f"mestream run: cannot write the summary {config.summary}: {exc}", file=sys.stderr)
+            return 1
     if summary.error:
         print(f"mestream run: stopped by an error: {summary.error}", file=sys.stderr)
         return 1

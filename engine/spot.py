@@ -260,10 +260,11 @@ class SpotStage(Stage):
             span = int(round((apex - onset) * self.config.refine_lambda))
             if span > 0:
                 r_onset, r_apex = self._refine(cam, onset, apex, first_seq, apex_seq, min(apex_seq + span, last_seq), span)
+            clip_first = first_seq if r_onset == onset else cam.crop_seq(r_onset, int(a))
             face_ms = (cam.crops.written_ns(last_seq) - offset_ns) / 1e6
         except RingError:  # the crops are gone (the stage fell a crop ring behind): publish what the steps say
             onset_ns = apex_ns = offset_ns = 0
-            first_seq = last_seq = -1
+            first_seq = last_seq = clip_first = -1
             face_ms = -1.0
             cam.untimed += 1
         self._timing["refine_ms"] += (time.perf_counter() - t0) * 1e3
@@ -284,9 +285,11 @@ class SpotStage(Stage):
         cam.events += 1
         if timed:
             cam.latency_ms.append(latency["capture_to_publish_ms"])
+        if micro and not timed and self.recogniser is not None:
+            self.recogniser.note_lost()
         if micro and timed and self.recogniser is not None:
             self.recogniser.submit(ClipJob(camera=cam.name, event_id=event_id, onset_frame=r_onset, apex_frame=r_apex,
-                                           offset_frame=offset, first_seq=first_seq + (r_onset - onset),
+                                           offset_frame=offset, first_seq=clip_first,
                                            last_seq=last_seq, offset_host_ns=offset_ns, spot_published_ns=now))
 
     def _refine(self, cam: CameraStream, onset: int, apex: int, first: int, apex_seq: int, last: int,

@@ -204,3 +204,38 @@ def test_address_in_use_fails_before_the_run_and_frees_the_ring(tmp_path):
     assert "leaked shared_memory" not in result.stderr
     with pytest.raises(FileNotFoundError):
         FrameRing.attach(name)
+
+
+def test_a_failure_building_the_shared_stages_closes_every_camera(monkeypatch):
+    """No thread runs yet, so the constructor itself must close what it opened."""
+    import mestream.engine.pipeline as pipeline_module
+
+    opened = []
+    real = pipeline_module.make_source
+
+    def make_source(config):
+        opened.append(real(config))
+        return opened[-1]
+
+    def broken(*args, **kwargs):
+        raise ValueError("the export and its manifest disagree")
+
+    monkeypatch.setattr(pipeline_module, "make_source", make_source)
+    monkeypatch.setattr(pipeline_module, "SpotStage", broken)
+    with pytest.raises(ValueError, match="disagree"):
+        Pipeline(RunConfig(cameras=2, progress=False, publish=PublishConfig(endpoint="", console=False)))
+    assert len(opened) == 2 and not any(source._is_open for source in opened)
+
+
+def test_an_export_whose_manifest_lacks_a_key_the_engine_reads_is_refused(tmp_path):
+    import shutil
+
+    from mestream.export.manifest import shipped_export_dir
+
+    export = tmp_path / "export"
+    shutil.copytree(shipped_export_dir(), export)
+    manifest = json.loads((export / "manifest.json").read_text())
+    del manifest["models"]["akmnet"]["config"]["max_frames"]
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    result = mestream("run", "--models", str(export), "--publish", "none", "--duration", "1")
+    assert result.returncode == 2 and "models.akmnet.config lacks max_frames" in result.stderr, result.stderr

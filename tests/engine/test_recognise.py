@@ -152,7 +152,7 @@ def test_classifies_the_synthetic_micro_expressions(scene, runners, model):
     figures = h.stage.figures()
     assert figures["recog.clips"] == 6 and figures["recog.queue"] == 0 and figures["recog.ms_p50"] > 0
     assert figures["recog.recut"] == 0
-    assert h.stage.drops() == {"recog_backlog": 0, "recog_lost": 0}
+    assert h.stage.drops() == {"recog_backlog": 0, "recog_lost": 0, "recog_abandoned": 0}
 
 
 def test_a_batch_of_three_clips_is_one_clip_head_call(scene, runners, model):
@@ -199,6 +199,7 @@ def test_replay_submit_gives_up_promptly_on_stop(scene, runners, model):
     assert not h.stage.submit(truth_job(scene, 1))
     assert time.monotonic() - t0 < 1.0
     assert h.run() == []  # stop abandons what is queued
+    assert h.stage.drops()["recog_abandoned"] == 2  # the one queued and the one given up on: counted, not silent
 
 
 def test_overwritten_crops_are_counted_lost_without_an_event(scene, runners, model):
@@ -213,7 +214,7 @@ def test_overwritten_crops_are_counted_lost_without_an_event(scene, runners, mod
     assert h.stage.submit(gone) and h.stage.submit(held)
     events = h.run()
     assert [e["event_id"] for e in events] == [8]
-    assert h.stage.drops() == {"recog_backlog": 0, "recog_lost": 1}
+    assert h.stage.drops() == {"recog_backlog": 0, "recog_lost": 1, "recog_abandoned": 0}
     small.close()
 
 

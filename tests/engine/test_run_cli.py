@@ -94,3 +94,17 @@ def test_bad_flags_exit_2_naming_them(args, needle):
     result = mestream("run", *args, "--publish", "none", "--duration", "1")
     assert result.returncode == 2 and needle in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "summary" not in result.stdout
+
+
+def test_an_unwritable_summary_path_is_refused_before_the_run(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    result = mestream("run", "--unpaced", "--duration", "1", "--publish", "none", "--quiet", "--summary", str(folder))
+    assert result.returncode == 2 and f"summary (--summary): {folder} is a folder" in result.stderr
+
+
+def test_a_fixed_face_box_outside_the_frame_is_refused(tmp_path):
+    config = tmp_path / "fixed.toml"
+    config.write_text('[face]\ndetector = "fixed"\nroi = [700, 10, 100, 100]\n')
+    result = mestream("run", "--config", str(config), "--duration", "1", "--publish", "none", "--quiet")
+    assert result.returncode == 2 and "face.roi: [700, 10, 100, 100] lies outside the 640x480 frames of camera 'cam0'" in result.stderr
