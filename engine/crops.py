@@ -54,12 +54,6 @@ class CropRing:
         self.source_seq[slot] = source_seq
         return ring.commit(frame_id, device_ns, host_ns, wall_ns)
 
-    def box(self, seq: int) -> Box:
-        """The box crop ``seq`` was cut with; raises `Overwritten` / `NotWritten` if it is gone."""
-        value = Box(*(int(v) for v in self.boxes[seq % self.capacity]))
-        self.ring.validate(seq)
-        return value
-
     def written_ns(self, seq: int) -> int:
         """When the face stage wrote crop ``seq`` (host monotonic ns); raises if it is gone."""
         value = int(self.done_ns[seq % self.capacity])

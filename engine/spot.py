@@ -22,7 +22,6 @@ Backpressure: see `CameraStream` (skips of a live spotter, holds of a replay's).
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Mapping
 
@@ -37,8 +36,6 @@ from mestream.engine.recognise import ClipJob
 from mestream.engine.ring import RingError
 from mestream.engine.sampling import CameraStream, MESNetGeometry, Window
 from mestream.engine.stages import RunContext, Stage
-
-log = logging.getLogger("mestream")
 
 STAGES = ("mesnet.encoder", "mesnet.window_head", "mesnet.crn")
 
@@ -95,7 +92,6 @@ class SpotStage(Stage):
         self._windows = np.zeros((self.max_batch, geo.window_steps, self.feature_size), np.float32)
         self._proposals = np.zeros((self.max_batch, geo.crn_steps, self.feature_size), np.float32)
         self.calls = {"encoder": 0, "window_head": 0, "crn": 0}
-        self.encoded_steps = 0
         self._timing = dict.fromkeys(("flow_ms", "encoder_ms", "heads_ms", "refine_ms"), 0.0)  # this pass's
         self._nap = min(0.005, 0.25 * min(cam.step / cam.fps for cam in self.cams))  # a quarter of a sample
 
@@ -174,7 +170,6 @@ class SpotStage(Stage):
             cam.features[i % cam.cap] = features[row]
             cam.encoded = i + 1
         self.calls["encoder"] += 1
-        self.encoded_steps += n
         self._pending.clear()
         self._timing["encoder_ms"] += (time.perf_counter() - t0) * 1e3
 

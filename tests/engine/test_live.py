@@ -12,7 +12,7 @@ from mestream.engine.backends import load_manifest
 from mestream.engine.config import InferenceConfig, PublishConfig, RunConfig, SourceConfig, SpotConfig
 from mestream.engine.crops import CropRing
 from mestream.engine.flow import flow_input
-from mestream.engine.events import SpotEvent, RecogEvent, schema_for
+from mestream.engine.events import schema_for
 from mestream.engine.pipeline import Pipeline
 from mestream.engine.sinks import read_jsonl
 from mestream.engine.sampling import CameraStream, MESNetGeometry, Window
@@ -78,7 +78,6 @@ def test_every_event_matches_its_schema_and_recognitions_follow_their_spots(defa
         assert s["onset_ns"] <= s["apex_ns"] <= s["offset_ns"]
         assert s["onset_frame"] <= s["refined"]["onset_frame"] <= s["refined"]["apex_frame"] <= s["offset_frame"]
         assert set(s["latency"]) >= {"capture_to_publish_ms", "face_ms", "wait_ms", "flow_ms", "encoder_ms", "heads_ms"}
-    assert SpotEvent.topic == "mestream.spot" and RecogEvent.topic == "mestream.recog"
 
 
 class CountingRunner:
