@@ -38,6 +38,9 @@ from mestream.engine.sampling import READ_BLOCK, keep_frames
 from mestream.engine.spot import STAGES as SPOT_STAGES
 from mestream.engine.spot import SpotStage, hop_steps, model_config
 from mestream.engine.stages import IngestStage, LatencyTap, RunContext, Stage, StatsStage
+from mestream.engine.trace import INGEST_STAGES as INGEST_TRACE
+from mestream.engine.trace import SPOT_STAGES as SPOT_TRACE
+from mestream.engine.trace import FrameTrace
 from mestream.plugins import make_sink, make_source
 
 log = logging.getLogger("mestream")
@@ -166,10 +169,15 @@ def wait_when_full(config: RunConfig, source: SourceConfig) -> bool:
 
 class Pipeline:
     """Everything one `mestream run` starts, built here so that errors surface before any
-    thread runs: a missing export, camera or address in use fails the constructor."""
+    thread runs: a missing export, camera or address in use fails the constructor.
 
-    def __init__(self, config: RunConfig) -> None:
+    ``trace_frames > 0`` records every camera's first ``trace_frames`` frames' stage times in
+    `traces` (`mestream.engine.trace`): what `mestream bench` measures per-frame latency with."""
+
+    def __init__(self, config: RunConfig, *, trace_frames: int = 0) -> None:
         self.config = config
+        self.trace_frames = trace_frames
+        self.traces: dict[str, FrameTrace] = {}  # camera id → per-frame stage times (``trace_frames`` > 0)
         self.cameras: list[Camera] = []
         self.models: dict[str, Any] = {}
         self.spot: SpotStage | None = None
@@ -262,13 +270,17 @@ class Pipeline:
         ctx = RunContext(camera=source_config.name, fps=fps, ring=ring, bus=self.bus, stop=stop, errors=errors)
         max_frames = round(config.duration * fps) if config.duration > 0 else 0
         ingest = IngestStage(ctx, source, max_frames, wait_when_full=wait)
+        trace = None
+        if self.trace_frames > 0:
+            trace = FrameTrace(self.trace_frames, SPOT_TRACE if config.spot.enabled else INGEST_TRACE)
+            self.traces[source_config.name] = trace
         crops = None
         try:
             if config.spot.enabled:
                 crops = CropRing(self._crop_capacity(fps), self._crop_size())
                 reader: Stage = FaceStage(ctx, crops, config.face, wait_when_full=wait)
             else:
-                reader = LatencyTap(ctx)
+                reader = LatencyTap(ctx, trace)
         except BaseException:
             ring.close()
             if crops is not None:
@@ -290,7 +302,7 @@ class Pipeline:
         if config.spot.enabled:
             self.spot = SpotStage(shared, {c.ctx.camera: (c.crops, c.ctx.fps, waits[c.ctx.camera]) for c in cams},
                                   self.models, self.manifest.models["mesnet"], config.spot, recogniser=self.recog,
-                                  max_batch=config.inference.max_batch)
+                                  max_batch=config.inference.max_batch, traces=self.traces)
         for i, cam in enumerate(cams):
             stages: list[Any] = [cam.reader]
             if self.spot is not None:

@@ -20,6 +20,7 @@ published. Step numbers restart with each stream; frame ids and crop seqs do not
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -29,6 +30,7 @@ import numpy as np
 from mestream.engine import intervals as post
 from mestream.engine.crops import CropRing
 from mestream.engine.flow import OpticalFlow, flow_input, sample_image
+from mestream.engine.trace import FrameTrace
 
 READ_BLOCK = 256  # crops read per camera per pass
 
@@ -83,8 +85,10 @@ class CameraStream:
     """One camera's sampling, flow and feature ring (module docstring)."""
 
     def __init__(self, name: str, crops: CropRing, fps: float, model: Mapping[str, Any], geometry: MESNetGeometry,
-                 hop_steps: int, feature_size: int, *, wait: bool, max_lag_ms: float) -> None:
+                 hop_steps: int, feature_size: int, *, wait: bool, max_lag_ms: float,
+                 trace: FrameTrace | None = None) -> None:
         self.name, self.crops, self.fps = name, crops, fps
+        self.trace = trace  # per-frame stage times (`mestream.engine.trace`), when measured
         self.cursor = crops.ring.register_reader("spot")
         self.wait = wait
         self.max_lag = 0 if wait else int(max_lag_ms / 1000.0 * fps)
@@ -112,6 +116,8 @@ class CameraStream:
         self.frame0 = np.zeros(cap, np.int64)
         self.mixed = np.zeros(cap, bool)  # the sample's crops were cut with more than one box
         self.box = np.zeros((cap, 4), np.int32)  # the box of each sample's last crop
+        self.trace_lo = np.zeros(cap, np.int64)  # each sample's frames' positions in the trace
+        self.trace_hi = np.zeros(cap, np.int64)
         self._batch = np.empty((READ_BLOCK, size, size), np.uint8)
         self._sum = np.zeros((size, size), np.int32)
         self._mean = np.empty((size, size), np.float32)
@@ -131,6 +137,7 @@ class CameraStream:
         self.steps_done = 0  # flow steps computed (queued for the encoder)
         self.encoded = 0  # steps with features
         self.windows_done = 0  # end step of the last window run
+        self.traced = 0  # steps before this went through a window (trace)
         self.published.clear()
 
     # -- 1. crops → samples ---------------------------------------------------------------------
@@ -169,6 +176,7 @@ class CameraStream:
     def _accumulate(self, meta: np.ndarray, pixels: np.ndarray) -> None:
         """Add a block of crops to their samples, closing each sample as the next one starts."""
         ids = meta["frame_id"]
+        trace = self.trace
         if self.origin < 0:
             self.origin = int(ids[0])
         index = np.floor((ids - self.origin + 1e-9) / self.step).astype(np.int64)
@@ -184,6 +192,11 @@ class CameraStream:
                 if self.open_sample >= 0:
                     self._close_sample()
                 self._open(k, int(meta["seq"][a]), int(ids[a]))
+            if trace is not None:  # a sample's frames are added in order, so they sit side by side
+                where = trace.add(ids[a:b], meta["host_ns"][a:b], self.crops.done_ns[meta["seq"][a:b] % self.crops.capacity])
+                if self.count == 0:
+                    self.trace_lo[k % self.cap] = where
+                self.trace_hi[k % self.cap] = where + b - a
             run = pixels[a:b]
             self._sum += run.sum(axis=0, dtype=np.int32) if b - a > 1 else run[0]
             self.count += b - a
@@ -211,6 +224,8 @@ class CameraStream:
         self.mixed[slot] = bool(np.any(boxes != boxes[-1]))
         self.samples_done = k + 1
         self.open_sample = -1
+        if self.trace is not None:
+            self.trace.mark("sample", int(self.trace_lo[slot]), int(self.trace_hi[slot]), time.monotonic_ns())
 
     def finish_sample(self) -> None:
         """The stream ends: the open sample is complete with what it has."""
@@ -234,6 +249,19 @@ class CameraStream:
             out[...] = 0.0
             self.zeroed_steps += 1
         self.steps_done = i + 1
+
+    def trace_steps(self, stage: str, lo: int, hi: int) -> None:
+        """Trace: ``stage`` finished now with the frames of steps lo..hi-1 (one stream's frames
+        are added in order, so theirs are one run of trace positions)."""
+        if self.trace is not None and hi > lo:
+            self.trace.mark(stage, int(self.trace_lo[lo % self.cap]), int(self.trace_hi[(hi - 1) % self.cap]),
+                            time.monotonic_ns())
+
+    def window_ran(self, end: int) -> None:
+        """Trace: the window ending at step ``end`` ran, so every step before it is spotted."""
+        if end > self.traced:
+            self.trace_steps("window", self.traced, end)
+            self.traced = end
 
     # -- windows and their intervals ---------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from mestream.engine.recognise import ClipJob
 from mestream.engine.ring import RingError
 from mestream.engine.sampling import CameraStream, MESNetGeometry, Window
 from mestream.engine.stages import RunContext, Stage
+from mestream.engine.trace import FrameTrace
 
 STAGES = ("mesnet.encoder", "mesnet.window_head", "mesnet.crn")
 
@@ -61,11 +62,12 @@ class SpotStage(Stage):
         runners: the backends' runners, by stage key (`STAGES`).
         model: the manifest's MESNet `ModelInfo`.
         recogniser: the `RecogStage` micro intervals are queued to, or None.
+        traces: camera id → its `FrameTrace`, for the cameras whose per-frame latency is measured.
     """
 
     def __init__(self, ctx: RunContext, cameras: Mapping[str, tuple[CropRing, float, bool]],
                  runners: Mapping[str, Any], model: Any, config: SpotConfig, *, recogniser: Any = None,
-                 max_batch: int = 16) -> None:
+                 max_batch: int = 16, traces: Mapping[str, FrameTrace] | None = None) -> None:
         super().__init__("spot", ctx)
         self.config, self.runners, self.recogniser = config, runners, recogniser
         cfg = model_config(model, config)
@@ -79,8 +81,10 @@ class SpotStage(Stage):
         hop = hop_steps(config, cfg)
         stages = {stage.name: stage for stage in model.stages}
         self.feature_size = int(stages["encoder"].outputs[0].shape[-1])
+        traces = traces or {}
         self.cams = [CameraStream(name, crops, fps, cfg, geo, hop, self.feature_size, wait=wait,
-                                  max_lag_ms=config.max_lag_ms) for name, (crops, fps, wait) in cameras.items()]
+                                  max_lag_ms=config.max_lag_ms, trace=traces.get(name))
+                     for name, (crops, fps, wait) in cameras.items()]
         self.max_batch = max_batch
         self.min_steps = int(stages["window_head"].dims["time"][0])
         self.gather_ns = int(config.gather_ms * 1e6) if len(self.cams) > 1 else 0
@@ -169,6 +173,7 @@ class SpotStage(Stage):
         for row, (cam, i) in enumerate(self._pending):
             cam.features[i % cam.cap] = features[row]
             cam.encoded = i + 1
+            cam.trace_steps("encode", i, i + 1)
         self.calls["encoder"] += 1
         self._pending.clear()
         self._timing["encoder_ms"] += (time.perf_counter() - t0) * 1e3
@@ -220,6 +225,7 @@ class SpotStage(Stage):
             spots = post.crn_intervals(props[row], probs[start:start + n], offsets[start:start + n], geo.t_crn, geo.t_nms)
             start += n
             self._publish_final(w, spots, started_ns)
+            w.cam.window_ran(w.end)
 
     def _publish_final(self, w: Window, spots: post.Spots, started_ns: int) -> None:
         """The window's intervals that are over, not seen before, in stream steps."""

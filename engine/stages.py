@@ -21,6 +21,7 @@ from mestream.cameras.base import Source, SourceError
 from mestream.engine.bus import EventBus
 from mestream.engine.events import TOPIC_HEALTH, TOPIC_STATS
 from mestream.engine.ring import FrameRing
+from mestream.engine.trace import FrameTrace
 
 log = logging.getLogger("mestream")
 
@@ -113,8 +114,9 @@ class LatencyTap(Stage):
 
     WINDOW = 8192  # latencies kept for the per-interval percentiles
 
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: RunContext, trace: FrameTrace | None = None) -> None:
         super().__init__("tap", ctx)
+        self.trace = trace  # per-frame capture-to-read times, when measured
         self.cursor = ctx.ring.register_reader("tap")
         self._buffer = np.empty(ctx.ring.shape, ctx.ring.dtype)
         self._latency_ns = np.zeros(self.WINDOW, np.int64)
@@ -122,7 +124,7 @@ class LatencyTap(Stage):
         self._reported = 0
 
     def loop(self) -> None:
-        cursor, out, lat, stop = self.cursor, self._buffer, self._latency_ns, self.ctx.stop
+        cursor, out, lat, stop, trace = self.cursor, self._buffer, self._latency_ns, self.ctx.stop, self.trace
         window = self.WINDOW
         nap = min(1e-3, 0.25 / self.ctx.fps)  # a quarter frame: prompt, without polling ten times a frame
         while True:
@@ -132,7 +134,10 @@ class LatencyTap(Stage):
                     if cursor.lag == 0:
                         return
                 continue
-            lat[self._count % window] = time.monotonic_ns() - frame.host_ns
+            now = time.monotonic_ns()
+            lat[self._count % window] = now - frame.host_ns
+            if trace is not None:
+                trace.add_frame(frame.frame_id, frame.host_ns, now)
             self._count += 1
 
     def figures(self) -> dict[str, float]:

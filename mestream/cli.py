@@ -17,6 +17,7 @@ COMMANDS = {
     "train": ("mestream.models.commands:train", "train MESNet or AKMNet and write a checkpoint with its model card"),
     "eval": ("mestream.models.commands:evaluate", "evaluate MESNet or AKMNet on held-out synthetic subjects"),
     "export": ("mestream.export.command", "export the models to ONNX with a manifest; --check compares every backend"),
+    "bench": ("mestream.bench.suite", "latency and throughput benchmarks, with a naive baseline, plots and provenance"),
 }
 
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["mestream", *(sys.argv[1:] if argv is None else argv)]  # as typed, for results that record it
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args._run(args) or 0)

@@ -1,0 +1,297 @@
+"""One bench point: a whole `mestream run` through the public `Pipeline` API, measured.
+
+A point is a pipeline (ingest only, + spotting, + recognition), a frame rate, a resolution, a
+camera count and a backend. Each repetition builds a fresh pipeline on the synthetic camera
+(the same seeded session every time), runs ``warmup_s + seconds`` of source time, and keeps
+only the frames after the first ``warmup_s · fps`` (and the events that end after them):
+
+- per-frame latency from the engine's frame trace (`mestream.engine.trace`): capture → the end
+  of the spot stage (ingest only: capture → the first reader), and each stage's share;
+- per-event latency from the published events themselves (what a subscriber sees): the
+  offset frame's capture → publish, and the stage fields each event carries;
+- throughput (measured frames that went through every stage, per second from the first one's
+  capture to the last one's end), CPU % (process user + system time over wall time, 200 % is
+  both cores; after the warm-up when paced, the whole run when unpaced), peak RSS (the
+  process's, reset before each repetition), dropped frames (lost by the camera, overrun in a
+  ring) and skipped frames (read, but skipped by a spotter that fell behind).
+
+The headline figures of a point are the medians over its repetitions.
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mestream.bench.stats import cdf, median_of, percentiles
+from mestream.engine.config import InferenceConfig, PublishConfig, RecogConfig, RunConfig, SourceConfig, SpotConfig
+from mestream.engine.events import TOPIC_RECOG, TOPIC_SPOT
+from mestream.engine.pipeline import Pipeline
+from mestream.engine.scoring import LATENCY_KEY
+
+PIPELINES = ("ingest", "spot", "spot+recog")
+EVENT_STAGES = {"spot": ("face_ms", "wait_ms", "flow_ms", "encoder_ms", "heads_ms", "refine_ms"),
+                "recog": ("spot_ms", "queue_ms", "prepare_ms", "encoder_ms", "head_ms")}
+KEEP_UP = 0.97
+"""A capacity probe passes only if this share of the frame rate went through every stage."""
+LOST = ("camera", "ring_overrun", "spot_overrun")
+"""Drop counters that are frames lost (``spot_skip`` is reported apart: frames read but not spotted)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """How every point is measured (recorded with the results)."""
+
+    warmup_s: float = 2.0
+    seconds: float = 20.0
+    min_frames: int = 10_000
+    repetitions: int = 3
+    p99_bound_ms: float = 500.0
+    seed: int = 1
+    threads: int = 1
+
+    def measured_seconds(self, fps: float, cameras: int) -> float:
+        """At least ``seconds``, and long enough for ``min_frames`` frames."""
+        return max(self.seconds, self.min_frames / (fps * cameras))
+
+
+@dataclass(frozen=True)
+class Point:
+    pipeline: str = "spot+recog"
+    fps: float = 500.0
+    resolution: str = "640x480"
+    cameras: int = 1
+    backend: str = "onnxruntime"
+    paced: bool = True
+
+    @property
+    def id(self) -> str:
+        pace = "" if self.paced else " unpaced"
+        return f"{self.pipeline} {self.fps:g}fps {self.resolution} {self.cameras}cam {self.backend}{pace}"
+
+
+def run_config(point: Point, method: Method, seconds: float) -> RunConfig:
+    """The `RunConfig` a user would write for this point (`mestream run` flags in README)."""
+    spot = point.pipeline != "ingest"
+    return RunConfig(
+        source=SourceConfig(seed=method.seed, fps=point.fps, resolution=point.resolution, pace=point.paced),
+        cameras=point.cameras, duration=method.warmup_s + seconds, progress=False,
+        publish=PublishConfig(endpoint="", console=False),
+        spot=SpotConfig(enabled=spot), recognise=RecogConfig(enabled=point.pipeline == "spot+recog"),
+        inference=InferenceConfig(backend=point.backend, fallback=False, threads=method.threads),
+    )
+
+
+def backend_settings(config: RunConfig) -> dict[str, Any]:
+    inf = config.inference
+    return {"threads": inf.threads, "max_batch": inf.max_batch, "opt_batch": inf.opt_batch}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _reset_peak_rss() -> bool:
+    """Linux: zero the process's peak RSS (VmHWM), so that each repetition reports its own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class _Clock(threading.Thread):
+    """Notes process CPU time and wall time when the warm-up ends, from beside the run."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(daemon=True)
+        self.delay_s, self.done = delay_s, threading.Event()
+        self.mark: tuple[float, float] | None = None
+
+    def run(self) -> None:
+        if not self.done.wait(self.delay_s):
+            self.mark = (_cpu_s(), time.monotonic())
+
+
+def run_once(point: Point, method: Method, seconds: float | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One repetition: its figures (JSON-able) and the raw per-frame latencies (ms) by stage."""
+    seconds = method.measured_seconds(point.fps, point.cameras) if seconds is None else seconds
+    config = run_config(point, method, seconds)
+    frames = int(round(config.duration * point.fps)) + 16
+    _reset_peak_rss()
+    pipeline = Pipeline(config, trace_frames=frames)
+    clock = _Clock(method.warmup_s)
+    cpu0, wall0 = _cpu_s(), time.monotonic()
+    if point.paced:  # a replay's warm-up is over in a fraction of warmup_s: its CPU is the whole run's
+        clock.start()
+    summary = pipeline.run()
+    cpu1, wall1 = _cpu_s(), time.monotonic()
+    clock.done.set()
+    cpu0, wall0 = clock.mark or (cpu0, wall0)
+    raw: dict[str, list[np.ndarray]] = {}
+    since: dict[str, int] = {}  # per camera: the first frame id after the warm-up
+    finished, unfinished, first_ns, last_ns = 0, 0, [], []
+    for camera, trace in pipeline.traces.items():
+        if trace.count == 0:
+            continue
+        since[camera] = int(trace.frame_id[0] + round(method.warmup_s * point.fps))
+        for stage, values in trace.latencies_ms(since[camera]).items():
+            raw.setdefault(stage, []).append(values)
+        done = trace.finished(since[camera])
+        finished += int(done.sum())
+        unfinished += trace.unfinished(since[camera])
+        if done.any():
+            t = trace.times[:, :len(done)][:, done]
+            first_ns.append(int(t[0].min()))
+            last_ns.append(int(t[-1].max()))
+    lat = {stage: np.concatenate(parts) for stage, parts in raw.items()}
+    span_s = (max(last_ns) - min(first_ns)) / 1e9 if first_ns else 0.0
+    events = _measured_events(pipeline, since)
+    drops = summary.drops
+    rep = {
+        "wall_s": round(wall1 - wall0, 3), "frames": finished,
+        "throughput_fps": round(finished / span_s, 1) if span_s > 0 else None,
+        "cpu_percent": round(100 * (cpu1 - cpu0) / max(wall1 - wall0, 1e-9), 1),
+        "peak_rss_mb": _peak_rss_mb(),
+        "dropped_frames": int(sum(drops.get(k, 0) for k in LOST)), "skipped_frames": int(drops.get("spot_skip", 0)),
+        "unfinished_frames": unfinished,
+        "frame_latency_ms": percentiles(lat.get("total", [])),
+        "frame_stages_ms": {stage: percentiles(values) for stage, values in lat.items() if stage != "total"},
+        "event_latency_ms": {topic: percentiles([e["latency"][LATENCY_KEY] for e in evs
+                                                 if e["latency"][LATENCY_KEY] >= 0]) for topic, evs in events.items()},
+        "event_stages_ms": {topic: {key: percentiles([e["latency"][key] for e in evs if e["latency"].get(key, -1) >= 0])
+                                    for key in EVENT_STAGES[topic]} for topic, evs in events.items()},
+        "spot_f1": summary.scores.get("spot_f1"), "recog_uf1": summary.scores.get("recog_uf1"),
+        "backend_notes": pipeline.backend_notes, "error": summary.error,
+    }
+    return rep, lat
+
+
+def _measured_events(pipeline: Pipeline, since: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+    """The events whose offset frame came after the warm-up, by topic."""
+    if not pipeline.config.spot.enabled:
+        return {}
+    spots = [e for e in pipeline.record.events[TOPIC_SPOT]
+             if e["camera"] in since and e["offset_frame"] >= since[e["camera"]]]
+    out = {"spot": spots}
+    if pipeline.config.recognise.enabled:
+        kept = {(e["camera"], e["event_id"]) for e in spots}
+        out["recog"] = [e for e in pipeline.record.events[TOPIC_RECOG] if (e["camera"], e["event_id"]) in kept]
+    return out
+
+
+def measure_point(point: Point, method: Method, *, repetitions: int | None = None) -> dict[str, Any]:
+    """Every repetition of ``point``, and the medians over them (the point's headline)."""
+    seconds = method.measured_seconds(point.fps, point.cameras)
+    reps, pooled = [], {}
+    for _ in range(repetitions or method.repetitions):
+        rep, lat = run_once(point, method, seconds)
+        reps.append(rep)
+        for stage, values in lat.items():
+            pooled.setdefault(stage, []).append(values)
+        if rep["error"]:
+            break
+    lat = {stage: np.concatenate(parts) for stage, parts in pooled.items()}
+    first = reps[0]
+
+    def med(key: str) -> float | None:
+        values = [r[key] for r in reps if r[key] is not None]
+        return round(float(np.median(values)), 1) if values else None
+
+    stages = first["frame_stages_ms"].keys()
+    return {
+        "id": point.id, "pipeline": point.pipeline, "fps": point.fps, "resolution": point.resolution,
+        "cameras": point.cameras, "backend": point.backend, "paced": point.paced,
+        "backend_settings": backend_settings(run_config(point, method, seconds)), "seconds": round(seconds, 3),
+        "throughput_fps": med("throughput_fps"), "cpu_percent": med("cpu_percent"),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in reps),
+        "dropped_frames": max(r["dropped_frames"] for r in reps), "skipped_frames": max(r["skipped_frames"] for r in reps),
+        "frame_latency_ms": median_of([r["frame_latency_ms"] for r in reps]),
+        "frame_stages_ms": {s: median_of([r["frame_stages_ms"][s] for r in reps]) for s in stages},
+        "event_latency_ms": {t: median_of([r["event_latency_ms"][t] for r in reps]) for t in first["event_latency_ms"]},
+        "event_stages_ms": {t: {k: median_of([r["event_stages_ms"][t][k] for r in reps]) for k in keys}
+                            for t, keys in first["event_stages_ms"].items()},
+        "spot_f1": _median_or_none([r["spot_f1"] for r in reps]),
+        "recog_uf1": _median_or_none([r["recog_uf1"] for r in reps]),
+        "cdf_ms": {stage: cdf(values) for stage, values in lat.items()},
+        "repetitions": reps,
+        "error": "; ".join(r["error"] for r in reps if r["error"]),
+    }
+
+
+def _median_or_none(values: list[Any]) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(float(np.median(values)), 4) if values else None
+
+
+def probe(point: Point, method: Method, seconds: float) -> dict[str, Any]:
+    """One capacity probe: can the pipeline take ``point.fps`` live, with nothing dropped or
+    skipped, every frame through at the camera's rate (a camera thread starved of CPU releases
+    frames late rather than dropping them) and the frame p99 within the bound?"""
+    rep, _ = run_once(point, method, seconds)
+    p99 = rep["frame_latency_ms"]["p99"]
+    kept_up = (rep["throughput_fps"] or 0) >= KEEP_UP * point.fps * point.cameras
+    ok = (not rep["error"] and rep["dropped_frames"] == 0 and rep["skipped_frames"] == 0 and kept_up
+          and p99 is not None and p99 <= method.p99_bound_ms)
+    return {"fps": point.fps, "dropped_frames": rep["dropped_frames"], "skipped_frames": rep["skipped_frames"],
+            "throughput_fps": rep["throughput_fps"], "frame_p99_ms": p99, "cpu_percent": rep["cpu_percent"],
+            "ok": bool(ok), "error": rep["error"]}
+
+
+def capacity(point: Point, method: Method, *, seconds: float, start_fps: float = 500.0, max_fps: float = 4000.0,
+             max_probes: int = 8, progress: Any = None) -> dict[str, Any]:
+    """The highest frame rate ``point`` takes live (`probe`): doubling from ``start_fps`` until a
+    probe fails, then bisecting between the last pass and the first failure."""
+    probes: list[dict[str, Any]] = []
+
+    def attempt(fps: float) -> bool:
+        result = probe(replace(point, fps=round(fps)), method, seconds)
+        probes.append(result)
+        if progress is not None:
+            progress.set_postfix_str(f"capacity probe {result['fps']:g} fps: {'ok' if result['ok'] else 'fails'}")
+        return result["ok"]
+
+    good, bad = 0.0, 0.0
+    fps = start_fps
+    while len(probes) < max_probes:
+        if attempt(fps):
+            good = fps
+            if fps >= max_fps:
+                break
+            fps = min(fps * 2, max_fps)
+        else:
+            bad = fps
+            break
+    if not good and bad:  # the start already fails: search below it
+        fps = bad / 2
+        while len(probes) < max_probes and fps >= 50:
+            if attempt(fps):
+                good = fps
+                break
+            bad, fps = fps, fps / 2
+    while bad and good and len(probes) < max_probes and bad / good > 1.1:
+        fps = (good + bad) / 2
+        if attempt(fps):
+            good = fps
+        else:
+            bad = fps
+    return {"pipeline": point.pipeline, "resolution": point.resolution, "cameras": point.cameras,
+            "backend": point.backend, "bound_ms": method.p99_bound_ms, "seconds": seconds,
+            "capacity_fps": float(round(good)) if good else None, "probes": probes}

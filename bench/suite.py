@@ -1,0 +1,250 @@
+"""`mestream bench`: end-to-end latency and throughput of the engine, with a fixed method,
+provenance, a capacity search and the naive offline baseline measured in the same run.
+
+Which points run: by default one axis at a time around the headline point (full pipeline,
+500 fps, 640×480, one camera, ONNX Runtime): every pipeline at every frame rate, then every
+resolution, camera count and available backend for the full pipeline. ``--grid`` runs the
+full cross product instead. ``--quick`` is the short preset (one repetition of a few seconds
+per point, about a minute and a half in all). Every figure and how it is measured:
+`mestream.bench.measure`; the files written: `mestream.bench.report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import shlex
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mestream.bench.measure import PIPELINES, Method, Point, capacity, measure_point, run_once
+from mestream.bench.provenance import provenance
+
+log = logging.getLogger("mestream.bench")
+
+RESULTS_MD = Path(__file__).resolve().with_name("RESULTS.md")
+FULL = Method()
+QUICK = Method(warmup_s=1.0, seconds=4.0, min_frames=0, repetitions=1)
+FRAME_LATENCY = ("capture (the frame's host timestamp) → a window holding the frame's 40 Hz sample has run the "
+                 "heads and published what it found (ingest only: → the first reader took it from the ring)")
+EVENT_LATENCY = "the offset frame's capture → the event's publication, as carried by each event"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The points, capacity searches and baseline one invocation runs."""
+
+    points: tuple[Point, ...]
+    capacity: tuple[Point, ...]
+    capacity_seconds: float
+    capacity_probes: int
+    baseline: bool
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="DIR", default="bench-results",
+                        help="folder for results.json, the CSVs and the PNGs (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="short preset: the three pipelines at the headline point, one repetition, a short "
+                             "baseline and capacity search (under 2 minutes)")
+    parser.add_argument("--update-results", action="store_true", help="regenerate the suite's section of bench/RESULTS.md")
+    parser.add_argument("--results-md", metavar="FILE", default=str(RESULTS_MD), help="the results page (default: %(default)s)")
+    parser.add_argument("--pipelines", metavar="LIST", help=f"comma-separated, from {', '.join(PIPELINES)} (default: all)")
+    parser.add_argument("--fps", metavar="LIST", help="frame rates (default 200,300,500; --quick 500)")
+    parser.add_argument("--resolutions", metavar="LIST", help="WxH sizes (default 640x480,1024x768,1280x1024; --quick 640x480)")
+    parser.add_argument("--cameras", metavar="LIST", help="camera counts (default 1,2,4; --quick 1)")
+    parser.add_argument("--backends", metavar="LIST", help="backends (default: every one available here)")
+    parser.add_argument("--grid", action="store_true", help="every combination, not one axis at a time")
+    parser.add_argument("--seconds", type=float, metavar="S", help="measured seconds per repetition (default 20; --quick 4)")
+    parser.add_argument("--warmup", type=float, metavar="S", help="warm-up seconds discarded (default 2; --quick 1)")
+    parser.add_argument("--min-frames", type=int, metavar="N", help="at least this many frames per repetition (default 10000)")
+    parser.add_argument("--repetitions", type=int, metavar="N", help="repetitions per point (default 3; --quick 1)")
+    parser.add_argument("--p99-bound-ms", type=float, metavar="MS", help="capacity: frame p99 bound (default 500)")
+    parser.add_argument("--seed", type=int, metavar="S", help="synthetic camera seed (default 1)")
+    parser.add_argument("--threads", type=int, metavar="N", help="inference threads per stage (default 1)")
+    parser.add_argument("--no-capacity", action="store_true", help="skip the capacity search")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline comparison")
+
+
+def _list(text: str | None, default: tuple[Any, ...], kind: Any, flag: str) -> tuple[Any, ...]:
+    if not text:
+        return default
+    try:
+        return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise SystemExit(f"mestream bench: {flag}: cannot read {text!r} as a comma-separated list") from None
+
+
+def method_from_args(args: argparse.Namespace) -> Method:
+    base = QUICK if args.quick else FULL
+    given = {"warmup_s": args.warmup, "seconds": args.seconds, "min_frames": args.min_frames,
+             "repetitions": args.repetitions, "p99_bound_ms": args.p99_bound_ms, "seed": args.seed,
+             "threads": args.threads}
+    method = replace(base, **{k: v for k, v in given.items() if v is not None})
+    if method.seconds <= 0 or method.warmup_s < 0 or method.repetitions < 1 or method.min_frames < 0:
+        raise SystemExit("mestream bench: --seconds must be > 0, --warmup ≥ 0, --repetitions ≥ 1, --min-frames ≥ 0")
+    return method
+
+
+def available_backends() -> tuple[list[str], list[dict[str, str]]]:
+    """Backends that can run here, and why each other one cannot."""
+    from mestream.engine.backends import backend_class, backend_kinds, why_unavailable
+
+    usable, skipped = [], []
+    for kind in backend_kinds():
+        reason = why_unavailable(backend_class(kind))
+        if reason is None:
+            usable.append(kind)
+        else:
+            skipped.append({"what": f"backend {kind}", "why": reason})
+    return usable, skipped
+
+
+def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list[dict[str, str]]]:
+    quick = args.quick
+    pipelines = _list(args.pipelines, PIPELINES, str, "--pipelines")
+    unknown = [p for p in pipelines if p not in PIPELINES]
+    if unknown:
+        raise SystemExit(f"mestream bench: --pipelines: unknown {', '.join(unknown)}; known: {', '.join(PIPELINES)}")
+    rates = _list(args.fps, (500.0,) if quick else (200.0, 300.0, 500.0), float, "--fps")
+    sizes = _list(args.resolutions, ("640x480",) if quick else ("640x480", "1024x768", "1280x1024"), str, "--resolutions")
+    counts = _list(args.cameras, (1,) if quick else (1, 2, 4), int, "--cameras")
+    usable, skipped = available_backends()
+    backends = _list(args.backends, tuple(usable) if not quick else ("onnxruntime",), str, "--backends")
+    for kind in backends:
+        if kind not in usable:
+            raise SystemExit(f"mestream bench: --backends: {kind} cannot run here"
+                             + "".join(f" ({s['why']})" for s in skipped if s["what"] == f"backend {kind}"))
+    if quick and not args.backends:
+        skipped += [{"what": f"backend {kind}", "why": "--quick runs onnxruntime only"} for kind in usable if kind != "onnxruntime"]
+    head = Point(pipeline=pipelines[-1], fps=rates[-1], resolution=sizes[0], cameras=counts[0], backend=backends[0])
+    if args.grid:
+        points = [Point(p, f, r, c, b) for p, f, r, c, b in itertools.product(pipelines, rates, sizes, counts, backends)]
+    else:
+        points = [replace(head, pipeline=p, fps=f) for p in pipelines for f in rates]
+        points += [replace(head, resolution=r) for r in sizes]
+        points += [replace(head, cameras=c) for c in counts]
+        points += [replace(head, backend=b) for b in backends]
+    points = list(dict.fromkeys(points))  # the axes share the headline point: run it once
+    spot = [p for p in pipelines if p != "ingest"]
+    searches: tuple[Point, ...] = ()
+    if not args.no_capacity and spot:
+        base = replace(head, pipeline=spot[-1])
+        searches = (base,) if quick else tuple(replace(base, cameras=c) for c in counts)
+    plan = Plan(points=tuple(points), capacity=searches,
+                capacity_seconds=method.seconds if not quick else max(2.0, method.seconds / 2),
+                capacity_probes=4 if quick else 8, baseline=not args.no_baseline and bool(spot))
+    return plan, skipped
+
+
+def run_baseline_comparison(method: Method, head: Point, progress: Any) -> dict[str, Any]:
+    """The same seeded stream through mestream (spotting, paced and unpaced) and through the
+    naive baseline (`mestream.bench.baseline`), in this run; ratios > 1 favour mestream."""
+    from mestream.bench.baseline import BaselineUnavailable, Stream, run_baseline
+
+    seconds = method.measured_seconds(head.fps, 1)
+    stream = Stream(seed=method.seed, fps=head.fps, resolution=head.resolution, seconds=seconds, warmup_s=method.warmup_s)
+    out: dict[str, Any] = {"stream": {"kind": "synthetic", **asdict(stream)}, "rows": [], "ratios": {}, "error": ""}
+    point = replace(head, pipeline="spot", cameras=1)
+    hop_ms = 100.0  # mestream's default spot.hop_ms: both systems look at the same windows
+    for paced in (True, False):
+        progress.set_postfix_str(f"baseline: mestream {'paced' if paced else 'unpaced'}")
+        rep, _ = run_once(replace(point, paced=paced), method, seconds)
+        out["rows"].append({"system": "mestream", "mode": "paced" if paced else "unpaced", "hop_ms": hop_ms,
+                            "throughput_fps": rep["throughput_fps"], "frame_latency_ms": rep["frame_latency_ms"],
+                            "event_latency_ms": rep["event_latency_ms"].get("spot"),
+                            "events": rep["event_latency_ms"].get("spot", {}).get("n", 0), "windows": None,
+                            "skipped_windows": None, "wall_s": rep["wall_s"], "cpu_percent": rep["cpu_percent"]})
+    try:
+        for paced, hop in ((True, hop_ms), (False, hop_ms), (False, None)):
+            progress.set_postfix_str(f"baseline: naive {'paced' if paced else 'unpaced'}, hop {hop or 'paper'}")
+            row = run_baseline(stream, hop_ms=hop, paced=paced)
+            row.pop("frame_latencies_ms", None)
+            out["rows"].append(row)
+    except BaselineUnavailable as exc:
+        out["error"] = str(exc)
+    out["ratios"] = ratios(out["rows"], hop_ms)
+    return out
+
+
+def ratios(rows: list[dict[str, Any]], hop_ms: float) -> dict[str, float | None]:
+    """mestream over the baseline at the same hop: throughput (unpaced) and latency (paced)."""
+    def row(system: str, mode: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r["system"] == system and r["mode"] == mode and r["hop_ms"] == hop_ms), None)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b else None
+
+    ours_u, theirs_u = row("mestream", "unpaced"), row("baseline", "unpaced")
+    ours_p, theirs_p = row("mestream", "paced"), row("baseline", "paced")
+    out: dict[str, float | None] = {"throughput": ratio(ours_u and ours_u["throughput_fps"],
+                                                        theirs_u and theirs_u["throughput_fps"])}
+    for kind in ("frame", "event"):
+        for q in ("p50", "p99"):
+            ours = ((ours_p or {}).get(f"{kind}_latency_ms") or {}).get(q)
+            theirs = ((theirs_p or {}).get(f"{kind}_latency_ms") or {}).get(q)
+            out[f"{kind}_latency_{q}"] = ratio(theirs, ours)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mestream.bench import report
+
+    method = method_from_args(args)
+    plan, skipped = plan_from_args(args, method)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"mestream bench: --out {out}: cannot create the folder: {exc.strerror}", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {
+        "schema": 1, "command": shlex.join(getattr(args, "command_line", None) or ["mestream", "bench"]),
+        "quick": bool(args.quick),
+        "provenance": provenance(),
+        "method": {**asdict(method), "frame_latency": FRAME_LATENCY, "event_latency": EVENT_LATENCY},
+        "points": [], "capacity": [], "baseline": None, "skipped": skipped,
+    }
+    steps = len(plan.points) + len(plan.capacity) + int(plan.baseline)
+    with tqdm(total=steps, unit="step", desc="mestream bench") as bar:
+        for point in plan.points:
+            bar.set_postfix_str(point.id)
+            results["points"].append(measure_point(point, method))
+            bar.update()
+        for point in plan.capacity:
+            results["capacity"].append(capacity(point, method, seconds=plan.capacity_seconds,
+                                                max_probes=plan.capacity_probes, progress=bar))
+            bar.update()
+        if plan.baseline:
+            results["baseline"] = run_baseline_comparison(method, plan.points[0], bar)
+            bar.update()
+    written = report.write_all(results, out)
+    if args.update_results:
+        report.update_results_md(results, Path(args.results_md), [p for p in written if p.suffix == ".png"])
+        written.append(Path(args.results_md))
+    print(_headline(results))
+    for path in written:
+        print(f"wrote {path}")
+    failed = [p["id"] for p in results["points"] if p["error"]]
+    if failed:
+        print(f"mestream bench: {len(failed)} point(s) stopped by an error: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _headline(results: dict[str, Any]) -> str:
+    lines = []
+    for p in results["points"]:
+        f = p["frame_latency_ms"]
+        lines.append(f"{p['id']}: {p['throughput_fps'] or 0:,.0f} frames/s, frame latency p50 {f['p50']} / p99 {f['p99']} ms, "
+                     f"dropped {p['dropped_frames']}")
+    for c in results["capacity"]:
+        lines.append(f"capacity {c['pipeline']} {c['resolution']} {c['cameras']}cam: {c['capacity_fps']} fps")
+    base = results.get("baseline")
+    if base:
+        lines.append(f"vs the naive baseline: {base['ratios']}" + (f" ({base['error']})" if base["error"] else ""))
+    return "\n".join(lines)
