@@ -84,8 +84,3 @@ class FrameTrace:
         """Traced frames from frame id ``since_frame`` on that some stage never finished."""
         n = min(self.count, self.capacity)
         return int(np.sum((self.frame_id[:n] >= since_frame) & np.any(self.times[:, :n] == 0, axis=0)))
-
-    def save(self, path: str) -> None:
-        np.savez_compressed(path, frame_id=self.frame_id[:min(self.count, self.capacity)],
-                            **{name: self.times[i, :min(self.count, self.capacity)]
-                               for i, name in enumerate(("capture",) + self.stages)})
