@@ -179,7 +179,7 @@ def run_once(point: Point, method: Method, seconds: float | None = None) -> tupl
         "event_stages_ms": {topic: {key: percentiles([e["latency"][key] for e in evs if e["latency"].get(key, -1) >= 0])
                                     for key in EVENT_STAGES[topic]} for topic, evs in events.items()},
         "spot_f1": summary.scores.get("spot_f1"), "recog_uf1": summary.scores.get("recog_uf1"),
-        "backend_notes": pipeline.backend_notes, "error": summary.error,
+        "backend_notes": pipeline.backend_notes, "error": summary.error, "interrupted": summary.interrupted,
     }
     return rep, lat
 
@@ -198,95 +198,111 @@ def _measured_events(pipeline: Pipeline, since: dict[str, int]) -> dict[str, lis
 
 
 def measure_point(point: Point, method: Method, *, repetitions: int | None = None) -> dict[str, Any]:
-    """Every repetition of ``point``, and the medians over them (the point's headline)."""
+    """Every repetition of ``point``, and the medians over them (the point's headline). A point
+    that cannot run (a backend or camera that fails to start) is reported with its error, so
+    that the points measured before and after it are kept."""
     seconds = method.measured_seconds(point.fps, point.cameras)
-    reps, pooled = [], {}
-    for _ in range(repetitions or method.repetitions):
-        rep, lat = run_once(point, method, seconds)
-        reps.append(rep)
-        for stage, values in lat.items():
-            pooled.setdefault(stage, []).append(values)
-        if rep["error"]:
-            break
-    lat = {stage: np.concatenate(parts) for stage, parts in pooled.items()}
-    first = reps[0]
+    reps: list[dict[str, Any]] = []
+    pooled: dict[str, list[np.ndarray]] = {}
+    error = ""
+    try:
+        for _ in range(repetitions or method.repetitions):
+            rep, lat = run_once(point, method, seconds)
+            reps.append(rep)
+            for stage, values in lat.items():
+                pooled.setdefault(stage, []).append(values)
+            if rep["error"] or rep["interrupted"]:
+                break
+    except Exception as exc:  # noqa: BLE001 (reported in the results, and on stderr by the suite)
+        error = f"{type(exc).__name__}: {exc}"
+    errors = [r["error"] for r in reps if r["error"]] + ([error] if error else [])
+    return {**_point_header(point, method, seconds), **_over_repetitions(reps, pooled),
+            "interrupted": any(r["interrupted"] for r in reps), "error": "; ".join(errors)}
 
-    def med(key: str) -> float | None:
+
+def _point_header(point: Point, method: Method, seconds: float) -> dict[str, Any]:
+    return {"id": point.id, "pipeline": point.pipeline, "fps": point.fps, "resolution": point.resolution,
+            "cameras": point.cameras, "backend": point.backend, "paced": point.paced,
+            "backend_settings": backend_settings(run_config(point, method, seconds)), "seconds": round(seconds, 3)}
+
+
+def _over_repetitions(reps: list[dict[str, Any]], pooled: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+    """Medians over repetitions (worst for peak RSS and drops); latency CDFs pooled."""
+    def med(key: str, digits: int = 1) -> float | None:
         values = [r[key] for r in reps if r[key] is not None]
-        return round(float(np.median(values)), 1) if values else None
+        return round(float(np.median(values)), digits) if values else None
 
-    stages = first["frame_stages_ms"].keys()
+    def worst(key: str) -> Any:
+        values = [r[key] for r in reps if r[key] is not None]
+        return max(values) if values else None
+
+    stages = list(dict.fromkeys(s for r in reps for s in r["frame_stages_ms"]))
+    topics = {t: keys for r in reps for t, keys in r["event_stages_ms"].items()}
     return {
-        "id": point.id, "pipeline": point.pipeline, "fps": point.fps, "resolution": point.resolution,
-        "cameras": point.cameras, "backend": point.backend, "paced": point.paced,
-        "backend_settings": backend_settings(run_config(point, method, seconds)), "seconds": round(seconds, 3),
-        "throughput_fps": med("throughput_fps"), "cpu_percent": med("cpu_percent"),
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in reps),
-        "dropped_frames": max(r["dropped_frames"] for r in reps), "skipped_frames": max(r["skipped_frames"] for r in reps),
+        "throughput_fps": med("throughput_fps"), "cpu_percent": med("cpu_percent"), "peak_rss_mb": worst("peak_rss_mb"),
+        "dropped_frames": worst("dropped_frames"), "skipped_frames": worst("skipped_frames"),
         "frame_latency_ms": median_of([r["frame_latency_ms"] for r in reps]),
-        "frame_stages_ms": {s: median_of([r["frame_stages_ms"][s] for r in reps]) for s in stages},
-        "event_latency_ms": {t: median_of([r["event_latency_ms"][t] for r in reps]) for t in first["event_latency_ms"]},
-        "event_stages_ms": {t: {k: median_of([r["event_stages_ms"][t][k] for r in reps]) for k in keys}
-                            for t, keys in first["event_stages_ms"].items()},
-        "spot_f1": _median_or_none([r["spot_f1"] for r in reps]),
-        "recog_uf1": _median_or_none([r["recog_uf1"] for r in reps]),
-        "cdf_ms": {stage: cdf(values) for stage, values in lat.items()},
+        "frame_stages_ms": {s: median_of([r["frame_stages_ms"][s] for r in reps if s in r["frame_stages_ms"]])
+                            for s in stages},
+        "event_latency_ms": {t: median_of([r["event_latency_ms"][t] for r in reps if t in r["event_latency_ms"]])
+                             for t in topics},
+        "event_stages_ms": {t: {k: median_of([r["event_stages_ms"][t][k] for r in reps if t in r["event_stages_ms"]])
+                                for k in keys} for t, keys in topics.items()},
+        "spot_f1": med("spot_f1", 4), "recog_uf1": med("recog_uf1", 4),
+        "cdf_ms": {stage: cdf(np.concatenate(parts)) for stage, parts in pooled.items()},
         "repetitions": reps,
-        "error": "; ".join(r["error"] for r in reps if r["error"]),
     }
-
-
-def _median_or_none(values: list[Any]) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(float(np.median(values)), 4) if values else None
 
 
 def probe(point: Point, method: Method, seconds: float) -> dict[str, Any]:
     """One capacity probe: can the pipeline take ``point.fps`` live, with nothing dropped or
     skipped, every frame through at the camera's rate (a camera thread starved of CPU releases
     frames late rather than dropping them) and the frame p99 within the bound?"""
-    rep, _ = run_once(point, method, seconds)
+    try:
+        rep, _ = run_once(point, method, seconds)
+    except Exception as exc:  # noqa: BLE001 (a rate the source refuses fails the probe, with why)
+        return {"fps": point.fps, "dropped_frames": None, "skipped_frames": None, "throughput_fps": None,
+                "frame_p99_ms": None, "cpu_percent": None, "ok": False, "error": f"{type(exc).__name__}: {exc}",
+                "interrupted": False}
     p99 = rep["frame_latency_ms"]["p99"]
     kept_up = (rep["throughput_fps"] or 0) >= KEEP_UP * point.fps * point.cameras
     ok = (not rep["error"] and rep["dropped_frames"] == 0 and rep["skipped_frames"] == 0 and kept_up
           and p99 is not None and p99 <= method.p99_bound_ms)
     return {"fps": point.fps, "dropped_frames": rep["dropped_frames"], "skipped_frames": rep["skipped_frames"],
             "throughput_fps": rep["throughput_fps"], "frame_p99_ms": p99, "cpu_percent": rep["cpu_percent"],
-            "ok": bool(ok), "error": rep["error"]}
+            "ok": bool(ok), "error": rep["error"], "interrupted": rep["interrupted"]}
 
 
 def capacity(point: Point, method: Method, *, seconds: float, start_fps: float = 500.0, max_fps: float = 4000.0,
              max_probes: int = 8, progress: Any = None) -> dict[str, Any]:
     """The highest frame rate ``point`` takes live (`probe`): doubling from ``start_fps`` until a
-    probe fails, then bisecting between the last pass and the first failure."""
+    probe fails (halving when the first one fails), then bisecting between the last pass and
+    the first failure to within 10 %. Ctrl-C ends the search with the probes made so far."""
     probes: list[dict[str, Any]] = []
+
+    def more() -> bool:
+        return len(probes) < max_probes and not (probes and probes[-1]["interrupted"])
 
     def attempt(fps: float) -> bool:
         result = probe(replace(point, fps=round(fps)), method, seconds)
         probes.append(result)
         if progress is not None:
             progress.set_postfix_str(f"capacity probe {result['fps']:g} fps: {'ok' if result['ok'] else 'fails'}")
-        return result["ok"]
+        return result["ok"] and not result["interrupted"]
 
-    good, bad = 0.0, 0.0
-    fps = start_fps
-    while len(probes) < max_probes:
+    good, bad, fps = 0.0, 0.0, start_fps
+    while more() and not bad and good < max_fps:
         if attempt(fps):
-            good = fps
-            if fps >= max_fps:
-                break
-            fps = min(fps * 2, max_fps)
+            good, fps = fps, min(fps * 2, max_fps)
         else:
             bad = fps
-            break
-    if not good and bad:  # the start already fails: search below it
+    while more() and not good and bad / 2 >= 25:  # the start already fails: search below it
         fps = bad / 2
-        while len(probes) < max_probes and fps >= 50:
-            if attempt(fps):
-                good = fps
-                break
-            bad, fps = fps, fps / 2
-    while bad and good and len(probes) < max_probes and bad / good > 1.1:
+        if attempt(fps):
+            good = fps
+        else:
+            bad = fps
+    while more() and good and bad and bad / good > 1.1:
         fps = (good + bad) / 2
         if attempt(fps):
             good = fps
@@ -294,4 +310,5 @@ def capacity(point: Point, method: Method, *, seconds: float, start_fps: float =
             bad = fps
     return {"pipeline": point.pipeline, "resolution": point.resolution, "cameras": point.cameras,
             "backend": point.backend, "bound_ms": method.p99_bound_ms, "seconds": seconds,
-            "capacity_fps": float(round(good)) if good else None, "probes": probes}
+            "capacity_fps": float(round(good)) if good else None, "probes": probes,
+            "interrupted": bool(probes and probes[-1]["interrupted"])}

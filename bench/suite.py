@@ -22,6 +22,8 @@ from typing import Any
 
 from mestream.bench.measure import PIPELINES, Method, Point, capacity, measure_point, run_once
 from mestream.bench.provenance import provenance
+from mestream.bench.stats import percentiles
+from mestream.engine.config import SpotConfig
 
 log = logging.getLogger("mestream.bench")
 
@@ -37,6 +39,7 @@ EVENT_LATENCY = "the offset frame's capture → the event's publication, as carr
 class Plan:
     """The points, capacity searches and baseline one invocation runs."""
 
+    head: Point  # the headline point the axes vary around; the baseline runs at its rate and size
     points: tuple[Point, ...]
     capacity: tuple[Point, ...]
     capacity_seconds: float
@@ -134,7 +137,7 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
     if not args.no_capacity and spot:
         base = replace(head, pipeline=spot[-1])
         searches = (base,) if quick else tuple(replace(base, cameras=c) for c in counts)
-    plan = Plan(points=tuple(points), capacity=searches,
+    plan = Plan(head=head, points=tuple(points), capacity=searches,
                 capacity_seconds=method.seconds if not quick else max(2.0, method.seconds / 2),
                 capacity_probes=4 if quick else 8, baseline=not args.no_baseline and bool(spot))
     return plan, skipped
@@ -142,30 +145,37 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
 
 def run_baseline_comparison(method: Method, head: Point, progress: Any) -> dict[str, Any]:
     """The same seeded stream through mestream (spotting, paced and unpaced) and through the
-    naive baseline (`mestream.bench.baseline`), in this run; ratios > 1 favour mestream."""
-    from mestream.bench.baseline import BaselineUnavailable, Stream, run_baseline
+    naive baseline (`mestream.bench.baseline`), in this run; ratios > 1 favour mestream. A side
+    that fails or is interrupted leaves the rows measured before it, and says why."""
+    from mestream.bench.baseline import Stream, run_baseline
 
     seconds = method.measured_seconds(head.fps, 1)
     stream = Stream(seed=method.seed, fps=head.fps, resolution=head.resolution, seconds=seconds, warmup_s=method.warmup_s)
-    out: dict[str, Any] = {"stream": {"kind": "synthetic", **asdict(stream)}, "rows": [], "ratios": {}, "error": ""}
+    out: dict[str, Any] = {"stream": {"kind": "synthetic", **asdict(stream)}, "rows": [], "ratios": {}, "error": "",
+                           "interrupted": False}
     point = replace(head, pipeline="spot", cameras=1)
-    hop_ms = 100.0  # mestream's default spot.hop_ms: both systems look at the same windows
-    for paced in (True, False):
-        progress.set_postfix_str(f"baseline: mestream {'paced' if paced else 'unpaced'}")
-        rep, _ = run_once(replace(point, paced=paced), method, seconds)
-        out["rows"].append({"system": "mestream", "mode": "paced" if paced else "unpaced", "hop_ms": hop_ms,
-                            "throughput_fps": rep["throughput_fps"], "frame_latency_ms": rep["frame_latency_ms"],
-                            "event_latency_ms": rep["event_latency_ms"].get("spot"),
-                            "events": rep["event_latency_ms"].get("spot", {}).get("n", 0), "windows": None,
-                            "skipped_windows": None, "wall_s": rep["wall_s"], "cpu_percent": rep["cpu_percent"]})
+    hop_ms = SpotConfig().hop_ms  # mestream's default: both systems run the same windows
     try:
+        for paced in (True, False):
+            progress.set_postfix_str(f"baseline: mestream {'paced' if paced else 'unpaced'}")
+            rep, _ = run_once(replace(point, paced=paced), method, seconds)
+            if rep["interrupted"]:
+                raise KeyboardInterrupt
+            spot = rep["event_latency_ms"].get("spot") or percentiles([])
+            out["rows"].append({"system": "mestream", "mode": "paced" if paced else "unpaced", "hop_ms": hop_ms,
+                                "throughput_fps": rep["throughput_fps"], "frame_latency_ms": rep["frame_latency_ms"],
+                                "event_latency_ms": spot, "events": spot["n"], "windows": None,
+                                "skipped_windows": None, "wall_s": rep["wall_s"], "cpu_percent": rep["cpu_percent"],
+                                "error": rep["error"]})
         for paced, hop in ((True, hop_ms), (False, hop_ms), (False, None)):
             progress.set_postfix_str(f"baseline: naive {'paced' if paced else 'unpaced'}, hop {hop or 'paper'}")
             row = run_baseline(stream, hop_ms=hop, paced=paced)
             row.pop("frame_latencies_ms", None)
             out["rows"].append(row)
-    except BaselineUnavailable as exc:
-        out["error"] = str(exc)
+    except KeyboardInterrupt:
+        out["interrupted"], out["error"] = True, "interrupted"
+    except Exception as exc:  # noqa: BLE001 (BaselineUnavailable names the extra to install)
+        out["error"] = str(exc) if type(exc).__name__ == "BaselineUnavailable" else f"{type(exc).__name__}: {exc}"
     out["ratios"] = ratios(out["rows"], hop_ms)
     return out
 
@@ -191,8 +201,6 @@ def ratios(rows: list[dict[str, Any]], hop_ms: float) -> dict[str, float | None]
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mestream.bench import report
 
     method = method_from_args(args)
@@ -210,19 +218,7 @@ def run(args: argparse.Namespace) -> int:
         "method": {**asdict(method), "frame_latency": FRAME_LATENCY, "event_latency": EVENT_LATENCY},
         "points": [], "capacity": [], "baseline": None, "skipped": skipped,
     }
-    steps = len(plan.points) + len(plan.capacity) + int(plan.baseline)
-    with tqdm(total=steps, unit="step", desc="mestream bench") as bar:
-        for point in plan.points:
-            bar.set_postfix_str(point.id)
-            results["points"].append(measure_point(point, method))
-            bar.update()
-        for point in plan.capacity:
-            results["capacity"].append(capacity(point, method, seconds=plan.capacity_seconds,
-                                                max_probes=plan.capacity_probes, progress=bar))
-            bar.update()
-        if plan.baseline:
-            results["baseline"] = run_baseline_comparison(method, plan.points[0], bar)
-            bar.update()
+    interrupted = _measure(plan, method, results)
     written = report.write_all(results, out)
     if args.update_results:
         report.update_results_md(results, Path(args.results_md), [p for p in written if p.suffix == ".png"])
@@ -233,7 +229,39 @@ def run(args: argparse.Namespace) -> int:
     failed = [p["id"] for p in results["points"] if p["error"]]
     if failed:
         print(f"mestream bench: {len(failed)} point(s) stopped by an error: {', '.join(failed)}", file=sys.stderr)
+    if interrupted:
+        print("mestream bench: interrupted; the files hold what was measured before the stop", file=sys.stderr)
+        return 130
     return 1 if failed else 0
+
+
+def _measure(plan: Plan, method: Method, results: dict[str, Any]) -> bool:
+    """Every step of the plan into ``results``, in order; True when Ctrl-C ended it early (what
+    was measured is kept and written)."""
+    from tqdm import tqdm
+
+    steps = len(plan.points) + len(plan.capacity) + int(plan.baseline)
+    with tqdm(total=steps, unit="step", desc="mestream bench") as bar:
+        try:
+            for point in plan.points:
+                bar.set_postfix_str(point.id)
+                results["points"].append(measure_point(point, method))
+                bar.update()
+                if results["points"][-1]["interrupted"]:
+                    return True
+            for point in plan.capacity:
+                results["capacity"].append(capacity(point, method, seconds=plan.capacity_seconds,
+                                                    max_probes=plan.capacity_probes, progress=bar))
+                bar.update()
+                if results["capacity"][-1]["interrupted"]:
+                    return True
+            if plan.baseline:
+                results["baseline"] = run_baseline_comparison(method, plan.head, bar)
+                bar.update()
+                return bool(results["baseline"]["interrupted"])
+        except KeyboardInterrupt:  # outside a run (loading models, the baseline): stop, keep the rest
+            return True
+    return False
 
 
 def _headline(results: dict[str, Any]) -> str:

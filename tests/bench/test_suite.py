@@ -26,7 +26,7 @@ def plan(*argv: str):
 def test_default_plan_sweeps_one_axis_at_a_time_around_the_headline_point():
     p, skipped = plan()
     head = Point()
-    assert p.points[0].pipeline == "ingest" and head in p.points
+    assert p.head == head and p.points[0].pipeline == "ingest" and head in p.points
     # 3 pipelines × 3 rates, + 2 more resolutions, + 2 more camera counts, + each other backend
     backends = [s for s in skipped if s["what"] == "backend tensorrt"]
     assert backends, "no GPU here: tensorrt is listed as skipped, with why"
@@ -61,7 +61,7 @@ def test_capacity_search_brackets_the_highest_passing_rate(monkeypatch):
     def fake_probe(point, method, seconds):
         ok = point.fps <= limit
         return {"fps": point.fps, "dropped_frames": 0 if ok else 9, "skipped_frames": 0, "frame_p99_ms": 100.0,
-                "cpu_percent": 50.0, "ok": ok, "error": ""}
+                "cpu_percent": 50.0, "ok": ok, "error": "", "interrupted": False}
 
     monkeypatch.setattr(measure, "probe", fake_probe)
     result = measure.capacity(Point(), Method(), seconds=1.0, max_probes=12)
@@ -71,6 +71,24 @@ def test_capacity_search_brackets_the_highest_passing_rate(monkeypatch):
     assert limit / 1.1 <= low["capacity_fps"] <= limit  # the start fails: searched below it
     monkeypatch.setattr(measure, "probe", lambda point, method, seconds: {**fake_probe(point, method, seconds), "ok": False})
     assert measure.capacity(Point(), Method(), seconds=1.0)["capacity_fps"] is None
+
+
+def test_a_point_that_cannot_start_is_reported_and_the_others_kept(monkeypatch, tmp_path):
+    from mestream.bench import report
+
+    def broken(point, method, seconds=None):
+        raise RuntimeError("camera unplugged")
+
+    monkeypatch.setattr(measure, "run_once", broken)
+    failed = measure.measure_point(Point(), Method(repetitions=2))
+    assert failed["error"] == "RuntimeError: camera unplugged" and failed["repetitions"] == []
+    assert failed["throughput_fps"] is None and failed["frame_latency_ms"]["n"] == 0 and not failed["interrupted"]
+    probe = measure.probe(Point(), Method(), 1.0)
+    assert not probe["ok"] and "camera unplugged" in probe["error"]
+    results = {"command": "mestream bench", "provenance": {}, "method": {}, "points": [failed], "capacity": [],
+               "baseline": None, "skipped": []}
+    written = report.write_all(results, tmp_path)  # the report copes with a point that has no figures
+    assert "camera unplugged" in (tmp_path / "points.csv").read_text() and written
 
 
 def test_ratios_favour_the_faster_side():
