@@ -15,13 +15,21 @@ although consecutive windows share most of their frames. It runs two ways:
   computed in order; at the paper's stride (window - overlap steps, ``hop_ms=None``) this is
   the offline code's own cost.
 
-Deliberately the same as mestream, so that only the caching and streaming differ: the same
-recorded stream (the synthetic camera's seeded session, frame for frame), the same shipped
-weights, the face functions and fixed-box rule of the training data (`mestream.engine.face`),
-the training code's samples and flow (`mestream.models.mesnet.data.flow_steps`), the network's
-own post-processing (`MESNet.window_outputs` / `spot_windows`), the same thresholds, and the
-engine's rule for publishing an interval (over ``settle_steps`` before the window's end, not
-cut by the window's start, not a duplicate with IoU > T_nms of one already published).
+Deliberately the same as mestream, so that what differs is the caching and streaming: the
+same recorded stream (the synthetic camera's seeded session, frame for frame), the same
+shipped weights, the training code's samples and flow (`mestream.models.mesnet.data.flow_steps`,
+fed the samples the flow reaches back and ahead to, as over a whole video, so a window is
+due when the engine's would be), the network's own post-processing (`MESNet.window_outputs` /
+`spot_windows`), the same thresholds, and the engine's rule for when a frame is decided and
+an interval published (``settle_steps`` before a window's end, not cut by the window's start,
+not a duplicate with IoU > T_nms of one already published).
+
+What differs besides, each as the offline code does it: the face is detected on the whole
+first frame of every window and every frame is cropped with the training crops' resize
+(`mestream.engine.face.detect_face`, `crop`: INTER_AREA, about three times the engine's
+INTER_LINEAR per crop); the first windows of a stream, shorter than ``window_steps``, are
+zero-padded as the offline code pads a short video; torch runs with its default threads
+(both cores, the generous choice: mestream's stages run one ONNX Runtime thread each).
 """
 
 from __future__ import annotations
@@ -147,8 +155,14 @@ class _Baseline:
         samples = len(self.bounds) - 1
         self.centre = (self.bounds[:-1] + self.bounds[1:] - 1) / 2.0
         self.ends = window_ends(samples, self.hop)
-        self._due_at = self.bounds[np.asarray(self.ends, np.int64)]  # frame that makes each window due
-        span = max((self.bounds[e] - self.bounds[max(0, e - cfg.window_steps)] for e in self.ends), default=1)
+        if not self.ends or self.warm < 0:
+            raise ValueError(f"baseline: a {stream.seconds:g} s stream (+ {stream.warmup_s:g} s warm-up) at "
+                             f"{stream.fps:g} fps holds no complete {cfg.sample_hz:g} Hz sample to spot in")
+        # the flow of a window's first and last steps reaches back and ahead of it, as over a whole video
+        self.back, self.ahead = cfg.flow_gap // 2, cfg.flow_gap - cfg.flow_gap // 2
+        self.samples = samples
+        self._due_at = self.bounds[np.minimum(np.asarray(self.ends, np.int64) + self.ahead, samples)]
+        span = max((self.bounds[self._context(e)[1]] - self.bounds[self._context(e)[0]] for e in self.ends), default=1)
         hop_frames = int(math.ceil(self.hop * stream.fps / cfg.sample_hz))
         self.capacity = int(span) * (2 if paced else 1) + hop_frames + 2
         self._crops = np.empty((int(span), cfg.flow_crop, cfg.flow_crop), np.uint8)
@@ -171,6 +185,10 @@ class _Baseline:
 
     # -- one window ------------------------------------------------------------------------------
 
+    def _context(self, e: int) -> tuple[int, int]:
+        """Samples whose frames window ``e`` needs: its own, and the flow's reach back and ahead."""
+        return max(e - self.cfg.window_steps - self.back, 0), min(e + self.ahead, self.samples)
+
     def compute(self, frames: _Frames, j: int) -> bool:
         """Recompute window j from its raw frames; False (and skipped) when it cannot."""
         from mestream.engine.face import crop, detect_face, square_box
@@ -178,7 +196,8 @@ class _Baseline:
 
         cfg, e = self.cfg, self.ends[j]
         lo = max(0, e - cfg.window_steps)
-        f_lo, f_hi = int(self.bounds[lo]), int(self.bounds[e])
+        c_lo, c_hi = self._context(e)
+        f_lo, f_hi = int(self.bounds[c_lo]), int(self.bounds[c_hi])
         t0 = time.perf_counter()
         if not frames.intact(f_lo, f_lo + 1):
             return self._skip()
@@ -194,7 +213,7 @@ class _Baseline:
             crop(frames.pixels[f % frames.capacity], self.box, cfg.flow_crop, out=crops[i])
         if not frames.intact(f_lo, f_hi):  # the camera overwrote frames while they were cropped
             return self._skip()
-        flow = flow_steps(crops, self.bounds[lo:e] - f_lo, cfg)
+        flow = flow_steps(crops, self.bounds[c_lo:c_hi] - f_lo, cfg)[lo - c_lo:e - c_lo]
         starts, features, scores = self.net.window_outputs(flow)
         spots = self.net.spot_windows(starts, features, scores, len(flow), cfg.t_cpn, cfg.t_crn)
         done = time.monotonic_ns()
@@ -202,7 +221,8 @@ class _Baseline:
         self.finished_ns[j] = done
         self.windows += 1
         self.bar.update(1)
-        self._cover(frames, f_lo, f_hi, done)
+        decided = e if e == self.ends[-1] else max(e - self.settle, lo)  # as the engine: the settle margin waits a hop
+        self._cover(frames, int(self.bounds[lo]), int(self.bounds[decided]), done)
         self._publish(frames, spots, lo, e, final=e == self.ends[-1], done=done)
         return True
 
@@ -289,13 +309,13 @@ class _Baseline:
             j += 1
 
     def _run_live(self, src: Any, frames: _Frames) -> None:
-        ended, failed = threading.Event(), []
+        ended, stop, failed = threading.Event(), threading.Event(), []
 
         def produce() -> None:
             try:
                 for i, frame in enumerate(src):
                     frames.put(frame, i)
-                    if i + 1 == self.n:
+                    if i + 1 == self.n or stop.is_set():
                         break
             except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
                 failed.append(exc)
@@ -305,19 +325,22 @@ class _Baseline:
         producer = threading.Thread(target=produce, name="baseline-camera", daemon=True)
         producer.start()
         j = 0
-        while j < len(self.ends):
-            done = ended.is_set()
-            due = self._due(frames.received, done)
-            if due > j:
-                self.skipped += due - 1 - j  # only the newest due window is worth computing
-                self.bar.update(due - 1 - j)
-                self.compute(frames, due - 1)
-                j = due
-            elif done:
-                break
-            else:
-                time.sleep(0.0005)
-        producer.join()
+        try:
+            while j < len(self.ends):
+                done = ended.is_set()
+                due = self._due(frames.received, done)
+                if due > j:
+                    self.skipped += due - 1 - j  # only the newest due window is worth computing
+                    self.bar.update(due - 1 - j)
+                    self.compute(frames, due - 1)
+                    j = due
+                elif done:
+                    break
+                else:
+                    time.sleep(0.0005)
+        finally:  # a failing window or Ctrl-C stops the camera too, rather than leave it rendering
+            stop.set()
+            producer.join()
         if failed:
             raise failed[0]
 
@@ -325,12 +348,14 @@ class _Baseline:
 
     def summary(self) -> dict[str, Any]:
         frames, warm = self.frames, self.warm
+        if frames.received <= warm:
+            raise ValueError(f"baseline: the source ended after {frames.received} frames, inside the warm-up")
         start_ns = int(frames.host_ns[warm])
         wall = max((self.end_ns - start_ns) / 1e9, 1e-9)
         cpu = self.end_cpu - frames.cpu_at.get(warm, 0.0)
         measured = self.latency_ms[warm:frames.received]
         covered = np.isfinite(measured)
-        count = int(covered.sum()) if self.paced else len(measured)
+        count = int(covered.sum())
         events = [p[4] for p in self.published if p[3] >= warm]
         return {"system": "baseline", "mode": "paced" if self.paced else "unpaced",
                 "hop_ms": self.hop * 1000.0 / self.cfg.sample_hz, "hop_steps": self.hop,

@@ -9,8 +9,9 @@ only the frames after the first ``warmup_s · fps`` (and the events that end aft
   of the spot stage (ingest only: capture → the first reader), and each stage's share;
 - per-event latency from the published events themselves (what a subscriber sees): the
   offset frame's capture → publish, and the stage fields each event carries;
-- throughput (measured frames that went through every stage, per second from the first one's
-  capture to the last one's end), CPU % (process user + system time over wall time, 200 % is
+- throughput (measured frames that went through every stage, per second over their capture
+  span, or over the span of their ends when the pipeline is the slower: a replay), the rate
+  the camera delivered them at (``camera_fps``), CPU % (process user + system time over wall time, 200 % is
   both cores; after the warm-up when paced, the whole run when unpaced), peak RSS (the
   process's, reset before each repetition), dropped frames (lost by the camera, overrun in a
   ring) and skipped frames (read, but skipped by a spotter that fell behind).
@@ -20,10 +21,11 @@ The headline figures of a point are the medians over its repetitions.
 
 from __future__ import annotations
 
+import gc
 import resource
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +34,16 @@ import numpy as np
 from mestream.bench.stats import cdf, median_of, percentiles
 from mestream.engine.config import InferenceConfig, PublishConfig, RecogConfig, RunConfig, SourceConfig, SpotConfig
 from mestream.engine.events import TOPIC_RECOG, TOPIC_SPOT
-from mestream.engine.pipeline import Pipeline
+from mestream.engine.pipeline import Pipeline, events_dropped, frames_dropped
 from mestream.engine.scoring import LATENCY_KEY
 
 PIPELINES = ("ingest", "spot", "spot+recog")
 EVENT_STAGES = {"spot": ("face_ms", "wait_ms", "flow_ms", "encoder_ms", "heads_ms", "refine_ms"),
                 "recog": ("spot_ms", "queue_ms", "prepare_ms", "encoder_ms", "head_ms")}
 KEEP_UP = 0.97
-"""A capacity probe passes only if this share of the frame rate went through every stage."""
-LOST = ("camera", "ring_overrun", "spot_overrun")
-"""Drop counters that are frames lost (``spot_skip`` is reported apart: frames read but not spotted)."""
+"""A capacity probe passes only if the camera delivered, and the pipeline put through, this
+share of the frame rate (a camera thread starved of CPU releases frames late, not dropped)."""
+
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Method:
     """How every point is measured (recorded with the results)."""
 
     warmup_s: float = 2.0
+    cooldown_s: float = 0.5
     seconds: float = 20.0
     min_frames: int = 10_000
     repetitions: int = 3
@@ -81,7 +84,7 @@ def run_config(point: Point, method: Method, seconds: float) -> RunConfig:
     spot = point.pipeline != "ingest"
     return RunConfig(
         source=SourceConfig(seed=method.seed, fps=point.fps, resolution=point.resolution, pace=point.paced),
-        cameras=point.cameras, duration=method.warmup_s + seconds, progress=False,
+        cameras=point.cameras, duration=method.warmup_s + seconds + method.cooldown_s, progress=False,
         publish=PublishConfig(endpoint="", console=False),
         spot=SpotConfig(enabled=spot), recognise=RecogConfig(enabled=point.pipeline == "spot+recog"),
         inference=InferenceConfig(backend=point.backend, fallback=False, threads=method.threads),
@@ -118,78 +121,110 @@ def _peak_rss_mb() -> float:
 
 
 class _Clock(threading.Thread):
-    """Notes process CPU time and wall time when the warm-up ends, from beside the run."""
+    """Notes process CPU time, wall time and the drop counters when the warm-up ends, from
+    beside the run, so that the figures cover the measured part only."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, pipeline: Pipeline) -> None:
         super().__init__(daemon=True)
-        self.delay_s, self.done = delay_s, threading.Event()
-        self.mark: tuple[float, float] | None = None
+        self.delay_s, self.pipeline, self.done = delay_s, pipeline, threading.Event()
+        self.mark: tuple[float, float, dict[str, int]] | None = None
 
     def run(self) -> None:
         if not self.done.wait(self.delay_s):
-            self.mark = (_cpu_s(), time.monotonic())
+            self.mark = (_cpu_s(), time.monotonic(), self.pipeline.drops())
 
 
 def run_once(point: Point, method: Method, seconds: float | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """One repetition: its figures (JSON-able) and the raw per-frame latencies (ms) by stage."""
     seconds = method.measured_seconds(point.fps, point.cameras) if seconds is None else seconds
     config = run_config(point, method, seconds)
-    frames = int(round(config.duration * point.fps)) + 16
+    gc.collect()  # the last repetition's rings and models are gone before the peak is reset
     _reset_peak_rss()
-    pipeline = Pipeline(config, trace_frames=frames)
-    clock = _Clock(method.warmup_s)
+    pipeline = Pipeline(config, trace_frames=int(round(config.duration * point.fps)) + 16)
+    clock = _Clock(method.warmup_s, pipeline)
     cpu0, wall0 = _cpu_s(), time.monotonic()
-    if point.paced:  # a replay's warm-up is over in a fraction of warmup_s: its CPU is the whole run's
+    if point.paced:  # a replay's warm-up is over in a fraction of warmup_s: its figures are the whole run's
         clock.start()
     summary = pipeline.run()
     cpu1, wall1 = _cpu_s(), time.monotonic()
     clock.done.set()
-    cpu0, wall0 = clock.mark or (cpu0, wall0)
+    cpu0, wall0, drops0 = clock.mark or (cpu0, wall0, {})
+    window = _measured_frames(pipeline, method, point.fps)
     raw: dict[str, list[np.ndarray]] = {}
-    since: dict[str, int] = {}  # per camera: the first frame id after the warm-up
-    finished, unfinished, first_ns, last_ns = 0, 0, [], []
-    for camera, trace in pipeline.traces.items():
-        if trace.count == 0:
-            continue
-        since[camera] = int(trace.frame_id[0] + round(method.warmup_s * point.fps))
-        for stage, values in trace.latencies_ms(since[camera]).items():
+    finished, unfinished, late, delivered = 0, 0, [], 0.0
+    spans: list[tuple[int, int, int, int]] = []  # per camera: first and last capture, first and last end
+    for camera, (since, until) in window.items():
+        trace = pipeline.traces[camera]
+        for stage, values in trace.latencies_ms(since, until).items():
             raw.setdefault(stage, []).append(values)
-        done = trace.finished(since[camera])
+        done = trace.finished(since, until)
         finished += int(done.sum())
-        unfinished += trace.unfinished(since[camera])
-        if done.any():
+        unfinished += trace.unfinished(since, until)
+        late.append(_lateness_ms(trace, since, until, point.fps))
+        if done.sum() > 1:
             t = trace.times[:, :len(done)][:, done]
-            first_ns.append(int(t[0].min()))
-            last_ns.append(int(t[-1].max()))
+            spans.append((int(t[0].min()), int(t[0].max()), int(t[-1].min()), int(t[-1].max())))
+            delivered += (done.sum() - 1) / max((spans[-1][1] - spans[-1][0]) / 1e9, 1e-9)
     lat = {stage: np.concatenate(parts) for stage, parts in raw.items()}
-    span_s = (max(last_ns) - min(first_ns)) / 1e9 if first_ns else 0.0
-    events = _measured_events(pipeline, since)
-    drops = summary.drops
+    # frames through per second: over their capture span, or their ends' span when the pipeline is the slower
+    span_s = max(max(s[1] for s in spans) - min(s[0] for s in spans),
+                 max(s[3] for s in spans) - min(s[2] for s in spans)) / 1e9 if spans else 0.0
+    events = _measured_events(pipeline, window)
+    timed = {topic: [e for e in evs if e["latency"][LATENCY_KEY] >= 0] for topic, evs in events.items()}
+    drops = {k: v - drops0.get(k, 0) for k, v in summary.drops.items()}
     rep = {
         "wall_s": round(wall1 - wall0, 3), "frames": finished,
-        "throughput_fps": round(finished / span_s, 1) if span_s > 0 else None,
+        "throughput_fps": round((finished - len(spans)) / span_s, 1) if span_s > 0 else None,
+        "camera_fps": round(delivered, 1) if spans else None,
         "cpu_percent": round(100 * (cpu1 - cpu0) / max(wall1 - wall0, 1e-9), 1),
         "peak_rss_mb": _peak_rss_mb(),
-        "dropped_frames": int(sum(drops.get(k, 0) for k in LOST)), "skipped_frames": int(drops.get("spot_skip", 0)),
+        "dropped_frames": frames_dropped(drops), "skipped_frames": int(drops.get("spot_skip", 0)),
         "unfinished_frames": unfinished,
+        "events_dropped": events_dropped(drops),
+        "untimed_events": sum(len(evs) - len(timed[topic]) for topic, evs in events.items()),
+        "camera_late_ms": percentiles(np.concatenate(late) if late else []),
         "frame_latency_ms": percentiles(lat.get("total", [])),
         "frame_stages_ms": {stage: percentiles(values) for stage, values in lat.items() if stage != "total"},
-        "event_latency_ms": {topic: percentiles([e["latency"][LATENCY_KEY] for e in evs
-                                                 if e["latency"][LATENCY_KEY] >= 0]) for topic, evs in events.items()},
+        "event_latency_ms": {topic: percentiles([e["latency"][LATENCY_KEY] for e in evs]) for topic, evs in timed.items()},
         "event_stages_ms": {topic: {key: percentiles([e["latency"][key] for e in evs if e["latency"].get(key, -1) >= 0])
-                                    for key in EVENT_STAGES[topic]} for topic, evs in events.items()},
+                                    for key in EVENT_STAGES[topic]} for topic, evs in timed.items()},
         "spot_f1": summary.scores.get("spot_f1"), "recog_uf1": summary.scores.get("recog_uf1"),
         "backend_notes": pipeline.backend_notes, "error": summary.error, "interrupted": summary.interrupted,
     }
     return rep, lat
 
 
-def _measured_events(pipeline: Pipeline, since: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
-    """The events whose offset frame came after the warm-up, by topic."""
+def _measured_frames(pipeline: Pipeline, method: Method, fps: float) -> dict[str, tuple[int, int]]:
+    """Per camera, the frame ids measured: after the warm-up, and before the last ``cooldown_s``
+    (the stream's end is flushed at once, with no look-ahead or hop to wait for)."""
+    out = {}
+    for camera, trace in pipeline.traces.items():
+        n = min(trace.count, trace.capacity)
+        if n:
+            first, last = int(trace.frame_id[0]), int(trace.frame_id[n - 1])
+            out[camera] = (first + round(method.warmup_s * fps), last + 1 - round(method.cooldown_s * fps))
+    return out
+
+
+def _lateness_ms(trace: Any, since: int, until: int, fps: float) -> np.ndarray:
+    """How late the camera released each frame against its own clock (frame n at start + n/fps),
+    relative to its most punctual frame: a camera thread starved of CPU releases frames late,
+    which the latency from their capture stamps cannot show."""
+    n = min(trace.count, trace.capacity)
+    ids, capture = trace.frame_id[:n], trace.times[0, :n]
+    keep = (ids >= since) & (ids < until)
+    if not keep.any():
+        return np.zeros(0)
+    offset = capture[keep] - (ids[keep] - ids[0]) * (1e9 / fps)
+    return (offset - offset.min()) / 1e6
+
+
+def _measured_events(pipeline: Pipeline, window: dict[str, tuple[int, int]]) -> dict[str, list[dict[str, Any]]]:
+    """The events whose offset frame is one of the measured frames, by topic."""
     if not pipeline.config.spot.enabled:
         return {}
     spots = [e for e in pipeline.record.events[TOPIC_SPOT]
-             if e["camera"] in since and e["offset_frame"] >= since[e["camera"]]]
+             if e["camera"] in window and window[e["camera"]][0] <= e["offset_frame"] < window[e["camera"]][1]]
     out = {"spot": spots}
     if pipeline.config.recognise.enabled:
         kept = {(e["camera"], e["event_id"]) for e in spots}
@@ -201,11 +236,13 @@ def measure_point(point: Point, method: Method, *, repetitions: int | None = Non
     """Every repetition of ``point``, and the medians over them (the point's headline). A point
     that cannot run (a backend or camera that fails to start) is reported with its error, so
     that the points measured before and after it are kept."""
-    seconds = method.measured_seconds(point.fps, point.cameras)
     reps: list[dict[str, Any]] = []
     pooled: dict[str, list[np.ndarray]] = {}
-    error = ""
+    error, interrupted = "", False
+    header = {"id": point.id, **asdict(point)}
     try:
+        seconds = method.measured_seconds(point.fps, point.cameras)
+        header = _point_header(point, method, seconds)
         for _ in range(repetitions or method.repetitions):
             rep, lat = run_once(point, method, seconds)
             reps.append(rep)
@@ -213,11 +250,13 @@ def measure_point(point: Point, method: Method, *, repetitions: int | None = Non
                 pooled.setdefault(stage, []).append(values)
             if rep["error"] or rep["interrupted"]:
                 break
+    except KeyboardInterrupt:  # outside a run (building the pipeline): keep the repetitions made
+        interrupted = True
     except Exception as exc:  # noqa: BLE001 (reported in the results, and on stderr by the suite)
         error = f"{type(exc).__name__}: {exc}"
     errors = [r["error"] for r in reps if r["error"]] + ([error] if error else [])
-    return {**_point_header(point, method, seconds), **_over_repetitions(reps, pooled),
-            "interrupted": any(r["interrupted"] for r in reps), "error": "; ".join(errors)}
+    return {**header, **_over_repetitions(reps, pooled),
+            "interrupted": interrupted or any(r["interrupted"] for r in reps), "error": "; ".join(errors)}
 
 
 def _point_header(point: Point, method: Method, seconds: float) -> dict[str, Any]:
@@ -239,8 +278,11 @@ def _over_repetitions(reps: list[dict[str, Any]], pooled: dict[str, list[np.ndar
     stages = list(dict.fromkeys(s for r in reps for s in r["frame_stages_ms"]))
     topics = {t: keys for r in reps for t, keys in r["event_stages_ms"].items()}
     return {
-        "throughput_fps": med("throughput_fps"), "cpu_percent": med("cpu_percent"), "peak_rss_mb": worst("peak_rss_mb"),
+        "throughput_fps": med("throughput_fps"), "camera_fps": med("camera_fps"), "cpu_percent": med("cpu_percent"), "peak_rss_mb": worst("peak_rss_mb"),
         "dropped_frames": worst("dropped_frames"), "skipped_frames": worst("skipped_frames"),
+        "unfinished_frames": worst("unfinished_frames"), "events_dropped": worst("events_dropped"),
+        "untimed_events": worst("untimed_events"),
+        "camera_late_ms": median_of([r["camera_late_ms"] for r in reps]),
         "frame_latency_ms": median_of([r["frame_latency_ms"] for r in reps]),
         "frame_stages_ms": {s: median_of([r["frame_stages_ms"][s] for r in reps if s in r["frame_stages_ms"]])
                             for s in stages},
@@ -255,29 +297,37 @@ def _over_repetitions(reps: list[dict[str, Any]], pooled: dict[str, list[np.ndar
 
 
 def probe(point: Point, method: Method, seconds: float) -> dict[str, Any]:
-    """One capacity probe: can the pipeline take ``point.fps`` live, with nothing dropped or
-    skipped, every frame through at the camera's rate (a camera thread starved of CPU releases
-    frames late rather than dropping them) and the frame p99 within the bound?"""
+    """One capacity probe: can the pipeline take ``point.fps`` live, with no frame dropped,
+    skipped or left unfinished and no event dropped, the frames through at the camera's rate (a
+    camera thread starved of CPU releases frames late rather than dropping them) and the frame
+    p99 within the bound?"""
+    failed = {"fps": point.fps, "dropped_frames": None, "skipped_frames": None, "unfinished_frames": None,
+              "events_dropped": None, "throughput_fps": None, "camera_fps": None, "frame_p99_ms": None,
+              "cpu_percent": None, "ok": False}
     try:
         rep, _ = run_once(point, method, seconds)
+    except KeyboardInterrupt:
+        return {**failed, "error": "interrupted", "interrupted": True}
     except Exception as exc:  # noqa: BLE001 (a rate the source refuses fails the probe, with why)
-        return {"fps": point.fps, "dropped_frames": None, "skipped_frames": None, "throughput_fps": None,
-                "frame_p99_ms": None, "cpu_percent": None, "ok": False, "error": f"{type(exc).__name__}: {exc}",
-                "interrupted": False}
+        return {**failed, "error": f"{type(exc).__name__}: {exc}", "interrupted": False}
     p99 = rep["frame_latency_ms"]["p99"]
-    kept_up = (rep["throughput_fps"] or 0) >= KEEP_UP * point.fps * point.cameras
-    ok = (not rep["error"] and rep["dropped_frames"] == 0 and rep["skipped_frames"] == 0 and kept_up
-          and p99 is not None and p99 <= method.p99_bound_ms)
-    return {"fps": point.fps, "dropped_frames": rep["dropped_frames"], "skipped_frames": rep["skipped_frames"],
-            "throughput_fps": rep["throughput_fps"], "frame_p99_ms": p99, "cpu_percent": rep["cpu_percent"],
-            "ok": bool(ok), "error": rep["error"], "interrupted": rep["interrupted"]}
+    rate = KEEP_UP * point.fps * point.cameras
+    kept_up = (rep["throughput_fps"] or 0) >= rate and (rep["camera_fps"] or 0) >= rate
+    lost = rep["dropped_frames"] + rep["skipped_frames"] + rep["unfinished_frames"] + rep["events_dropped"]
+    ok = not rep["error"] and lost == 0 and kept_up and p99 is not None and p99 <= method.p99_bound_ms
+    return {"fps": point.fps, **{k: rep[k] for k in ("dropped_frames", "skipped_frames", "unfinished_frames",
+                                                     "events_dropped", "throughput_fps", "camera_fps", "cpu_percent")},
+            "frame_p99_ms": p99, "ok": bool(ok), "error": rep["error"], "interrupted": rep["interrupted"]}
 
 
 def capacity(point: Point, method: Method, *, seconds: float, start_fps: float = 500.0, max_fps: float = 4000.0,
-             max_probes: int = 8, progress: Any = None) -> dict[str, Any]:
+             floor_fps: float = 40.0, max_probes: int = 8, progress: Any = None) -> dict[str, Any]:
     """The highest frame rate ``point`` takes live (`probe`): doubling from ``start_fps`` until a
     probe fails (halving when the first one fails), then bisecting between the last pass and
-    the first failure to within 10 %. Ctrl-C ends the search with the probes made so far."""
+    the first failure to within 10 %. ``capped``: every probe passed up to ``max_fps`` (the
+    capacity is at least that); ``converged``: the bracket is within 10 %. The floor is the
+    spotting rate (40 Hz): a camera slower than that is refused. Ctrl-C ends the search with
+    the probes made so far."""
     probes: list[dict[str, Any]] = []
 
     def more() -> bool:
@@ -296,7 +346,7 @@ def capacity(point: Point, method: Method, *, seconds: float, start_fps: float =
             good, fps = fps, min(fps * 2, max_fps)
         else:
             bad = fps
-    while more() and not good and bad / 2 >= 25:  # the start already fails: search below it
+    while more() and not good and bad / 2 >= floor_fps:  # the start already fails: search below it
         fps = bad / 2
         if attempt(fps):
             good = fps
@@ -310,5 +360,7 @@ def capacity(point: Point, method: Method, *, seconds: float, start_fps: float =
             bad = fps
     return {"pipeline": point.pipeline, "resolution": point.resolution, "cameras": point.cameras,
             "backend": point.backend, "bound_ms": method.p99_bound_ms, "seconds": seconds,
-            "capacity_fps": float(round(good)) if good else None, "probes": probes,
+            "capacity_fps": float(round(good)) if good else None, "upper_fps": float(round(bad)) if bad else None,
+            "capped": bool(good >= max_fps), "converged": bool(good >= max_fps or (good and bad and bad / good <= 1.1)),
+            "probes": probes,
             "interrupted": bool(probes and probes[-1]["interrupted"])}

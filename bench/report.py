@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -50,29 +52,44 @@ def _num(v: float | None, fmt: str = ",.0f") -> str:
     return "–" if v is None else format(v, fmt)
 
 
+def _nan(v: float | None) -> float:
+    """A missing figure is drawn as no bar, never as a zero one."""
+    return float("nan") if v is None else v
+
+
 def _ratio(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}×"
 
 
-def _headline(points: list[dict], pipeline: str) -> dict | None:
-    """The first point of ``pipeline`` in the list: the one the figures and stage table show."""
-    return next((p for p in points if p.get("pipeline") == pipeline), None)
+def _head(results: dict) -> dict | None:
+    """The headline point (``results["headline"]``, else the first): the axes vary around it."""
+    points = results.get("points") or []
+    return next((p for p in points if p.get("id") == results.get("headline")), points[0] if points else None)
+
+
+def _headline(results: dict, pipeline: str) -> dict | None:
+    """``pipeline`` at the headline's rate, size, cameras and backend (else its first point):
+    the one the CDF figure and the stage table show."""
+    points, head = results.get("points") or [], _head(results) or {}
+    same = [p for p in points if p.get("pipeline") == pipeline
+            and all(p.get(k) == head.get(k) for k in ("fps", "resolution", "cameras", "backend"))]
+    return (same or [p for p in points if p.get("pipeline") == pipeline] or [None])[0]
 
 
 def _baseline_rows(results: dict) -> list[dict]:
     return list((results.get("baseline") or {}).get("rows") or [])
 
 
-def _cdf_heads(points: list[dict]) -> list[dict]:
+def _cdf_heads(results: dict) -> list[dict]:
     """The headline point of each pipeline, when it has a CDF to draw."""
-    heads = (_headline(points, p) for p in PIPELINES)
+    heads = (_headline(results, p) for p in PIPELINES)
     return [h for h in heads if h and any((h.get("cdf_ms") or {}).values())]
 
 
 def _figure_names(results: dict) -> list[str]:
     """The figures `plot_figures` draws for these results (and the section links)."""
     points = results.get("points") or []
-    return [name for name, drawn in (("latency_cdf.png", _cdf_heads(points)),
+    return [name for name, drawn in (("latency_cdf.png", _cdf_heads(results)),
                                      ("throughput.png", any(p.get("throughput_fps") is not None for p in points)),
                                      ("baseline.png", _baseline_rows(results)),
                                      ("capacity.png", results.get("capacity"))) if drawn]
@@ -96,7 +113,10 @@ POINT_COLS = ["id", "pipeline", "fps", "resolution", "cameras", "backend", "seco
               "peak_rss_mb", "dropped_frames", "skipped_frames"]
 REP_COLS = ["wall_s", "frames", "throughput_fps", "cpu_percent", "peak_rss_mb", "dropped_frames", "skipped_frames"]
 BASE_COLS = ["system", "mode", "hop_ms", "throughput_fps"]
-BASE_TAIL = ["events", "windows", "skipped_windows", "wall_s", "cpu_percent"]
+PROBE_COLS = ["fps", "ok", "frame_p99_ms", "throughput_fps", "camera_fps", "dropped_frames", "skipped_frames", "unfinished_frames",
+              "events_dropped", "cpu_percent", "error"]
+BASE_TAIL = ["events", "windows", "skipped_windows", "uncovered_frames", "torch_threads", "wall_s", "cpu_percent",
+             "error"]
 
 
 def _stage_rows(point: dict) -> list[tuple[str, str, dict]]:
@@ -142,12 +162,11 @@ def write_csvs(results: dict, out: Path) -> list[Path]:
         written.append(_write_csv(out / "stages.csv", ["point_id", "kind", "stage"]
                                   + [k if k == "n" else f"{k}_ms" for k in KEYS], stages))
     probes = [[s.get(k) for k in ("pipeline", "resolution", "cameras", "backend", "bound_ms", "capacity_fps")]
-              + [pr.get(k) for k in ("fps", "dropped_frames", "frame_p99_ms", "ok")]
+              + [pr.get(k) for k in PROBE_COLS]
               for s in results.get("capacity") or [] for pr in s.get("probes") or []]
     if probes:
         written.append(_write_csv(out / "capacity.csv", ["pipeline", "resolution", "cameras", "backend", "bound_ms",
-                                                         "capacity_fps", "probe_fps", "dropped_frames",
-                                                         "frame_p99_ms", "ok"], probes))
+                                                         "capacity_fps"] + ["probe_fps"] + PROBE_COLS[1:], probes))
     base = [[r.get(k) for k in BASE_COLS] + _pcts(r.get("frame_latency_ms")) + _pcts(r.get("event_latency_ms"))
             + [r.get(k) for k in BASE_TAIL] for r in _baseline_rows(results)]
     if base:
@@ -178,7 +197,7 @@ def _log_if_wide(ax: Any, values: Iterable[float | None], axis: str = "y") -> No
 
 
 def _plot_cdf(plt: Any, results: dict, path: Path) -> Path:
-    heads = _cdf_heads(results.get("points") or [])
+    heads = _cdf_heads(results)
     fig, axes = plt.subplots(1, len(heads), figsize=(5.5 * len(heads), 4.2), squeeze=False)
     ys = [q / 100 for q in CDF_QUANTILES]
     for ax, point in zip(axes[0], heads):
@@ -231,7 +250,7 @@ def _throughput_panel(ax: Any, points: list[dict], x_key: str, ideal: Any, xlabe
 
 def _plot_throughput(plt: Any, results: dict, path: Path) -> Path:
     points = results.get("points") or []
-    p0 = points[0]
+    p0 = _head(results) or {}
     same = ("resolution", "backend")
     by_fps = [p for p in points if all(p.get(k) == p0.get(k) for k in same + ("cameras",))]
     by_cams = [p for p in points if all(p.get(k) == p0.get(k) for k in same + ("fps",))]
@@ -253,10 +272,11 @@ def _plot_baseline(plt: Any, results: dict, path: Path) -> Path:
     live = [r for r in rows if r.get("mode") == "paced"]
     label = lambda r: f"{r.get('system')}, {_num(r.get('hop_ms'))} ms hop"  # noqa: E731
     color = lambda r: "tab:blue" if r.get("system") == "mestream" else "tab:orange"  # noqa: E731
-    hatch = lambda r: "" if r.get("hop_ms") == 100.0 or r.get("system") == "mestream" else "//"  # noqa: E731
+    ours = {r.get("hop_ms") for r in rows if r.get("system") == "mestream"}
+    hatch = lambda r: "" if r.get("hop_ms") in ours else "//"  # noqa: E731  (the baseline at the paper's stride)
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.6))
     for i, r in enumerate(fast):
-        a.bar(i, r.get("throughput_fps") or 0, color=color(r), hatch=hatch(r))
+        a.bar(i, _nan(r.get("throughput_fps")), color=color(r), hatch=hatch(r))
     a.set_xticks(range(len(fast)), [label(r) for r in fast], rotation=15, ha="right", fontsize=8)
     a.set(ylabel="frames/s", title="throughput, unpaced (higher is better)")
     figs = [("frame", "p50"), ("frame", "p99"), ("event", "p50"), ("event", "p99")]
@@ -264,7 +284,7 @@ def _plot_baseline(plt: Any, results: dict, path: Path) -> Path:
     for i, r in enumerate(live):
         v = [(r.get(f"{kind}_latency_ms") or {}).get(q) for kind, q in figs]
         values += v
-        b.bar([j + i * width for j in range(len(figs))], [x or 0 for x in v], width, label=label(r), color=color(r),
+        b.bar([j + i * width for j in range(len(figs))], [_nan(x) for x in v], width, label=label(r), color=color(r),
               hatch=hatch(r))
     b.set_xticks([j + width * (len(live) - 1) / 2 for j in range(len(figs))], [f"{k} {q}" for k, q in figs])
     _log_if_wide(b, values)
@@ -319,7 +339,7 @@ def _provenance(results: dict) -> list[str]:
     pv = results.get("provenance") or {}
     v = pv.get("versions") or {}
     sha = f"`{str(pv.get('git_sha') or 'unknown')[:10]}`" + (" (dirty)" if pv.get("git_dirty") else "")
-    libs = ", ".join(f"{name} {v.get(name.lower()) or 'not installed'}" for name in (
+    libs = ", ".join(f"{name} {v.get(name.lower()) or ('not installed' if v else 'unknown')}" for name in (
         "mestream", "numpy", "onnxruntime", "OpenCV", "torch", "matplotlib"))
     return [f"- **Machine:** {pv.get('cpu_model', '–')}, {_num(pv.get('cores'))} cores, "
             f"{_num(pv.get('memory_gib'), '.1f')} GiB, {pv.get('os', '–')}, Python {pv.get('python', '–')}",
@@ -329,21 +349,26 @@ def _provenance(results: dict) -> list[str]:
 def _method(results: dict) -> list[str]:
     m = results.get("method") or {}
     quick = " (`--quick`)" if results.get("quick") else ""
-    return [f"- Each point{quick}: {_num(m.get('warmup_s'), 'g')} s warm-up, then {_num(m.get('seconds'), 'g')} s "
-            f"measured (at least {_num(m.get('min_frames'))} frames), {_num(m.get('repetitions'))} repetitions, "
-            f"seed {m.get('seed', '–')}.",
-            "- Figures are medians over repetitions (max: the worst repetition); throughput counts the frames "
-            "of all cameras per wall second.",
-            f"- Frame latency: {m.get('frame_latency', '–')}", f"- Event latency: {m.get('event_latency', '–')}",
-            f"- Capacity: the highest probed fps (per camera, paced) with no dropped or skipped frame, at least "
-            f"97 % of the frames through every stage at the camera's rate, and frame p99 ≤ "
-            f"{_ms(m.get('p99_bound_ms'))} ms.", ""]
+    at_least = f" or long enough for {_num(m.get('min_frames'))} frames" if m.get("min_frames") else ""
+    lines = [f"- Each point{quick}: {_num(m.get('repetitions'))} repetition(s) of a fresh paced run on the synthetic "
+             f"camera (seed {m.get('seed', '–')}): {_num(m.get('warmup_s'), 'g')} s warm-up discarded, then "
+             f"{_num(m.get('seconds'), 'g')} s measured{at_least}, then {_num(m.get('cooldown_s'), 'g')} s discarded "
+             "(the end of a stream is flushed without look-ahead). A point's figures are medians over its "
+             "repetitions (max, drops and peak RSS: the worst); the capacity probes and the baseline rows are single runs.",
+             "- Throughput: frames of all cameras through every stage per wall second. CPU %: the whole process "
+             "(200 % = both cores), including the synthetic camera's rendering (the ingest rows show what that costs).",
+             f"- Frame latency: {m.get('frame_latency', '–')}", f"- Event latency: {m.get('event_latency', '–')}"]
+    if results.get("capacity"):
+        lines.append(f"- Capacity: the highest probed fps per camera, paced, with no frame dropped, skipped or left "
+                     f"unfinished and no event dropped, the camera delivering and the pipeline putting through at least "
+                     f"{_num(100 * (m.get('keep_up') or 0))} % of the frame rate, and frame p99 ≤ {_ms(m.get('p99_bound_ms'))} ms.")
+    return lines + [""]
 
 
 def _points_md(points: list[dict]) -> list[str]:
     head = ["pipeline", "fps", "resolution", "cameras", "backend", "throughput (frames/s)", "frame p50 (ms)",
             "frame p99", "frame p99.9", "frame max", "spot event p50 (ms)", "spot event p99", "recog event p50 (ms)",
-            "recog event p99", "CPU %", "peak RSS (MB)", "dropped"]
+            "recog event p99", "CPU %", "peak RSS (MB)", "dropped", "skipped", "events dropped"]
     rows = []
     for p in points:
         f, ev = p.get("frame_latency_ms") or {}, p.get("event_latency_ms") or {}
@@ -352,13 +377,19 @@ def _points_md(points: list[dict]) -> list[str]:
                      p.get("backend"), _num(p.get("throughput_fps"))] + [_ms(f.get(k)) for k in
                                                                         ("p50", "p99", "p99.9", "max")]
                     + [_ms(d.get(k)) for d in (spot, recog) for k in ("p50", "p99")]
-                    + [_num(p.get("cpu_percent")), _num(p.get("peak_rss_mb")), _num(p.get("dropped_frames"))])
+                    + [_num(p.get("cpu_percent")), _num(p.get("peak_rss_mb")), _num(p.get("dropped_frames")),
+                       _num(p.get("skipped_frames")), _num(p.get("events_dropped"))])
     errors = [f"- `{p.get('id')}` failed: {p['error']}" for p in points if p.get("error")]
+    errors += [f"- `{p.get('id')}` was interrupted: its figures cover only the repetitions that finished"
+               for p in points if p.get("interrupted")]
+    late = [p for p in points if ((p.get("camera_late_ms") or {}).get("p99") or 0) > 5.0]
+    errors += [f"- `{p.get('id')}`: the camera released frames late (p99 {_ms(p['camera_late_ms']['p99'])} ms "
+               "behind its own clock), which the latency from their capture stamps does not show" for p in late]
     return ["### Points", ""] + _table(head, rows) + (errors + [""] if errors else [])
 
 
-def _stages_md(points: list[dict]) -> list[str]:
-    point = next((h for h in (_headline(points, p) for p in reversed(PIPELINES)) if h), None)
+def _stages_md(results: dict) -> list[str]:
+    point = next((h for h in (_headline(results, p) for p in reversed(PIPELINES)) if h), None)
     if point is None:
         return []
     rows = [[kind, stage] + [_ms(d.get(k)) for k in KEYS[:-1]] + [_num(d.get("n"))]
@@ -373,10 +404,16 @@ def _capacity_md(results: dict) -> list[str]:
         probes = ", ".join(f"{_num(p.get('fps'))} {'✓' if p.get('ok') else '✗'} (p99 {_ms(p.get('frame_p99_ms'))}, "
                            f"{_num(p.get('throughput_fps'))} frames/s"
                            + (f", {_num(p.get('dropped_frames'))} dropped" if p.get("dropped_frames") else "")
-                           + (f", {_num(p.get('skipped_frames'))} skipped" if p.get("skipped_frames") else "") + ")"
+                           + (f", {_num(p.get('skipped_frames'))} skipped" if p.get("skipped_frames") else "")
+                           + (f", {_num(p.get('unfinished_frames'))} unfinished" if p.get("unfinished_frames") else "")
+                           + (f", {_num(p.get('events_dropped'))} events dropped" if p.get("events_dropped") else "")
+                           + (f", {p['error']}" if p.get("error") else "") + ")"
                            for p in s.get("probes") or [])
+        found = _num(s.get("capacity_fps")) + (" (the search's ceiling: at least this)" if s.get("capped") else
+                                               "" if s.get("converged") else
+                                               f" (not narrowed to 10 %: fails at {_num(s.get('upper_fps'))})")
         rows.append([s.get("pipeline"), s.get("resolution"), _num(s.get("cameras")), s.get("backend"),
-                     _ms(s.get("bound_ms")), _num(s.get("capacity_fps")), probes])
+                     _ms(s.get("bound_ms")), found, probes])
     head = ["pipeline", "resolution", "cameras", "backend", "p99 bound (ms)", "capacity (fps)",
             "probes: fps ✓/✗ (frame p99 ms, throughput, drops)"]
     return ["### Capacity", ""] + _table(head, rows) if rows else []
@@ -395,11 +432,17 @@ def _baseline_md(results: dict) -> list[str]:
         lines += [f"Baseline error: {b['error']}", ""]
     rows = [[r.get("system"), r.get("mode"), _ms(r.get("hop_ms")), _num(r.get("throughput_fps"))]
             + [_ms((r.get(f"{k}_latency_ms") or {}).get(q)) for k in ("frame", "event") for q in ("p50", "p99")]
-            + [_num(r.get(k)) for k in ("events", "windows", "skipped_windows", "cpu_percent")]
+            + [_num(r.get(k)) for k in ("events", "windows", "skipped_windows", "uncovered_frames", "torch_threads",
+                                        "cpu_percent")]
             for r in b.get("rows") or []]
     if rows:
         lines += _table(["system", "mode", "hop (ms)", "throughput (frames/s)", "frame p50 (ms)", "frame p99",
-                         "event p50 (ms)", "event p99", "events", "windows", "skipped windows", "CPU %"], rows)
+                         "event p50 (ms)", "event p99", "events", "windows", "skipped windows", "uncovered frames",
+                         "torch threads", "CPU %"], rows)
+        lines += ["mestream runs its `spot` pipeline (ONNX Runtime); the baseline recomputes every window from "
+                  "its frames (face detection, crops, samples, flow, encoder, heads) in torch eager. The throughput "
+                  "ratio compares the unpaced rows, the latency ratios the paced rows, at the same hop; the row at "
+                  "the paper's stride is the offline code's own cost. Each row is one run.", ""]
     ratios = b.get("ratios") or {}
     if ratios:
         lines += ["Ratios > 1 favour mestream (throughput: mestream ÷ baseline; latency: baseline ÷ mestream):", ""]
@@ -410,7 +453,7 @@ def _baseline_md(results: dict) -> list[str]:
 def _section(results: dict, figures_dir: str, figures: list[str]) -> str:
     points = results.get("points") or []
     lines = ["## Latency suite: `mestream bench`", "", "```", str(results.get("command", "mestream bench")), "```",
-             ""] + _provenance(results) + _method(results) + _points_md(points) + _stages_md(points)
+             ""] + _provenance(results) + _method(results) + _points_md(points) + _stages_md(results)
     lines += _capacity_md(results) + _baseline_md(results)
     skipped = results.get("skipped") or []
     if skipped:
@@ -427,9 +470,11 @@ def results_section(results: dict, figures_dir: str = "figures") -> str:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write next to ``path`` and rename over it, so a failure never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
-        tmp.write_bytes(data)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -469,12 +514,29 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 
-def write_all(results: dict, out: Path) -> list[Path]:
-    """results.json, the CSVs and (with matplotlib) the PNGs in ``out``; the paths written."""
+def _finite(o: Any) -> Any:
+    """NaN and infinities as null: JSON has no NaN."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def write_json(results: dict, out: Path) -> Path:
+    """``out``/results.json, written whole or not at all (the suite saves it after every step)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
-    path.write_text(json.dumps(results, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    written = [path] + write_csvs(results, out)
+    text = json.dumps(_finite(json.loads(json.dumps(results, default=_json_default))), indent=2, allow_nan=False)
+    _write_atomic(path, (text + "\n").encode("utf-8"))
+    return path
+
+
+def write_all(results: dict, out: Path) -> list[Path]:
+    """results.json, the CSVs and (with matplotlib) the PNGs in ``out``; the paths written."""
+    written = [write_json(results, out)] + write_csvs(results, out)
     try:
         written += plot_figures(results, out)
     except ImportError as e:

@@ -14,24 +14,26 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import os
 import shlex
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mestream.bench.measure import PIPELINES, Method, Point, capacity, measure_point, run_once
+from mestream.bench.measure import KEEP_UP, PIPELINES, Method, Point, capacity, measure_point, run_once
 from mestream.bench.provenance import provenance
 from mestream.bench.stats import percentiles
-from mestream.engine.config import SpotConfig
+from mestream.engine.config import MAX_CAMERAS, SpotConfig
 
 log = logging.getLogger("mestream.bench")
 
 RESULTS_MD = Path(__file__).resolve().with_name("RESULTS.md")
 FULL = Method()
 QUICK = Method(warmup_s=1.0, seconds=4.0, min_frames=0, repetitions=1)
-FRAME_LATENCY = ("capture (the frame's host timestamp) → a window holding the frame's 40 Hz sample has run the "
-                 "heads and published what it found (ingest only: → the first reader took it from the ring)")
+FRAME_LATENCY = ("capture (the frame's host timestamp) → the spot stage decided it: a window ran the heads over its "
+                 "40 Hz sample outside the settle margin and published what it found (ingest only: → the first "
+                 "reader took it from the ring)")
 EVENT_LATENCY = "the offset frame's capture → the event's publication, as carried by each event"
 
 
@@ -72,13 +74,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline comparison")
 
 
+class BenchError(ValueError):
+    """A flag the bench cannot run with; the message names it (exit code 2, before anything runs)."""
+
+
 def _list(text: str | None, default: tuple[Any, ...], kind: Any, flag: str) -> tuple[Any, ...]:
-    if not text:
+    if text is None:
         return default
     try:
-        return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+        items = tuple(kind(item.strip()) for item in text.split(",") if item.strip())
     except ValueError:
-        raise SystemExit(f"mestream bench: {flag}: cannot read {text!r} as a comma-separated list") from None
+        raise BenchError(f"{flag}: cannot read {text!r} as a comma-separated list") from None
+    if not items:
+        raise BenchError(f"{flag}: the list is empty")
+    return tuple(dict.fromkeys(items))
 
 
 def method_from_args(args: argparse.Namespace) -> Method:
@@ -87,9 +96,52 @@ def method_from_args(args: argparse.Namespace) -> Method:
              "repetitions": args.repetitions, "p99_bound_ms": args.p99_bound_ms, "seed": args.seed,
              "threads": args.threads}
     method = replace(base, **{k: v for k, v in given.items() if v is not None})
-    if method.seconds <= 0 or method.warmup_s < 0 or method.repetitions < 1 or method.min_frames < 0:
-        raise SystemExit("mestream bench: --seconds must be > 0, --warmup ≥ 0, --repetitions ≥ 1, --min-frames ≥ 0")
+    for flag, ok in (("--seconds", method.seconds > 0), ("--warmup", method.warmup_s >= 0),
+                     ("--repetitions", method.repetitions >= 1), ("--min-frames", method.min_frames >= 0),
+                     ("--p99-bound-ms", method.p99_bound_ms > 0), ("--seed", method.seed >= 0),
+                     ("--threads", method.threads >= 1)):
+        if not ok:
+            raise BenchError(f"{flag}: {getattr(args, flag[2:].replace('-', '_'))} is out of range "
+                             f"(seconds and the bound > 0; repetitions and threads ≥ 1; the rest ≥ 0)")
     return method
+
+
+def _check_axes(rates: tuple[float, ...], sizes: tuple[str, ...], counts: tuple[int, ...]) -> None:
+    """What `SourceConfig` and the synthetic camera would refuse mid-run, refused here instead."""
+    from mestream.cameras.base import parse_resolution
+    from mestream.cameras.synthetic.camera import MAX_FPS
+
+    for fps in rates:
+        if not 40.0 <= fps <= MAX_FPS:
+            raise BenchError(f"--fps: {fps:g} is outside 40 (the spotting rate) to {MAX_FPS:g} (the synthetic camera)")
+    for size in sizes:
+        try:
+            parse_resolution(size)
+        except ValueError as exc:
+            raise BenchError(f"--resolutions: {exc}") from None
+    for n in counts:
+        if not 1 <= n <= MAX_CAMERAS:
+            raise BenchError(f"--cameras: {n} is outside 1 to {MAX_CAMERAS}")
+
+
+def _check_results_md(path: Path) -> None:
+    """``--update-results``: a page that cannot be updated fails now, not after the run."""
+    from mestream.bench.report import BEGIN, END
+
+    if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise BenchError(f"--results-md: cannot write {path}")
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        if (BEGIN in text) != (END in text):
+            raise BenchError(f"--results-md: {path} has one of the suite's markers without the other; "
+                             f"restore the pair or remove both")
+
+
+def _pixels(resolution: str) -> int:
+    from mestream.cameras.base import parse_resolution
+
+    width, height = parse_resolution(resolution)
+    return width * height
 
 
 def available_backends() -> tuple[list[str], list[dict[str, str]]]:
@@ -111,7 +163,7 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
     pipelines = _list(args.pipelines, PIPELINES, str, "--pipelines")
     unknown = [p for p in pipelines if p not in PIPELINES]
     if unknown:
-        raise SystemExit(f"mestream bench: --pipelines: unknown {', '.join(unknown)}; known: {', '.join(PIPELINES)}")
+        raise BenchError(f"--pipelines: unknown {', '.join(unknown)}; known: {', '.join(PIPELINES)}")
     rates = _list(args.fps, (500.0,) if quick else (200.0, 300.0, 500.0), float, "--fps")
     sizes = _list(args.resolutions, ("640x480",) if quick else ("640x480", "1024x768", "1280x1024"), str, "--resolutions")
     counts = _list(args.cameras, (1,) if quick else (1, 2, 4), int, "--cameras")
@@ -119,11 +171,15 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
     backends = _list(args.backends, tuple(usable) if not quick else ("onnxruntime",), str, "--backends")
     for kind in backends:
         if kind not in usable:
-            raise SystemExit(f"mestream bench: --backends: {kind} cannot run here"
+            raise BenchError(f"--backends: {kind} cannot run here"
                              + "".join(f" ({s['why']})" for s in skipped if s["what"] == f"backend {kind}"))
     if quick and not args.backends:
         skipped += [{"what": f"backend {kind}", "why": "--quick runs onnxruntime only"} for kind in usable if kind != "onnxruntime"]
-    head = Point(pipeline=pipelines[-1], fps=rates[-1], resolution=sizes[0], cameras=counts[0], backend=backends[0])
+    _check_axes(rates, sizes, counts)
+    # the headline: the fullest pipeline, at the highest rate, the smallest frame, the fewest cameras
+    head = Point(pipeline=max(pipelines, key=PIPELINES.index), fps=max(rates),
+                 resolution=min(sizes, key=lambda r: _pixels(r)), cameras=min(counts),
+                 backend="onnxruntime" if "onnxruntime" in backends else backends[0])
     if args.grid:
         points = [Point(p, f, r, c, b) for p, f, r, c, b in itertools.product(pipelines, rates, sizes, counts, backends)]
     else:
@@ -136,7 +192,7 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
     searches: tuple[Point, ...] = ()
     if not args.no_capacity and spot:
         base = replace(head, pipeline=spot[-1])
-        searches = (base,) if quick else tuple(replace(base, cameras=c) for c in counts)
+        searches = (base,) if quick else tuple(replace(base, cameras=c) for c in sorted(counts))
     plan = Plan(head=head, points=tuple(points), capacity=searches,
                 capacity_seconds=method.seconds if not quick else max(2.0, method.seconds / 2),
                 capacity_probes=4 if quick else 8, baseline=not args.no_baseline and bool(spot))
@@ -203,41 +259,59 @@ def ratios(rows: list[dict[str, Any]], hop_ms: float) -> dict[str, float | None]
 def run(args: argparse.Namespace) -> int:
     from mestream.bench import report
 
-    method = method_from_args(args)
-    plan, skipped = plan_from_args(args, method)
-    out = Path(args.out)
     try:
+        method = method_from_args(args)
+        plan, skipped = plan_from_args(args, method)
+        if args.update_results:
+            _check_results_md(Path(args.results_md))
+        out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+    except BenchError as exc:
+        print(f"mestream bench: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        print(f"mestream bench: --out {out}: cannot create the folder: {exc.strerror}", file=sys.stderr)
+        print(f"mestream bench: --out {args.out}: cannot create the folder: {exc.strerror}", file=sys.stderr)
         return 2
     results: dict[str, Any] = {
         "schema": 1, "command": shlex.join(getattr(args, "command_line", None) or ["mestream", "bench"]),
-        "quick": bool(args.quick),
+        "quick": bool(args.quick), "headline": plan.head.id,
         "provenance": provenance(),
-        "method": {**asdict(method), "frame_latency": FRAME_LATENCY, "event_latency": EVENT_LATENCY},
+        "method": {**asdict(method), "keep_up": KEEP_UP, "frame_latency": FRAME_LATENCY, "event_latency": EVENT_LATENCY},
         "points": [], "capacity": [], "baseline": None, "skipped": skipped,
     }
-    interrupted = _measure(plan, method, results)
+    interrupted = _measure(plan, method, results, lambda: report.write_json(results, out))
     written = report.write_all(results, out)
     if args.update_results:
-        report.update_results_md(results, Path(args.results_md), [p for p in written if p.suffix == ".png"])
-        written.append(Path(args.results_md))
+        try:
+            report.update_results_md(results, Path(args.results_md), [p for p in written if p.suffix == ".png"])
+            written.append(Path(args.results_md))
+        except (OSError, ValueError) as exc:  # the results folder is written: nothing measured is lost
+            print(f"mestream bench: --results-md {args.results_md}: not updated: {exc}", file=sys.stderr)
     print(_headline(results))
     for path in written:
         print(f"wrote {path}")
-    failed = [p["id"] for p in results["points"] if p["error"]]
-    if failed:
-        print(f"mestream bench: {len(failed)} point(s) stopped by an error: {', '.join(failed)}", file=sys.stderr)
+    failures = _failures(results)
+    for failure in failures:
+        print(f"mestream bench: {failure}", file=sys.stderr)
     if interrupted:
         print("mestream bench: interrupted; the files hold what was measured before the stop", file=sys.stderr)
         return 130
-    return 1 if failed else 0
+    return 1 if failures else 0
 
 
-def _measure(plan: Plan, method: Method, results: dict[str, Any]) -> bool:
-    """Every step of the plan into ``results``, in order; True when Ctrl-C ended it early (what
-    was measured is kept and written)."""
+def _failures(results: dict[str, Any]) -> list[str]:
+    out = [f"point {p['id']}: {p['error']}" for p in results["points"] if p["error"]]
+    out += [f"capacity {c['pipeline']} {c['cameras']}cam: probe at {p['fps']:g} fps: {p['error']}"
+            for c in results["capacity"] for p in c["probes"] if p["error"] and p["error"] != "interrupted"]
+    base = results.get("baseline")
+    if base and base["error"] and not base["interrupted"]:
+        out.append(f"baseline: {base['error']}")
+    return out
+
+
+def _measure(plan: Plan, method: Method, results: dict[str, Any], save: Any) -> bool:
+    """Every step of the plan into ``results``, in order, saving after each (a crash or a kill
+    keeps what was measured); True when Ctrl-C ended it early."""
     from tqdm import tqdm
 
     steps = len(plan.points) + len(plan.capacity) + int(plan.baseline)
@@ -246,12 +320,14 @@ def _measure(plan: Plan, method: Method, results: dict[str, Any]) -> bool:
             for point in plan.points:
                 bar.set_postfix_str(point.id)
                 results["points"].append(measure_point(point, method))
+                save()
                 bar.update()
                 if results["points"][-1]["interrupted"]:
                     return True
             for point in plan.capacity:
                 results["capacity"].append(capacity(point, method, seconds=plan.capacity_seconds,
                                                     max_probes=plan.capacity_probes, progress=bar))
+                save()
                 bar.update()
                 if results["capacity"][-1]["interrupted"]:
                     return True

@@ -20,6 +20,10 @@ FACE_DETECTORS = ("haar", "yunet", "fixed")
 WHEN_FULL = ("auto", "overwrite", "wait")
 
 
+MAX_CAMERAS = 16
+"""Copies of one source a run takes (``--cameras``)."""
+
+
 class ConfigError(ValueError):
     """A config file or flag is malformed; the message names the file and the key."""
 
@@ -342,7 +346,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         _require(self.duration >= 0, "duration", ">= 0 (0 = until Ctrl-C)", self.duration)
         _require(self.stats_interval >= 0.05, "stats_interval", ">= 0.05 s", self.stats_interval)
-        _require(1 <= self.cameras <= 16, "cameras", "1..16", self.cameras)
+        _require(1 <= self.cameras <= MAX_CAMERAS, "cameras", f"1..{MAX_CAMERAS}", self.cameras)
         _require(not self.recognise.enabled or self.spot.enabled, "recognise.enabled",
                  "false when spot.enabled is false (recognition classifies spotted clips)", self.recognise.enabled)
         self.camera_sources()  # distinct camera ids, checked while the config file can still be named

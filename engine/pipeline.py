@@ -61,6 +61,19 @@ CROP_RING_SECONDS = 4.0
 when recognition reaches it, behind the spot stage's latency and the recognition queue."""
 
 
+def frames_dropped(drops: dict[str, int]) -> int:
+    """Frames lost from the drop counters: camera gaps, and frames or crops overwritten before
+    a stage read them (``spot_skip``, crops a lagging spotter read past, is counted apart)."""
+    return sum(drops.get(k, 0) for k in ("camera", "ring_overrun", "spot_overrun"))
+
+
+def events_dropped(drops: dict[str, int]) -> int:
+    """Events lost from the drop counters: bus and sink drops, and recognition clips dropped
+    from a full queue, lost, or abandoned at a stop."""
+    return sum(v for k, v in drops.items()
+               if k in ("bus", "invalid", "recog_backlog", "recog_lost", "recog_abandoned") or k.startswith("sink:"))
+
+
 @dataclass
 class Summary:
     """What a run did, printed when it ends and written by ``--summary`` as JSON."""
@@ -99,14 +112,10 @@ class Summary:
         """The ``--summary`` file: the headline figures first, everything else after."""
         scores = self.scores or {}
         spot_lat, recog_lat = scores.get("spot_latency_ms", {}), scores.get("recog_latency_ms", {})
-        lost = ("camera", "ring_overrun", "spot_overrun")
         return {
             "frames_in": self.frames_in, "frames_out": self.frames_out,
-            "frames_dropped": sum(self.drops.get(k, 0) for k in lost),
-            "skips": self.drops.get("spot_skip", 0),
-            "events_dropped": sum(v for k, v in self.drops.items()
-                                  if k in ("bus", "invalid", "recog_backlog", "recog_lost", "recog_abandoned")
-                                  or k.startswith("sink:")),
+            "frames_dropped": frames_dropped(self.drops), "skips": self.drops.get("spot_skip", 0),
+            "events_dropped": events_dropped(self.drops),
             "spot_f1": scores.get("spot_f1"), "recog_uf1": scores.get("recog_uf1"),
             "spot_latency_ms": {k: spot_lat.get(k) if spot_lat.get("n") else None for k in ("p50", "p99")},
             "recog_latency_ms": {k: recog_lat.get(k) if recog_lat.get("n") else None for k in ("p50", "p99")},
@@ -333,11 +342,7 @@ class Pipeline:
                 self._shutdown()
         seconds = time.monotonic() - started
         frames_in = sum(c.ctx.ring.frames_written for c in self.cameras)
-        drops: dict[str, int] = {}
-        shared = set(self.bus.drops())  # the bus's and sinks' counters, in every camera's stats: count them once
-        for cam in self.cameras:
-            for key, value in (cam.stats.drops() if cam.stats else {}).items():
-                drops[key] = value if key in shared else drops.get(key, 0) + value
+        drops = self.drops()
         spots, recogs = self.record.events[TOPIC_SPOT], self.record.events[TOPIC_RECOG]
         errors = self.cameras[0].ctx.errors
         return Summary(
@@ -348,6 +353,15 @@ class Pipeline:
             recognitions=len(recogs), scores=self._scores(spots, recogs), outputs=self._outputs,
             notes=self._notes(), error="; ".join(errors), interrupted=signals.received,
         )
+
+    def drops(self) -> dict[str, int]:
+        """Every drop and skip counter so far, summed over the cameras (safe while running)."""
+        drops: dict[str, int] = {}
+        shared = set(self.bus.drops())  # the bus's and sinks' counters, in every camera's stats: count them once
+        for cam in self.cameras:
+            for key, value in (cam.stats.drops() if cam.stats else {}).items():
+                drops[key] = value if key in shared else drops.get(key, 0) + value
+        return drops
 
     def write_summary(self, summary: Summary) -> None:
         """``--summary FILE``."""

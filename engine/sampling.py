@@ -258,7 +258,8 @@ class CameraStream:
                             time.monotonic_ns())
 
     def window_ran(self, end: int) -> None:
-        """Trace: the window ending at step ``end`` ran, so every step before it is spotted."""
+        """Trace: a window ran that decided every step before ``end`` (its end, less the settle
+        margin unless it is the stream's last): those steps' frames are through the spot stage."""
         if end > self.traced:
             self.trace_steps("window", self.traced, end)
             self.traced = end

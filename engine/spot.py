@@ -225,7 +225,8 @@ class SpotStage(Stage):
             spots = post.crn_intervals(props[row], probs[start:start + n], offsets[start:start + n], geo.t_crn, geo.t_nms)
             start += n
             self._publish_final(w, spots, started_ns)
-            w.cam.window_ran(w.end)
+            # a frame is decided once no later window can publish about it: the settle margin waits a hop
+            w.cam.window_ran(w.end if w.final else w.end - self.config.settle_steps)
 
     def _publish_final(self, w: Window, spots: post.Spots, started_ns: int) -> None:
         """The window's intervals that are over, not seen before, in stream steps."""

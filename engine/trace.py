@@ -2,15 +2,16 @@
 so that per-frame latency (capture → end of the spot stage) and its breakdown can be measured.
 
 Events carry their own latency, but only for the frames that end an expression; a latency
-benchmark needs every frame. A trace is opt-in (``Pipeline(config, trace_frames=N)``) and
-costs a few slice assignments per block of crops, per sample and per window, never per frame
-in Python. It keeps the first ``capacity`` frames a stage reads; later ones are counted in
-``overflow``.
+benchmark needs every frame. A trace is opt-in (``Pipeline(config, trace_frames=N)``); the
+spot stage's hooks cost a few slice assignments per block of crops, per sample and per
+window, not per frame (the ingest-only tap adds one frame at a time, as it reads them). It
+keeps the first ``capacity`` frames a stage reads; later ones are counted in ``overflow``.
 
 Stages of the spot pipeline, in order: ``face`` (the crop was written), ``sample`` (the
-frame's 40 Hz sample was complete), ``encode`` (that sample's flow step was encoded) and
-``window`` (a window holding it ran the heads and published what it found). With spotting
-off, the one stage is ``ring`` (the first reader took the frame from the ring).
+frame's 40 Hz sample was complete), ``encode`` (that sample's flow step was encoded, after
+the flow's look-ahead) and ``window`` (a window decided it: the heads ran over it outside the
+settle margin, and what they found was published). With spotting off, the one stage is
+``ring`` (the first reader took the frame from the ring).
 """
 
 from __future__ import annotations
@@ -65,22 +66,26 @@ class FrameTrace:
         row = self.times[self.row[stage], lo:min(hi, self.capacity)]
         row[row == 0] = now_ns
 
-    def finished(self, since_frame: int = 0) -> np.ndarray:
-        """Which traced frames (from frame id ``since_frame`` on) went through every stage."""
+    def finished(self, since_frame: int = 0, until_frame: int | None = None) -> np.ndarray:
+        """Which traced frames, with ids in since_frame..until_frame-1, went through every stage."""
         n = min(self.count, self.capacity)
-        return np.all(self.times[:, :n] > 0, axis=0) & (self.frame_id[:n] >= since_frame)
+        return np.all(self.times[:, :n] > 0, axis=0) & self._between(n, since_frame, until_frame)
 
-    def latencies_ms(self, since_frame: int = 0) -> dict[str, np.ndarray]:
-        """Per-frame latency of every frame from frame id ``since_frame`` on that went through
-        every stage: ``total`` (capture → last stage) and each stage's share, in ms."""
-        done = self.finished(since_frame)
+    def latencies_ms(self, since_frame: int = 0, until_frame: int | None = None) -> dict[str, np.ndarray]:
+        """Per-frame latency of every frame with an id in since_frame..until_frame-1 that went
+        through every stage: ``total`` (capture → last stage) and each stage's share, in ms."""
+        done = self.finished(since_frame, until_frame)
         t = self.times[:, :len(done)][:, done]
         out = {"total": (t[-1] - t[0]) / 1e6}
         for name, row in self.row.items():
             out[name] = (t[row] - t[row - 1]) / 1e6
         return out
 
-    def unfinished(self, since_frame: int = 0) -> int:
-        """Traced frames from frame id ``since_frame`` on that some stage never finished."""
+    def unfinished(self, since_frame: int = 0, until_frame: int | None = None) -> int:
+        """Traced frames with ids in since_frame..until_frame-1 that some stage never finished."""
         n = min(self.count, self.capacity)
-        return int(np.sum((self.frame_id[:n] >= since_frame) & np.any(self.times[:, :n] == 0, axis=0)))
+        return int(np.sum(self._between(n, since_frame, until_frame) & np.any(self.times[:, :n] == 0, axis=0)))
+
+    def _between(self, n: int, since_frame: int, until_frame: int | None) -> np.ndarray:
+        ids = self.frame_id[:n]
+        return (ids >= since_frame) & (ids < until_frame if until_frame is not None else True)

@@ -47,12 +47,32 @@ def test_grid_and_quick_plans():
     assert not ingest.capacity and not ingest.baseline  # nothing to search or compare without spotting
 
 
-@pytest.mark.parametrize("flags", [["--pipelines", "spot,bogus"], ["--fps", "fast"], ["--backends", "tensorrt"],
-                                   ["--repetitions", "0"]])
-def test_bad_flags_are_refused_naming_the_flag(flags):
-    with pytest.raises(SystemExit) as err:
+@pytest.mark.parametrize("flags", [["--pipelines", "spot,bogus"], ["--fps", "fast"], ["--fps", ","], ["--fps", "0"],
+                                   ["--fps", "9000"], ["--cameras", "1,17"], ["--resolutions", "big"],
+                                   ["--backends", "tensorrt"], ["--repetitions", "0"], ["--threads", "0"],
+                                   ["--p99-bound-ms", "-1"]])
+def test_bad_flags_are_refused_before_anything_runs_naming_the_flag(flags, tmp_path, capsys):
+    with pytest.raises(suite.BenchError) as err:
         plan(*flags)
-    assert flags[0].lstrip("-").split("-")[0] in str(err.value)
+    assert str(err.value).startswith(flags[0])
+    assert main(["bench", *flags, "--out", str(tmp_path / "out")]) == 2
+    assert flags[0] in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_results_page_that_cannot_be_updated_is_refused_before_the_run(tmp_path, capsys):
+    from mestream.bench.report import BEGIN
+
+    page = tmp_path / "RESULTS.md"
+    page.write_text(f"# results\n{BEGIN}\nno end marker\n")
+    assert main(["bench", "--quick", "--update-results", "--results-md", str(page), "--out", str(tmp_path / "o")]) == 2
+    assert "--results-md" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_the_headline_is_the_fullest_fastest_smallest_point_whatever_the_flag_order():
+    p, _ = plan("--fps", "500,200", "--resolutions", "1280x1024,640x480", "--cameras", "2,1", "--pipelines",
+                "spot+recog,ingest", "--backends", "onnxruntime")
+    assert p.head == Point(pipeline="spot+recog", fps=500.0, resolution="640x480", cameras=1)
+    assert [c.cameras for c in p.capacity] == [1, 2]
 
 
 def test_capacity_search_brackets_the_highest_passing_rate(monkeypatch):
@@ -65,12 +85,19 @@ def test_capacity_search_brackets_the_highest_passing_rate(monkeypatch):
 
     monkeypatch.setattr(measure, "probe", fake_probe)
     result = measure.capacity(Point(), Method(), seconds=1.0, max_probes=12)
-    assert limit / 1.1 <= result["capacity_fps"] <= limit
+    assert limit / 1.1 <= result["capacity_fps"] <= limit < result["upper_fps"]
+    assert result["converged"] and not result["capped"]
     assert [p["fps"] for p in result["probes"]][:3] == [500, 1000, 2000]
+    few = measure.capacity(Point(), Method(), seconds=1.0, max_probes=4)
+    assert few["capacity_fps"] == 1500 and not few["converged"]  # 500, 1000, 2000 ✗, 1500: a 33 % bracket
     low = measure.capacity(Point(), Method(), seconds=1.0, start_fps=4000.0, max_probes=12)
     assert limit / 1.1 <= low["capacity_fps"] <= limit  # the start fails: searched below it
+    limit = 1e9
+    top = measure.capacity(Point(), Method(), seconds=1.0, max_probes=12)
+    assert top["capacity_fps"] == 4000 and top["capped"]  # every probe passed: only a lower bound
     monkeypatch.setattr(measure, "probe", lambda point, method, seconds: {**fake_probe(point, method, seconds), "ok": False})
-    assert measure.capacity(Point(), Method(), seconds=1.0)["capacity_fps"] is None
+    nothing = measure.capacity(Point(), Method(), seconds=1.0, max_probes=12)
+    assert nothing["capacity_fps"] is None and min(p["fps"] for p in nothing["probes"]) >= 40  # never below 40 Hz
 
 
 def test_a_point_that_cannot_start_is_reported_and_the_others_kept(monkeypatch, tmp_path):
