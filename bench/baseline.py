@@ -29,12 +29,13 @@ first frame of every window and every frame is cropped with the training crops' 
 (`mestream.engine.face.detect_face`, `crop`: INTER_AREA, about three times the engine's
 INTER_LINEAR per crop); the first windows of a stream, shorter than ``window_steps``, are
 zero-padded as the offline code pads a short video; torch runs with its default threads
-(both cores, the generous choice: mestream's stages run one ONNX Runtime thread each).
+(one per core, the generous choice: mestream's stages run one ONNX Runtime thread each).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -370,7 +371,7 @@ class _Baseline:
 
 
 def run_baseline(stream: Stream, *, hop_ms: float | None, paced: bool, settle_steps: int = 2,
-                 progress: bool = False) -> dict[str, Any]:
+                 threads: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the naive baseline over ``stream`` (module docstring) and return its figures.
 
     ``hop_ms`` None is the paper's stride (offline); ``paced`` reads the camera in real time.
@@ -378,7 +379,15 @@ def run_baseline(stream: Stream, *, hop_ms: float | None, paced: bool, settle_st
     event latency: capture of the interval's offset frame → the window publishing it finished.
     Throughput: measured frames (paced: those covered by a computed window) per wall second,
     from the first frame after warm-up to the last window. ``frame_latencies_ms`` is the raw
-    per-frame array (NaN: uncovered), for the CDF; drop it before writing JSON.
-    Raises `BaselineUnavailable` without torch.
+    per-frame array (NaN: uncovered), for the CDF; drop it before writing JSON. ``threads``:
+    torch's intra-op threads for the run (default: one per core, torch's own default; set
+    explicitly because the setting is process-wide, and an earlier torch-backend run in the same
+    process leaves its own). Raises `BaselineUnavailable` without torch.
     """
-    return _Baseline(stream, hop_ms=hop_ms, paced=paced, settle_steps=settle_steps, progress=progress).run().summary()
+    torch = _torch()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    try:
+        return _Baseline(stream, hop_ms=hop_ms, paced=paced, settle_steps=settle_steps, progress=progress).run().summary()
+    finally:
+        torch.set_num_threads(before)

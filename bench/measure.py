@@ -45,7 +45,6 @@ KEEP_UP = 0.97
 share of the frame rate (a camera thread starved of CPU releases frames late, not dropped)."""
 
 
-
 @dataclass(frozen=True)
 class Method:
     """How every point is measured (recorded with the results)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import logging
 import os
 import shlex
 import sys
@@ -25,8 +24,6 @@ from mestream.bench.measure import KEEP_UP, PIPELINES, Method, Point, capacity, 
 from mestream.bench.provenance import provenance
 from mestream.bench.stats import percentiles
 from mestream.engine.config import MAX_CAMERAS, SpotConfig
-
-log = logging.getLogger("mestream.bench")
 
 RESULTS_MD = Path(__file__).resolve().with_name("RESULTS.md")
 FULL = Method()
@@ -188,14 +185,13 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
         points += [replace(head, cameras=c) for c in counts]
         points += [replace(head, backend=b) for b in backends]
     points = list(dict.fromkeys(points))  # the axes share the headline point: run it once
-    spot = [p for p in pipelines if p != "ingest"]
+    spots = head.pipeline != "ingest"  # no search or comparison without spotting
     searches: tuple[Point, ...] = ()
-    if not args.no_capacity and spot:
-        base = replace(head, pipeline=spot[-1])
-        searches = (base,) if quick else tuple(replace(base, cameras=c) for c in sorted(counts))
+    if not args.no_capacity and spots:
+        searches = (head,) if quick else tuple(replace(head, cameras=c) for c in sorted(counts))
     plan = Plan(head=head, points=tuple(points), capacity=searches,
                 capacity_seconds=method.seconds if not quick else max(2.0, method.seconds / 2),
-                capacity_probes=4 if quick else 8, baseline=not args.no_baseline and bool(spot))
+                capacity_probes=4 if quick else 8, baseline=not args.no_baseline and spots)
     return plan, skipped
 
 
