@@ -62,6 +62,8 @@ class Stream:
     resolution: str = "640x480"
     seconds: float = 20.0  # measured seconds, after warm-up
     warmup_s: float = 2.0
+    cooldown_s: float = 0.0  # read, but not measured: the last window of a stream has no settle margin
+    micro_per_min: float = 18.0  # the synthetic camera's scene (its default)
 
     @property
     def warmup_frames(self) -> int:
@@ -69,6 +71,11 @@ class Stream:
 
     @property
     def n_frames(self) -> int:
+        return self.warmup_frames + int(round((self.seconds + self.cooldown_s) * self.fps))
+
+    @property
+    def measured_end(self) -> int:
+        """The frame after the last measured one."""
         return self.warmup_frames + int(round(self.seconds * self.fps))
 
 
@@ -274,7 +281,7 @@ class _Baseline:
 
         s = self.stream
         return make_source(SourceConfig(kind="synthetic", seed=s.seed, fps=s.fps, resolution=s.resolution,
-                                        pace=self.paced))
+                                        pace=self.paced, options={"micro_per_min": s.micro_per_min}))
 
     def _due(self, received: int, ended: bool) -> int:
         """How many windows (from the first) are due: the frame starting their end sample arrived."""
@@ -354,10 +361,11 @@ class _Baseline:
         start_ns = int(frames.host_ns[warm])
         wall = max((self.end_ns - start_ns) / 1e9, 1e-9)
         cpu = self.end_cpu - frames.cpu_at.get(warm, 0.0)
-        measured = self.latency_ms[warm:frames.received]
+        end = min(frames.received, self.stream.measured_end)
+        measured = self.latency_ms[warm:end]
         covered = np.isfinite(measured)
-        count = int(covered.sum())
-        events = [p[4] for p in self.published if p[3] >= warm]
+        count = int(np.isfinite(self.latency_ms[warm:frames.received]).sum())  # over the same span as ``wall``
+        events = [p[4] for p in self.published if warm <= p[3] < end]
         return {"system": "baseline", "mode": "paced" if self.paced else "unpaced",
                 "hop_ms": self.hop * 1000.0 / self.cfg.sample_hz, "hop_steps": self.hop,
                 "throughput_fps": round(count / wall, 3),
@@ -375,8 +383,10 @@ def run_baseline(stream: Stream, *, hop_ms: float | None, paced: bool, settle_st
     """Run the naive baseline over ``stream`` (module docstring) and return its figures.
 
     ``hop_ms`` None is the paper's stride (offline); ``paced`` reads the camera in real time.
-    Frame latency: capture → the first computed window holding the frame's sample finished;
-    event latency: capture of the interval's offset frame → the window publishing it finished.
+    Frame latency: capture → the first computed window that decided the frame (held its sample
+    outside the settle margin) finished; event latency: capture of the interval's offset frame →
+    the window publishing it finished. Both over the frames after the warm-up and before the
+    cool-down, as mestream's.
     Throughput: measured frames (paced: those covered by a computed window) per wall second,
     from the first frame after warm-up to the last window. ``frame_latencies_ms`` is the raw
     per-frame array (NaN: uncovered), for the CDF; drop it before writing JSON. ``threads``:

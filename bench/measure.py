@@ -57,6 +57,7 @@ class Method:
     p99_bound_ms: float = 500.0
     seed: int = 1
     threads: int = 1
+    micro_per_min: float = 60.0  # the synthetic camera's default is 18: more events, more event-latency samples
 
     def measured_seconds(self, fps: float, cameras: int) -> float:
         """At least ``seconds``, and long enough for ``min_frames`` frames."""
@@ -82,7 +83,8 @@ def run_config(point: Point, method: Method, seconds: float) -> RunConfig:
     """The `RunConfig` a user would write for this point (`mestream run` flags in README)."""
     spot = point.pipeline != "ingest"
     return RunConfig(
-        source=SourceConfig(seed=method.seed, fps=point.fps, resolution=point.resolution, pace=point.paced),
+        source=SourceConfig(seed=method.seed, fps=point.fps, resolution=point.resolution, pace=point.paced,
+                            options={"micro_per_min": method.micro_per_min}),
         cameras=point.cameras, duration=method.warmup_s + seconds + method.cooldown_s, progress=False,
         publish=PublishConfig(endpoint="", console=False),
         spot=SpotConfig(enabled=spot), recognise=RecogConfig(enabled=point.pipeline == "spot+recog"),
@@ -244,10 +246,13 @@ def measure_point(point: Point, method: Method, *, repetitions: int | None = Non
         header = _point_header(point, method, seconds)
         for _ in range(repetitions or method.repetitions):
             rep, lat = run_once(point, method, seconds)
+            if rep["interrupted"]:  # cut short: its figures would skew the medians; the point says so
+                interrupted = True
+                break
             reps.append(rep)
             for stage, values in lat.items():
                 pooled.setdefault(stage, []).append(values)
-            if rep["error"] or rep["interrupted"]:
+            if rep["error"]:
                 break
     except KeyboardInterrupt:  # outside a run (building the pipeline): keep the repetitions made
         interrupted = True

@@ -4,6 +4,8 @@ latency figure without its machine, versions and commit cannot be compared with 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import importlib
 import os
 import platform
 import subprocess
@@ -12,15 +14,32 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = {"mestream": "mestream", "numpy": "numpy", "onnxruntime": "onnxruntime",
-            "opencv": "opencv-python-headless", "torch": "torch", "matplotlib": "matplotlib"}
+PACKAGES = {"mestream": "mestream", "numpy": "numpy", "onnxruntime": "onnxruntime", "opencv": "cv2", "torch": "torch",
+            "matplotlib": "matplotlib"}
+"""Name in the results → the module whose version is recorded (whichever wheel provided it:
+opencv-python or -headless, onnxruntime or onnxruntime-gpu)."""
 
 
-def _version(distribution: str) -> str | None:
+def _version(module: str) -> str | None:
     try:
-        return metadata.version(distribution)
+        return metadata.version(module)
     except metadata.PackageNotFoundError:
+        pass
+    try:  # a module whose distribution has another name
+        return str(importlib.import_module(module).__version__)
+    except (ImportError, AttributeError):
         return None
+
+
+def _export() -> dict[str, Any]:
+    """The model export the engine runs by default: its folder and a digest of its manifest."""
+    try:
+        from mestream.export.manifest import shipped_export_dir
+
+        manifest = Path(shipped_export_dir()) / "manifest.json"
+        return {"path": str(manifest.parent), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
+    except (OSError, ImportError) as exc:
+        return {"error": str(exc)}
 
 
 def _proc_field(path: str, key: str) -> str | None:
@@ -51,9 +70,10 @@ def provenance() -> dict[str, Any]:
         "git_sha": _git("rev-parse", "HEAD") or "unknown",
         "git_dirty": bool(status) if status is not None else None,
         "cpu_model": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gib": round(int(memory_kb.split()[0]) / 2**20, 1) if memory_kb else None,
         "os": platform.platform(),
         "python": platform.python_version(),
-        "versions": {name: _version(dist) for name, dist in PACKAGES.items()},
+        "versions": {name: _version(module) for name, module in PACKAGES.items()},
+        "models": _export(),
     }

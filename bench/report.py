@@ -109,8 +109,9 @@ def _event_cells(events: dict | None) -> Row:
 
 
 EVENT_COLS = _pct_cols("spot_event", EVENT_KEYS) + _pct_cols("recog_event", EVENT_KEYS)
-POINT_COLS = ["id", "pipeline", "fps", "resolution", "cameras", "backend", "seconds", "throughput_fps", "cpu_percent",
-              "peak_rss_mb", "dropped_frames", "skipped_frames"]
+POINT_COLS = ["id", "pipeline", "fps", "resolution", "cameras", "backend", "paced", "seconds", "throughput_fps",
+              "camera_fps", "cpu_percent", "peak_rss_mb", "dropped_frames", "skipped_frames", "unfinished_frames",
+              "events_dropped", "untimed_events", "interrupted"]
 REP_COLS = ["wall_s", "frames", "throughput_fps", "cpu_percent", "peak_rss_mb", "dropped_frames", "skipped_frames"]
 BASE_COLS = ["system", "mode", "hop_ms", "throughput_fps"]
 PROBE_COLS = ["fps", "ok", "frame_p99_ms", "throughput_fps", "camera_fps", "dropped_frames", "skipped_frames", "unfinished_frames",
@@ -161,12 +162,14 @@ def write_csvs(results: dict, out: Path) -> list[Path]:
     if stages:
         written.append(_write_csv(out / "stages.csv", ["point_id", "kind", "stage"]
                                   + [k if k == "n" else f"{k}_ms" for k in KEYS], stages))
-    probes = [[s.get(k) for k in ("pipeline", "resolution", "cameras", "backend", "bound_ms", "capacity_fps")]
+    probes = [[s.get(k) for k in ("pipeline", "resolution", "cameras", "backend", "bound_ms", "seconds", "capacity_fps",
+                                  "upper_fps", "capped", "converged")]
               + [pr.get(k) for k in PROBE_COLS]
               for s in results.get("capacity") or [] for pr in s.get("probes") or []]
     if probes:
         written.append(_write_csv(out / "capacity.csv", ["pipeline", "resolution", "cameras", "backend", "bound_ms",
-                                                         "capacity_fps"] + ["probe_fps"] + PROBE_COLS[1:], probes))
+                                                         "probe_seconds", "capacity_fps", "upper_fps", "capped",
+                                                         "converged", "probe_fps"] + PROBE_COLS[1:], probes))
     base = [[r.get(k) for k in BASE_COLS] + _pcts(r.get("frame_latency_ms")) + _pcts(r.get("event_latency_ms"))
             + [r.get(k) for k in BASE_TAIL] for r in _baseline_rows(results)]
     if base:
@@ -219,8 +222,9 @@ def _plot_cdf(plt: Any, results: dict, path: Path) -> Path:
         ax.set(title=point.get("id", ""), xlabel="latency (ms)", ylabel="fraction of frames", ylim=(0, 1.02))
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Per-frame latency CDF by stage (headline point of each pipeline)")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle("Per-frame latency CDF: the total (capture → decided) and each stage's own share, "
+                 "at the headline point of each pipeline")
     return _save(plt, fig, path)
 
 
@@ -244,6 +248,7 @@ def _throughput_panel(ax: Any, points: list[dict], x_key: str, ideal: Any, xlabe
         ax.set_xticks(grid)
     ax.set(xlabel=xlabel, ylabel="throughput (frames/s, all cameras)")
     ax.margins(0.12)
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -268,11 +273,12 @@ def _plot_baseline(plt: Any, results: dict, path: Path) -> Path:
     """Throughput as fast as each side goes (unpaced rows); latency live at the camera's rate
     (paced rows): an unpaced run's latency is queueing behind a replay, not what a user sees."""
     rows = _baseline_rows(results)
+    ours = {r.get("hop_ms") for r in rows if r.get("system") == "mestream"}
     fast = [r for r in rows if r.get("mode") == "unpaced"]
     live = [r for r in rows if r.get("mode") == "paced"]
-    label = lambda r: f"{r.get('system')}, {_num(r.get('hop_ms'))} ms hop"  # noqa: E731
+    label = lambda r: (f"{r.get('system')}, {_num(r.get('hop_ms'))} ms hop"  # noqa: E731
+                       + ("" if r.get("hop_ms") in ours else " (the paper's stride, offline)"))
     color = lambda r: "tab:blue" if r.get("system") == "mestream" else "tab:orange"  # noqa: E731
-    ours = {r.get("hop_ms") for r in rows if r.get("system") == "mestream"}
     hatch = lambda r: "" if r.get("hop_ms") in ours else "//"  # noqa: E731  (the baseline at the paper's stride)
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.6))
     for i, r in enumerate(fast):
@@ -309,8 +315,8 @@ def _plot_capacity(plt: Any, results: dict, path: Path) -> Path:
             ax.plot(p["fps"], p["frame_p99_ms"], "o" if p.get("ok") else "x", color="tab:green" if p.get("ok")
                     else "tab:red", ms=8, mew=2)
         values += [p["frame_p99_ms"] for p in probes] + [s.get("bound_ms")]
-        if s.get("bound_ms") is not None:
-            ax.axhline(s["bound_ms"], color=color, ls="--", lw=1, label=f"p99 bound {_ms(s['bound_ms'])} ms")
+        if s.get("bound_ms") is not None and i == 0:
+            ax.axhline(s["bound_ms"], color="grey", ls="--", lw=1, label=f"p99 bound {_ms(s['bound_ms'])} ms")
         if s.get("capacity_fps") is not None:
             ax.axvline(s["capacity_fps"], color=color, ls=":", lw=1, label=f"capacity {_num(s['capacity_fps'])} fps")
     _log_if_wide(ax, values)
@@ -343,7 +349,9 @@ def _provenance(results: dict) -> list[str]:
         "mestream", "numpy", "onnxruntime", "OpenCV", "torch", "matplotlib"))
     return [f"- **Machine:** {pv.get('cpu_model', '–')}, {_num(pv.get('cores'))} cores, "
             f"{_num(pv.get('memory_gib'), '.1f')} GiB, {pv.get('os', '–')}, Python {pv.get('python', '–')}",
-            f"- **Versions:** {libs}", f"- **Run:** git {sha}, {pv.get('date', '–')}", ""]
+            f"- **Versions:** {libs}", f"- **Run:** git {sha}, {pv.get('date', '–')}; models: the export in "
+            f"`{Path((pv.get('models') or {}).get('path') or '–').name}` (manifest sha256 "
+            f"`{str((pv.get('models') or {}).get('manifest_sha256') or '–')[:12]}`)", ""]
 
 
 def _method(results: dict) -> list[str]:
@@ -368,7 +376,7 @@ def _method(results: dict) -> list[str]:
 def _points_md(points: list[dict]) -> list[str]:
     head = ["pipeline", "fps", "resolution", "cameras", "backend", "throughput (frames/s)", "frame p50 (ms)",
             "frame p99", "frame p99.9", "frame max", "spot event p50 (ms)", "spot event p99", "recog event p50 (ms)",
-            "recog event p99", "CPU %", "peak RSS (MB)", "dropped", "skipped", "events dropped"]
+            "recog event p99", "CPU %", "peak RSS (MiB)", "dropped", "skipped", "events dropped"]
     rows = []
     for p in points:
         f, ev = p.get("frame_latency_ms") or {}, p.get("event_latency_ms") or {}
@@ -460,7 +468,11 @@ def _baseline_md(results: dict) -> list[str]:
 def _section(results: dict, figures_dir: str, figures: list[str]) -> str:
     points = results.get("points") or []
     lines = ["## Latency suite: `mestream bench`", "", "```", str(results.get("command", "mestream bench")), "```",
-             ""] + _provenance(results) + _method(results) + _points_md(points) + _stages_md(results)
+             ""]
+    if results.get("quick"):
+        lines += ["> `--quick`: one short repetition per point and short probes, a smoke check rather than the "
+                  "record; run `mestream bench --update-results` for the figures to quote.", ""]
+    lines += _provenance(results) + _method(results) + _points_md(points) + _stages_md(results)
     lines += _capacity_md(results) + _baseline_md(results)
     skipped = results.get("skipped") or []
     if skipped:
@@ -482,6 +494,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)  # not mkstemp's 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -539,6 +554,15 @@ def write_json(results: dict, out: Path) -> Path:
     text = json.dumps(_finite(json.loads(json.dumps(results, default=_json_default))), indent=2, allow_nan=False)
     _write_atomic(path, (text + "\n").encode("utf-8"))
     return path
+
+
+OUTPUTS = ("results.json", "points.csv", "repetitions.csv", "stages.csv", "capacity.csv", "baseline.csv", *FIGURES)
+
+
+def remove_outputs(out: Path) -> None:
+    """Delete the files an earlier run wrote into ``out`` (only those names)."""
+    for name in OUTPUTS:
+        (out / name).unlink(missing_ok=True)
 
 
 def write_all(results: dict, out: Path) -> list[Path]:

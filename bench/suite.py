@@ -22,7 +22,7 @@ from typing import Any
 
 from mestream.bench.measure import KEEP_UP, PIPELINES, Method, Point, capacity, measure_point, run_once
 from mestream.bench.provenance import provenance
-from mestream.bench.stats import percentiles
+from mestream.bench.stats import median_of, percentiles
 from mestream.engine.config import MAX_CAMERAS, SpotConfig
 
 RESULTS_MD = Path(__file__).resolve().with_name("RESULTS.md")
@@ -50,10 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", default="bench-results",
                         help="folder for results.json, the CSVs and the PNGs (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
-                        help="short preset: the three pipelines at the headline point, one repetition, a short "
-                             "baseline and capacity search (under 2 minutes)")
-    parser.add_argument("--update-results", action="store_true", help="regenerate the suite's section of bench/RESULTS.md")
-    parser.add_argument("--results-md", metavar="FILE", default=str(RESULTS_MD), help="the results page (default: %(default)s)")
+                        help="short preset: the three pipelines at the headline point on onnxruntime, one repetition "
+                             "of 4 s (no frame minimum), a 4-probe capacity search of 2 s probes and a short baseline "
+                             "comparison (under 2 minutes)")
+    parser.add_argument("--update-results", action="store_true",
+                        help="regenerate the suite's section of the results page (--results-md) and copy the figures "
+                             "to a figures/ folder beside it; not after an interrupted run")
+    parser.add_argument("--results-md", metavar="FILE", default=str(RESULTS_MD),
+                        help="the results page --update-results writes (default: this install's %(default)s)")
     parser.add_argument("--pipelines", metavar="LIST", help=f"comma-separated, from {', '.join(PIPELINES)} (default: all)")
     parser.add_argument("--fps", metavar="LIST", help="frame rates (default 200,300,500; --quick 500)")
     parser.add_argument("--resolutions", metavar="LIST", help="WxH sizes (default 640x480,1024x768,1280x1024; --quick 640x480)")
@@ -127,6 +131,9 @@ def _check_results_md(path: Path) -> None:
 
     if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
         raise BenchError(f"--results-md: cannot write {path}")
+    figures = path.parent / "figures"
+    if figures.exists() and not figures.is_dir():
+        raise BenchError(f"--results-md: the figures go to {figures}, which is a file")
     if path.exists():
         text = path.read_text(encoding="utf-8")
         if (BEGIN in text) != (END in text):
@@ -197,38 +204,67 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
 
 def run_baseline_comparison(method: Method, head: Point, progress: Any) -> dict[str, Any]:
     """The same seeded stream through mestream (spotting, paced and unpaced) and through the
-    naive baseline (`mestream.bench.baseline`), in this run; ratios > 1 favour mestream. A side
-    that fails or is interrupted leaves the rows measured before it, and says why."""
+    naive baseline (`mestream.bench.baseline`), in this run; ratios > 1 favour mestream. The
+    paced rows (the latency ratios) are medians over ``method.repetitions``; the unpaced ones
+    are single runs. A side that fails or is interrupted leaves the rows measured before it,
+    and says why."""
     from mestream.bench.baseline import Stream, run_baseline
 
     seconds = method.measured_seconds(head.fps, 1)
-    stream = Stream(seed=method.seed, fps=head.fps, resolution=head.resolution, seconds=seconds, warmup_s=method.warmup_s)
+    stream = Stream(seed=method.seed, fps=head.fps, resolution=head.resolution, seconds=seconds,
+                    warmup_s=method.warmup_s, cooldown_s=method.cooldown_s, micro_per_min=method.micro_per_min)
     out: dict[str, Any] = {"stream": {"kind": "synthetic", **asdict(stream)}, "rows": [], "ratios": {}, "error": "",
                            "interrupted": False}
     point = replace(head, pipeline="spot", cameras=1)
     hop_ms = SpotConfig().hop_ms  # mestream's default: both systems run the same windows
+
+    def ours(paced: bool) -> dict[str, Any]:
+        rep, _ = run_once(replace(point, paced=paced), method, seconds)
+        if rep["interrupted"]:
+            raise KeyboardInterrupt
+        spot = rep["event_latency_ms"].get("spot") or percentiles([])
+        return {"system": "mestream", "mode": "paced" if paced else "unpaced", "hop_ms": hop_ms,
+                "throughput_fps": rep["throughput_fps"], "frame_latency_ms": rep["frame_latency_ms"],
+                "event_latency_ms": spot, "events": spot["n"], "windows": None, "skipped_windows": None,
+                "dropped_frames": rep["dropped_frames"], "wall_s": rep["wall_s"], "cpu_percent": rep["cpu_percent"],
+                "error": rep["error"]}
+
+    def theirs(paced: bool, hop: float | None) -> dict[str, Any]:
+        row = run_baseline(stream, hop_ms=hop, paced=paced)
+        row.pop("frame_latencies_ms", None)
+        return row
+
+    runs = [("mestream paced", lambda: ours(True), method.repetitions),
+            ("mestream unpaced", lambda: ours(False), 1),
+            ("naive paced, 100 ms hop", lambda: theirs(True, hop_ms), method.repetitions),
+            ("naive unpaced, 100 ms hop", lambda: theirs(False, hop_ms), 1),
+            ("naive unpaced, the paper's stride", lambda: theirs(False, None), 1)]
     try:
-        for paced in (True, False):
-            progress.set_postfix_str(f"baseline: mestream {'paced' if paced else 'unpaced'}")
-            rep, _ = run_once(replace(point, paced=paced), method, seconds)
-            if rep["interrupted"]:
-                raise KeyboardInterrupt
-            spot = rep["event_latency_ms"].get("spot") or percentiles([])
-            out["rows"].append({"system": "mestream", "mode": "paced" if paced else "unpaced", "hop_ms": hop_ms,
-                                "throughput_fps": rep["throughput_fps"], "frame_latency_ms": rep["frame_latency_ms"],
-                                "event_latency_ms": spot, "events": spot["n"], "windows": None,
-                                "skipped_windows": None, "wall_s": rep["wall_s"], "cpu_percent": rep["cpu_percent"],
-                                "error": rep["error"]})
-        for paced, hop in ((True, hop_ms), (False, hop_ms), (False, None)):
-            progress.set_postfix_str(f"baseline: naive {'paced' if paced else 'unpaced'}, hop {hop or 'paper'}")
-            row = run_baseline(stream, hop_ms=hop, paced=paced)
-            row.pop("frame_latencies_ms", None)
-            out["rows"].append(row)
+        for label, once, times in runs:
+            progress.set_postfix_str(f"baseline: {label}")
+            out["rows"].append(_median_row([once() for _ in range(times)]))
     except KeyboardInterrupt:
         out["interrupted"], out["error"] = True, "interrupted"
     except Exception as exc:  # noqa: BLE001 (BaselineUnavailable names the extra to install)
         out["error"] = str(exc) if type(exc).__name__ == "BaselineUnavailable" else f"{type(exc).__name__}: {exc}"
     out["ratios"] = ratios(out["rows"], hop_ms)
+    return out
+
+
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from repeated runs: latency figures the median over the runs (max: the worst),
+    counts and rates the median; ``runs`` says how many."""
+    import numpy as np
+
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, dict) and "n" in value:
+            out[key] = median_of([r[key] for r in rows])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("hop_ms", "hop_steps"):
+            values = [r[key] for r in rows if r.get(key) is not None]
+            out[key] = round(float(np.median(values)), 3) if values else None
+    out["runs"] = len(rows)
+    out["error"] = "; ".join(r.get("error", "") for r in rows if r.get("error"))
     return out
 
 
@@ -275,18 +311,21 @@ def run(args: argparse.Namespace) -> int:
         "method": {**asdict(method), "keep_up": KEEP_UP, "frame_latency": FRAME_LATENCY, "event_latency": EVENT_LATENCY},
         "points": [], "capacity": [], "baseline": None, "skipped": skipped,
     }
+    report.remove_outputs(out)  # a results folder never mixes this run's files with an older run's
     interrupted = _measure(plan, method, results, lambda: report.write_json(results, out))
     written = report.write_all(results, out)
-    if args.update_results:
+    failures = _failures(results)
+    if args.update_results and interrupted:
+        print(f"mestream bench: --results-md {args.results_md}: not updated from an interrupted run", file=sys.stderr)
+    elif args.update_results:
         try:
             report.update_results_md(results, Path(args.results_md), [p for p in written if p.suffix == ".png"])
             written.append(Path(args.results_md))
         except (OSError, ValueError) as exc:  # the results folder is written: nothing measured is lost
-            print(f"mestream bench: --results-md {args.results_md}: not updated: {exc}", file=sys.stderr)
+            failures.append(f"--results-md {args.results_md}: not updated: {exc}")
     print(_headline(results))
     for path in written:
         print(f"wrote {path}")
-    failures = _failures(results)
     for failure in failures:
         print(f"mestream bench: {failure}", file=sys.stderr)
     if interrupted:
@@ -343,8 +382,12 @@ def _headline(results: dict[str, Any]) -> str:
         lines.append(f"{p['id']}: {p['throughput_fps'] or 0:,.0f} frames/s, frame latency p50 {f['p50']} / p99 {f['p99']} ms, "
                      f"dropped {p['dropped_frames']}")
     for c in results["capacity"]:
-        lines.append(f"capacity {c['pipeline']} {c['resolution']} {c['cameras']}cam: {c['capacity_fps']} fps")
+        found = "none" if c["capacity_fps"] is None else f"{c['capacity_fps']:,.0f} fps per camera"
+        note = " (the search's ceiling: at least this)" if c["capped"] else "" if c["converged"] else " (bracket > 10 %)"
+        lines.append(f"capacity {c['pipeline']} {c['resolution']} {c['cameras']}cam: {found}{note}")
     base = results.get("baseline")
     if base:
-        lines.append(f"vs the naive baseline: {base['ratios']}" + (f" ({base['error']})" if base["error"] else ""))
+        shown = ", ".join(f"{k.replace('_', ' ')} {'–' if v is None else f'{v:.2f}x'}" for k, v in base["ratios"].items())
+        lines.append(f"mestream against the naive baseline (> 1 favours mestream): {shown}"
+                     + (f" ({base['error']})" if base["error"] else ""))
     return "\n".join(lines)

@@ -24,7 +24,16 @@ EVENTS = bl.Stream(seed=1, fps=200.0, resolution="640x480", seconds=9.5, warmup_
 
 @pytest.fixture(scope="module")
 def unpaced() -> dict:
-    return bl.run_baseline(SHORT, hop_ms=100.0, paced=False)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a torch-backend run leaves it: the baseline sets its own, then restores this
+    try:
+        out = bl.run_baseline(SHORT, hop_ms=100.0, paced=False, threads=2)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +68,7 @@ def test_unpaced_computes_every_window(unpaced: dict) -> None:
     assert np.all(lat[np.isfinite(lat)] > 0)
     assert ordered(unpaced["frame_latency_ms"]) and ordered(unpaced["window_ms"])
     assert unpaced["throughput_fps"] > 0 and unpaced["wall_s"] > 0
-    assert unpaced["mode"] == "unpaced" and unpaced["system"] == "baseline"
+    assert unpaced["mode"] == "unpaced" and unpaced["system"] == "baseline" and unpaced["torch_threads"] == 2
 
 
 def test_summary_is_json_but_the_raw_array(unpaced: dict) -> None:

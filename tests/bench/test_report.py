@@ -112,8 +112,8 @@ def test_csvs_have_headers_rows_and_empty_cells_for_none(results, tmp_path):
     assert [p.name for p in paths] == ["points.csv", "repetitions.csv", "stages.csv", "capacity.csv", "baseline.csv"]
     points = _rows(tmp_path / "points.csv")
     assert len(points) == 5
-    assert list(points[0])[:8] == ["id", "pipeline", "fps", "resolution", "cameras", "backend", "seconds",
-                                   "throughput_fps"]
+    assert list(points[0])[:10] == ["id", "pipeline", "fps", "resolution", "cameras", "backend", "paced", "seconds",
+                                    "throughput_fps", "camera_fps"]
     for col in ("frame_p50_ms", "frame_p99.9_ms", "frame_max_ms", "frame_n", "spot_event_p99_ms",
                 "recog_event_n", "spot_f1", "recog_uf1", "error"):
         assert col in points[0]

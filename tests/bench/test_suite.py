@@ -118,6 +118,36 @@ def test_a_point_that_cannot_start_is_reported_and_the_others_kept(monkeypatch, 
     assert "camera unplugged" in (tmp_path / "points.csv").read_text() and written
 
 
+def test_an_interrupted_run_keeps_its_files_and_leaves_the_results_page_alone(monkeypatch, tmp_path):
+    out, page = tmp_path / "out", tmp_path / "RESULTS.md"
+    page.write_text("# results\n")
+    out.mkdir()
+    (out / "baseline.png").write_bytes(b"an older run's figure")
+    calls = []
+
+    def fake(point, method, **kwargs):
+        calls.append(point)
+        return _fake_point(point, interrupted=len(calls) == 2)
+
+    monkeypatch.setattr(suite, "measure_point", fake)
+    code = main(["bench", "--quick", "--out", str(out), "--update-results", "--results-md", str(page)])
+    assert code == 130 and len(calls) == 2  # stopped at the interrupted point: nothing after it ran
+    results = json.loads((out / "results.json").read_text())
+    assert [p["interrupted"] for p in results["points"]] == [False, True]
+    assert page.read_text() == "# results\n"  # an interrupted run never becomes the record
+    assert not (out / "baseline.png").exists()  # no older run's file is left beside this run's
+
+
+def _fake_point(point, interrupted=False):
+    from mestream.bench.stats import percentiles
+
+    return {"id": point.id, "pipeline": point.pipeline, "fps": point.fps, "resolution": point.resolution,
+            "cameras": point.cameras, "backend": point.backend, "paced": True, "throughput_fps": 500.0,
+            "dropped_frames": 0, "skipped_frames": 0, "frame_latency_ms": percentiles([1.0, 2.0]),
+            "frame_stages_ms": {}, "event_latency_ms": {}, "event_stages_ms": {}, "cdf_ms": {}, "repetitions": [],
+            "interrupted": interrupted, "error": ""}
+
+
 def test_ratios_favour_the_faster_side():
     lat = lambda p50, p99: {"p50": p50, "p99": p99}  # noqa: E731
     rows = [{"system": "mestream", "mode": "unpaced", "hop_ms": 100.0, "throughput_fps": 3000.0},
