@@ -117,7 +117,7 @@ BASE_COLS = ["system", "mode", "hop_ms", "throughput_fps"]
 PROBE_COLS = ["fps", "ok", "frame_p99_ms", "throughput_fps", "camera_fps", "dropped_frames", "skipped_frames", "unfinished_frames",
               "events_dropped", "cpu_percent", "error"]
 BASE_TAIL = ["events", "windows", "skipped_windows", "uncovered_frames", "torch_threads", "wall_s", "cpu_percent",
-             "error"]
+             "runs", "error"]
 
 
 def _stage_rows(point: dict) -> list[tuple[str, str, dict]]:
@@ -239,8 +239,10 @@ def _throughput_panel(ax: Any, points: list[dict], x_key: str, ideal: Any, xlabe
         xs_all += xs
         ax.plot(xs, ys, marker=MARKERS[pipeline], ms=7, label=pipeline, alpha=0.85)
         for p in pts:
-            if p.get("dropped_frames"):
-                ax.annotate(f"{p['dropped_frames']:,} dropped", (p[x_key], p["throughput_fps"]), xytext=(4, -12),
+            lost = [f"{p[k]:,} {word}" for k, word in (("dropped_frames", "dropped"), ("skipped_frames", "skipped"))
+                    if p.get(k)]
+            if lost:
+                ax.annotate(", ".join(lost), (p[x_key], p["throughput_fps"]), xytext=(-60, -14),
                             textcoords="offset points", fontsize=7, color="tab:red")
     if xs_all:
         grid = sorted(set(xs_all))
@@ -362,7 +364,8 @@ def _method(results: dict) -> list[str]:
              f"camera (seed {m.get('seed', '–')}): {_num(m.get('warmup_s'), 'g')} s warm-up discarded, then "
              f"{_num(m.get('seconds'), 'g')} s measured{at_least}, then {_num(m.get('cooldown_s'), 'g')} s discarded "
              "(the end of a stream is flushed without look-ahead). A point's figures are medians over its "
-             "repetitions (max, drops and peak RSS: the worst); the capacity probes and the baseline rows are single runs.",
+             "repetitions (max, drops and peak RSS: the worst); each capacity probe is a single run, and the baseline "
+             "table says how many runs each of its rows is.",
              "- Throughput: frames of all cameras through every stage per wall second. CPU %: the whole process "
              "(200 % = both cores), including the synthetic camera's rendering (the ingest rows show what that costs).",
              f"- Frame latency: {m.get('frame_latency', '–')}", f"- Event latency: {m.get('event_latency', '–')}"]
@@ -448,16 +451,16 @@ def _baseline_md(results: dict) -> list[str]:
     rows = [[r.get("system"), r.get("mode"), _ms(r.get("hop_ms")), _num(r.get("throughput_fps"))]
             + [_ms((r.get(f"{k}_latency_ms") or {}).get(q)) for k in ("frame", "event") for q in ("p50", "p99")]
             + [_num(r.get(k)) for k in ("events", "windows", "skipped_windows", "uncovered_frames", "torch_threads",
-                                        "cpu_percent")]
+                                        "cpu_percent", "runs")]
             for r in b.get("rows") or []]
     if rows:
         lines += _table(["system", "mode", "hop (ms)", "throughput (frames/s)", "frame p50 (ms)", "frame p99",
                          "event p50 (ms)", "event p99", "events", "windows", "skipped windows", "uncovered frames",
-                         "torch threads", "CPU %"], rows)
+                         "torch threads", "CPU %", "runs (medians over)"], rows)
         lines += ["mestream runs its `spot` pipeline (ONNX Runtime); the baseline recomputes every window from "
                   "its frames (face detection, crops, samples, flow, encoder, heads) in torch eager. The throughput "
                   "ratio compares the unpaced rows, the latency ratios the paced rows, at the same hop; the row at "
-                  "the paper's stride is the offline code's own cost. Each row is one run.", ""]
+                  "the paper's stride is the offline code's own cost.", ""]
     ratios = b.get("ratios") or {}
     if ratios:
         lines += ["Ratios > 1 favour mestream (throughput: mestream ÷ baseline; latency: baseline ÷ mestream):", ""]
