@@ -140,7 +140,7 @@ def run_once(point: Point, method: Method, seconds: float | None = None) -> tupl
     seconds = method.measured_seconds(point.fps, point.cameras) if seconds is None else seconds
     config = run_config(point, method, seconds)
     gc.collect()  # the last repetition's rings and models are gone before the peak is reset
-    _reset_peak_rss()
+    rss_scope = "repetition" if _reset_peak_rss() else "process"  # off Linux: the process's lifetime peak
     pipeline = Pipeline(config, trace_frames=int(round(config.duration * point.fps)) + 16)
     clock = _Clock(method.warmup_s, pipeline)
     cpu0, wall0 = _cpu_s(), time.monotonic()
@@ -178,7 +178,7 @@ def run_once(point: Point, method: Method, seconds: float | None = None) -> tupl
         "throughput_fps": round((finished - len(spans)) / span_s, 1) if span_s > 0 else None,
         "camera_fps": round(delivered, 1) if spans else None,
         "cpu_percent": round(100 * (cpu1 - cpu0) / max(wall1 - wall0, 1e-9), 1),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": _peak_rss_mb(), "peak_rss_scope": rss_scope,
         "dropped_frames": frames_dropped(drops), "skipped_frames": int(drops.get("spot_skip", 0)),
         "unfinished_frames": unfinished,
         "events_dropped": events_dropped(drops),
