@@ -38,8 +38,6 @@ from mestream.engine.pipeline import Pipeline, events_dropped, frames_dropped
 from mestream.engine.scoring import LATENCY_KEY
 
 PIPELINES = ("ingest", "spot", "spot+recog")
-EVENT_STAGES = {"spot": ("face_ms", "wait_ms", "flow_ms", "encoder_ms", "heads_ms", "refine_ms"),
-                "recog": ("spot_ms", "queue_ms", "prepare_ms", "encoder_ms", "head_ms")}
 KEEP_UP = 0.97
 """A capacity probe passes only if the camera delivered, and the pipeline put through, this
 share of the frame rate (a camera thread starved of CPU releases frames late, not dropped)."""
@@ -188,11 +186,16 @@ def run_once(point: Point, method: Method, seconds: float | None = None) -> tupl
         "frame_stages_ms": {stage: percentiles(values) for stage, values in lat.items() if stage != "total"},
         "event_latency_ms": {topic: percentiles([e["latency"][LATENCY_KEY] for e in evs]) for topic, evs in timed.items()},
         "event_stages_ms": {topic: {key: percentiles([e["latency"][key] for e in evs if e["latency"].get(key, -1) >= 0])
-                                    for key in EVENT_STAGES[topic]} for topic, evs in timed.items()},
+                                    for key in _stage_keys(evs)} for topic, evs in timed.items()},
         "spot_f1": summary.scores.get("spot_f1"), "recog_uf1": summary.scores.get("recog_uf1"),
         "backend_notes": pipeline.backend_notes, "error": summary.error, "interrupted": summary.interrupted,
     }
     return rep, lat
+
+
+def _stage_keys(events: list[dict[str, Any]]) -> list[str]:
+    """The stage fields the events carry (their `latency` keys but the total), in their order."""
+    return list(dict.fromkeys(k for e in events for k in e["latency"] if k != LATENCY_KEY))
 
 
 def _measured_frames(pipeline: Pipeline, method: Method, fps: float) -> dict[str, tuple[int, int]]:
@@ -280,9 +283,13 @@ def _over_repetitions(reps: list[dict[str, Any]], pooled: dict[str, list[np.ndar
         return max(values) if values else None
 
     stages = list(dict.fromkeys(s for r in reps for s in r["frame_stages_ms"]))
-    topics = {t: keys for r in reps for t, keys in r["event_stages_ms"].items()}
+    topics: dict[str, dict[str, None]] = {}
+    for r in reps:  # a repetition without events has no stage keys: take every repetition's
+        for t, keys in r["event_stages_ms"].items():
+            topics.setdefault(t, {}).update(dict.fromkeys(keys))
     return {
-        "throughput_fps": med("throughput_fps"), "camera_fps": med("camera_fps"), "cpu_percent": med("cpu_percent"), "peak_rss_mb": worst("peak_rss_mb"),
+        "throughput_fps": med("throughput_fps"), "camera_fps": med("camera_fps"), "cpu_percent": med("cpu_percent"),
+        "peak_rss_mb": worst("peak_rss_mb"),
         "dropped_frames": worst("dropped_frames"), "skipped_frames": worst("skipped_frames"),
         "unfinished_frames": worst("unfinished_frames"), "events_dropped": worst("events_dropped"),
         "untimed_events": worst("untimed_events"),
@@ -292,7 +299,8 @@ def _over_repetitions(reps: list[dict[str, Any]], pooled: dict[str, list[np.ndar
                             for s in stages},
         "event_latency_ms": {t: median_of([r["event_latency_ms"][t] for r in reps if t in r["event_latency_ms"]])
                              for t in topics},
-        "event_stages_ms": {t: {k: median_of([r["event_stages_ms"][t][k] for r in reps if t in r["event_stages_ms"]])
+        "event_stages_ms": {t: {k: median_of([r["event_stages_ms"][t][k] for r in reps
+                                              if k in r["event_stages_ms"].get(t, {})])
                                 for k in keys} for t, keys in topics.items()},
         "spot_f1": med("spot_f1", 4), "recog_uf1": med("recog_uf1", 4),
         "cdf_ms": {stage: cdf(np.concatenate(parts)) for stage, parts in pooled.items()},
