@@ -34,7 +34,8 @@ import numpy as np
 from mestream.bench.stats import cdf, median_of, percentiles
 from mestream.engine.config import InferenceConfig, PublishConfig, RecogConfig, RunConfig, SourceConfig, SpotConfig
 from mestream.engine.events import TOPIC_RECOG, TOPIC_SPOT
-from mestream.engine.pipeline import Pipeline, events_dropped, frames_dropped
+from mestream.engine.pipeline import Pipeline
+from mestream.engine.summary import events_dropped, frames_dropped
 from mestream.engine.scoring import LATENCY_KEY
 
 PIPELINES = ("ingest", "spot", "spot+recog")
