@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: demo test run listen bench clean
+.PHONY: demo test docs run listen bench clean
 
 demo: $(VENV)/.stamp-runtime
 	rm -f runs/demo/events.jsonl  # --log appends; the demo's log holds this run only
@@ -20,8 +20,13 @@ run: $(VENV)/.stamp-runtime
 listen: $(VENV)/.stamp-runtime
 	$(BIN)/mestream listen tcp://127.0.0.1:5556 $(ARGS)
 
-test: $(VENV)/.stamp-dev
+test: $(VENV)/.stamp-dev docs
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The manual in docs/; --strict turns a broken link, a missing anchor or a page left out of the
+# nav in mkdocs.yml into a failure, so `make test` (and CI) catches them.
+docs: $(VENV)/.stamp-dev
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python -m mestream.bench.ring_bench
