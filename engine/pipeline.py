@@ -192,7 +192,7 @@ class Pipeline:
         return [f"models: {', '.join(kinds)} backend, stages {', '.join(self.models)}"] + ([backend_note] if backend_note else [])
 
     def _crop_size(self) -> int:
-        if self.config.face.crop_size:
+        if self.config.face.crop_size is not None:
             return self.config.face.crop_size
         # the same crops whether recognition runs or not, so turning it off never changes the spots
         models = self.manifest.models
