@@ -31,6 +31,16 @@ MAX_CAMERAS = 16
 """Copies of one source a run takes (``--cameras``)."""
 
 
+SHIPPED_WEIGHTS_NOTE = ("models: the shipped demo weights, trained on synthetic faces only and not validated on real "
+                        "faces; their spots and emotion classes show the pipeline working, not a measurement")
+"""What a run on the shipped export says, in its ``started`` event, on the console and in the summary."""
+
+
+def weights_note(config: RunConfig) -> str:
+    """`SHIPPED_WEIGHTS_NOTE` when the run spots with the shipped demo export (``inference.models`` empty); ""."""
+    return SHIPPED_WEIGHTS_NOTE if config.spot.enabled and not config.inference.models else ""
+
+
 class ConfigError(ValueError):
     """A config file or flag is malformed; the message names the file and the key."""
 
