@@ -109,8 +109,9 @@ def _has_a_line(points: list[dict], x_key: str) -> bool:
 def _figure_names(results: dict) -> list[str]:
     """The figures `plot_figures` draws for these results (and the section links)."""
     by_fps, by_cams = _throughput_axes(results)
+    lines = _has_a_line(by_fps, "fps") or _has_a_line(by_cams, "cameras")
     return [name for name, drawn in (("latency_cdf.png", _cdf_heads(results)),
-                                     ("throughput.png", _has_a_line(by_fps, "fps") or _has_a_line(by_cams, "cameras")),
+                                     ("throughput.png", lines),
                                      ("baseline.png", _baseline_rows(results)),
                                      ("capacity.png", results.get("capacity"))) if drawn]
 
@@ -446,9 +447,9 @@ def _capacity_md(results: dict) -> list[str]:
                            + (f", camera {_num(p.get('camera_fps'))} frames/s" if _behind(p, s) else "")
                            + (f", {p['error']}" if p.get("error") else "") + ")"
                            for p in s.get("probes") or [])
-        found = (f"≥ {_num(s.get('capacity_fps'))} (search limit)" if s.get("capped") else
-                 _num(s.get("capacity_fps")) + ("" if s.get("converged") else
-                                                f" (not narrowed to 10 %: fails at {_num(s.get('upper_fps'))})"))
+        unsure = "" if s.get("converged") else f" (not narrowed to 10 %: fails at {_num(s.get('upper_fps'))})"
+        found = (f"≥ {_num(s.get('capacity_fps'))} (search limit)" if s.get("capped")
+                 else _num(s.get("capacity_fps")) + unsure)
         rows.append([s.get("pipeline"), s.get("resolution"), _num(s.get("cameras")), s.get("backend"),
                      _ms(s.get("bound_ms")), found, probes])
     head = ["pipeline", "resolution", "cameras", "backend", "p99 bound (ms)", "capacity (fps)",

@@ -195,7 +195,7 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
     points = list(dict.fromkeys(points))  # the axes share the headline point: run it once
     spots = head.pipeline != "ingest"  # no search or comparison without spotting
     baseline = not args.no_baseline and spots
-    if baseline and importlib.util.find_spec("torch") is None:  # a runtime-only install: the rest needs no torch
+    if baseline and importlib.util.find_spec("torch") is None:  # runtime-only install: the rest runs
         from mestream.bench.baseline import TORCH_HINT
 
         baseline = False
@@ -285,8 +285,8 @@ def ratios(rows: list[dict[str, Any]], hop_ms: float) -> dict[str, float | None]
 
     ours_u, theirs_u = row("mestream", "unpaced"), row("baseline", "unpaced")
     ours_p, theirs_p = row("mestream", "paced"), row("baseline", "paced")
-    out: dict[str, float | None] = {"throughput": ratio(ours_u and ours_u["throughput_fps"],
-                                                        theirs_u and theirs_u["throughput_fps"])}
+    out: dict[str, float | None] = {"throughput": ratio(ours_u["throughput_fps"] if ours_u else None,
+                                                        theirs_u["throughput_fps"] if theirs_u else None)}
     for kind in ("frame", "event"):
         for q in ("p50", "p99"):
             ours = ((ours_p or {}).get(f"{kind}_latency_ms") or {}).get(q)

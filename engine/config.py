@@ -31,13 +31,15 @@ MAX_CAMERAS = 16
 """Copies of one source a run takes (``--cameras``)."""
 
 
-SHIPPED_WEIGHTS_NOTE = ("models: the shipped demo weights, trained on synthetic faces only and not validated on real "
-                        "faces; their spots and emotion classes show the pipeline working, not a measurement")
+SHIPPED_WEIGHTS_NOTE = ("models: the shipped demo weights, trained on synthetic faces only and not validated "
+                        "on real faces; their spots and emotion classes show the pipeline working, not a "
+                        "measurement")
 """What a run on the shipped export says, in its ``started`` event, on the console and in the summary."""
 
 
 def weights_note(config: RunConfig) -> str:
-    """`SHIPPED_WEIGHTS_NOTE` when the run spots with the shipped demo export (``inference.models`` empty); ""."""
+    """`SHIPPED_WEIGHTS_NOTE` when the run spots with the shipped demo export (``inference.models``
+    empty), else "": a newcomer must not read the demo's labels as a validated measurement."""
     return SHIPPED_WEIGHTS_NOTE if config.spot.enabled and not config.inference.models else ""
 
 
@@ -291,8 +293,8 @@ class SpotConfig:
     gather_ms: float = 10.0
 
     def __post_init__(self) -> None:
-        _require(self.sample_hz is None or 5 <= self.sample_hz <= 200, "spot.sample_hz", f"5..200 ({MODELS_VALUE})",
-                 self.sample_hz)
+        _require(self.sample_hz is None or 5 <= self.sample_hz <= 200, "spot.sample_hz",
+                 f"5..200 ({MODELS_VALUE})", self.sample_hz)
         _require(0 < self.hop_ms <= 200, "spot.hop_ms", "within (0, 200]", self.hop_ms)
         _require(self.settle_steps >= 0, "spot.settle_steps", ">= 0", self.settle_steps)
         for name in ("t_cpn", "t_crn", "t_nms"):
@@ -449,7 +451,8 @@ def merge(base: Any, data: Mapping[str, Any], where: str = "") -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise ConfigError(f"unknown key {path!r}{did_you_mean(key, names)}; known keys here: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown key {path!r}{did_you_mean(key, names)}; "
+                              f"known keys here: {', '.join(sorted(names))}")
         current = getattr(base, key)
         if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
             changes[key] = merge(current, value, path)
@@ -474,7 +477,8 @@ def _camera_tables(config: RunConfig, data: Mapping[str, Any]) -> RunConfig:
     """
     source, sources = data.get("source"), data.get("sources")
     if isinstance(source, list):
-        raise ConfigError(f"source: [[source]] is a list of tables, but there is one [source]; {CAMERA_TABLES}")
+        raise ConfigError(f"source: [[source]] is a list of tables, but there is one [source]; "
+                          f"{CAMERA_TABLES}")
     if sources is not None and not isinstance(sources, list):
         raise ConfigError(f"sources: [sources] is a single table, but each further camera is its own "
                           f"[[sources]] table; {CAMERA_TABLES}")
@@ -488,7 +492,8 @@ def _camera_tables(config: RunConfig, data: Mapping[str, Any]) -> RunConfig:
 def _toml_hint(text: str) -> str:
     """What a TOML error probably means when the file mixes the camera tables' spellings."""
     headers = set(_CAMERA_HEADER.findall(text))
-    mixed = len({name for _, name in headers}) < len(headers) or ("[[", "source") in headers or ("[", "sources") in headers
+    wrong = ("[[", "source") in headers or ("[", "sources") in headers
+    mixed = wrong or len({name for _, name in headers}) < len(headers)
     return f"; {CAMERA_TABLES}" if mixed else ""
 
 
@@ -501,7 +506,7 @@ def check_kinds(config: RunConfig) -> None:
     named += [("inference.backend", BACKEND_GROUP, config.inference.backend)]
     for key, group, kind in named:
         kinds, clashes = scan(group)
-        if kind not in kinds and kind not in clashes:  # a clash is reported, with both packages, when it is used
+        if kind not in kinds and kind not in clashes:  # a clash is reported (both packages) when it is used
             raise ConfigError(f"{key}: no {NOUNS[group]} kind {kind!r}{did_you_mean(kind, kinds)}; "
                               f"available: {', '.join(sorted(kinds))}")
 
@@ -509,7 +514,8 @@ def check_kinds(config: RunConfig) -> None:
 def load_config(path: str | Path | None = None, preset: str = "default") -> RunConfig:
     """The preset, overlaid with a TOML file when one is given."""
     if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; "
+                          f"presets: {', '.join(PRESETS)}")
     config = PRESETS[preset]
     if path is None:
         return config

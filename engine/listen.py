@@ -184,17 +184,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, metavar="S",
                         help="exit after S seconds; the exit code is 1 if nothing arrived")
     parser.add_argument("--until-stopped", action="store_true",
-                        help="exit once every camera seen has published its 'stopped' health event (the engine's "
-                             "run ended); the exit code is 1 if nothing arrived")
+                        help="exit once every camera seen has published its 'stopped' health event (the "
+                             "engine's run ended); the exit code is 1 if nothing arrived")
     parser.add_argument("--warn-after", type=float, metavar="S", default=NO_MESSAGE_WARN_S,
-                        help="warn on stderr when nothing arrived for S seconds (default %(default)g; 0: never)")
+                        help="warn on stderr when nothing arrived for S seconds "
+                             "(default %(default)g; 0: never)")
 
 
 def run(args: argparse.Namespace) -> int:
     prefixes = args.topic or [events.TOPIC_PREFIX]
     # --until-stopped needs the health topic even when only spots are shown
-    wanted = prefixes + ([events.TOPIC_HEALTH] if args.until_stopped and not _shown(events.TOPIC_HEALTH, prefixes)
-                         else [])
+    health = args.until_stopped and not _shown(events.TOPIC_HEALTH, prefixes)
+    wanted = prefixes + ([events.TOPIC_HEALTH] if health else [])
     to_stdout = args.jsonl == "-"
     log_sink = JsonlSink(args.jsonl, name="listen") if args.jsonl and not to_stdout else None
 
@@ -203,8 +204,8 @@ def run(args: argparse.Namespace) -> int:
               f"(seq {gap.expected}..{gap.got - 1})", file=sys.stderr, flush=True)
 
     def warn_reject(topic: str, payload: dict[str, Any], error: events.SchemaError) -> None:
-        print(f"mestream listen: rejected {topic} {payload.get('camera', '?')} #{payload.get('seq', '?')}: {error}",
-              file=sys.stderr, flush=True)
+        where = f"{topic} {payload.get('camera', '?')} #{payload.get('seq', '?')}"
+        print(f"mestream listen: rejected {where}: {error}", file=sys.stderr, flush=True)
 
     try:
         subscriber = Subscriber(args.endpoint, wanted, on_gap=warn_gap, on_reject=warn_reject)
@@ -244,8 +245,8 @@ def _shown(topic: str, prefixes: list[str]) -> bool:
     return any(topic.startswith(prefix) for prefix in prefixes)
 
 
-def _loop(subscriber: Subscriber, args: argparse.Namespace, prefixes: list[str], counts: collections.Counter[str],
-          log_sink: JsonlSink | None, to_stdout: bool) -> None:
+def _loop(subscriber: Subscriber, args: argparse.Namespace, prefixes: list[str],
+          counts: collections.Counter[str], log_sink: JsonlSink | None, to_stdout: bool) -> None:
     started = time.monotonic()
     deadline = None if args.duration is None else started + args.duration
     warn_at = started + args.warn_after if args.warn_after and args.warn_after > 0 else None
@@ -261,9 +262,9 @@ def _loop(subscriber: Subscriber, args: argparse.Namespace, prefixes: list[str],
         if warn_at is not None and now >= warn_at:
             warn_at = None
             if subscriber.received + subscriber.rejected + subscriber.errors == 0:
-                print(f"mestream listen: nothing received from {args.endpoint} in {args.warn_after:g} s: is no engine "
-                      f"publishing there? start one with `mestream run` (it publishes on {DEFAULT_ENDPOINT} unless "
-                      f"--publish says otherwise)", file=sys.stderr, flush=True)
+                print(f"mestream listen: nothing received from {args.endpoint} in {args.warn_after:g} s: "
+                      f"is no engine publishing there? start one with `mestream run` (it publishes on "
+                      f"{DEFAULT_ENDPOINT} unless --publish says otherwise)", file=sys.stderr, flush=True)
         message = subscriber.recv(timeout_ms)
         if message is None:
             continue

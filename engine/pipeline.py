@@ -265,13 +265,13 @@ class Pipeline:
         """Run until the duration ends, the sources end, an error, or Ctrl-C / SIGTERM."""
         started = time.monotonic()
         stop = self.cameras[0].ctx.stop
+        weights = weights_note(self.config)
         for cam in self.cameras:
             ctx = cam.ctx
-            ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "started", "message": f"reading {self._describe(cam)}"
-                                                    + (f"; {weights_note(self.config)}" if weights_note(self.config) else ""),
-                                                    "detail": {"fps": ctx.fps, "shape": list(ctx.ring.shape),
-                                                               "models": self.backend_notes,
-                                                               "weights": weights_note(self.config) or self.config.inference.models}})
+            message = f"reading {self._describe(cam)}" + (f"; {weights}" if weights else "")
+            detail = {"fps": ctx.fps, "shape": list(ctx.ring.shape), "models": self.backend_notes,
+                      "weights": weights or self.config.inference.models}
+            ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "started", "message": message, "detail": detail})
         with _StopOnSignal(stop) as signals:
             try:
                 for stage in self._threads():

@@ -45,7 +45,7 @@ def _require(event: Mapping[str, Any], fields: Sequence[str], topic: str) -> Non
     if not isinstance(latency, Mapping) or LATENCY_KEY not in latency:
         raise ScoringError(f"{_where(event, topic)}: field 'latency' must be a dict with {LATENCY_KEY!r}")
     for key, value in latency.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
             raise ScoringError(f"{_where(event, topic)}: latency[{key!r}] must be a finite number, got {value!r}")
 
 
@@ -128,7 +128,7 @@ def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, 
             raise ScoringError(f"{_where(event, 'recog')}: label {event['label']!r} is not one of {list(classes)}")
     expected: dict[str, list[Interval]] = {"micro": [], "macro": [], "blink": []}
     micro_class: list[str] = []  # four_class of expected["micro"][k]
-    left_out: dict[str, dict[str, int]] = {}  # camera → {"cut_off": n, "after_end": n} of micro and macro truth
+    left_out: dict[str, dict[str, int]] = {}  # camera → micro and macro truth {"cut_off": n, "after_end": n}
     for camera, events in truth.items():
         if camera not in frames_seen:
             raise ScoringError(f"truth for camera {camera!r} but frames_seen has no entry for it")
@@ -138,7 +138,8 @@ def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, 
                 continue
             if ev.offset_frame >= int(frames_seen[camera]):
                 if ev.kind != "blink":
-                    left_out[str(camera)]["cut_off" if ev.onset_frame < int(frames_seen[camera]) else "after_end"] += 1
+                    began = ev.onset_frame < int(frames_seen[camera])
+                    left_out[str(camera)]["cut_off" if began else "after_end"] += 1
                 continue
             if ev.kind == "micro" and ev.four_class not in classes:
                 raise ScoringError(f"truth {ev!r}: class {ev.four_class!r} is not one of {list(classes)}")
@@ -237,8 +238,8 @@ def _score_lines(scores: Mapping[str, Any]) -> list[str]:
         macro_part = f"macro: not spotted by this model ({macro['fn'] + macro['tp']} in the ground truth)"
     cameras = scores.get("cameras") or {}
     left = scores.get("truth_left_out") or {}
-    cut = (f"; left out {left.get('cut_off', 0)} cut off by the run's end and {left.get('after_end', 0)} after it"
-           if left.get("cut_off") or left.get("after_end") else "")
+    cut = (f"; left out {left.get('cut_off', 0)} cut off by the run's end and "
+           f"{left.get('after_end', 0)} after it" if left.get("cut_off") or left.get("after_end") else "")
     scored = rec["scored"]
     recognised = (f"UF1 {_f(rec['uf1'])}, ACC {_f(rec['acc'])} over {scored} matched clips" if scored
                   else "UF1 n/a (no recognised clip matched a micro-expression)")
@@ -246,8 +247,8 @@ def _score_lines(scores: Mapping[str, Any]) -> list[str]:
         f"scored cameras {', '.join(cameras) or 'none'} against their ground truth "
         f"({_plural(sum(c['truth_micro'] for c in cameras.values()), 'micro-expression')}{cut})",
         f"spotting: micro F1 {_f1(micro)} (TP {micro['tp']}, FP {micro['fp']}, FN {micro['fn']}) at IoU ≥ "
-        f"{scores['iou_threshold']:g}; {macro_part}; macro published as micro {scores['macro_published_as_micro']}, "
-        f"blinks as micro {scores['blinks_published_as_micro']}",
+        f"{scores['iou_threshold']:g}; {macro_part}; macro published as micro "
+        f"{scores['macro_published_as_micro']}, blinks as micro {scores['blinks_published_as_micro']}",
         f"recognition: {recognised} ({rec['unmatched']} of {rec['events']} recognised spots matched no "
         f"micro-expression)",
     ]

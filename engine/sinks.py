@@ -339,13 +339,13 @@ def console_line(topic: str, p: Mapping[str, Any]) -> str:
     after = f"{latency:.0f} ms after the offset" if latency >= 0 else "untimed: its crops were gone"
     if topic == events.TOPIC_SPOT:
         kind = "micro-expression" if p["is_micro"] else "macro-expression"
-        return (f"[{p['camera']}] spot #{p['event_id']} {kind}: onset {p['onset_frame']} apex {p['apex_frame']} "
-                f"offset {p['offset_frame']} (frames), score {p['score']:.2f}  ({after})")
+        frames = f"onset {p['onset_frame']} apex {p['apex_frame']} offset {p['offset_frame']} (frames)"
+        return f"[{p['camera']}] spot #{p['event_id']} {kind}: {frames}, score {p['score']:.2f}  ({after})"
     if topic == events.TOPIC_RECOG:
         probabilities = p["probabilities"]
         prob = probabilities.get(p["label"], 0.0)
-        return (f"[{p['camera']}] recog #{p['event_id']} emotion class \"{p['label']}\" (p {prob:.2f}; classes: "
-                f"{', '.join(probabilities)}), max key frame {p['max_key_frame']}  ({after})")
+        return (f"[{p['camera']}] recog #{p['event_id']} emotion class \"{p['label']}\" (p {prob:.2f}; "
+                f"classes: {', '.join(probabilities)}), max key frame {p['max_key_frame']}  ({after})")
     return ""
 
 

@@ -56,7 +56,8 @@ class Summary:
             f"  events published: {self._events()}; {self.stats_messages} stats messages",
         ]
         lines += [f"  {line}" for line in (format_scores(self.scores) if self.scores else [])]
-        unscored = [c for c in self.camera.split(", ") if "cameras" in self.scores and c not in self.scores["cameras"]]
+        scored = self.scores.get("cameras")
+        unscored = [c for c in self.camera.split(", ") if scored is not None and c not in scored]
         if unscored:
             lines.append(f"  not scored: {', '.join(unscored)} (no ground truth: a real camera or a replay)")
         lines += [f"  {note}" for note in self.notes]

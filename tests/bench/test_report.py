@@ -155,7 +155,7 @@ def test_figures_are_pngs(figures):
 
 def test_figures_without_optional_sections(results, tmp_path):
     bare = _bare(results)
-    bare["points"] = bare["points"][:1]                    # one point: one CDF panel, no one-point throughput chart
+    bare["points"] = bare["points"][:1]                    # one point: one CDF panel, no throughput chart
     assert [p.name for p in report.plot_figures(bare, tmp_path)] == ["latency_cdf.png"]
     bare["baseline"] = {"stream": {}, "rows": [], "ratios": {}, "error": "torch is not installed"}
     bare["points"][0] = dict(bare["points"][0], cdf_ms={"total": None}, throughput_fps=None)

@@ -221,7 +221,8 @@ def test_quick_bench_writes_every_field_file_and_figure(quick):
     assert (page.parent / "figures" / "latency_cdf.png").exists()
 
 
-def test_quick_in_a_runtime_only_install_skips_the_baseline_and_figures_and_exits_0(monkeypatch, tmp_path, capsys):
+def test_quick_without_torch_or_matplotlib_skips_the_baseline_and_figures_and_exits_0(monkeypatch, tmp_path,
+                                                                                      capsys):
     """No torch and no matplotlib (`pip install mestream`): the bench measures what it can, says
     what it left out, and succeeds. torch is hidden, not uninstalled."""
     monkeypatch.setitem(sys.modules, "torch", None)
@@ -246,9 +247,10 @@ def test_quick_in_a_runtime_only_install_skips_the_baseline_and_figures_and_exit
 
 
 def test_the_headline_reads_a_capped_capacity_as_a_lower_bound():
-    capped = {"pipeline": "spot+recog", "resolution": "640x480", "cameras": 1, "capacity_fps": 4000.0, "capped": True,
-              "converged": True}
+    capped = {"pipeline": "spot+recog", "resolution": "640x480", "cameras": 1, "capacity_fps": 4000.0,
+              "capped": True, "converged": True}
     text = suite._headline({"points": [], "capacity": [capped], "baseline": None})
     assert text == "capacity spot+recog 640x480 1cam: ≥ 4,000 fps per camera (search limit)"
-    text = suite._headline({"points": [], "capacity": [dict(capped, capacity_fps=1500.0, capped=False)], "baseline": None})
+    found = dict(capped, capacity_fps=1500.0, capped=False)
+    text = suite._headline({"points": [], "capacity": [found], "baseline": None})
     assert text == "capacity spot+recog 640x480 1cam: 1,500 fps per camera"

@@ -215,7 +215,8 @@ def test_toml_face_spot_recognise_and_sources_tables(tmp_path):
         ("[recognise]\nqueue = 0\n", "recognise.queue: must be >= 1"),
         ("[ring]\nwhen_full = 'drop'\n", "ring.when_full: must be one of auto, overwrite, wait"),
         ("cameras = 0\n", "cameras: must be 1..16"),
-        ("cameras = 2\n[source]\nseed = 1\n[[sources]]\nname = 'cam1'\n", "bad.toml: sources: must be cameras with distinct names, got 'cam1'"),
+        ("cameras = 2\n[source]\nseed = 1\n[[sources]]\nname = 'cam1'\n",
+         "bad.toml: sources: must be cameras with distinct names, got 'cam1'"),
     ],
 )
 def test_malformed_live_tables_name_file_and_key(tmp_path, text, needle):
@@ -245,7 +246,7 @@ def test_demo_preset_writes_the_summary(tmp_path):
     assert load_config(path, preset="demo").summary == "runs/demo/summary.json"
 
 
-# ----------------------------------------------------------------------------- what a newcomer's slips read like
+# ------------------------------------------------------------------------------ what a newcomer's slips read
 
 @pytest.mark.parametrize(
     "text, needle",
@@ -254,10 +255,11 @@ def test_demo_preset_writes_the_summary(tmp_path):
         ("[spot]\nhopms = 50\n", "unknown key 'spot.hopms' (did you mean 'hop_ms'?)"),
         ("duraton = 5\n", "unknown key 'duraton' (did you mean 'duration'?)"),
         ("[[source]]\nkind = 'video'\n", "source: [[source]] is a list of tables, but there is one [source]"),
-        ("[sources]\nkind = 'video'\n", "sources: [sources] is a single table, but each further camera is its own "
-                                          "[[sources]] table"),
+        ("[sources]\nkind = 'video'\n",
+         "sources: [sources] is a single table, but each further camera is its own [[sources]] table"),
         ("[source]\nkind = 'video'\n[[source]]\nkind = 'folder'\n", "a run's cameras are one [source] table"),
-        ("[sources]\nkind = 'video'\n[[sources]]\nkind = 'folder'\n", "a run's cameras are one [source] table"),
+        ("[sources]\nkind = 'video'\n[[sources]]\nkind = 'folder'\n",
+         "a run's cameras are one [source] table"),
         ("[spot]\nt_cpn = -1\n", "spot.t_cpn: must be within 0..1 (omit the key to use the model's value)"),
         ("[spot]\nsample_hz = 0\n", "spot.sample_hz: must be 5..200 (omit the key to use the model's value)"),
         ("[face]\ncrop_size = 0\n", "face.crop_size: must be >= 32 (omit the key to use the model's value)"),
@@ -271,7 +273,7 @@ def test_config_errors_suggest_the_fix(tmp_path, text, needle):
         load_config(path)
     message = str(err.value)
     assert message.startswith(f"config file {path}: ") and needle in message, message
-    assert "Cannot overwrite" not in message or "[[sources]]" in message  # a raw parser message never comes alone
+    assert "Cannot overwrite" not in message or "[[sources]]" in message  # never a raw parser message alone
 
 
 def test_a_file_with_only_sources_tables_runs_exactly_those_cameras(tmp_path):
@@ -285,7 +287,8 @@ def test_a_file_with_only_sources_tables_runs_exactly_those_cameras(tmp_path):
     path.write_text('[[sources]]\nkind = "video"\nname = "side"\nfsp = 30\n')
     with pytest.raises(ConfigError, match=r"unknown key 'sources\[0\].fsp' \(did you mean 'fps'\?\)"):
         load_config(path)
-    path.write_text('[source]\nkind = "synthetic"\n[[sources]]\nkind = "video"\nname = "side"\npath = "s.mp4"\n')
+    path.write_text('[source]\nkind = "synthetic"\n'
+                    '[[sources]]\nkind = "video"\nname = "side"\npath = "s.mp4"\n')
     assert [c.name for c in load_config(path).camera_sources()] == ["cam0", "side"]  # said, so kept
 
 
@@ -307,10 +310,14 @@ def test_fields_that_defer_to_the_model_are_none_until_set(tmp_path):
 @pytest.mark.parametrize(
     "config, needle",
     [
-        (RunConfig(source=SourceConfig(kind="nope")), "source.kind: no source kind 'nope'; available: folder, "),
-        (RunConfig(source=SourceConfig(kind="vidoe")), "source.kind: no source kind 'vidoe' (did you mean 'video'?)"),
-        (RunConfig(sources=(SourceConfig(kind="foldr", name="b"),)), "sources[0].kind: no source kind 'foldr' (did "),
-        (merge(RunConfig(), {"publish": {"sinks": [{"kind": "jsnl"}]}}), "publish.sinks[0].kind: no sink kind 'jsnl'"),
+        (RunConfig(source=SourceConfig(kind="nope")),
+         "source.kind: no source kind 'nope'; available: folder, "),
+        (RunConfig(source=SourceConfig(kind="vidoe")),
+         "source.kind: no source kind 'vidoe' (did you mean 'video'?)"),
+        (RunConfig(sources=(SourceConfig(kind="foldr", name="b"),)),
+         "sources[0].kind: no source kind 'foldr' (did "),
+        (merge(RunConfig(), {"publish": {"sinks": [{"kind": "jsnl"}]}}),
+         "publish.sinks[0].kind: no sink kind 'jsnl'"),
         (merge(RunConfig(), {"inference": {"backend": "onnx"}}), "inference.backend: no backend kind 'onnx'"),
     ],
 )
@@ -321,5 +328,6 @@ def test_unknown_kinds_name_their_key(config, needle):
 
 
 def test_known_kinds_pass():
-    check_kinds(merge(RunConfig(), {"source": {"kind": "video", "path": "x.mp4"}, "publish": {"sinks": [{"kind": "jsonl"}]},
+    check_kinds(merge(RunConfig(), {"source": {"kind": "video", "path": "x.mp4"},
+                                    "publish": {"sinks": [{"kind": "jsonl"}]},
                                     "inference": {"backend": "tensorrt"}}))

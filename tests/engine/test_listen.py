@@ -27,8 +27,12 @@ def payload(topic: str, camera: str, seq: int, **changes: object) -> dict:
 
 @contextlib.contextmanager
 def listener(*args: str) -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen([sys.executable, "-m", "mestream", "listen", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mestream", "listen", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         yield process
     finally:
@@ -48,14 +52,18 @@ def test_a_listener_with_no_engine_says_so_and_a_duration_run_fails():
     with listener(endpoint, "--duration", "1.5", "--warn-after", "0.5") as process:
         out, err = process.communicate(timeout=60)
     assert process.returncode == 1, err
-    assert f"nothing received from {endpoint} in 0.5 s: is no engine publishing there? start one with " \
-           f"`mestream run`" in err
+    assert (
+        f"nothing received from {endpoint} in 0.5 s: is no engine publishing there? start one with "
+        f"`mestream run`" in err
+    )
     assert f"nothing arrived from {endpoint}" in err and out == ""
 
 
 def test_schema_99_is_rejected_and_the_listener_stops_when_every_camera_stopped():
     with ZmqSink("tcp://127.0.0.1:*", linger_ms=2000) as sink:
-        with listener(sink.bound_endpoint, "--until-stopped", "--duration", "60", "--warn-after", "0") as process:
+        with listener(
+            sink.bound_endpoint, "--until-stopped", "--duration", "60", "--warn-after", "0"
+        ) as process:
             assert sink.wait_for_subscriber(timeout=60), process.stderr
             sent = [
                 (TOPIC_STATS, payload(TOPIC_STATS, "cam0", 0)),
@@ -72,17 +80,26 @@ def test_schema_99_is_rejected_and_the_listener_stops_when_every_camera_stopped(
     assert process.returncode == 0, err
     lines = out.splitlines()
     assert [line.split(" #")[0] for line in lines] == [
-        "mestream.stats cam0", "mestream.stats cam1", "mestream.spot cam1", "mestream.health cam0",
-        "mestream.stats cam1", "mestream.health cam1"], out
+        "mestream.stats cam0",
+        "mestream.stats cam1",
+        "mestream.spot cam1",
+        "mestream.health cam0",
+        "mestream.stats cam1",
+        "mestream.health cam1",
+    ], out
     assert "mestream.spot cam1 #1 " in out and "mestream.spot cam1 #0" not in out  # never printed as valid
-    assert "mestream listen: rejected mestream.spot cam1 #0: mestream.spot: field 'schema' is 99, this reader " \
-           "knows version 1" in err
+    assert (
+        "mestream listen: rejected mestream.spot cam1 #0: mestream.spot: field 'schema' is 99, this reader "
+        "knows version 1" in err
+    )
     assert "6 events" in err and "1 rejected" in err and "0 missed in 0 gaps" in err
 
 
 def test_until_stopped_subscribes_to_health_without_showing_it():
     with ZmqSink("tcp://127.0.0.1:*", linger_ms=2000) as sink:
-        with listener(sink.bound_endpoint, "--topic", TOPIC_SPOT, "--until-stopped", "--duration", "60") as process:
+        with listener(
+            sink.bound_endpoint, "--topic", TOPIC_SPOT, "--until-stopped", "--duration", "60"
+        ) as process:
             assert sink.wait_for_subscriber(timeout=60)
             sink.send(TOPIC_STATS, payload(TOPIC_STATS, "cam0", 0))  # not subscribed: never arrives
             sink.send(TOPIC_SPOT, payload(TOPIC_SPOT, "cam0", 0))
@@ -92,12 +109,15 @@ def test_until_stopped_subscribes_to_health_without_showing_it():
     assert [line.split(" #")[0] for line in out.splitlines()] == ["mestream.spot cam0"]
 
 
-@pytest.mark.parametrize("topic, changes, needle", [
-    (TOPIC_STATS, {"schema": 99}, "mestream.stats: field 'schema' is 99, this reader knows version 1"),
-    (TOPIC_SPOT, {"schema": None}, "field 'schema' is None"),
-    (TOPIC_SPOT, {"score": None, "extra": 1}, "mestream.spot: unknown field 'extra'"),
-    ("plugin.thing", {"schema": 2}, "plugin.thing: field 'schema' is 2"),
-])
+@pytest.mark.parametrize(
+    "topic, changes, needle",
+    [
+        (TOPIC_STATS, {"schema": 99}, "mestream.stats: field 'schema' is 99, this reader knows version 1"),
+        (TOPIC_SPOT, {"schema": None}, "field 'schema' is None"),
+        (TOPIC_SPOT, {"score": None, "extra": 1}, "mestream.spot: unknown field 'extra'"),
+        ("plugin.thing", {"schema": 2}, "plugin.thing: field 'schema' is 2"),
+    ],
+)
 def test_check_schema_names_topic_and_field(topic, changes, needle):
     body = {**SAMPLES.get(topic, SAMPLES[TOPIC_STATS]).as_dict(), **changes}
     with pytest.raises(events.SchemaError) as err:

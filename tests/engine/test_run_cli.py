@@ -42,7 +42,8 @@ def test_quiet_run_writes_the_summary_and_prints_no_events(tmp_path):
     assert 0 < summary["spot_f1"] <= 1 and 0 <= summary["recog_uf1"] <= 1
     assert summary["spot_latency_ms"]["p50"] > 0
     assert summary["scores"]["spot_f1"] == summary["spot_f1"]
-    assert summary["events"]["mestream.spot"] == summary["spots"] and summary["events"]["mestream.health"] >= 2  # started, stopped
+    assert summary["events"]["mestream.spot"] == summary["spots"]
+    assert summary["events"]["mestream.health"] >= 2  # started, stopped
     assert summary["stats_messages"] >= 1 and "mestream.stats" not in summary["events"]
     assert "[cam0] spot" not in result.stdout and "[cam0] recog" not in result.stdout
     assert "mestream run summary (finished)" in result.stdout and f"wrote {path}" in result.stdout
@@ -56,12 +57,14 @@ def test_events_are_printed_as_they_are_published():
     assert spots, result.stdout
     onset, apex, offset = map(int, spots[0])
     assert 2400 <= onset < apex < offset <= 2700
-    assert re.search(r'^\[cam0\] recog #0 emotion class "(positive|negative|surprise|others)" \(p \d\.\d\d; classes: '
-                     r'[a-z, ]+\), max key frame \d+  \(', result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r'^\[cam0\] recog #0 emotion class "(positive|negative|surprise|others)" '
+                     r'\(p \d\.\d\d; classes: [a-z, ]+\), max key frame \d+  \(', result.stdout,
+                     re.MULTILINE), result.stdout
     assert result.stdout.index("[cam0] spot #0") < result.stdout.index("mestream run summary")
     # the shipped weights say what they are, before the first event and in the summary
-    started = result.stdout.index("[cam0] started: reading synthetic 640x480 mono8 at 500 fps; models: the shipped "
-                                  "demo weights, trained on synthetic faces only and not validated on real faces")
+    started = result.stdout.index("[cam0] started: reading synthetic 640x480 mono8 at 500 fps; models: the "
+                                  "shipped demo weights, trained on synthetic faces only and not validated "
+                                  "on real faces")
     assert started < result.stdout.index("[cam0] spot #0")
     assert result.stdout.count("trained on synthetic faces only") == 2
 

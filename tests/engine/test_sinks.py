@@ -61,8 +61,8 @@ def test_console_stays_quiet_for_stats_and_health(capsys):
 
 def test_console_line_for_a_spot_names_camera_event_kind_frames_and_latency():
     micro = console_line(TOPIC_SPOT, spot())
-    assert micro == ("[cam1] spot #3 micro-expression: onset 2471 apex 2544 offset 2631 (frames), score 0.87  "
-                     "(519 ms after the offset)")
+    assert micro == ("[cam1] spot #3 micro-expression: onset 2471 apex 2544 offset 2631 (frames), "
+                     "score 0.87  (519 ms after the offset)")
     macro = console_line(TOPIC_SPOT, spot(event_id=4, is_micro=False, latency_ms=1234.6))
     assert " spot #4 macro-expression: onset 2471 apex 2544 offset 2631 " in macro
     assert "(1235 ms after the offset)" in macro
@@ -70,8 +70,8 @@ def test_console_line_for_a_spot_names_camera_event_kind_frames_and_latency():
 
 def test_console_line_for_a_recognition_names_label_probability_key_frame_and_latency():
     line = console_line(TOPIC_RECOG, recog())
-    assert line == ('[cam1] recog #3 emotion class "positive" (p 0.91; classes: negative, positive, surprise, '
-                    'others), max key frame 2560  (586 ms after the offset)')
+    assert line == ('[cam1] recog #3 emotion class "positive" (p 0.91; classes: negative, positive, '
+                    'surprise, others), max key frame 2560  (586 ms after the offset)')
 
 
 def test_console_line_reads_the_sample_payloads_of_every_topic():
@@ -129,10 +129,8 @@ def test_sample_payloads_are_those_of_the_schema():
 
 def test_console_shows_each_camera_started_event_with_its_weights(capsys):
     """What is read and with which weights is the first thing a person at the console sees."""
-    started = events.HealthEvent(**HEADER, state="started",
-                                 message="reading synthetic 640x480 mono8 at 500 fps; models: the shipped demo weights",
-                                 detail={}).as_dict()
+    message = "reading synthetic 640x480 mono8 at 500 fps; models: the shipped demo weights"
+    started = events.HealthEvent(**HEADER, state="started", message=message, detail={}).as_dict()
     sink = ConsoleSink()
     assert sink.send(TOPIC_HEALTH, started)
-    assert capsys.readouterr().out == ("[cam1] started: reading synthetic 640x480 mono8 at 500 fps; models: the shipped "
-                                       "demo weights\n")
+    assert capsys.readouterr().out == f"[cam1] started: {message}\n"

@@ -9,9 +9,20 @@ from mestream.engine.summary import Summary
 
 
 def summary(scores: dict | None = None, camera: str = "cam0, side") -> Summary:
-    return Summary(camera=camera, source="synthetic; video", seconds=2.0, frames_in=2000, frames_out=2000, fps=1000.0,
-                   drops={"camera": 0}, events={"mestream.health": 4, "mestream.spot": 3, "mestream.recog": 2},
-                   stats_messages=6, spots=3, recognitions=2, scores=scores or {})
+    return Summary(
+        camera=camera,
+        source="synthetic; video",
+        seconds=2.0,
+        frames_in=2000,
+        frames_out=2000,
+        fps=1000.0,
+        drops={"camera": 0},
+        events={"mestream.health": 4, "mestream.spot": 3, "mestream.recog": 2},
+        stats_messages=6,
+        spots=3,
+        recognitions=2,
+        scores=scores or {},
+    )
 
 
 def test_events_count_events_by_topic_and_stats_messages_apart():
@@ -33,11 +44,20 @@ def test_nothing_to_score_is_null_in_the_file_and_na_on_screen():
 
 
 def test_cameras_without_ground_truth_are_named_as_not_scored():
-    scores = {"spot": {"micro": {"tp": 0, "fp": 0, "fn": 0, "f1": 0.0}, "macro": {"tp": 0, "fp": 0, "fn": 0, "f1": 0.0}},
-              "iou_threshold": 0.5, "macro_published_as_micro": 0, "blinks_published_as_micro": 0,
-              "recognition": {"scored": 0, "events": 0, "unmatched": 0, "uf1": None, "acc": None},
-              "cameras": {"cam0": {"truth_micro": 0}}, "truth_left_out": {"cut_off": 0, "after_end": 0},
-              "spot_latency_ms": latency_summary([]), "recog_latency_ms": latency_summary([])}
+    scores = {
+        "spot": {
+            "micro": {"tp": 0, "fp": 0, "fn": 0, "f1": 0.0},
+            "macro": {"tp": 0, "fp": 0, "fn": 0, "f1": 0.0},
+        },
+        "iou_threshold": 0.5,
+        "macro_published_as_micro": 0,
+        "blinks_published_as_micro": 0,
+        "recognition": {"scored": 0, "events": 0, "unmatched": 0, "uf1": None, "acc": None},
+        "cameras": {"cam0": {"truth_micro": 0}},
+        "truth_left_out": {"cut_off": 0, "after_end": 0},
+        "spot_latency_ms": latency_summary([]),
+        "recog_latency_ms": latency_summary([]),
+    }
     text = summary(scores).format()
     assert "scored cameras cam0 against their ground truth" in text
     assert "not scored: side (no ground truth" in text
