@@ -9,8 +9,8 @@ Events are checked against the schema they declare before anyone sees them: a pa
 topic, is rejected and counted, never shown as if it were valid (a reader that guessed at a
 newer engine's fields would print numbers that mean something else).
 
-Exit codes of the command: 0; 1 when a ``--duration`` or ``--until-stopped`` run received
-nothing; 2 for a bad endpoint or log file; 130 on Ctrl-C.
+Exit codes of the command: 0, also on Ctrl-C (the usual way to end it); 1 when a ``--duration``
+or ``--until-stopped`` run received no valid event; 2 for a bad endpoint or log file.
 """
 
 from __future__ import annotations
@@ -182,10 +182,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"topic prefix to subscribe to; repeatable (default: {events.TOPIC_PREFIX})")
     parser.add_argument("--count", type=int, metavar="N", help="exit after N events")
     parser.add_argument("--duration", type=float, metavar="S",
-                        help="exit after S seconds; the exit code is 1 if nothing arrived")
+                        help="exit after S seconds; the exit code is 1 if no valid event arrived")
     parser.add_argument("--until-stopped", action="store_true",
                         help="exit once every camera seen has published its 'stopped' health event (the "
-                             "engine's run ended); the exit code is 1 if nothing arrived")
+                             "engine's run ended); the exit code is 1 if no valid event arrived")
     parser.add_argument("--warn-after", type=float, metavar="S", default=NO_MESSAGE_WARN_S,
                         help="warn on stderr when nothing arrived for S seconds "
                              "(default %(default)g; 0: never)")
@@ -221,11 +221,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"mestream listen: subscribed to {', '.join(prefixes)} on {args.endpoint}", file=sys.stderr, flush=True)
     counts: collections.Counter[str] = collections.Counter()
-    interrupted = False
     try:
         _loop(subscriber, args, prefixes, counts, log_sink, to_stdout)
     except KeyboardInterrupt:
-        interrupted = True
+        pass
     except BrokenPipeError:  # `mestream listen ... | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
@@ -233,10 +232,9 @@ def run(args: argparse.Namespace) -> int:
         if log_sink is not None:
             log_sink.close()
     print(_summary(counts, subscriber), file=sys.stderr, flush=True)
-    if interrupted:
-        return 130
-    if (args.duration is not None or args.until_stopped) and subscriber.received + subscriber.rejected == 0:
-        print(f"mestream listen: nothing arrived from {args.endpoint}", file=sys.stderr, flush=True)
+    if (args.duration is not None or args.until_stopped) and subscriber.received == 0:
+        rejected = f" ({subscriber.rejected} rejected)" if subscriber.rejected else ""
+        print(f"mestream listen: no valid event arrived from {args.endpoint}{rejected}", file=sys.stderr, flush=True)
         return 1
     return 0
 

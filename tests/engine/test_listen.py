@@ -56,7 +56,7 @@ def test_a_listener_with_no_engine_says_so_and_a_duration_run_fails():
         f"nothing received from {endpoint} in 0.5 s: is no engine publishing there? start one with "
         f"`mestream run`" in err
     )
-    assert f"nothing arrived from {endpoint}" in err and out == ""
+    assert f"no valid event arrived from {endpoint}" in err and out == ""
 
 
 def test_schema_99_is_rejected_and_the_listener_stops_when_every_camera_stopped():
@@ -132,3 +132,15 @@ def test_check_schema_accepts_current_events_and_a_plugins_own_fields():
     missing = {k: v for k, v in SAMPLES[TOPIC_SPOT].as_dict().items() if k != "schema"}
     with pytest.raises(events.SchemaError, match="mestream.spot: has no field 'schema'"):
         check_schema(TOPIC_SPOT, missing)
+
+
+def test_a_timed_run_that_got_only_rejected_events_fails():
+    with ZmqSink("tcp://127.0.0.1:*", linger_ms=2000) as sink:
+        with listener(sink.bound_endpoint, "--duration", "4", "--warn-after", "0") as process:
+            assert sink.wait_for_subscriber(timeout=60)
+            for seq in range(3):
+                sink.send(TOPIC_STATS, payload(TOPIC_STATS, "cam0", seq, schema=2))
+            out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert out == "" and err.count("mestream listen: rejected mestream.stats cam0 #") == 3
+    assert f"no valid event arrived from {sink.bound_endpoint} (3 rejected)" in err
