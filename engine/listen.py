@@ -234,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     print(_summary(counts, subscriber), file=sys.stderr, flush=True)
     if (args.duration is not None or args.until_stopped) and subscriber.received == 0:
         rejected = f" ({subscriber.rejected} rejected)" if subscriber.rejected else ""
-        print(f"mestream listen: no valid event arrived from {args.endpoint}{rejected}", file=sys.stderr, flush=True)
+        print(f"mestream listen: no valid event arrived from {args.endpoint}{rejected}", file=sys.stderr,
+              flush=True)
         return 1
     return 0
 

@@ -89,7 +89,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         key = str(exc).partition(":")[0]
         flag = FLAGS.get(key)
         if flag and getattr(args, flag[2:]) is not None:
-            raise ConfigError(f"{flag} ({key}){str(exc)[len(key):]}") from None
+            raise ConfigError(f"{key} ({flag}){str(exc)[len(key):]}") from None
         if args.config:
             raise ConfigError(f"config file {args.config}: {exc}") from None
         raise

@@ -100,6 +100,8 @@ def test_no_spot_runs_ingest_only(tmp_path):
     [
         (["--paced", "--unpaced"], "argument --unpaced/--no-pace: not allowed with argument --paced"),
         (["--cameras", "0"], "mestream run: cameras: must be 1..16, got 0"),
+        (["--source", "vidoe"], "mestream run: source.kind (--source): no source kind 'vidoe' (did you mean "
+                                "'video'?); available: folder, opencv, synthetic, video"),
     ],
 )
 def test_bad_flags_exit_2_naming_them(args, needle):
@@ -147,3 +149,13 @@ def test_ctrl_c_exits_130_after_writing_the_log_and_the_summary(tmp_path):
     assert "mestream run summary (interrupted)" in out
     assert json.loads(path.read_text())["interrupted"] is True
     assert '"state": "stopped"' in log.read_text()
+
+
+def test_a_bad_kind_in_a_config_file_names_the_file_and_key(tmp_path):
+    """A typo in a lab's file is reported with the file to open and the key to fix."""
+    config = tmp_path / "lab.toml"
+    config.write_text('[source]\nkind = "nope"\n')
+    result = mestream("run", "--config", str(config), "--duration", "1", "--publish", "none", "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert f"mestream run: config file {config}: source.kind: no source kind 'nope'; available: " \
+        in result.stderr
