@@ -8,6 +8,7 @@ same figures, the same formatting. matplotlib is only needed for the figures (it
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import math
@@ -86,11 +87,31 @@ def _cdf_heads(results: dict) -> list[dict]:
     return [h for h in heads if h and any((h.get("cdf_ms") or {}).values())]
 
 
+def _throughput_axes(results: dict) -> tuple[list[dict], list[dict]]:
+    """The points of the throughput figure's two panels: against fps, and against cameras."""
+    points = results.get("points") or []
+    p0 = _head(results) or {}
+    same = ("resolution", "backend")
+    by_fps = [p for p in points if all(p.get(k) == p0.get(k) for k in same + ("cameras",))]
+    by_cams = [p for p in points if all(p.get(k) == p0.get(k) for k in same + ("fps",))]
+    return by_fps, by_cams
+
+
+def _has_a_line(points: list[dict], x_key: str) -> bool:
+    """Some pipeline has throughput at two or more x values: a chart of single points says nothing."""
+    xs: dict[Any, set[Any]] = {}
+    for p in points:
+        if p.get("throughput_fps") is not None:
+            xs.setdefault(p.get("pipeline"), set()).add(p.get(x_key))
+    return any(len(v) >= 2 for v in xs.values())
+
+
 def _figure_names(results: dict) -> list[str]:
     """The figures `plot_figures` draws for these results (and the section links)."""
-    points = results.get("points") or []
+    by_fps, by_cams = _throughput_axes(results)
+    lines = _has_a_line(by_fps, "fps") or _has_a_line(by_cams, "cameras")
     return [name for name, drawn in (("latency_cdf.png", _cdf_heads(results)),
-                                     ("throughput.png", any(p.get("throughput_fps") is not None for p in points)),
+                                     ("throughput.png", lines),
                                      ("baseline.png", _baseline_rows(results)),
                                      ("capacity.png", results.get("capacity"))) if drawn]
 
@@ -256,11 +277,8 @@ def _throughput_panel(ax: Any, points: list[dict], x_key: str, ideal: Any, xlabe
 
 
 def _plot_throughput(plt: Any, results: dict, path: Path) -> Path:
-    points = results.get("points") or []
     p0 = _head(results) or {}
-    same = ("resolution", "backend")
-    by_fps = [p for p in points if all(p.get(k) == p0.get(k) for k in same + ("cameras",))]
-    by_cams = [p for p in points if all(p.get(k) == p0.get(k) for k in same + ("fps",))]
+    by_fps, by_cams = _throughput_axes(results)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     cams, fps = p0.get("cameras") or 1, p0.get("fps") or 0
     _throughput_panel(a, by_fps, "fps", lambda x: x * cams, "configured fps per camera")
@@ -320,7 +338,9 @@ def _plot_capacity(plt: Any, results: dict, path: Path) -> Path:
         if s.get("bound_ms") is not None and i == 0:
             ax.axhline(s["bound_ms"], color="grey", ls="--", lw=1, label=f"p99 bound {_ms(s['bound_ms'])} ms")
         if s.get("capacity_fps") is not None:
-            ax.axvline(s["capacity_fps"], color=color, ls=":", lw=1, label=f"capacity {_num(s['capacity_fps'])} fps")
+            ax.axvline(s["capacity_fps"], color=color, ls=":", lw=1,
+                       label=f"capacity ≥ {_num(s['capacity_fps'])} fps (search limit)" if s.get("capped")
+                       else f"capacity {_num(s['capacity_fps'])} fps")
     _log_if_wide(ax, values)
     ax.set(xlabel="configured fps", ylabel="frame latency p99 (ms)",
            title="Capacity search (o: passed, x: dropped, fell behind or over the bound)")
@@ -427,9 +447,9 @@ def _capacity_md(results: dict) -> list[str]:
                            + (f", camera {_num(p.get('camera_fps'))} frames/s" if _behind(p, s) else "")
                            + (f", {p['error']}" if p.get("error") else "") + ")"
                            for p in s.get("probes") or [])
-        found = _num(s.get("capacity_fps")) + (" (the search's ceiling: at least this)" if s.get("capped") else
-                                               "" if s.get("converged") else
-                                               f" (not narrowed to 10 %: fails at {_num(s.get('upper_fps'))})")
+        unsure = "" if s.get("converged") else f" (not narrowed to 10 %: fails at {_num(s.get('upper_fps'))})"
+        found = (f"≥ {_num(s.get('capacity_fps'))} (search limit)" if s.get("capped")
+                 else _num(s.get("capacity_fps")) + unsure)
         rows.append([s.get("pipeline"), s.get("resolution"), _num(s.get("cameras")), s.get("backend"),
                      _ms(s.get("bound_ms")), found, probes])
     head = ["pipeline", "resolution", "cameras", "backend", "p99 bound (ms)", "capacity (fps)",
@@ -566,6 +586,13 @@ def remove_outputs(out: Path) -> None:
     """Delete the files an earlier run wrote into ``out`` (only those names)."""
     for name in OUTPUTS:
         (out / name).unlink(missing_ok=True)
+
+
+def figures_unavailable() -> str | None:
+    """Why the figures cannot be drawn here (matplotlib missing: a runtime-only install), or None."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return "matplotlib is not installed (a runtime-only install): pip install 'mestream[train]'"
+    return None
 
 
 def write_all(results: dict, out: Path) -> list[Path]:

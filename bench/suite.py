@@ -12,6 +12,7 @@ per point, about a minute and a half in all). Every figure and how it is measure
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import os
 import shlex
@@ -193,12 +194,18 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
         points += [replace(head, backend=b) for b in backends]
     points = list(dict.fromkeys(points))  # the axes share the headline point: run it once
     spots = head.pipeline != "ingest"  # no search or comparison without spotting
+    baseline = not args.no_baseline and spots
+    if baseline and importlib.util.find_spec("torch") is None:  # runtime-only install: the rest runs
+        from mestream.bench.baseline import TORCH_HINT
+
+        baseline = False
+        skipped.append({"what": "naive baseline comparison", "why": TORCH_HINT})
     searches: tuple[Point, ...] = ()
     if not args.no_capacity and spots:
         searches = (head,) if quick else tuple(replace(head, cameras=c) for c in sorted(counts))
     plan = Plan(head=head, points=tuple(points), capacity=searches,
                 capacity_seconds=method.seconds if not quick else max(2.0, method.seconds / 2),
-                capacity_probes=4 if quick else 8, baseline=not args.no_baseline and spots)
+                capacity_probes=4 if quick else 8, baseline=baseline)
     return plan, skipped
 
 
@@ -278,8 +285,8 @@ def ratios(rows: list[dict[str, Any]], hop_ms: float) -> dict[str, float | None]
 
     ours_u, theirs_u = row("mestream", "unpaced"), row("baseline", "unpaced")
     ours_p, theirs_p = row("mestream", "paced"), row("baseline", "paced")
-    out: dict[str, float | None] = {"throughput": ratio(ours_u and ours_u["throughput_fps"],
-                                                        theirs_u and theirs_u["throughput_fps"])}
+    out: dict[str, float | None] = {"throughput": ratio(ours_u["throughput_fps"] if ours_u else None,
+                                                        theirs_u["throughput_fps"] if theirs_u else None)}
     for kind in ("frame", "event"):
         for q in ("p50", "p99"):
             ours = ((ours_p or {}).get(f"{kind}_latency_ms") or {}).get(q)
@@ -311,6 +318,9 @@ def run(args: argparse.Namespace) -> int:
         "method": {**asdict(method), "keep_up": KEEP_UP, "frame_latency": FRAME_LATENCY, "event_latency": EVENT_LATENCY},
         "points": [], "capacity": [], "baseline": None, "skipped": skipped,
     }
+    missing = report.figures_unavailable()
+    if missing:
+        skipped.append({"what": "figures", "why": missing})
     report.remove_outputs(out)  # a results folder never mixes this run's files with an older run's
     interrupted = _measure(plan, method, results, lambda: report.write_json(results, out))
     written = report.write_all(results, out)
@@ -326,6 +336,9 @@ def run(args: argparse.Namespace) -> int:
     print(_headline(results))
     for path in written:
         print(f"wrote {path}")
+    for skip in results["skipped"]:
+        if not skip["what"].startswith("backend "):  # backends that cannot run here are listed in the results
+            print(f"skipped {skip['what']}: {skip['why']}")
     for failure in failures:
         print(f"mestream bench: {failure}", file=sys.stderr)
     if interrupted:
@@ -383,7 +396,9 @@ def _headline(results: dict[str, Any]) -> str:
                      f"dropped {p['dropped_frames']}")
     for c in results["capacity"]:
         found = "none" if c["capacity_fps"] is None else f"{c['capacity_fps']:,.0f} fps per camera"
-        note = " (the search's ceiling: at least this)" if c["capped"] else "" if c["converged"] else " (bracket > 10 %)"
+        if c["capped"]:
+            found = f"≥ {c['capacity_fps']:,.0f} fps per camera (search limit)"
+        note = "" if c["capped"] or c["converged"] else " (bracket > 10 %)"
         lines.append(f"capacity {c['pipeline']} {c['resolution']} {c['cameras']}cam: {found}{note}")
     base = results.get("baseline")
     if base:

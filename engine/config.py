@@ -8,20 +8,39 @@ session at the wrong rate. Every table and key is checked against the dataclass 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
+
+from mestream.plugins import BACKEND_GROUP, NOUNS, SINK_GROUP, SOURCE_GROUP, scan
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 FACE_DETECTORS = ("haar", "yunet", "fixed")
 WHEN_FULL = ("auto", "overwrite", "wait")
 
 
+MODELS_VALUE = "omit the key to use the model's value"
+"""How every config field that defers to the exported model says so: None in Python, no key in TOML."""
+
 MAX_CAMERAS = 16
 """Copies of one source a run takes (``--cameras``)."""
+
+
+SHIPPED_WEIGHTS_NOTE = ("models: the shipped demo weights, trained on synthetic faces only and not validated "
+                        "on real faces; their spots and emotion classes show the pipeline working, not a "
+                        "measurement")
+"""What a run on the shipped export says, in its ``started`` event, on the console and in the summary."""
+
+
+def weights_note(config: RunConfig) -> str:
+    """`SHIPPED_WEIGHTS_NOTE` when the run spots with the shipped demo export (``inference.models``
+    empty), else "": a newcomer must not read the demo's labels as a validated measurement."""
+    return SHIPPED_WEIGHTS_NOTE if config.spot.enabled and not config.inference.models else ""
 
 
 class ConfigError(ValueError):
@@ -205,7 +224,7 @@ class FaceConfig:
             than a micro-expression moves.
         detect_width: frames are downscaled to this width for detection (0 keeps them whole).
         lost_after: consecutive failed detections before ``face_lost`` is published.
-        crop_size: side of the crops; 0 is the largest crop the models were trained on.
+        crop_size: side of the crops; omitted (None) is the largest crop the models were trained on.
     """
 
     detector: str = "haar"
@@ -218,7 +237,7 @@ class FaceConfig:
     deadband: float = 0.05
     detect_width: int = 320
     lost_after: int = 3
-    crop_size: int = 0
+    crop_size: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.detector in FACE_DETECTORS, "face.detector", f"one of {', '.join(FACE_DETECTORS)}", self.detector)
@@ -233,7 +252,8 @@ class FaceConfig:
         _require(0 <= self.deadband < 0.5, "face.deadband", "within [0, 0.5)", self.deadband)
         _require(self.detect_width == 0 or self.detect_width >= 64, "face.detect_width", "0 or >= 64", self.detect_width)
         _require(self.lost_after >= 1, "face.lost_after", ">= 1", self.lost_after)
-        _require(self.crop_size == 0 or self.crop_size >= 32, "face.crop_size", "0 (the models') or >= 32", self.crop_size)
+        _require(self.crop_size is None or self.crop_size >= 32, "face.crop_size", f">= 32 ({MODELS_VALUE})",
+                 self.crop_size)
 
 
 @dataclass(frozen=True)
@@ -242,14 +262,14 @@ class SpotConfig:
 
     Args:
         enabled: off runs ingest (and nothing else) for measuring the camera path alone.
-        sample_hz: the spotting rate: frames are averaged into samples at this rate; 0 takes
-            the exported model's (40 Hz for the demo weights: a 100-sample window spans 2.5 s;
+        sample_hz: the spotting rate: frames are averaged into samples at this rate; omitted
+            (None) takes the exported model's (40 Hz for the demo weights: a 100-sample window spans 2.5 s;
             the paper's windows are about 30 Hz). Another rate than the model was trained at
             changes what a window spans and what motion a flow step sees.
         hop_ms: how often the window head and CRN run over the newest window; ≤ 200 ms.
         settle_steps: an interval is published once its offset lies this many steps (samples)
             before the window's end, where the window head still sees context after it.
-        t_cpn, t_crn, t_nms: MESNet's thresholds; -1 takes the exported model's.
+        t_cpn, t_crn, t_nms: MESNet's thresholds; omitted (None) takes the exported model's.
         refine_lambda: GAMDSS's λ: onset and apex are re-selected within λ·(apex − onset) frames.
         micro_max_ms, micro_rise_ms: DFME's rule: micro when onset→offset < 500 ms or onset→apex < 250 ms.
         max_lag_ms: a spot stage further behind a live camera than this skips to its newest
@@ -260,12 +280,12 @@ class SpotConfig:
     """
 
     enabled: bool = True
-    sample_hz: float = 0.0
+    sample_hz: float | None = None
     hop_ms: float = 100.0
     settle_steps: int = 2
-    t_cpn: float = -1.0
-    t_crn: float = -1.0
-    t_nms: float = -1.0
+    t_cpn: float | None = None
+    t_crn: float | None = None
+    t_nms: float | None = None
     refine_lambda: float = 0.1
     micro_max_ms: float = 500.0
     micro_rise_ms: float = 250.0
@@ -273,13 +293,13 @@ class SpotConfig:
     gather_ms: float = 10.0
 
     def __post_init__(self) -> None:
-        _require(self.sample_hz == 0 or 5 <= self.sample_hz <= 200, "spot.sample_hz", "0 (the model's) or 5..200",
-                 self.sample_hz)
+        _require(self.sample_hz is None or 5 <= self.sample_hz <= 200, "spot.sample_hz",
+                 f"5..200 ({MODELS_VALUE})", self.sample_hz)
         _require(0 < self.hop_ms <= 200, "spot.hop_ms", "within (0, 200]", self.hop_ms)
         _require(self.settle_steps >= 0, "spot.settle_steps", ">= 0", self.settle_steps)
         for name in ("t_cpn", "t_crn", "t_nms"):
             value = getattr(self, name)
-            _require(value == -1.0 or 0 <= value <= 1, f"spot.{name}", "within 0..1, or -1 for the model's", value)
+            _require(value is None or 0 <= value <= 1, f"spot.{name}", f"within 0..1 ({MODELS_VALUE})", value)
         _require(0 <= self.refine_lambda <= 0.5, "spot.refine_lambda", "within 0..0.5", self.refine_lambda)
         _require(self.micro_max_ms > 0 and self.micro_rise_ms > 0, "spot.micro_max_ms / micro_rise_ms", "> 0",
                  (self.micro_max_ms, self.micro_rise_ms))
@@ -382,8 +402,18 @@ PRESETS: dict[str, RunConfig] = {
 }
 
 
+def _optional(hint: Any) -> Any:
+    """``X`` for ``X | None``, else the hint: TOML has no null, so a key that is present holds an ``X``."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     """Coerce a TOML value to the field's annotated type, or raise naming the key."""
+    hint = _optional(hint)
     origin = typing.get_origin(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -407,6 +437,12 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'fps'?)`` when a choice is close to ``word``; "" otherwise."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.65)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def merge(base: Any, data: Mapping[str, Any], where: str = "") -> Any:
     """Return ``base`` with the keys of ``data`` replaced, recursing into nested tables."""
     hints = typing.get_type_hints(type(base))
@@ -415,7 +451,8 @@ def merge(base: Any, data: Mapping[str, Any], where: str = "") -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise ConfigError(f"unknown key {path!r}; known keys here: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown key {path!r}{did_you_mean(key, names)}; "
+                              f"known keys here: {', '.join(sorted(names))}")
         current = getattr(base, key)
         if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
             changes[key] = merge(current, value, path)
@@ -424,21 +461,76 @@ def merge(base: Any, data: Mapping[str, Any], where: str = "") -> Any:
     return dataclasses.replace(base, **changes)
 
 
+CAMERA_TABLES = ("a run's cameras are one [source] table (single brackets; `cameras = N` copies it) and, for "
+                 "cameras of other kinds, one [[sources]] table each (double brackets: a list); a file with "
+                 "[[sources]] tables only runs exactly those cameras")
+_CAMERA_HEADER = re.compile(r"^\s*(\[\[?)\s*(sources?)\s*\]", re.MULTILINE)
+
+
+def _camera_tables(config: RunConfig, data: Mapping[str, Any]) -> RunConfig:
+    """Merge ``data`` into ``config``, reading the camera tables the way a lab means them.
+
+    ``[[source]]`` and ``[sources]`` are the two easy slips between the camera tables; each
+    gets an explanation instead of a type error. A file with ``[[sources]]`` but no
+    ``[source]`` runs the listed cameras only: the first becomes ``source``, so the default
+    synthetic camera is not added beside them.
+    """
+    source, sources = data.get("source"), data.get("sources")
+    if isinstance(source, list):
+        raise ConfigError(f"source: [[source]] is a list of tables, but there is one [source]; "
+                          f"{CAMERA_TABLES}")
+    if sources is not None and not isinstance(sources, list):
+        raise ConfigError(f"sources: [sources] is a single table, but each further camera is its own "
+                          f"[[sources]] table; {CAMERA_TABLES}")
+    if source is not None or not sources:
+        return merge(config, data)
+    config = merge(config, {k: v for k, v in data.items() if k != "sources"})
+    cameras = [_check_type(entry, SourceConfig, f"sources[{i}]") for i, entry in enumerate(sources)]
+    return dataclasses.replace(config, source=cameras[0], sources=tuple(cameras[1:]))
+
+
+def _toml_hint(text: str) -> str:
+    """What a TOML error probably means when the file mixes the camera tables' spellings."""
+    headers = set(_CAMERA_HEADER.findall(text))
+    wrong = ("[[", "source") in headers or ("[", "sources") in headers
+    mixed = wrong or len({name for _, name in headers}) < len(headers)
+    return f"; {CAMERA_TABLES}" if mixed else ""
+
+
+def check_kinds(config: RunConfig) -> None:
+    """Every source, sink and backend kind the config names is registered; the error names the
+    key, so a file's typo (``kind = "vidoe"``) is reported with the file, before anything opens."""
+    named = [("source.kind", SOURCE_GROUP, config.source.kind)]
+    named += [(f"sources[{i}].kind", SOURCE_GROUP, s.kind) for i, s in enumerate(config.sources)]
+    named += [(f"publish.sinks[{i}].kind", SINK_GROUP, s.kind) for i, s in enumerate(config.publish.sinks)]
+    named += [("inference.backend", BACKEND_GROUP, config.inference.backend)]
+    for key, group, kind in named:
+        kinds, clashes = scan(group)
+        if kind not in kinds and kind not in clashes:  # a clash is reported (both packages) when it is used
+            raise ConfigError(f"{key}: no {NOUNS[group]} kind {kind!r}{did_you_mean(kind, kinds)}; "
+                              f"available: {', '.join(sorted(kinds))}")
+
+
 def load_config(path: str | Path | None = None, preset: str = "default") -> RunConfig:
     """The preset, overlaid with a TOML file when one is given."""
     if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; "
+                          f"presets: {', '.join(PRESETS)}")
     config = PRESETS[preset]
     if path is None:
         return config
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: cannot be read: {exc}") from None
     try:
-        return merge(config, data)
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}{_toml_hint(text)}") from None
+    try:
+        return _camera_tables(config, data)
     except ConfigError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None

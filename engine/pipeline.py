@@ -26,9 +26,9 @@ from typing import Any
 
 from mestream.engine.backends import load_manifest, open_stages
 from mestream.engine.bus import EventBus
-from mestream.engine.config import ConfigError, RunConfig, SourceConfig
+from mestream.engine.config import ConfigError, RunConfig, SourceConfig, weights_note
 from mestream.engine.crops import CropRing
-from mestream.engine.events import TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT
+from mestream.engine.events import TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT, TOPIC_STATS
 from mestream.engine.face_stage import FaceStage
 from mestream.engine.recognise import CLIP_HEAD, ENCODER, RecogStage
 from mestream.engine.ring import FrameRing
@@ -192,7 +192,7 @@ class Pipeline:
         return [f"models: {', '.join(kinds)} backend, stages {', '.join(self.models)}"] + ([backend_note] if backend_note else [])
 
     def _crop_size(self) -> int:
-        if self.config.face.crop_size:
+        if self.config.face.crop_size is not None:
             return self.config.face.crop_size
         # the same crops whether recognition runs or not, so turning it off never changes the spots
         models = self.manifest.models
@@ -265,11 +265,13 @@ class Pipeline:
         """Run until the duration ends, the sources end, an error, or Ctrl-C / SIGTERM."""
         started = time.monotonic()
         stop = self.cameras[0].ctx.stop
+        weights = weights_note(self.config)
         for cam in self.cameras:
             ctx = cam.ctx
-            ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "started", "message": f"reading {self._describe(cam)}",
-                                                    "detail": {"fps": ctx.fps, "shape": list(ctx.ring.shape),
-                                                               "models": self.backend_notes}})
+            message = f"reading {self._describe(cam)}" + (f"; {weights}" if weights else "")
+            detail = {"fps": ctx.fps, "shape": list(ctx.ring.shape), "models": self.backend_notes,
+                      "weights": weights or self.config.inference.models}
+            ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "started", "message": message, "detail": detail})
         with _StopOnSignal(stop) as signals:
             try:
                 for stage in self._threads():
@@ -288,7 +290,8 @@ class Pipeline:
             camera=", ".join(c.ctx.camera for c in self.cameras),
             source="; ".join(self._describe(c) for c in self.cameras), seconds=seconds, frames_in=frames_in,
             frames_out=sum(c.reader.cursor.consumed for c in self.cameras), fps=frames_in / max(seconds, 1e-9),
-            drops=drops, events=sum(c.stats.published for c in self.cameras if c.stats), spots=len(spots),
+            drops=drops, events={t: n for t, n in self.record.counts.items() if t != TOPIC_STATS},
+            stats_messages=self.record.counts.get(TOPIC_STATS, 0), spots=len(spots),
             recognitions=len(recogs), scores=self._scores(spots, recogs), outputs=self._outputs,
             notes=self._notes(), error="; ".join(errors), interrupted=signals.received,
         )
@@ -442,7 +445,7 @@ class Pipeline:
         for events in self._truth().values():
             for event in events:
                 kinds[event.kind] = kinds.get(event.kind, 0) + 1
-        notes = list(self.backend_notes)
+        notes = list(self.backend_notes) + ([weights_note(self.config)] if weights_note(self.config) else [])
         if kinds:
             notes.append("ground truth: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
         return notes

@@ -1,5 +1,10 @@
 """Run the pipeline: `mestream run` reads a source and publishes events until the duration
-ends, the source ends, or Ctrl-C."""
+ends, the source ends, or Ctrl-C.
+
+Exit codes: 0 finished; 1 stopped by an error (or the summary could not be written); 2 a bad
+flag or config, before anything ran; 130 interrupted by Ctrl-C or SIGTERM (the log and the
+summary are still written), as for `mestream bench` and any shell command killed by SIGINT.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,17 @@ from typing import Any
 
 from mestream.cameras.base import SourceError
 from mestream.engine.backends.base import BackendError
-from mestream.engine.config import ConfigError, PRESETS, RunConfig, load_config, merge
+from mestream.engine.config import PRESETS, ConfigError, RunConfig, check_kinds, load_config, merge
 from mestream.engine.sinks import SinkError
 from mestream.plugins import PluginError
 
 log = logging.getLogger("mestream")
+
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, what a shell reports for a command stopped by Ctrl-C; `mestream bench` returns it too."""
+
+FLAGS = {"source.kind": "--source", "inference.backend": "--backend"}
+"""Keys `check_kinds` may name that a flag can set, so the error names what the user typed."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +82,18 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         changes["recognise"] = {"enabled": False}
     inference = {"backend": args.backend, "models": args.models, "threads": args.threads}
     changes["inference"] = {k: v for k, v in inference.items() if v is not None}
-    return merge(config, changes)
+    config = merge(config, changes)
+    try:
+        check_kinds(config)
+    except ConfigError as exc:
+        key = str(exc).partition(":")[0]
+        flag = FLAGS.get(key)
+        if flag and getattr(args, flag[2:]) is not None:
+            raise ConfigError(f"{key} ({flag}){str(exc)[len(key):]}") from None
+        if args.config:
+            raise ConfigError(f"config file {args.config}: {exc}") from None
+        raise
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, PluginError, SourceError, SinkError, BackendError, ValueError, OSError, MemoryError) as exc:
         print(f"mestream run: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while the models or cameras opened: nothing ran, nothing to summarise
+        print("mestream run: interrupted before the run started", file=sys.stderr)
+        return EXIT_INTERRUPTED
     summary = pipeline.run()
     print(summary.format(), flush=True)
     if config.summary:
@@ -94,4 +119,4 @@ def run(args: argparse.Namespace) -> int:
     if summary.error:
         print(f"mestream run: stopped by an error: {summary.error}", file=sys.stderr)
         return 1
-    return 0
+    return EXIT_INTERRUPTED if summary.interrupted else 0

@@ -51,8 +51,8 @@ class MESNetGeometry:
 
     @classmethod
     def from_model(cls, config: Mapping[str, Any], spot: Any) -> "MESNetGeometry":
-        def pick(override: float, key: str) -> float:
-            return float(config[key]) if override < 0 else override
+        def pick(override: float | None, key: str) -> float:
+            return float(config[key]) if override is None else override
 
         return cls(window_steps=int(config["window_steps"]), temporal_kernel=int(config["temporal_kernel"]),
                    temporal_padding=int(config["temporal_padding"]),

@@ -45,7 +45,7 @@ def _require(event: Mapping[str, Any], fields: Sequence[str], topic: str) -> Non
     if not isinstance(latency, Mapping) or LATENCY_KEY not in latency:
         raise ScoringError(f"{_where(event, topic)}: field 'latency' must be a dict with {LATENCY_KEY!r}")
     for key, value in latency.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
             raise ScoringError(f"{_where(event, topic)}: latency[{key!r}] must be a finite number, got {value!r}")
 
 
@@ -104,12 +104,19 @@ def _rounded(value: Any, digits: int = 4) -> Any:
 
 def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, Any]],
               truth: Mapping[str, Sequence[Event]], frames_seen: Mapping[str, int],
-              classes: Sequence[str], iou_threshold: float = IOU_THRESHOLD) -> dict[str, Any]:
+              classes: Sequence[str], iou_threshold: float = IOU_THRESHOLD, macro_model: bool = False
+              ) -> dict[str, Any]:
     """Spotting (MEGC), recognition (UF1 on matched spots), latency and per-camera counts of one run.
 
     A ground-truth event counts only if it ended before the run stopped reading its camera
     (``offset_frame < frames_seen[camera]``): one cut by the end of the run could not be spotted.
+    Those left out are counted in ``truth_left_out`` (``cut_off``: began before the end;
+    ``after_end``: began after it), since a camera's ground truth may run past the run.
+    ``spot_f1`` is None when there was nothing to score (no true and no published micro-expression),
+    ``recog_uf1`` when no recognition matched one: 0.0 would read as a model that got all wrong.
     Blinks (and head turns) are never expected; blinks only feed ``blinks_published_as_micro``.
+    ``macro_model`` says the spotter was trained to find macro-expressions; MESNet's demo weights
+    were not (a long spot is "macro" by DFME's duration rule only), so the headline leaves macro F1 out.
     A recognition is scored only when its spot overlaps a true micro-expression (best IoU >=
     ``iou_threshold``), so recognition reflects the classifier, not the spotter's misses.
     """
@@ -121,11 +128,18 @@ def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, 
             raise ScoringError(f"{_where(event, 'recog')}: label {event['label']!r} is not one of {list(classes)}")
     expected: dict[str, list[Interval]] = {"micro": [], "macro": [], "blink": []}
     micro_class: list[str] = []  # four_class of expected["micro"][k]
+    left_out: dict[str, dict[str, int]] = {}  # camera → micro and macro truth {"cut_off": n, "after_end": n}
     for camera, events in truth.items():
         if camera not in frames_seen:
             raise ScoringError(f"truth for camera {camera!r} but frames_seen has no entry for it")
+        left_out[str(camera)] = {"cut_off": 0, "after_end": 0}
         for ev in events:
-            if ev.kind not in expected or ev.offset_frame >= int(frames_seen[camera]):
+            if ev.kind not in expected:
+                continue
+            if ev.offset_frame >= int(frames_seen[camera]):
+                if ev.kind != "blink":
+                    began = ev.onset_frame < int(frames_seen[camera])
+                    left_out[str(camera)]["cut_off" if began else "after_end"] += 1
                 continue
             if ev.kind == "micro" and ev.four_class not in classes:
                 raise ScoringError(f"truth {ev!r}: class {ev.four_class!r} is not one of {list(classes)}")
@@ -161,18 +175,24 @@ def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, 
             y_pred.append(rec["label"])
     recognition = {**recognition_metrics(y_true, y_pred, classes), "events": len(recogs), "scored": len(y_true),
                    "unmatched": len(recogs) - len(y_true), "no_spot": no_spot}
+    if not y_true:  # nothing matched: no figure, rather than a zero that reads as all wrong
+        recognition.update(acc=None, uf1=None, uar=None)
+    micro = spot["micro"]
 
     names = sorted({*map(str, frames_seen), *(p.video for p in pred), *(str(r["camera"]) for r in recogs)})
     cameras = {c: {"spots": sum(p.video == c for p in pred), "micro": sum(p.video == c for p in micro_pred),
                    "recogs": sum(str(r["camera"]) == c for r in recogs),
                    "truth_micro": sum(t.video == c for t in expected["micro"]),
-                   "truth_macro": sum(t.video == c for t in expected["macro"])} for c in names}
+                   "truth_macro": sum(t.video == c for t in expected["macro"]),
+                   "truth_left_out": left_out.get(c, {"cut_off": 0, "after_end": 0})} for c in names}
 
     return _rounded({
         "iou_threshold": iou_threshold,
-        "spot_f1": spot["micro"]["f1"],
+        "spot_f1": micro["f1"] if micro["tp"] + micro["fp"] + micro["fn"] else None,
         "recog_uf1": recognition["uf1"],
         "spot": spot,
+        "macro_model": macro_model,
+        "truth_left_out": {k: sum(c[k] for c in left_out.values()) for k in ("cut_off", "after_end")},
         "macro_published_as_micro": sum(_best(p, expected["macro"])[0] >= iou_threshold for p in micro_pred),
         "blinks_published_as_micro": sum(_best(p, expected["blink"])[0] >= iou_threshold for p in micro_pred),
         "recognition": recognition,
@@ -180,6 +200,19 @@ def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, 
         "recog_latency_ms": latency_summary(recogs),
         "cameras": cameras,
     })
+
+
+def _f(value: float | None) -> str:
+    """A score as printed: "n/a" where there was nothing to score."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _f1(counts: Mapping[str, Any]) -> str:
+    return _f(counts["f1"] if counts["tp"] + counts["fp"] + counts["fn"] else None)
 
 
 def format_scores(scores: Mapping[str, Any]) -> list[str]:
@@ -192,18 +225,30 @@ def format_scores(scores: Mapping[str, Any]) -> list[str]:
     for name, key in (("spot", "spot_latency_ms"), ("recog", "recog_latency_ms")):
         lat = scores[key]
         parts.append(f"{name} p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms (n {lat['n']})" if lat["n"]
-                     else f"no {name} events")
+                     else f"{name} n/a (no {name} events)")
     lines.append("latency: " + "; ".join(parts))
     return lines
 
 
 def _score_lines(scores: Mapping[str, Any]) -> list[str]:
     micro, macro, rec = scores["spot"]["micro"], scores["spot"]["macro"], scores["recognition"]
+    if scores.get("macro_model"):
+        macro_part = f"macro F1 {_f1(macro)} (TP {macro['tp']}, FP {macro['fp']}, FN {macro['fn']})"
+    else:
+        macro_part = f"macro: not spotted by this model ({macro['fn'] + macro['tp']} in the ground truth)"
+    cameras = scores.get("cameras") or {}
+    left = scores.get("truth_left_out") or {}
+    cut = (f"; left out {left.get('cut_off', 0)} cut off by the run's end and "
+           f"{left.get('after_end', 0)} after it" if left.get("cut_off") or left.get("after_end") else "")
+    scored = rec["scored"]
+    recognised = (f"UF1 {_f(rec['uf1'])}, ACC {_f(rec['acc'])} over {scored} matched clips" if scored
+                  else "UF1 n/a (no recognised clip matched a micro-expression)")
     return [
-        f"spotting: micro F1 {micro['f1']:.2f} (TP {micro['tp']}, FP {micro['fp']}, FN {micro['fn']}), "
-        f"macro F1 {macro['f1']:.2f} (TP {macro['tp']}, FP {macro['fp']}, FN {macro['fn']}) at IoU ≥ "
-        f"{scores['iou_threshold']:g}; macro published as micro {scores['macro_published_as_micro']}, "
-        f"blinks as micro {scores['blinks_published_as_micro']}",
-        f"recognition: UF1 {rec['uf1']:.2f}, ACC {rec['acc']:.2f} over {rec['scored']} matched clips "
-        f"({rec['unmatched']} of {rec['events']} recognised spots matched no micro-expression)",
+        f"scored cameras {', '.join(cameras) or 'none'} against their ground truth "
+        f"({_plural(sum(c['truth_micro'] for c in cameras.values()), 'micro-expression')}{cut})",
+        f"spotting: micro F1 {_f1(micro)} (TP {micro['tp']}, FP {micro['fp']}, FN {micro['fn']}) at IoU ≥ "
+        f"{scores['iou_threshold']:g}; {macro_part}; macro published as micro "
+        f"{scores['macro_published_as_micro']}, blinks as micro {scores['blinks_published_as_micro']}",
+        f"recognition: {recognised} ({rec['unmatched']} of {rec['events']} recognised spots matched no "
+        f"micro-expression)",
     ]

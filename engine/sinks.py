@@ -299,8 +299,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 class ConsoleSink:
     """One line per spot and recognition event on standard output, as they happen: what a
-    person watching a session wants to see without a subscriber. Stats and health stay off
-    the console (the progress bar and the end summary cover them)."""
+    person watching a session wants to see without a subscriber. Each camera's ``started``
+    event gets a line too, since it says what is read and with which weights. Stats and the
+    other health events stay off the console (the progress bar and the end summary cover them)."""
 
     OPTIONS = ("name",)
 
@@ -327,22 +328,30 @@ class ConsoleSink:
 
 
 def console_line(topic: str, p: Mapping[str, Any]) -> str:
-    """The console's line for an event, or "" for topics it does not show."""
+    """The console's line for an event, or "" for topics it does not show.
+
+    Why the words: a newcomer read ``frames 2471-2544-2631`` as a range and ``positive`` as "a
+    positive detection". The frames are labelled, and the label is called what it is: one of
+    AKMNet's emotion classes, listed from the event's own probabilities."""
+    if topic == events.TOPIC_HEALTH:
+        return f"[{p['camera']}] started: {p['message']}" if p.get("state") == "started" else ""
     latency = p.get("latency", {}).get("capture_to_publish_ms", -1.0)
     after = f"{latency:.0f} ms after the offset" if latency >= 0 else "untimed: its crops were gone"
     if topic == events.TOPIC_SPOT:
-        kind = "micro" if p["is_micro"] else "macro"
-        return (f"[{p['camera']}] spot #{p['event_id']} {kind} frames {p['onset_frame']}-{p['apex_frame']}-"
-                f"{p['offset_frame']} score {p['score']:.2f}  ({after})")
+        kind = "micro-expression" if p["is_micro"] else "macro-expression"
+        frames = f"onset {p['onset_frame']} apex {p['apex_frame']} offset {p['offset_frame']} (frames)"
+        return f"[{p['camera']}] spot #{p['event_id']} {kind}: {frames}, score {p['score']:.2f}  ({after})"
     if topic == events.TOPIC_RECOG:
-        prob = p["probabilities"].get(p["label"], 0.0)
-        return (f"[{p['camera']}] recog #{p['event_id']} {p['label']} ({prob:.2f}), max key frame "
-                f"{p['max_key_frame']}  ({after})")
+        probabilities = p["probabilities"]
+        prob = probabilities.get(p["label"], 0.0)
+        return (f"[{p['camera']}] recog #{p['event_id']} emotion class \"{p['label']}\" (p {prob:.2f}; "
+                f"classes: {', '.join(probabilities)}), max key frame {p['max_key_frame']}  ({after})")
     return ""
 
 
 class RecordSink:
-    """Keeps the spot and recognition payloads a run published, for its end-of-run scores.
+    """Keeps the spot and recognition payloads a run published, for its end-of-run scores,
+    and counts every event by topic, for the summary's ``events``.
 
     In memory: a session publishes tens of events a minute per camera. Only what the bus
     actually handed to the sinks is kept, so the scores are those of the published stream."""
@@ -353,11 +362,13 @@ class RecordSink:
         self.name = name
         self.dropped = 0
         self.events: dict[str, list[dict[str, Any]]] = {topic: [] for topic in self.TOPICS}
+        self.counts: dict[str, int] = {}
 
     def open(self) -> None:
         pass
 
     def send(self, topic: str, payload: dict[str, Any]) -> bool:
+        self.counts[topic] = self.counts.get(topic, 0) + 1
         if topic in self.events:
             self.events[topic].append(payload)
         return True

@@ -49,7 +49,7 @@ def hop_steps(config: SpotConfig, model: Mapping[str, Any]) -> int:
 def model_config(model: Any, config: SpotConfig) -> dict[str, Any]:
     """MESNet's config from the manifest, with the run's spotting rate when it sets one."""
     cfg = dict(model.config)
-    if config.sample_hz:
+    if config.sample_hz is not None:
         cfg["sample_hz"] = config.sample_hz
     return cfg
 

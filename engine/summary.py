@@ -36,7 +36,8 @@ class Summary:
     frames_out: int
     fps: float
     drops: dict[str, int]
-    events: int
+    events: dict[str, int]  # events published by topic (spots, recognitions, health), stats messages apart
+    stats_messages: int = 0
     spots: int = 0
     recognitions: int = 0
     scores: dict[str, Any] = field(default_factory=dict)
@@ -52,12 +53,22 @@ class Summary:
             f"  cameras {self.camera}: {self.source}",
             f"  frames in {self.frames_in}, out {self.frames_out}, in {self.seconds:.1f} s ({self.fps:.1f} fps)",
             f"  drops and skips: {', '.join(f'{k} {v}' for k, v in lost.items()) if lost else 'none'}",
-            f"  events published: {self.spots} spots, {self.recognitions} recognitions, {self.events} stats",
+            f"  events published: {self._events()}; {self.stats_messages} stats messages",
         ]
         lines += [f"  {line}" for line in (format_scores(self.scores) if self.scores else [])]
+        scored = self.scores.get("cameras")
+        unscored = [c for c in self.camera.split(", ") if scored is not None and c not in scored]
+        if unscored:
+            lines.append(f"  not scored: {', '.join(unscored)} (no ground truth: a real camera or a replay)")
         lines += [f"  {note}" for note in self.notes]
         lines += [f"  wrote {path}" for path in self.outputs]
         return "\n".join(lines)
+
+    def _events(self) -> str:
+        """``3 spot, 2 recog, 2 health``: the topic's last part, in the order the topics first appeared."""
+        shown = {topic.rpartition(".")[2]: n for topic, n in self.events.items()}
+        shown = {"spot": shown.pop("spot", 0), "recog": shown.pop("recog", 0), **shown}
+        return ", ".join(f"{n} {name}" for name, n in shown.items())
 
     def as_json(self) -> dict[str, Any]:
         """The ``--summary`` file: the headline figures first, everything else after."""

@@ -155,8 +155,8 @@ def test_figures_are_pngs(figures):
 
 def test_figures_without_optional_sections(results, tmp_path):
     bare = _bare(results)
-    bare["points"] = bare["points"][:1]                    # one point: single markers, one CDF panel
-    assert [p.name for p in report.plot_figures(bare, tmp_path)] == ["latency_cdf.png", "throughput.png"]
+    bare["points"] = bare["points"][:1]                    # one point: one CDF panel, no throughput chart
+    assert [p.name for p in report.plot_figures(bare, tmp_path)] == ["latency_cdf.png"]
     bare["baseline"] = {"stream": {}, "rows": [], "ratios": {}, "error": "torch is not installed"}
     bare["points"][0] = dict(bare["points"][0], cdf_ms={"total": None}, throughput_fps=None)
     assert report.plot_figures(bare, tmp_path / "none") == []
@@ -258,3 +258,26 @@ def test_write_all_without_matplotlib(results, tmp_path, monkeypatch, caplog):
     assert [p.name for p in paths] == ["results.json", "points.csv", "repetitions.csv", "stages.csv"]
     assert not list(tmp_path.glob("*.png"))
     assert "pip install 'mestream[train]'" in caplog.text
+
+
+def test_a_quick_run_draws_no_throughput_chart_of_single_points(results):
+    """--quick measures each pipeline at one point: a chart of three lone markers says nothing."""
+    quick = copy.deepcopy(results)
+    quick["points"] = [p for p in quick["points"] if p["fps"] == 500.0 and p["cameras"] == 1]
+    assert {p["pipeline"] for p in quick["points"]} == {"ingest", "spot", "spot+recog"}
+    assert "throughput.png" not in report._figure_names(quick)
+    assert "throughput.png" in report._figure_names(results)  # 500 and 1000 fps, 1 and 2 cameras: lines
+    assert "throughput.png" not in report.results_section(quick)
+
+
+def test_capacity_at_the_search_limit_reads_as_a_lower_bound(results):
+    capped = copy.deepcopy(results)
+    capped["capacity"][0].update(capacity_fps=4000.0, capped=True, converged=True)
+    assert "| ≥ 4,000 (search limit) |" in report.results_section(capped)
+    assert "| 1,000 |" in report.results_section(results)
+
+
+def test_figures_unavailable_names_the_extra(monkeypatch):
+    assert report.figures_unavailable() is None
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert "pip install 'mestream[train]'" in report.figures_unavailable()

@@ -3,6 +3,7 @@
 
 import argparse
 import json
+import sys
 
 import pytest
 
@@ -212,8 +213,44 @@ def test_quick_bench_writes_every_field_file_and_figure(quick):
     systems = {(r["system"], r["mode"]) for r in base["rows"]}
     assert systems == {("mestream", "paced"), ("mestream", "unpaced"), ("baseline", "paced"), ("baseline", "unpaced")}
     assert base["ratios"]["throughput"] is not None and base["ratios"]["frame_latency_p50"] is not None
-    for name in ("points.csv", "latency_cdf.png", "throughput.png", "baseline.png"):
+    for name in ("points.csv", "latency_cdf.png", "baseline.png"):
         assert (out / name).stat().st_size > 0, name
+    assert not (out / "throughput.png").exists()  # one point per pipeline: no chart of lone markers
     text = page.read_text()
     assert text.startswith("# Benchmark results\n\nkept as it is\n") and "mestream bench --quick" in text
     assert (page.parent / "figures" / "latency_cdf.png").exists()
+
+
+def test_quick_without_torch_or_matplotlib_skips_the_baseline_and_figures_and_exits_0(monkeypatch, tmp_path,
+                                                                                      capsys):
+    """No torch and no matplotlib (`pip install mestream`): the bench measures what it can, says
+    what it left out, and succeeds. torch is hidden, not uninstalled."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(suite, "measure_point", lambda point, method, **kwargs: _fake_point(point))
+
+    def no_baseline(*args, **kwargs):
+        raise AssertionError("the baseline must not run without torch")
+
+    monkeypatch.setattr(suite, "run_baseline_comparison", no_baseline)
+    out = tmp_path / "out"
+    assert main(["bench", "--quick", "--no-capacity", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["baseline"] is None
+    skipped = {s["what"]: s["why"] for s in results["skipped"]}
+    assert "pip install 'mestream[train]'" in skipped["naive baseline comparison"]
+    assert "matplotlib is not installed" in skipped["figures"]
+    assert not list(out.glob("*.png"))
+    printed = capsys.readouterr().out
+    assert "skipped naive baseline comparison: the baseline needs torch" in printed
+    assert "skipped figures: matplotlib is not installed" in printed
+
+
+def test_the_headline_reads_a_capped_capacity_as_a_lower_bound():
+    capped = {"pipeline": "spot+recog", "resolution": "640x480", "cameras": 1, "capacity_fps": 4000.0,
+              "capped": True, "converged": True}
+    text = suite._headline({"points": [], "capacity": [capped], "baseline": None})
+    assert text == "capacity spot+recog 640x480 1cam: ≥ 4,000 fps per camera (search limit)"
+    found = dict(capped, capacity_fps=1500.0, capped=False)
+    text = suite._headline({"points": [], "capacity": [found], "baseline": None})
+    assert text == "capacity spot+recog 640x480 1cam: 1,500 fps per camera"

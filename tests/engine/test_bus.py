@@ -330,8 +330,9 @@ def test_subscriber_reports_each_gap_and_restart(tmp_path: Path) -> None:
     with connected(f"ipc://{tmp_path}/g.sock") as (sink, subscriber):
         subscriber.on_gap = warnings.append
         for i, seq in enumerate((0, 1, 4, 5, 9, 2)):  # 2, 3 missed, then 6..8, then a publisher restart
-            sink.send(TOPIC_SPOT, events.stamp("cam0", seq, 0, 0, {}))
-            sink.send(TOPIC_SPOT, events.stamp("cam1", i, 0, 0, {}))  # its own sequence: no gap
+            spot = SAMPLES[TOPIC_SPOT].as_dict()
+            sink.send(TOPIC_SPOT, {**spot, "camera": "cam0", "seq": seq})
+            sink.send(TOPIC_SPOT, {**spot, "camera": "cam1", "seq": i})  # its own sequence: no gap
         received = receive_all(subscriber)
     assert len(received) == 12
     assert [(g.camera, g.expected, g.got, g.missed) for g in warnings] == [("cam0", 2, 4, 2), ("cam0", 6, 9, 3)]

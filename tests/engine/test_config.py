@@ -9,6 +9,7 @@ from mestream.engine.config import (
     RunConfig,
     SourceConfig,
     SpotConfig,
+    check_kinds,
     load_config,
     merge,
 )
@@ -126,7 +127,7 @@ def test_live_tables_accept_their_boundaries():
     assert FaceConfig(detector="fixed", roi=(10, 20, 200, 240)).roi == (10, 20, 200, 240)
     assert FaceConfig(detector="yunet", model="face_detection_yunet_2023mar.onnx").model
     assert FaceConfig(scale=1.0, smoothing=1.0, detect_width=0, crop_size=32).crop_size == 32
-    assert SpotConfig(hop_ms=200.0, t_cpn=0.0, t_crn=1.0, t_nms=-1.0, refine_lambda=0.5).hop_ms == 200.0
+    assert SpotConfig(hop_ms=200.0, t_cpn=0.0, t_crn=1.0, t_nms=None, refine_lambda=0.5).hop_ms == 200.0
     assert RecogConfig(queue=1, batch=1).queue == 1
     assert [RingConfig(when_full=w).when_full for w in ("auto", "overwrite", "wait")] == ["auto", "overwrite", "wait"]
     assert RunConfig(cameras=16).cameras == 16
@@ -176,6 +177,7 @@ def test_toml_face_spot_recognise_and_sources_tables(tmp_path):
     path = tmp_path / "live.toml"
     path.write_text(
         "cameras = 2\n"
+        '[source]\nkind = "synthetic"\n'
         '[face]\ndetector = "fixed"\nroi = [10, 20, 200, 240]\nsmoothing = 1\n'
         "[spot]\nhop_ms = 50\nt_cpn = 0.4\nsettle_steps = 3\n"
         "[recognise]\nqueue = 8\nbatch = 2\n"
@@ -213,7 +215,8 @@ def test_toml_face_spot_recognise_and_sources_tables(tmp_path):
         ("[recognise]\nqueue = 0\n", "recognise.queue: must be >= 1"),
         ("[ring]\nwhen_full = 'drop'\n", "ring.when_full: must be one of auto, overwrite, wait"),
         ("cameras = 0\n", "cameras: must be 1..16"),
-        ("cameras = 2\n[[sources]]\nname = 'cam1'\n", "bad.toml: sources: must be cameras with distinct names, got 'cam1'"),
+        ("cameras = 2\n[source]\nseed = 1\n[[sources]]\nname = 'cam1'\n",
+         "bad.toml: sources: must be cameras with distinct names, got 'cam1'"),
     ],
 )
 def test_malformed_live_tables_name_file_and_key(tmp_path, text, needle):
@@ -241,3 +244,90 @@ def test_demo_preset_writes_the_summary(tmp_path):
     path = tmp_path / "short.toml"
     path.write_text("duration = 2\n")
     assert load_config(path, preset="demo").summary == "runs/demo/summary.json"
+
+
+# ------------------------------------------------------------------------------ what a newcomer's slips read
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[source]\nfsp = 300\n", "unknown key 'source.fsp' (did you mean 'fps'?)"),
+        ("[spot]\nhopms = 50\n", "unknown key 'spot.hopms' (did you mean 'hop_ms'?)"),
+        ("duraton = 5\n", "unknown key 'duraton' (did you mean 'duration'?)"),
+        ("[[source]]\nkind = 'video'\n", "source: [[source]] is a list of tables, but there is one [source]"),
+        ("[sources]\nkind = 'video'\n",
+         "sources: [sources] is a single table, but each further camera is its own [[sources]] table"),
+        ("[source]\nkind = 'video'\n[[source]]\nkind = 'folder'\n", "a run's cameras are one [source] table"),
+        ("[sources]\nkind = 'video'\n[[sources]]\nkind = 'folder'\n",
+         "a run's cameras are one [source] table"),
+        ("[spot]\nt_cpn = -1\n", "spot.t_cpn: must be within 0..1 (omit the key to use the model's value)"),
+        ("[spot]\nsample_hz = 0\n", "spot.sample_hz: must be 5..200 (omit the key to use the model's value)"),
+        ("[face]\ncrop_size = 0\n", "face.crop_size: must be >= 32 (omit the key to use the model's value)"),
+    ],
+)
+def test_config_errors_suggest_the_fix(tmp_path, text, needle):
+    """Every error names the file and the key, and says what was probably meant."""
+    path = tmp_path / "lab.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"config file {path}: ") and needle in message, message
+    assert "Cannot overwrite" not in message or "[[sources]]" in message  # never a raw parser message alone
+
+
+def test_a_file_with_only_sources_tables_runs_exactly_those_cameras(tmp_path):
+    """No default synthetic cam0 slipped in beside the cameras the lab listed."""
+    path = tmp_path / "lab.toml"
+    path.write_text('[[sources]]\nkind = "video"\nname = "side"\npath = "side.mp4"\n'
+                    '[[sources]]\nkind = "folder"\nname = "casme"\npath = "sub01"\nfps = 200\n')
+    cams = load_config(path).camera_sources()
+    assert [(c.kind, c.name) for c in cams] == [("video", "side"), ("folder", "casme")]
+    assert cams[1].fps == 200.0
+    path.write_text('[[sources]]\nkind = "video"\nname = "side"\nfsp = 30\n')
+    with pytest.raises(ConfigError, match=r"unknown key 'sources\[0\].fsp' \(did you mean 'fps'\?\)"):
+        load_config(path)
+    path.write_text('[source]\nkind = "synthetic"\n'
+                    '[[sources]]\nkind = "video"\nname = "side"\npath = "s.mp4"\n')
+    assert [c.name for c in load_config(path).camera_sources()] == ["cam0", "side"]  # said, so kept
+
+
+def test_fields_that_defer_to_the_model_are_none_until_set(tmp_path):
+    """One spelling: None in Python, an omitted key in TOML; a value given is taken as given."""
+    spot, face = SpotConfig(), FaceConfig()
+    assert spot.sample_hz is None and (spot.t_cpn, spot.t_crn, spot.t_nms) == (None, None, None)
+    assert face.crop_size is None
+    path = tmp_path / "lab.toml"
+    path.write_text("[spot]\nsample_hz = 30\nt_cpn = 0\n[face]\ncrop_size = 64\n")
+    config = load_config(path)
+    assert config.spot.sample_hz == 30.0 and isinstance(config.spot.sample_hz, float)
+    assert config.spot.t_cpn == 0.0 and config.spot.t_crn is None and config.face.crop_size == 64
+    path.write_text("[spot]\nt_nms = 'model'\n")
+    with pytest.raises(ConfigError, match="spot.t_nms: expected float, got str"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        (RunConfig(source=SourceConfig(kind="nope")),
+         "source.kind: no source kind 'nope'; available: folder, "),
+        (RunConfig(source=SourceConfig(kind="vidoe")),
+         "source.kind: no source kind 'vidoe' (did you mean 'video'?)"),
+        (RunConfig(sources=(SourceConfig(kind="foldr", name="b"),)),
+         "sources[0].kind: no source kind 'foldr' (did "),
+        (merge(RunConfig(), {"publish": {"sinks": [{"kind": "jsnl"}]}}),
+         "publish.sinks[0].kind: no sink kind 'jsnl'"),
+        (merge(RunConfig(), {"inference": {"backend": "onnx"}}), "inference.backend: no backend kind 'onnx'"),
+    ],
+)
+def test_unknown_kinds_name_their_key(config, needle):
+    with pytest.raises(ConfigError) as err:
+        check_kinds(config)
+    assert str(err.value).startswith(needle), str(err.value)
+
+
+def test_known_kinds_pass():
+    check_kinds(merge(RunConfig(), {"source": {"kind": "video", "path": "x.mp4"},
+                                    "publish": {"sinks": [{"kind": "jsonl"}]},
+                                    "inference": {"backend": "tensorrt"}}))

@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 HEADLINE = ("frames_in", "frames_out", "frames_dropped", "skips", "spot_f1", "recog_uf1", "spot_latency_ms",
             "recog_latency_ms")
-SPOT_LINE = re.compile(r"^\[cam0\] spot #0 micro frames (\d+)-(\d+)-(\d+) score \d\.\d\d  \(-?\d+ ms after the offset\)$",
-                       re.MULTILINE)
+SPOT_LINE = re.compile(r"^\[cam0\] spot #0 micro-expression: onset (\d+) apex (\d+) offset (\d+) \(frames\), "
+                       r"score \d\.\d\d  \(-?\d+ ms after the offset\)$", re.MULTILINE)
 # seed 0 at 500 fps: a micro-expression around frames 2470-2640, inside the first 6 s (3000 frames)
 SPOTTED = ["--seed", "0", "--unpaced", "--duration", "6", "--publish", "none", "--no-progress"]
 
@@ -40,6 +42,9 @@ def test_quiet_run_writes_the_summary_and_prints_no_events(tmp_path):
     assert 0 < summary["spot_f1"] <= 1 and 0 <= summary["recog_uf1"] <= 1
     assert summary["spot_latency_ms"]["p50"] > 0
     assert summary["scores"]["spot_f1"] == summary["spot_f1"]
+    assert summary["events"]["mestream.spot"] == summary["spots"]
+    assert summary["events"]["mestream.health"] >= 2  # started, stopped
+    assert summary["stats_messages"] >= 1 and "mestream.stats" not in summary["events"]
     assert "[cam0] spot" not in result.stdout and "[cam0] recog" not in result.stdout
     assert "mestream run summary (finished)" in result.stdout and f"wrote {path}" in result.stdout
 
@@ -52,8 +57,16 @@ def test_events_are_printed_as_they_are_published():
     assert spots, result.stdout
     onset, apex, offset = map(int, spots[0])
     assert 2400 <= onset < apex < offset <= 2700
-    assert re.search(r"^\[cam0\] recog #0 \w+ \(\d\.\d\d\), max key frame \d+  \(", result.stdout, re.MULTILINE)
+    assert re.search(r'^\[cam0\] recog #0 emotion class "(positive|negative|surprise|others)" '
+                     r'\(p \d\.\d\d; classes: [a-z, ]+\), max key frame \d+  \(', result.stdout,
+                     re.MULTILINE), result.stdout
     assert result.stdout.index("[cam0] spot #0") < result.stdout.index("mestream run summary")
+    # the shipped weights say what they are, before the first event and in the summary
+    started = result.stdout.index("[cam0] started: reading synthetic 640x480 mono8 at 500 fps; models: the "
+                                  "shipped demo weights, trained on synthetic faces only and not validated "
+                                  "on real faces")
+    assert started < result.stdout.index("[cam0] spot #0")
+    assert result.stdout.count("trained on synthetic faces only") == 2
 
 
 def test_two_cameras_run_side_by_side(tmp_path):
@@ -87,6 +100,8 @@ def test_no_spot_runs_ingest_only(tmp_path):
     [
         (["--paced", "--unpaced"], "argument --unpaced/--no-pace: not allowed with argument --paced"),
         (["--cameras", "0"], "mestream run: cameras: must be 1..16, got 0"),
+        (["--source", "vidoe"], "mestream run: source.kind (--source): no source kind 'vidoe' (did you mean "
+                                "'video'?); available: folder, opencv, synthetic, video"),
     ],
 )
 def test_bad_flags_exit_2_naming_them(args, needle):
@@ -108,3 +123,39 @@ def test_a_fixed_face_box_outside_the_frame_is_refused(tmp_path):
     config.write_text('[face]\ndetector = "fixed"\nroi = [700, 10, 100, 100]\n')
     result = mestream("run", "--config", str(config), "--duration", "1", "--publish", "none", "--quiet")
     assert result.returncode == 2 and "face.roi: [700, 10, 100, 100] lies outside the 640x480 frames of camera 'cam0'" in result.stderr
+
+
+def test_ctrl_c_exits_130_after_writing_the_log_and_the_summary(tmp_path):
+    """Ctrl-C is how a live session ends: the run still shuts down in order, writes what it was
+    asked to, and exits 130 like `mestream bench` (and any command a shell saw killed by SIGINT)."""
+    log, path = tmp_path / "events.jsonl", tmp_path / "summary.json"
+    process = subprocess.Popen([sys.executable, "-m", "mestream", "run", "--publish", "none", "--no-progress",
+                                "--log", str(log), "--summary", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 90
+        while not (log.exists() and "started" in log.read_text()) and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        assert log.exists(), "the run never published its started event"
+        os.kill(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+    assert process.returncode == 130, err
+    assert "mestream run summary (interrupted)" in out
+    assert json.loads(path.read_text())["interrupted"] is True
+    assert '"state": "stopped"' in log.read_text()
+
+
+def test_a_bad_kind_in_a_config_file_names_the_file_and_key(tmp_path):
+    """A typo in a lab's file is reported with the file to open and the key to fix."""
+    config = tmp_path / "lab.toml"
+    config.write_text('[source]\nkind = "nope"\n')
+    result = mestream("run", "--config", str(config), "--duration", "1", "--publish", "none", "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert f"mestream run: config file {config}: source.kind: no source kind 'nope'; available: " \
+        in result.stderr

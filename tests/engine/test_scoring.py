@@ -56,7 +56,8 @@ def test_perfect_predictions_score_one_and_are_plain_json():
     assert (scores["recognition"]["events"], scores["recognition"]["scored"], scores["recognition"]["unmatched"]) \
         == (3, 3, 0)
     assert scores["macro_published_as_micro"] == 0 and scores["blinks_published_as_micro"] == 0
-    assert scores["cameras"] == {"cam0": {"spots": 4, "micro": 3, "recogs": 3, "truth_micro": 3, "truth_macro": 1}}
+    assert scores["cameras"] == {"cam0": {"spots": 4, "micro": 3, "recogs": 3, "truth_micro": 3,
+                                          "truth_macro": 1, "truth_left_out": {"cut_off": 0, "after_end": 0}}}
     assert json.loads(json.dumps(scores, allow_nan=False)) == scores
 
 
@@ -109,7 +110,8 @@ def test_two_cameras_never_cross_match():
     scores = run(spots, [recog(0, "positive", camera="cam0"), recog(0, "positive", camera="cam1")], truth)
     assert scores["spot"]["micro"]["tp"] == 0 and scores["spot"]["micro"]["fp"] == 2
     assert scores["recognition"]["scored"] == 0
-    assert scores["cameras"]["cam1"] == {"spots": 1, "micro": 1, "recogs": 1, "truth_micro": 1, "truth_macro": 0}
+    assert scores["cameras"]["cam1"] == {"spots": 1, "micro": 1, "recogs": 1, "truth_micro": 1,
+                                         "truth_macro": 0, "truth_left_out": {"cut_off": 0, "after_end": 0}}
     scores = run([spot(0, 10, 60, camera="cam0"), spot(0, 300, 350, camera="cam1")],
                  [recog(0, "positive", camera="cam1")], truth)
     assert scores["spot_f1"] == 1.0 and scores["recognition"]["scored"] == 1
@@ -136,19 +138,46 @@ def test_empty_run_gives_zeros_not_nan():
     scores = run([], [], TRUTH)
     for key in ("spot_latency_ms", "recog_latency_ms"):
         assert scores[key] == {"n": 0, "p50": 0.0, "p99": 0.0, "max": 0.0, "stages": {}}
-    assert scores["spot_f1"] == 0.0 and scores["recog_uf1"] == 0.0 and scores["spot"]["micro"]["fn"] == 3
+    assert scores["spot_f1"] == 0.0 and scores["spot"]["micro"]["fn"] == 3  # three missed: a real zero
+    assert scores["recog_uf1"] is None  # no clip to score: no figure
     json.dumps(scores, allow_nan=False)
     lines = format_scores(scores)
-    assert 2 <= len(lines) <= 5 and "no spot events" in lines[-1]
+    assert 2 <= len(lines) <= 5 and "spot n/a (no spot events)" in lines[-1]
+    assert "recognition: UF1 n/a (no recognised clip matched a micro-expression)" in lines[2]
 
 
 def test_format_scores_lines():
     spots = [spot(0, 10, 60, ms=180.0), spot(1, 900, 920)]
     lines = format_scores(run(spots, [recog(0, "positive", ms=300.0)], TRUTH))
     assert 2 <= len(lines) <= 5
-    assert lines[0].startswith("spotting: micro F1 0.40 (TP 1, FP 1, FN 2)") and "blinks as micro 1" in lines[0]
-    assert "UF1 1.00" in lines[1] and "over 1 matched clips" in lines[1]
-    assert "recog p50 300 ms" in lines[2]
+    assert lines[0] == "scored cameras cam0 against their ground truth (3 micro-expressions)"
+    assert lines[1].startswith("spotting: micro F1 0.40 (TP 1, FP 1, FN 2)")
+    assert "blinks as micro 1" in lines[1] and "macro F1" not in lines[1]
+    assert "macro: not spotted by this model (1 in the ground truth)" in lines[1]
+    assert "UF1 1.00" in lines[2] and "over 1 matched clips" in lines[2]
+    assert "recog p50 300 ms" in lines[3]
+
+
+def test_a_run_with_nothing_to_score_reads_na_not_zero():
+    """A short run: no truth ended inside it and nothing was published. 0.00 would read as a
+    model that got everything wrong."""
+    truth = {"cam0": [ev(10, 60), ev(200, 250, kind="macro"), ev(400, 450)]}
+    scores = score_run([], [], truth, {"cam0": 30}, CLASSES)
+    assert scores["spot_f1"] is None and scores["recog_uf1"] is None
+    assert scores["truth_left_out"] == {"cut_off": 1, "after_end": 2}
+    assert scores["cameras"]["cam0"]["truth_left_out"] == {"cut_off": 1, "after_end": 2}
+    lines = format_scores(scores)
+    assert lines[0] == ("scored cameras cam0 against their ground truth (0 micro-expressions; left out 1 cut "
+                        "off by the run's end and 2 after it)")
+    assert lines[1].startswith("spotting: micro F1 n/a (TP 0, FP 0, FN 0)")
+    assert "0.00" not in "\n".join(lines)
+
+
+def test_macro_f1_is_in_the_headline_only_for_a_macro_model():
+    spots = [spot(0, 10, 60), spot(3, 600, 800, is_micro=False)]
+    scores = score_run(spots, [], TRUTH, {"cam0": 1000}, CLASSES, macro_model=True)
+    assert "macro F1 1.00 (TP 1, FP 0, FN 0)" in format_scores(scores)[1]
+    assert "macro F1" not in format_scores(run(spots, [], TRUTH))[1]
 
 
 @pytest.mark.parametrize("field", ["onset_frame", "offset_frame", "score", "is_micro", "event_id", "latency"])

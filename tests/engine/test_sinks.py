@@ -50,7 +50,8 @@ def test_console_prints_one_line_per_spot_and_recognition(capsys):
 
 
 def test_console_stays_quiet_for_stats_and_health(capsys):
-    """Stats arrive every second per camera: printing them would bury the spots."""
+    """Stats arrive every second per camera: printing them would bury the spots. Health events
+    other than ``started`` belong to the summary too."""
     sink = ConsoleSink()
     for topic in (TOPIC_STATS, TOPIC_HEALTH):
         assert sink.send(topic, SAMPLES[topic].as_dict()) is True
@@ -60,22 +61,25 @@ def test_console_stays_quiet_for_stats_and_health(capsys):
 
 def test_console_line_for_a_spot_names_camera_event_kind_frames_and_latency():
     micro = console_line(TOPIC_SPOT, spot())
-    assert micro == "[cam1] spot #3 micro frames 2471-2544-2631 score 0.87  (519 ms after the offset)"
+    assert micro == ("[cam1] spot #3 micro-expression: onset 2471 apex 2544 offset 2631 (frames), "
+                     "score 0.87  (519 ms after the offset)")
     macro = console_line(TOPIC_SPOT, spot(event_id=4, is_micro=False, latency_ms=1234.6))
-    assert " spot #4 macro frames 2471-2544-2631 " in macro and "(1235 ms after the offset)" in macro
+    assert " spot #4 macro-expression: onset 2471 apex 2544 offset 2631 " in macro
+    assert "(1235 ms after the offset)" in macro
 
 
 def test_console_line_for_a_recognition_names_label_probability_key_frame_and_latency():
     line = console_line(TOPIC_RECOG, recog())
-    assert line == "[cam1] recog #3 positive (0.91), max key frame 2560  (586 ms after the offset)"
+    assert line == ('[cam1] recog #3 emotion class "positive" (p 0.91; classes: negative, positive, '
+                    'surprise, others), max key frame 2560  (586 ms after the offset)')
 
 
 def test_console_line_reads_the_sample_payloads_of_every_topic():
     """The schema's own samples (another camera, label and latencies) format without error."""
     assert console_line(TOPIC_SPOT, SAMPLES[TOPIC_SPOT].as_dict()).startswith(
-        "[cam0] spot #7 micro frames 1200-1231-1290 score 0.91  (14 ms")
+        "[cam0] spot #7 micro-expression: onset 1200 apex 1231 offset 1290 (frames), score 0.91  (14 ms")
     assert console_line(TOPIC_RECOG, SAMPLES[TOPIC_RECOG].as_dict()).startswith(
-        "[cam0] recog #7 surprise (0.82), max key frame 1229  (21 ms")
+        '[cam0] recog #7 emotion class "surprise" (p 0.82; classes: ')
 
 
 def test_record_sink_keeps_only_spot_and_recog_payloads():
@@ -90,6 +94,7 @@ def test_record_sink_keeps_only_spot_and_recog_payloads():
     assert [p["event_id"] for p in sink.events[TOPIC_SPOT]] == [3, 4]
     assert sink.events[TOPIC_SPOT][0] is sent[1][1]  # kept as published, not re-encoded
     assert sink.events[TOPIC_RECOG] == [recog(3)]
+    assert sink.counts == {TOPIC_STATS: 1, TOPIC_SPOT: 2, TOPIC_HEALTH: 1, TOPIC_RECOG: 1}
     assert sink.dropped == 0
 
 
@@ -120,3 +125,12 @@ def test_sample_payloads_are_those_of_the_schema():
     """Guards the helpers above: a renamed event field must break these tests, not pass them."""
     events.check_body(TOPIC_SPOT, {k: v for k, v in spot().items() if k not in events.HEADER_FIELDS})
     events.check_body(TOPIC_RECOG, {k: v for k, v in recog().items() if k not in events.HEADER_FIELDS})
+
+
+def test_console_shows_each_camera_started_event_with_its_weights(capsys):
+    """What is read and with which weights is the first thing a person at the console sees."""
+    message = "reading synthetic 640x480 mono8 at 500 fps; models: the shipped demo weights"
+    started = events.HealthEvent(**HEADER, state="started", message=message, detail={}).as_dict()
+    sink = ConsoleSink()
+    assert sink.send(TOPIC_HEALTH, started)
+    assert capsys.readouterr().out == f"[cam1] started: {message}\n"
