@@ -27,7 +27,8 @@ import collections
 import copy
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from mestream.engine.events import Event, schema_for
 
@@ -71,8 +72,9 @@ class CallbackSink:
         except Exception:
             self.dropped += 1
             if self.dropped == 1:
-                log.exception("%s callback raised on a %s event; that event is dropped, as is every later one "
-                              "it raises on (counted as sink:%s, not logged again)", self.name, topic, self.name)
+                log.exception("%s callback raised on a %s event; that event is dropped, as is every later "
+                              "one it raises on (counted as sink:%s, not logged again)", self.name, topic,
+                              self.name)
             return False
         return True
 
@@ -101,11 +103,12 @@ class EventBuffer:
         pass
 
     def send(self, topic: str, payload: dict[str, Any]) -> bool:
-        if len(self._items) >= self.maxsize:  # only the consumer shrinks it: a stale length errs towards keeping
+        # only the consumer shrinks the deque: a length read without the lock can only be too high
+        if len(self._items) >= self.maxsize:
             self.dropped += 1
             if self.dropped == 1:
-                log.warning("events(): the consumer is %d events behind; dropping newer events until it catches "
-                            "up (counted as sink:%s)", self.maxsize, self.name)
+                log.warning("events(): the consumer is %d events behind; dropping newer events until it "
+                            "catches up (counted as sink:%s)", self.maxsize, self.name)
             return False
         try:
             event = typed_event(topic, payload)
