@@ -23,6 +23,7 @@ publisher: when the consumer is that far behind, newer events are dropped and co
 
 from __future__ import annotations
 
+import atexit
 import collections
 import copy
 import logging
@@ -142,11 +143,13 @@ def iterate_events(pipeline: Pipeline, timeout: float | None = None) -> Iterator
     """Run ``pipeline`` in a background thread and yield each event as it is published.
 
     The run starts at the first ``next()``. The iterator ends when the run ends, after the
-    ``stopped`` health event; ``pipeline.summary`` then holds its `Summary`. Leaving the loop
-    early (``break``, an exception, closing or dropping the iterator) stops the run as Ctrl-C
-    would and waits for its shutdown, so no thread of it is left running; the summary then says
-    ``interrupted``. An error that ends the run is raised from the iterator once the events
-    before it were yielded.
+    ``stopped`` health event; ``pipeline.summary`` then holds its `Summary`. Closing the iterator
+    early stops the run as Ctrl-C would and waits for its shutdown, so no thread of it is left
+    running; the summary then says ``interrupted``. ``break`` and an exception in the loop close
+    it when the ``for`` statement holds the only reference (``for event in pipeline.events()``);
+    an iterator kept in a variable is closed by ``iterator.close()``, ``contextlib.closing``, or
+    at the latest when the interpreter exits. An error that ends the run is raised from the
+    iterator once the events before it were yielded.
 
     Args:
         pipeline: a pipeline that has not run yet.
@@ -179,8 +182,15 @@ def _iterate(pipeline: Pipeline, timeout: float | None) -> Iterator[Event]:
         finally:
             buffer.finish()
 
+    def stop_at_exit() -> None:
+        pipeline.stop()
+        thread.join()
+
     thread = threading.Thread(target=run, name="mestream-run", daemon=True)
     thread.start()
+    # an iterator left suspended (kept in a variable past a `break`) must not leave the run to be
+    # killed mid-frame when the interpreter exits: the sinks would lose their last events
+    atexit.register(stop_at_exit)
     ended = False
     try:
         while (event := buffer.get(timeout)) is not None:
@@ -191,6 +201,7 @@ def _iterate(pipeline: Pipeline, timeout: float | None) -> Iterator[Event]:
         if stopped:
             pipeline.stop()
         thread.join()
+        atexit.unregister(stop_at_exit)
         if stopped and pipeline.summary is not None:
             pipeline.summary.interrupted = True
         if failure and not ended:

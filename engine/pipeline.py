@@ -304,8 +304,9 @@ class Pipeline:
         return self.summary
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
-        """Run in a background thread and yield each event as it is published; leaving the loop
-        early stops the run. See `mestream.engine.callback.iterate_events`."""
+        """Run in a background thread and yield each event as it is published; closing the iterator
+        (``break`` out of ``for event in pipeline.events()``) stops the run. See
+        `mestream.engine.callback.iterate_events`."""
         return iterate_events(self, timeout)
 
     def stop(self) -> None:

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import tomllib
@@ -162,6 +164,27 @@ def test_a_consumer_exception_stops_the_run_and_propagates():
             _ = 1 / 0
     assert time.monotonic() - start < 10.0
     assert run_threads() == [] and pipeline.summary is not None and pipeline.summary.interrupted
+
+
+def test_an_iterator_left_open_is_stopped_cleanly_at_exit(tmp_path):
+    log = tmp_path / "events.jsonl"
+    script = textwrap.dedent("""
+        import sys
+        from mestream.engine.config import PublishConfig, RecogConfig, RunConfig, SpotConfig
+        from mestream.engine.pipeline import Pipeline
+        config = RunConfig(duration=20.0, progress=False, spot=SpotConfig(enabled=False),
+                           recognise=RecogConfig(enabled=False),
+                           publish=PublishConfig(endpoint="", console=False, log=sys.argv[1]))
+        events = Pipeline(config).events()
+        next(events)  # no close(): the interpreter exits while the run goes on
+    """)
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script, str(log)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - start < 15.0  # stopped, not run to its 20 s
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert (last["topic"], last["state"]) == (TOPIC_HEALTH, "stopped")  # shut down in order, sinks flushed
 
 
 def test_no_event_within_the_timeout_stops_the_run_and_raises():
