@@ -89,6 +89,21 @@ class EventBus:
         self._thread = threading.Thread(target=self._run, name="mestream-bus", daemon=True)
         self._thread.start()
 
+    def add_sink(self, sink: Sink) -> None:
+        """Open ``sink`` here and publish to it from the next event on.
+
+        For a listener that attaches after the bus started (`Pipeline.events`), before the run
+        emits anything: a sink added mid-run sees the events from then on, numbered as the others.
+        """
+        if self._closed:
+            raise RuntimeError(f"event bus: cannot add sink {sink.name!r} to a stopped bus")
+        if sink.name in self._missed:
+            raise ValueError(f"event bus: sink names must be unique, {sink.name!r} is taken")
+        sink.open()
+        self._missed[sink.name] = 0
+        self._sinks = [*self._sinks, sink]  # new lists, not appends: the publisher thread may be iterating
+        self._active = [*self._active, sink]
+
     def emit(self, topic: str, camera: str, body: Mapping[str, Any]) -> bool:
         """Queue one event; never blocks. False when it was dropped (queue full, or bus stopped).
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from mestream.engine.sinks import Sink
 from mestream.plugins import BACKEND_GROUP, NOUNS, SINK_GROUP, SOURCE_GROUP, scan
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
@@ -131,7 +132,9 @@ class PublishConfig:
         hwm: the ZeroMQ send high-water mark, in messages per subscriber.
         log: a JSONL event log path; every event is appended and flushed.
         queue: the bus queue between stages and sinks; when full, events are dropped and counted.
-        sinks: extra sinks by kind, e.g. ``[[publish.sinks]] kind = "lsl"``.
+        sinks: extra sinks: a `SinkConfig` naming a registered kind (what TOML's
+            ``[[publish.sinks]] kind = "lsl"`` gives), or, from Python, a sink object following
+            `mestream.engine.sinks.Sink`, used as it is: the run opens and closes it.
         console: print a line per spot and recognition event as it is published.
     """
 
@@ -139,12 +142,15 @@ class PublishConfig:
     hwm: int = 1000
     log: str = ""
     queue: int = 4096
-    sinks: tuple[SinkConfig, ...] = ()
+    sinks: tuple[SinkConfig | Sink, ...] = ()
     console: bool = True
 
     def __post_init__(self) -> None:
         _require(self.hwm >= 1, "publish.hwm", ">= 1 (0 would mean unbounded)", self.hwm)
         _require(self.queue >= 1, "publish.queue", ">= 1", self.queue)
+        for i, sink in enumerate(self.sinks):
+            _require(isinstance(sink, (SinkConfig, Sink)), f"publish.sinks[{i}]", "a SinkConfig or a sink object "
+                     "(name, dropped, open(), send(topic, payload), close())", sink)
 
 
 @dataclass(frozen=True)
@@ -414,6 +420,8 @@ def _optional(hint: Any) -> Any:
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     """Coerce a TOML value to the field's annotated type, or raise naming the key."""
     hint = _optional(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `SinkConfig | Sink`: TOML spells the table
+        hint = next((arg for arg in typing.get_args(hint) if dataclasses.is_dataclass(arg)), hint)
     origin = typing.get_origin(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -22,13 +22,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from mestream.engine.backends import load_manifest, open_stages
 from mestream.engine.bus import EventBus
-from mestream.engine.config import ConfigError, RunConfig, SourceConfig, weights_note
+from mestream.engine.callback import CallbackSink, iterate_events
+from mestream.engine.config import ConfigError, RunConfig, SinkConfig, SourceConfig, weights_note
 from mestream.engine.crops import CropRing
-from mestream.engine.events import TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT, TOPIC_STATS
+from mestream.engine.events import TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT, TOPIC_STATS, Event
 from mestream.engine.face_stage import FaceStage
 from mestream.engine.recognise import CLIP_HEAD, ENCODER, RecogStage
 from mestream.engine.ring import FrameRing
@@ -63,7 +64,8 @@ when recognition reaches it, behind the spot stage's latency and the recognition
 
 
 def build_sinks(config: RunConfig) -> list[Any]:
-    """ZeroMQ, the JSONL log and the console from their flags, then any extra sinks from the config."""
+    """ZeroMQ, the JSONL log and the console from their flags, then the config's extra sinks: built
+    from their kind, or, for sink objects, the objects themselves."""
     publish = config.publish
     sinks: list[Any] = []
     if publish.endpoint:
@@ -72,7 +74,8 @@ def build_sinks(config: RunConfig) -> list[Any]:
         sinks.append(JsonlSink(publish.log))
     if publish.console:
         sinks.append(ConsoleSink())
-    sinks += [make_sink(extra.kind, extra.options) for extra in publish.sinks]
+    sinks += [make_sink(extra.kind, extra.options) if isinstance(extra, SinkConfig) else extra
+              for extra in publish.sinks]
     taken: set[str] = set()
     for sink in sinks:  # a second jsonl sink beside --log is "jsonl-1": drop counters stay apart
         name, n = sink.name, 0
@@ -120,9 +123,13 @@ class Pipeline:
     thread runs: a missing export, camera or address in use fails the constructor.
 
     ``trace_frames > 0`` records every camera's first ``trace_frames`` frames' stage times in
-    `traces` (`mestream.engine.trace`): what `mestream bench` measures per-frame latency with."""
+    `traces` (`mestream.engine.trace`): what `mestream bench` measures per-frame latency with.
 
-    def __init__(self, config: RunConfig, *, trace_frames: int = 0) -> None:
+    ``on_event(event)`` is called with every published event (`mestream.engine.events`), on the
+    bus's publisher thread, after the other sinks; see `mestream.engine.callback.CallbackSink`."""
+
+    def __init__(self, config: RunConfig, *, on_event: Callable[[Event], object] | None = None,
+                 trace_frames: int = 0) -> None:
         self.config = config
         self.trace_frames = trace_frames
         self.traces: dict[str, FrameTrace] = {}  # camera id → per-frame stage times (``trace_frames`` > 0)
@@ -131,6 +138,7 @@ class Pipeline:
         self.spot: SpotStage | None = None
         self.recog: RecogStage | None = None
         self.record = RecordSink()
+        self.summary: Summary | None = None  # set when the run ends
         self._outputs: list[str] = []
         sources = config.camera_sources()
         # the models first: a missing export or backend fails before any camera opens
@@ -144,7 +152,8 @@ class Pipeline:
                 source = make_source(source_config)
                 source.open()
                 opened.append((source_config, source))
-            self.bus = EventBus([self.record, *build_sinks(config)], maxsize=config.publish.queue)
+            callbacks = [CallbackSink(on_event)] if on_event is not None else []
+            self.bus = EventBus([self.record, *build_sinks(config), *callbacks], maxsize=config.publish.queue)
             self.bus.start()
         except BaseException:
             for _, source in opened:
@@ -286,7 +295,7 @@ class Pipeline:
         drops = self.drops()
         spots, recogs = self.record.events[TOPIC_SPOT], self.record.events[TOPIC_RECOG]
         errors = self.cameras[0].ctx.errors
-        return Summary(
+        self.summary = Summary(
             camera=", ".join(c.ctx.camera for c in self.cameras),
             source="; ".join(self._describe(c) for c in self.cameras), seconds=seconds, frames_in=frames_in,
             frames_out=sum(c.reader.cursor.consumed for c in self.cameras), fps=frames_in / max(seconds, 1e-9),
@@ -295,6 +304,17 @@ class Pipeline:
             recognitions=len(recogs), scores=self._scores(spots, recogs), outputs=self._outputs,
             notes=self._notes(), error="; ".join(errors), interrupted=signals.received,
         )
+        return self.summary
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Run in a background thread and yield each event as it is published; closing the iterator
+        (``break`` out of ``for event in pipeline.events()``) stops the run. See
+        `mestream.engine.callback.iterate_events`."""
+        return iterate_events(self, timeout)
+
+    def stop(self) -> None:
+        """Ask the run to stop, as Ctrl-C does; from any thread, an ``on_event`` callback included."""
+        self.cameras[0].ctx.stop.set()
 
     def drops(self) -> dict[str, int]:
         """Every drop and skip counter so far, summed over the cameras (safe while running)."""

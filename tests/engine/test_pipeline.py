@@ -140,7 +140,12 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_flush(tmp_path, signum):
     run = subprocess.Popen([sys.executable, "-m", "mestream", "run", "--source", "folder", "--path", str(tmp_path / "clip"),
                             "--fps", "4", "--no-spot", "--publish", "none", "--log", str(log_path), "--no-progress"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    deadline = time.monotonic() + 60  # a loaded machine may take a while to start: wait for the first stats
+    while time.monotonic() < deadline and run.poll() is None:
+        if log_path.exists() and any(t == "mestream.stats" for t, _ in read_jsonl(log_path)):
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)
     sent = time.monotonic()
     run.send_signal(signum)
     out, err = run.communicate(timeout=30)
