@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from mestream.engine.events import ALL_CAMERAS
+
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 FACE_DETECTORS = ("haar", "yunet", "fixed")
 WHEN_FULL = ("auto", "overwrite", "wait")
@@ -67,7 +69,8 @@ class SourceConfig:
 
     def __post_init__(self) -> None:
         _require(self.fps >= 0, "source.fps", ">= 0 (0 = the source's own rate)", self.fps)
-        _require(bool(self.name), "source.name", "a non-empty camera id", self.name)
+        _require(bool(self.name) and self.name != ALL_CAMERAS, "source.name",
+                 f"a non-empty camera id other than {ALL_CAMERAS!r} (events about every camera)", self.name)
 
 
 @dataclass(frozen=True)
