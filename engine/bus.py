@@ -1,10 +1,11 @@
 """The event bus: stages hand events to it from any thread; one thread publishes them.
 
 Why a queue and a single publisher thread: a stage that spots an expression must not wait
-for a socket, a disk or a slow subscriber, and sinks are not thread-safe. ``emit`` only
-checks the body's field names and puts the event on a bounded queue (``put_nowait``); when
-the queue is full the event is dropped and counted. The publisher thread stamps the header
-(`events.stamp`) and fans the event out to every sink, in order.
+for a socket, a disk or a slow subscriber, and sinks are not thread-safe. ``emit`` takes a
+typed event (`events.Event`: its fields were checked when the stage built it) and puts it on
+a bounded queue (``put_nowait``); when the queue is full the event is dropped and counted.
+The publisher thread stamps the header (`events.Event.payload`) and fans the flat payload
+dict out to every sink, in order.
 
 A sink that raises is closed and disabled (it is broken, e.g. its disk is full); the other
 sinks keep what they already recorded and receive a ``mestream.health`` event with state
@@ -26,9 +27,10 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 from mestream.engine import events
+from mestream.engine.events import Event
 from mestream.engine.sinks import Sink
 
 log = logging.getLogger("mestream")
@@ -58,7 +60,7 @@ class EventBus:
             raise ValueError(f"event bus: sink names must be unique, {duplicates[0]!r} appears more than once")
         self._sinks = list(sinks)
         self._active = list(sinks)
-        self._queue: queue.Queue[tuple[str, str, Mapping[str, Any]]] = queue.Queue(maxsize)
+        self._queue: queue.Queue[Event] = queue.Queue(maxsize)
         self._lock = threading.Lock()
         self._bus_drops = 0
         self._invalid = 0
@@ -104,23 +106,26 @@ class EventBus:
         self._sinks = [*self._sinks, sink]  # new lists, not appends: the publisher thread may be iterating
         self._active = [*self._active, sink]
 
-    def emit(self, topic: str, camera: str, body: Mapping[str, Any]) -> bool:
+    def emit(self, event: Event) -> bool:
         """Queue one event; never blocks. False when it was dropped (queue full, or bus stopped).
 
-        ``body`` holds the topic's body fields (`events.Event.body_fields`); a wrong field
-        name raises `events.SchemaError` here, in the stage that wrote it. The bus takes
-        ownership of ``body``: build a fresh dict per event and do not mutate it afterwards.
+        Build the event with the topic's dataclass (`events.SpotEvent`, ...; `events.health`
+        for health events): a misspelt field then fails in the stage that wrote it. The bus
+        fills the header's ``seq``, ``host_ns`` and ``wall_ns``; the event's nested dicts and
+        lists must not be mutated after the call.
         """
-        events.check_body(topic, body)
+        if not isinstance(event, Event) or not event.topic:
+            raise events.SchemaError(f"event bus: emit takes an event of {', '.join(events.TOPICS)} "
+                                     f"(see mestream.engine.events), got {type(event).__name__}")
         with self._lock:  # with stop(): an event is either queued before the close or counted
             if not self._closed:
                 try:
-                    self._queue.put_nowait((topic, camera, body))
+                    self._queue.put_nowait(event)
                     return True
                 except queue.Full:
                     pass
             self._bus_drops += 1
-            key = (topic, camera)
+            key = (event.topic, event.camera)
             self._skipped[key] = self._skipped.get(key, 0) + 1
         return False
 
@@ -197,26 +202,27 @@ class EventBus:
         get = self._queue.get
         while True:
             try:
-                topic, camera, body = get(timeout=_POLL_S)
+                event = get(timeout=_POLL_S)
             except queue.Empty:
                 if self._stopping.is_set():
                     return
                 continue
             try:
-                self._publish(topic, camera, body)
+                self._publish(event)
             except Exception:  # a bug here must not kill the thread and silently stop publishing
-                log.exception("event bus: failed to publish a %s event", topic)
+                log.exception("event bus: failed to publish a %s event", event.topic)
             finally:
                 self._queue.task_done()
 
-    def _publish(self, topic: str, camera: str, body: Mapping[str, Any]) -> None:
+    def _publish(self, event: Event) -> None:
+        topic, camera = event.topic, event.camera
         key = (topic, camera)
         seq = self._seq.get(key, 0)
         if self._skipped:
             with self._lock:
                 seq += self._skipped.pop(key, 0)
         self._seq[key] = seq + 1
-        payload = events.stamp(camera, seq, time.monotonic_ns(), time.time_ns(), body)
+        payload = event.payload(seq, time.monotonic_ns(), time.time_ns())
         for name in self._failed:
             self._missed[name] += 1
         broken: list[tuple[Sink, Exception]] = []
@@ -245,7 +251,7 @@ class EventBus:
         if self._active:
             message = f"sink {sink.name!r} failed and is disabled: {type(exc).__name__}: {exc}"
             detail = {"sink": sink.name, "error": f"{type(exc).__name__}: {exc}", "topic": topic}
-            self._publish(events.TOPIC_HEALTH, camera, {"state": "sink_error", "message": message, "detail": detail})
+            self._publish(events.health(camera, "sink_error", message, detail))
 
 
 def _close_quietly(sink: Sink) -> None:

@@ -20,6 +20,8 @@ from typing import Any, Iterable, Mapping
 from mestream.engine.sinks import Sink
 from mestream.plugins import BACKEND_GROUP, NOUNS, SINK_GROUP, SOURCE_GROUP, scan
 
+from mestream.engine.events import ALL_CAMERAS
+
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 FACE_DETECTORS = ("haar", "yunet", "fixed")
 WHEN_FULL = ("auto", "overwrite", "wait")
@@ -87,7 +89,8 @@ class SourceConfig:
 
     def __post_init__(self) -> None:
         _require(self.fps >= 0, "source.fps", ">= 0 (0 = the source's own rate)", self.fps)
-        _require(bool(self.name), "source.name", "a non-empty camera id", self.name)
+        _require(bool(self.name) and self.name != ALL_CAMERAS, "source.name",
+                 f"a non-empty camera id other than {ALL_CAMERAS!r} (events about every camera)", self.name)
 
 
 @dataclass(frozen=True)

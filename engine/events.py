@@ -20,6 +20,15 @@ Header fields, on every topic:
         when the event was published; latencies are differences on this clock.
     wall_ns: host wall clock (``time.time_ns``) at the same moment, to line logs up with
         other recordings; never use it for latency.
+
+Stages build the dataclasses below with ``camera`` and their body fields and hand them to
+`mestream.engine.bus.EventBus.emit`; the bus fills ``seq``, ``host_ns`` and ``wall_ns`` when it
+publishes (`Event.payload`), so a stage can never number or time an event itself. Sinks
+receive the flat payload dict.
+
+Events about the run as a whole rather than one camera (a failure of the stages shared by all
+cameras: spotting, recognition) carry the camera id `ALL_CAMERAS` (``"*"``); a subscriber that
+filters on one camera should also accept it.
 """
 
 from __future__ import annotations
@@ -40,6 +49,13 @@ TOPIC_PREFIX = "mestream."
 """Subscribing to this prefix receives every topic above."""
 
 SCHEMA_VERSION = 1
+
+ALL_CAMERAS = "*"
+"""The ``camera`` of an event about every camera at once, e.g. a ``stage_error`` of the shared
+spot or recognition stage. Never a valid camera name (`mestream.engine.config` refuses it)."""
+
+UNSTAMPED = -1
+"""``seq`` / ``host_ns`` / ``wall_ns`` of an event the bus has not published yet."""
 
 HEADER_FIELDS: tuple[str, ...] = ("schema", "camera", "seq", "host_ns", "wall_ns")
 
@@ -62,6 +78,11 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
+@functools.cache
+def _body_names(cls: type) -> tuple[str, ...]:
+    return tuple(name for name in _field_names(cls) if name not in HEADER_FIELDS)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """The header every payload carries (see the module docstring for what each field means)."""
@@ -70,13 +91,24 @@ class Event:
 
     schema: int = SCHEMA_VERSION
     camera: str
-    seq: int
-    host_ns: int
-    wall_ns: int
+    seq: int = UNSTAMPED
+    host_ns: int = UNSTAMPED
+    wall_ns: int = UNSTAMPED
 
     def as_dict(self) -> dict[str, Any]:
         """The flat payload (header then body). Nested dicts and lists are shared, not copied."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in _field_names(type(self))}
+
+    def payload(self, seq: int, host_ns: int, wall_ns: int) -> dict[str, Any]:
+        """The flat payload as published: this event's body under a header the bus stamps.
+
+        One dict built once, header first, without copying the frozen event (the bus calls
+        this for every event it publishes)."""
+        out: dict[str, Any] = {"schema": self.schema, "camera": self.camera, "seq": seq, "host_ns": host_ns,
+                               "wall_ns": wall_ns}
+        for name in _body_names(type(self)):
+            out[name] = getattr(self, name)
+        return out
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> Self:
@@ -235,8 +267,28 @@ def check_body(topic: str, body: Mapping[str, Any]) -> None:
     raise SchemaError(f"{topic}: missing field {sorted(expected - set(body))[0]!r}")
 
 
+def make(topic: str, camera: str, body: Mapping[str, Any]) -> Event:
+    """The topic's event from a body dict (a plugin's or a test's), naming a wrong field as
+    `check_body` does rather than as a constructor's TypeError."""
+    check_body(topic, body)
+    return _SCHEMAS[topic](camera=camera, **body)
+
+
+def health(camera: str, state: str, message: str, detail: Mapping[str, Any] | None = None) -> HealthEvent:
+    """The one way the engine builds a ``mestream.health`` event (``detail`` is copied).
+
+    Args:
+        camera: the camera it is about, or `ALL_CAMERAS` for the shared stages.
+        state: one of `HEALTH_STATES` (a plugin may use its own).
+        message: one line a human reads.
+        detail: machine-readable specifics; {} when there are none.
+    """
+    return HealthEvent(camera=camera, state=state, message=message, detail=dict(detail or {}))
+
+
 def stamp(camera: str, seq: int, host_ns: int, wall_ns: int, body: Mapping[str, Any]) -> dict[str, Any]:
-    """A full payload: the header, then the body's fields."""
+    """A full payload from a body dict: the header, then the body's fields (for a sink driven
+    without a bus; the bus uses `Event.payload`)."""
     payload: dict[str, Any] = {"schema": SCHEMA_VERSION, "camera": camera, "seq": seq, "host_ns": host_ns,
                                "wall_ns": wall_ns}
     payload.update(body)

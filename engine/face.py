@@ -13,13 +13,12 @@ OpenCV's Haar cascade is the built-in detector (it ships inside opencv-python-he
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from mestream.engine.config import FaceConfig
+from mestream.engine.config import FaceConfig
 
 CASCADE = "haarcascade_frontalface_default.xml"
 

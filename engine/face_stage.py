@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import cv2
 import numpy as np
 
 from mestream.engine.config import ConfigError, FaceConfig
 from mestream.engine.crops import CropRing
-from mestream.engine.events import TOPIC_HEALTH
+from mestream.engine.events import health
 from mestream.engine.face import Box, Detector, make_detector
 from mestream.engine.stages import RunContext, Stage
 
@@ -101,6 +102,8 @@ class FaceStage(Stage):
 
     WINDOW = 1024  # timings kept for the per-interval medians
 
+    ctx: RunContext
+
     def __init__(self, ctx: RunContext, crops: CropRing, config: FaceConfig, wait_when_full: bool,
                  detector: Detector | None = None) -> None:
         super().__init__("face", ctx)
@@ -144,12 +147,12 @@ class FaceStage(Stage):
         try:
             self._run()
         finally:
-            self.crops.ring.finish()  # readers drain what was written, then see the end
+            self.crops.finish()  # readers drain what was written, then see the end
 
     def _run(self) -> None:
         ring, cursor, stop = self.ctx.ring, self.cursor, self.ctx.stop
         frame_buf, gray, bgr = self._frame, self._gray, self._frame is not self._gray
-        crops, crop_room = self.crops, self.crops.ring.wait_for_room
+        crops, crop_room = self.crops, self.crops.wait_for_room
         wait, crop_ns, window = self.wait_when_full, self._crop_ns, self.WINDOW
         nap = min(1e-3, 0.25 / self.ctx.fps)  # a quarter frame, as `LatencyTap`
         countdown = 0
@@ -207,8 +210,8 @@ class FaceStage(Stage):
         self._found, self._lost, self._misses, self._found_frame = True, False, 0, self.frames
         return self._every_found
 
-    def _health(self, state: str, message: str, detail: dict) -> None:
-        self.ctx.bus.emit(TOPIC_HEALTH, self.ctx.camera, {"state": state, "message": message, "detail": detail})
+    def _health(self, state: str, message: str, detail: dict[str, Any]) -> None:
+        self.ctx.bus.emit(health(self.ctx.camera, state, message, detail))
 
     def figures(self) -> dict[str, float]:
         detected, cropped = self.detections, self._crops_done

@@ -1,9 +1,10 @@
 """A run's pipeline, assembled from a `RunConfig`: per camera source → ring → face → crop ring;
-then, for all cameras together, spot → recognise → bus → sinks.
+then, for all cameras together, spot → clip queue → recognise, and the bus → sinks.
 
 Threads: per camera an ingest, a face (or, with spotting off, a latency tap) and a stats
 thread; one spot and one recognition thread for every camera, so inference batches across
-cameras; the bus's publisher thread.
+cameras; the bus's publisher thread. The shared stages run in their own `Context`: a failure
+of theirs is published on ``mestream.health`` under `events.ALL_CAMERAS` (``"*"``).
 
 `Pipeline.run` owns the main thread: it waits for the run to end (duration reached, sources
 exhausted, an error, or Ctrl-C), then shuts down in the order that loses nothing: ingest stops,
@@ -24,12 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from tqdm import tqdm
+
 from mestream.engine.backends import load_manifest, open_stages
 from mestream.engine.bus import EventBus
 from mestream.engine.callback import CallbackSink, iterate_events
+from mestream.engine.clipqueue import ClipQueue
 from mestream.engine.config import ConfigError, RunConfig, SinkConfig, SourceConfig, weights_note
 from mestream.engine.crops import CropRing
-from mestream.engine.events import TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT, TOPIC_STATS, Event
+from mestream.engine.events import TOPIC_RECOG, TOPIC_SPOT, TOPIC_STATS, Event, health
 from mestream.engine.face_stage import FaceStage
 from mestream.engine.recognise import CLIP_HEAD, ENCODER, RecogStage
 from mestream.engine.ring import FrameRing
@@ -39,7 +43,7 @@ from mestream.engine.sampling import READ_BLOCK, keep_frames
 from mestream.engine.spot import STAGES as SPOT_STAGES
 from mestream.engine.spot import SpotStage, hop_steps, model_config
 from mestream.engine.summary import Summary
-from mestream.engine.stages import IngestStage, LatencyTap, RunContext, Stage, StatsStage
+from mestream.engine.stages import Context, IngestStage, LatencyTap, RunContext, Stage, StatsStage
 from mestream.engine.trace import INGEST_STAGES as INGEST_TRACE
 from mestream.engine.trace import SPOT_STAGES as SPOT_TRACE
 from mestream.engine.trace import FrameTrace
@@ -137,6 +141,7 @@ class Pipeline:
         self.models: dict[str, Any] = {}
         self.spot: SpotStage | None = None
         self.recog: RecogStage | None = None
+        self.clips: ClipQueue | None = None  # where spot puts micro clips and recognition takes them
         self.record = RecordSink()
         self.summary: Summary | None = None  # set when the run ends
         self._outputs: list[str] = []
@@ -247,18 +252,18 @@ class Pipeline:
 
     def _shared_stages(self, stop: threading.Event, errors: list[str]) -> None:
         config, cams = self.config, self.cameras
-        names = ",".join(c.ctx.camera for c in cams)
-        shared = RunContext(camera=names, fps=cams[0].ctx.fps, ring=cams[0].ctx.ring, bus=self.bus, stop=stop,
-                            errors=errors)
+        shared = Context(bus=self.bus, stop=stop, errors=errors)  # their failures go out under ALL_CAMERAS
         waits = {c.ctx.camera: wait_when_full(config, c.config) for c in cams}
         if config.spot.enabled and config.recognise.enabled:
             # the queue waits only when every camera is a replay: a live camera's clips are never held up
-            self.recog = RecogStage(shared, {c.ctx.camera: c.crops for c in cams}, {c.ctx.camera: c.ctx.ring for c in cams},
-                                    self.models, self.manifest.models["akmnet"], config.recognise,
-                                    wait_when_full=all(waits.values()))
+            self.clips = ClipQueue(waits, config.recognise.queue, wait_when_full=all(waits.values()),
+                                   stop=stop)
+            self.recog = RecogStage(shared, self.clips, {c.ctx.camera: c.crops for c in cams},
+                                    {c.ctx.camera: c.ctx.ring for c in cams}, self.models,
+                                    self.manifest.models["akmnet"], config.recognise)
         if config.spot.enabled:
             self.spot = SpotStage(shared, {c.ctx.camera: (c.crops, c.ctx.fps, waits[c.ctx.camera]) for c in cams},
-                                  self.models, self.manifest.models["mesnet"], config.spot, recogniser=self.recog,
+                                  self.models, self.manifest.models["mesnet"], config.spot, clips=self.clips,
                                   max_batch=config.inference.max_batch, traces=self.traces)
         for i, cam in enumerate(cams):
             stages: list[Any] = [cam.reader]
@@ -280,7 +285,7 @@ class Pipeline:
             message = f"reading {self._describe(cam)}" + (f"; {weights}" if weights else "")
             detail = {"fps": ctx.fps, "shape": list(ctx.ring.shape), "models": self.backend_notes,
                       "weights": weights or self.config.inference.models}
-            ctx.bus.emit(TOPIC_HEALTH, ctx.camera, {"state": "started", "message": message, "detail": detail})
+            ctx.bus.emit(health(ctx.camera, "started", message, detail))
         with _StopOnSignal(stop) as signals:
             try:
                 for stage in self._threads():
@@ -356,12 +361,10 @@ class Pipeline:
     def _frames(self) -> int:
         return sum(c.ingest.frames for c in self.cameras)
 
-    def _progress(self) -> Any:
+    def _progress(self) -> tqdm | None:
         total = sum(c.ingest.max_frames for c in self.cameras)
         if not self.config.progress or not all(c.ingest.max_frames > 0 for c in self.cameras):
             return None
-        from tqdm import tqdm
-
         return tqdm(total=total, unit="frame", desc=", ".join(c.ctx.camera for c in self.cameras), mininterval=0.5,
                     leave=False)
 
@@ -371,8 +374,8 @@ class Pipeline:
         for stage in [c.reader for c in self.cameras] + [self.spot]:
             while stage is not None and stage.is_alive() and not stop.wait(0.05):
                 pass
-        if self.recog is not None and not stop.is_set():
-            self.recog.finish()
+        if self.clips is not None and self.recog is not None and not stop.is_set():
+            self.clips.finish()
             while self.recog.is_alive() and not stop.wait(0.05):
                 pass
 
@@ -407,8 +410,8 @@ class Pipeline:
         finally:
             message = "; ".join(errors) if errors else "stopped"
             for cam in self.cameras:
-                self.bus.emit(TOPIC_HEALTH, cam.ctx.camera, {"state": "stopped", "message": message,
-                                                             "detail": {"frames_in": cam.ctx.ring.frames_written}})
+                frames_in = cam.ctx.ring.frames_written
+                self.bus.emit(health(cam.ctx.camera, "stopped", message, {"frames_in": frames_in}))
             self.bus.stop()
             if not hung:  # never pull rings or models from under a stage that is still running
                 self._close_cameras()

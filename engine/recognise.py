@@ -1,22 +1,20 @@
 """The recognition stage: AKMNet classifies each spotted micro-expression clip.
 
-One stage serves every camera. The spot thread hands it a `ClipJob` (a spotted interval and
-the crop-ring seqs covering it) through a bounded queue, so a slow classifier never stalls
-spotting: a live run drops and counts the clip it has no room for, a replay waits. The loop
-takes what is queued (up to ``RecogConfig.batch`` clips), prepares each clip exactly as
-training did (`mestream.engine.clips`), runs the encoder over all their frames in as few
-calls as its batch limit allows and the clip head once, and publishes one ``mestream.recog``
-event per clip.
+One stage serves every camera. It takes `ClipJob`s (a spotted interval and the crop-ring
+seqs covering it) from the pipeline's `mestream.engine.clipqueue.ClipQueue`, which the spot
+stage fills; the two stages never call each other. The loop takes what is queued (up to
+``RecogConfig.batch`` clips), reads each clip from its crop ring (`CropRing.read_clip`),
+prepares it exactly as training did (`mestream.engine.clips`), runs the encoder over all
+their frames in as few calls as its batch limit allows and the clip head once, and
+publishes one ``mestream.recog`` event per clip.
 
 DFME crops a whole clip with its onset frame's box, while the face stage may have moved its
 box (a re-detection) inside the clip; such frames are cut again from the frame ring with the
-onset box while it still holds them.
+onset box while it still holds them (`CropRing.recrop`, the face stage's own crop).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -25,43 +23,20 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
+from mestream.engine.clipqueue import ClipJob, ClipQueue, QueuedClip
 from mestream.engine.clips import network_frames, prepare_clip
 from mestream.engine.config import InferenceConfig, RecogConfig
 from mestream.engine.crops import CropRing
-from mestream.engine.events import TOPIC_RECOG
-from mestream.engine.face import Box, crop
+from mestream.engine.events import RecogEvent
+from mestream.engine.face import Box
 from mestream.engine.ring import FrameRing, RingError
-from mestream.engine.stages import RunContext, Stage
+from mestream.engine.stages import Context, Stage
 from mestream.export.manifest import ModelInfo
 
-__all__ = ["ClipJob", "RecogStage", "ENCODER", "CLIP_HEAD"]
+__all__ = ["RecogStage", "ENCODER", "CLIP_HEAD"]
 
 ENCODER = "akmnet.encoder"
 CLIP_HEAD = "akmnet.clip_head"
-
-
-@dataclass(frozen=True)
-class ClipJob:
-    """One spotted interval to classify.
-
-    Args:
-        camera: the camera (key of the stage's crop and frame rings).
-        event_id: the `SpotEvent.event_id` the recognition answers.
-        onset_frame, apex_frame, offset_frame: source frame ids (onset and apex as refined).
-        first_seq, last_seq: the crop ring seqs covering onset..offset, inclusive.
-        offset_host_ns: capture time of the offset frame (host monotonic ns).
-        spot_published_ns: when the spot event was published (host monotonic ns).
-    """
-
-    camera: str
-    event_id: int
-    onset_frame: int
-    apex_frame: int
-    offset_frame: int
-    first_seq: int
-    last_seq: int
-    offset_host_ns: int
-    spot_published_ns: int
 
 
 @dataclass
@@ -92,23 +67,26 @@ class RecogStage(Stage):
     """Queued clips → AKMNet → ``mestream.recog`` events (module docstring).
 
     Args:
-        ctx: the run's context; ``ctx.stop`` abandons what is queued, `finish` drains it.
+        ctx: the shared stages' context; ``ctx.stop`` abandons what is queued, while
+            `ClipQueue.finish` lets the loop classify it and return.
+        clips: the queue it takes clips from. A replay's queue (``wait_when_full``) also
+            means the frame ring runs full, so moved crops are kept rather than re-cut.
         crops: each camera's crop ring.
         frames: each camera's frame ring, to re-cut frames whose crop box moved inside a clip.
         runners: activated runners by stage key (``akmnet.encoder``, ``akmnet.clip_head``).
         model: the manifest's ``akmnet`` entry (classes, clip preparation, crop side).
-        config: queue length and clips per head call.
-        wait_when_full: `submit` waits for room (replays) instead of dropping (live cameras).
+        config: clips per head call.
     """
 
     WINDOW = 256  # per-clip costs kept for ``recog.ms_p50``
 
-    def __init__(self, ctx: RunContext, crops: Mapping[str, CropRing], frames: Mapping[str, FrameRing],
-                 runners: Mapping[str, Any], model: ModelInfo, config: RecogConfig, wait_when_full: bool) -> None:
+    def __init__(self, ctx: Context, clips: ClipQueue, crops: Mapping[str, CropRing],
+                 frames: Mapping[str, FrameRing], runners: Mapping[str, Any], model: ModelInfo,
+                 config: RecogConfig) -> None:
         super().__init__("recognise", ctx)
-        self.crops, self.frames = crops, frames
+        self.queue, self.crops, self.frames = clips, crops, frames
         self.encoder, self.head = runners[ENCODER], runners[CLIP_HEAD]
-        self.config, self.wait_when_full = config, wait_when_full
+        self.config = config
         cfg, prep = model.config, model.preprocessing
         self.classes = list(cfg["classes"])
         self.max_frames = int(cfg["max_frames"])
@@ -134,105 +112,37 @@ class RecogStage(Stage):
         self._mask = np.zeros((self.batch, self.max_frames), bool)
         self._crop_buffers: dict[str, np.ndarray] = {}
         self._frame_buffers: dict[str, np.ndarray] = {}
-        self._queue: queue.Queue[tuple[ClipJob, int]] = queue.Queue(config.queue)
-        self._finishing = threading.Event()
-        self._done = threading.Event()
-        self._drop_lock = threading.Lock()
-        self._outstanding: Counter[tuple[str, int]] = Counter()  # (camera, first_seq) of jobs not done yet
         self._cost_ns = np.zeros(self.WINDOW, np.int64)
-        self.backlog_drops = 0
-        self.abandoned = 0  # queued or waiting when the run stopped
-        self.lost_unqueued = 0
-        self.lost = 0
+        self.lost = 0  # clips whose crops were gone when their turn came
         self.recut = 0
         self.recut_missed = 0
         self.clips = 0
         self.published = 0
         self.calls: Counter[str] = Counter()  # "encoder" / "head" runner calls
 
-    # -- the spot thread's side ------------------------------------------------------------------
-
-    def submit(self, job: ClipJob) -> bool:
-        """Queue ``job``; False when it was dropped (queue full on a live run) or the run stops.
-
-        Never blocks on a live run. With ``wait_when_full`` it waits for room, giving up
-        promptly once ``ctx.stop`` is set or the loop has returned.
-        """
-        if job.camera not in self.crops:
-            raise KeyError(f"recognise: no crop ring for camera {job.camera!r} (cameras: {', '.join(self.crops)})")
-        item = (job, time.monotonic_ns())
-        with self._drop_lock:
-            self._outstanding[(job.camera, job.first_seq)] += 1
-        if not self.wait_when_full:
-            try:
-                self._queue.put_nowait(item)
-                return True
-            except queue.Full:
-                with self._drop_lock:  # one spot thread per camera may submit
-                    self.backlog_drops += 1
-                    self._release(job)
-                return False
-        while not (self.ctx.stop.is_set() or self._done.is_set()):
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        with self._drop_lock:
-            self._release(job)
-            self.abandoned += 1
-        return False
-
-    def oldest_pending(self, camera: str) -> int | None:
-        """The first crop seq of the oldest clip of ``camera`` not classified yet: a replay's
-        crop ring must keep it (`SpotStage` holds its writer back to it)."""
-        with self._drop_lock:
-            seqs = [seq for (cam, seq), n in self._outstanding.items() if cam == camera and n > 0]
-        return min(seqs, default=None)
-
-    def _release(self, job: ClipJob) -> None:
-        key = (job.camera, job.first_seq)
-        self._outstanding[key] -= 1
-        if self._outstanding[key] <= 0:
-            del self._outstanding[key]
-
-    def finish(self) -> None:
-        """Let the loop classify what is queued and then return (``ctx.stop`` abandons it instead)."""
-        self._finishing.set()
-
-    # -- the stage thread ------------------------------------------------------------------------
-
     def loop(self) -> None:
-        q, stop = self._queue, self.ctx.stop
+        clips, stop = self.queue, self.ctx.stop
         try:
             while not stop.is_set():
-                if self._finishing.is_set() and q.empty():
+                if clips.drained:
                     return
-                try:
-                    items = [q.get(timeout=0.1)]
-                except queue.Empty:
+                items = clips.take(self.batch, timeout=0.1)
+                if not items:
                     continue
-                while len(items) < self.batch:
-                    try:
-                        items.append(q.get_nowait())
-                    except queue.Empty:
-                        break
                 try:
                     self._run(items)
                 finally:
-                    with self._drop_lock:
-                        for job, _ in items:
-                            self._release(job)
+                    clips.done(items)
         finally:
-            self._done.set()
-            self.abandoned += self._queue.qsize()  # a stop (Ctrl-C, an error) leaves these unclassified
+            clips.close()  # a stop (Ctrl-C, an error) leaves what is queued unclassified: counted
 
-    def _run(self, items: list[tuple[ClipJob, int]]) -> None:
+    def _run(self, items: list[QueuedClip]) -> None:
         """Prepare, encode, classify and publish one batch of clips."""
         taken = time.monotonic_ns()
         clips: list[_Clip] = []
         rows = 0
-        for job, submitted in items:
+        for item in items:
+            job = item.job
             t0 = time.monotonic_ns()
             prepared = self._prepare(job)
             if prepared is None:
@@ -240,7 +150,7 @@ class RecogStage(Stage):
             frames, source = prepared
             n = len(frames)
             network_frames(frames, self.image_size, out=self._frames_in[rows : rows + n, 0])
-            clips.append(_Clip(job, source, rows, n, taken - submitted, time.monotonic_ns() - t0))
+            clips.append(_Clip(job, source, rows, n, taken - item.queued_ns, time.monotonic_ns() - t0))
             rows += n
         if not clips:
             return
@@ -272,13 +182,14 @@ class RecogStage(Stage):
             p = probabilities[i]
             keys = [clip.source[j] for j in np.flatnonzero(key_mask[i, :n])]
             now = time.monotonic_ns()
-            body = {
-                "event_id": job.event_id,
-                "label": self.classes[int(np.argmax(p))],
-                "probabilities": {c: float(v) for c, v in zip(self.classes, p)},
-                "key_frames": keys,
-                "max_key_frame": clip.source[min(max(int(max_key[i]), 0), n - 1)],
-                "latency": {
+            self.ctx.bus.emit(RecogEvent(
+                camera=job.camera,
+                event_id=job.event_id,
+                label=self.classes[int(np.argmax(p))],
+                probabilities={c: float(v) for c, v in zip(self.classes, p)},
+                key_frames=keys,
+                max_key_frame=clip.source[min(max(int(max_key[i]), 0), n - 1)],
+                latency={
                     "capture_to_publish_ms": _ms(now - job.offset_host_ns),
                     "spot_ms": _ms(job.spot_published_ns - job.offset_host_ns),
                     "queue_ms": _ms(clip.queue_ns),
@@ -286,8 +197,7 @@ class RecogStage(Stage):
                     "encoder_ms": _ms(encoder_ns),
                     "head_ms": _ms(head_ns),
                 },
-            }
-            self.ctx.bus.emit(TOPIC_RECOG, job.camera, body)
+            ))
             self.published += 1
             # what this clip cost the stage: its own preparation and its share of the batch's calls
             self._cost_ns[self.clips % self.WINDOW] = clip.prepare_ns + (encoder_ns + head_ns) // b
@@ -305,39 +215,37 @@ class RecogStage(Stage):
         if buffer is None or len(buffer) < n:
             buffer = self._crop_buffers[job.camera] = np.empty((n, ring.size, ring.size), np.uint8)
         try:
-            batch = ring.ring.read_range(job.first_seq, job.last_seq + 1, out=buffer[:n])
-            ids = batch.meta["frame_id"]
-            keep = np.flatnonzero((ids >= job.onset_frame) & (ids <= job.offset_frame))
-            if not keep.size:
-                self.lost += 1
-                return None
-            slots = (job.first_seq + keep) % ring.capacity
-            boxes = ring.boxes[slots]
-            sources = ring.source_seq[slots]
-            ring.ring.validate(job.first_seq + int(keep[0]))  # the oldest kept crop held: so are the rest
+            got = ring.read_clip(job.first_seq, job.last_seq, out=buffer[:n])
         except RingError:
+            self.lost += 1
+            return None
+        ids = got.frame_id
+        keep = np.flatnonzero((ids >= job.onset_frame) & (ids <= job.offset_frame))
+        if not keep.size:
             self.lost += 1
             return None
         kept_ids = ids[keep]
         if keep[-1] - keep[0] + 1 == keep.size:
-            clip = batch.pixels[keep[0] : keep[-1] + 1]  # the usual case: a run of seqs, no copy
+            clip = got.pixels[keep[0] : keep[-1] + 1]  # the usual case: a run of seqs, no copy
         else:
-            clip = batch.pixels[keep]
+            clip = got.pixels[keep]
+        boxes = got.boxes[keep]
         moved = np.flatnonzero(np.any(boxes != boxes[0], axis=1))
-        if moved.size and self.wait_when_full:
+        if moved.size and self.queue.wait_when_full:
             # a replay's frame ring runs full, so whether the frames are still there depends on
             # timing: keep the crops, so a replay gives the same result every run
             self.recut_missed += int(moved.size)
         elif moved.size:
-            self._recut(job.camera, clip, Box(*(int(v) for v in boxes[0])), moved, sources, kept_ids, ring.size)
+            self._recut(ring, job.camera, clip, Box(*(int(v) for v in boxes[0])), moved, got.source_seq[keep],
+                        kept_ids)
         if ring.size != self.crop_side:
             side = self.crop_side
             clip = np.stack([cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in clip])
         frames, runs = prepare_clip(clip, **self._clip_args)
         return frames, [int(kept_ids[r[len(r) // 2]]) for r in runs]
 
-    def _recut(self, camera: str, clip: np.ndarray, box: Box, moved: np.ndarray, sources: np.ndarray,
-               frame_ids: np.ndarray, size: int) -> None:
+    def _recut(self, ring: CropRing, camera: str, clip: np.ndarray, box: Box, moved: np.ndarray,
+               sources: np.ndarray, frame_ids: np.ndarray) -> None:
         """Cut the crops at ``moved`` again from their frames with the onset ``box``, in place;
         a frame the frame ring no longer holds keeps the crop it had (counted)."""
         frames = self.frames.get(camera)
@@ -356,14 +264,13 @@ class RecogStage(Stage):
             if frame.frame_id != frame_ids[i]:  # a source seq that does not name this crop's frame
                 self.recut_missed += 1
                 continue
-            gray = buffer if buffer.ndim == 2 else cv2.cvtColor(buffer, cv2.COLOR_BGR2GRAY)
-            crop(gray, box, size, out=clip[i], interpolation=self.crops[camera].interpolation)
+            ring.recrop(buffer, box, out=clip[i])
             self.recut += 1
 
     # -- reporting -------------------------------------------------------------------------------
 
     def figures(self) -> dict[str, float]:
-        out = {"recog.queue": self._queue.qsize(), "recog.clips": self.clips, "recog.recut": self.recut,
+        out = {"recog.queue": self.queue.qsize(), "recog.clips": self.clips, "recog.recut": self.recut,
                "recog.recut_missed": self.recut_missed}
         count = min(self.clips, self.WINDOW)
         if count:
@@ -371,10 +278,7 @@ class RecogStage(Stage):
         return out
 
     def drops(self) -> dict[str, int]:
-        return {"recog_backlog": self.backlog_drops, "recog_lost": self.lost + self.lost_unqueued,
-                "recog_abandoned": self.abandoned}
-
-    def note_lost(self) -> None:
-        """A micro event the spot stage could not queue (its crops were gone): counted as lost.
-        Called from the spot thread: its own counter, so no increment races the stage's."""
-        self.lost_unqueued += 1
+        """The input queue's counters, with the clips this stage found gone added to ``recog_lost``."""
+        counts = self.queue.drops()
+        counts["recog_lost"] += self.lost
+        return counts

@@ -27,9 +27,10 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
-from mestream.engine import intervals as post
 from mestream.engine.crops import CropRing
 from mestream.engine.flow import OpticalFlow, flow_input, sample_image
+from mestream.engine.intervals import interval_iou, receptive_fields
+from mestream.engine.ring import RingError
 from mestream.engine.trace import FrameTrace
 
 READ_BLOCK = 256  # crops read per camera per pass
@@ -56,7 +57,7 @@ class MESNetGeometry:
 
         return cls(window_steps=int(config["window_steps"]), temporal_kernel=int(config["temporal_kernel"]),
                    temporal_padding=int(config["temporal_padding"]),
-                   receptive_fields=post.receptive_fields(config["temporal_kernel"], config["cpn_layers"]),
+                   receptive_fields=receptive_fields(config["temporal_kernel"], config["cpn_layers"]),
                    max_proposals=int(config["max_proposals"]), crn_steps=int(config["crn_steps"]),
                    t_cpn=pick(spot.t_cpn, "t_cpn"), t_crn=pick(spot.t_crn, "t_crn"), t_nms=pick(spot.t_nms, "t_nms"))
 
@@ -82,18 +83,22 @@ class Window:
 
 
 class CameraStream:
-    """One camera's sampling, flow and feature ring (module docstring)."""
+    """One camera's sampling, flow and feature ring (module docstring).
+
+    It owns every array and counter of the stream: the spot stage drives it through methods
+    (read, `store_features`, `due_windows` / `window_features`, `count_event`, `end_stream`,
+    `hold_crops`) and reads its figures, but never writes its state."""
 
     def __init__(self, name: str, crops: CropRing, fps: float, model: Mapping[str, Any], geometry: MESNetGeometry,
                  hop_steps: int, feature_size: int, *, wait: bool, max_lag_ms: float,
                  trace: FrameTrace | None = None) -> None:
         self.name, self.crops, self.fps = name, crops, fps
         self.trace = trace  # per-frame stage times (`mestream.engine.trace`), when measured
-        self.cursor = crops.ring.register_reader("spot")
+        self.cursor = crops.register_reader("spot")
         self.wait = wait
         self.max_lag = 0 if wait else int(max_lag_ms / 1000.0 * fps)
         # a replay holds the crops a later event or clip may still need (the face stage waits for them)
-        self.keep = crops.ring.register_reader("spot-keep") if wait else None
+        self.keep = crops.register_reader("spot-keep") if wait else None
         self.keep_frames = keep_frames(model, fps, hop_steps)
         self.flushed = False  # the source ended and its last stream was flushed
         self.step = fps / float(model["sample_hz"])
@@ -125,8 +130,13 @@ class CameraStream:
         self.latency_ms: list[float] = []  # since the last stats event
         self.published: list[tuple[float, float]] = []  # this stream's intervals in steps, for duplicates
         self.next_event = 0
-        self.restart: str = ""  # "gap" or "skip": the stream ended; the spot stage flushes it, then `begin`
-        self._carry: tuple[np.ndarray, np.ndarray] | None = None  # crops after a gap, for the next stream
+        # "gap" or "skip": the stream ended; the spot stage flushes it, then calls `end_stream`
+        self.restart: str = ""
+        # crops after a gap (meta, pixels, boxes, write times), for the next stream
+        self._carry: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._sample_box = np.zeros(4, np.int32)  # the open sample's first crop's box
+        self._sample_mixed = False  # the open sample's crops were cut with more than one box
+        self._last_box = np.zeros(4, np.int32)  # the box of the last crop added
         self._reset()
 
     def _reset(self) -> None:
@@ -157,13 +167,25 @@ class CameraStream:
         batch = self.cursor.poll_batch(READ_BLOCK, out=self._batch)
         if batch is None:
             return 0
-        self._accumulate(batch.meta, batch.pixels)
+        try:
+            boxes, written = self.crops.slot_info(int(batch.meta["seq"][0]), len(batch))
+        except RingError:  # lapped since the copy (a live ring only): boxes unknown, as if they moved
+            boxes, written = np.full((len(batch), 4), -1, np.int32), np.zeros(len(batch), np.int64)
+        self._accumulate(batch.meta, batch.pixels, boxes, written)
         return len(batch)
 
     @property
     def drained(self) -> bool:
         """The face stage finished and every crop was read (and no stream waits for a flush)."""
-        return self.crops.ring.finished and self.cursor.lag == 0 and not self.restart and self._carry is None
+        return self.crops.finished and self.cursor.lag == 0 and not self.restart and self._carry is None
+
+    def end_stream(self) -> None:
+        """The spot stage flushed the stream that ended: start the next one, or, when the
+        source ended, stop taking part (`flushed`)."""
+        if self.restart:
+            self.begin()
+        else:
+            self.flushed = True
 
     def begin(self) -> None:
         """Start the next stream, once the spot stage flushed the one that ended."""
@@ -173,8 +195,10 @@ class CameraStream:
         self.resets += 1
         self._reset()  # a carry (crops after a gap) is the next `read`'s block: one block per pass
 
-    def _accumulate(self, meta: np.ndarray, pixels: np.ndarray) -> None:
-        """Add a block of crops to their samples, closing each sample as the next one starts."""
+    def _accumulate(self, meta: np.ndarray, pixels: np.ndarray, boxes: np.ndarray,
+                    written: np.ndarray) -> None:
+        """Add a block of crops (with each crop's box and write time) to their samples, closing
+        each sample as the next one starts."""
         ids = meta["frame_id"]
         trace = self.trace
         if self.origin < 0:
@@ -186,26 +210,30 @@ class CameraStream:
             if k != self.open_sample:
                 if self.open_sample >= 0 and k != self.open_sample + 1:
                     # frames missing for a whole sample (or ids going back): this stream ends here
-                    self._carry = (meta[a:].copy(), pixels[a:].copy())
+                    self._carry = (meta[a:].copy(), pixels[a:].copy(), boxes[a:], written[a:])
                     self.restart = "gap"
                     return
                 if self.open_sample >= 0:
                     self._close_sample()
-                self._open(k, int(meta["seq"][a]), int(ids[a]))
+                self._open(k, int(meta["seq"][a]), int(ids[a]), boxes[a])
             if trace is not None:  # a sample's frames are added in order, so they sit side by side
-                where = trace.add(ids[a:b], meta["host_ns"][a:b], self.crops.done_ns[meta["seq"][a:b] % self.crops.capacity])
+                where = trace.add(ids[a:b], meta["host_ns"][a:b], written[a:b])
                 if self.count == 0:
                     self.trace_lo[k % self.cap] = where
                 self.trace_hi[k % self.cap] = where + b - a
             run = pixels[a:b]
             self._sum += run.sum(axis=0, dtype=np.int32) if b - a > 1 else run[0]
             self.count += b - a
-            self._last_seq = int(meta["seq"][b - 1])
+            if not self._sample_mixed and np.any(boxes[a:b] != self._sample_box):
+                self._sample_mixed = True
+            self._last_box = boxes[b - 1]
             self._last_frame = int(ids[b - 1])
 
-    def _open(self, k: int, seq: int, frame: int) -> None:
+    def _open(self, k: int, seq: int, frame: int, box: np.ndarray) -> None:
         self.open_sample, self.count = k, 0
         self._sum[...] = 0
+        self._sample_box[...] = box
+        self._sample_mixed = False
         slot = k % self.cap
         self.seq0[slot], self.frame0[slot] = seq, frame
 
@@ -219,9 +247,8 @@ class CameraStream:
             mean = cv2.resize(mean, (self.flow_crop, self.flow_crop), interpolation=cv2.INTER_AREA)
         sample_image(mean, self.blur, out=self.samples[slot])
         self.centre[slot] = (self.frame0[slot] + self._last_frame) / 2.0
-        boxes = self.crops.boxes[np.arange(self.seq0[slot], self._last_seq + 1) % self.crops.capacity]
-        self.box[slot] = boxes[-1]
-        self.mixed[slot] = bool(np.any(boxes != boxes[-1]))
+        self.box[slot] = self._last_box
+        self.mixed[slot] = self._sample_mixed
         self.samples_done = k + 1
         self.open_sample = -1
         if self.trace is not None:
@@ -282,7 +309,14 @@ class CameraStream:
             self.windows_done = end
         return out
 
+    def store_features(self, i: int, features: np.ndarray) -> None:
+        """The encoder's features of step ``i`` (steps arrive in order)."""
+        self.features[i % self.cap] = features
+        self.encoded = i + 1
+        self.trace_steps("encode", i, i + 1)
+
     def window_features(self, end: int, steps: int, out: np.ndarray) -> np.ndarray:
+        """The features of the window of ``steps`` steps ending at step ``end`` (exclusive), into ``out``."""
         rows = np.arange(end - steps, end) % self.cap
         np.take(self.features, rows, axis=0, out=out)
         return out
@@ -290,11 +324,15 @@ class CameraStream:
     def is_duplicate(self, a: float, b: float, t_nms: float) -> bool:
         if not self.published:
             return False
-        return bool(post.interval_iou(np.array([[a, b]]), np.array(self.published)).max() > t_nms)
+        return bool(interval_iou(np.array([[a, b]]), np.array(self.published)).max() > t_nms)
 
     def remember(self, a: float, b: float) -> None:
         horizon = self.encoded - self.cap
         self.published = [iv for iv in self.published if iv[1] >= horizon] + [(a, b)]
+
+    def sample_centre(self, step: int) -> float:
+        """The centre source frame of sample ``step`` (fractional for an even number of frames)."""
+        return float(self.centre[step % self.cap])
 
     def step_frame(self, step: float) -> int:
         """A (fractional) step of this stream → source frame, interpolating the samples' centre frames."""
@@ -311,13 +349,13 @@ class CameraStream:
         Raises `RingError` when the crops are gone."""
         slot = step % self.cap
         seq = int(self.seq0[slot] + frame - self.frame0[slot])
-        ring = self.crops.ring
+        crops = self.crops
         for _ in range(int(self.step) + 2):
-            got = int(ring.read(seq, copy=False).frame_id)
+            got = crops.frame_id(seq)
             if got == frame:
                 break
             nxt = seq - 1 if got > frame else seq + 1
-            if nxt < self.seq0[slot] - self.step - 1 or nxt > ring.head:
+            if nxt < self.seq0[slot] - self.step - 1 or nxt > crops.head:
                 break
             seq = nxt
         return seq
@@ -335,3 +373,45 @@ class CameraStream:
         to_onset = np.linalg.norm(x - x[0], axis=1)
         to_offset = np.linalg.norm(x - x[-1], axis=1)
         return a + int(np.argmax(to_onset + to_offset))
+
+    # -- publishing bookkeeping, holds and figures ----------------------------------------------
+
+    def next_event_id(self) -> int:
+        """The id of the stream's next published event (unique per camera and run)."""
+        event_id = self.next_event
+        self.next_event += 1
+        return event_id
+
+    def count_event(self, latency_ms: float | None, crops_gone: bool) -> None:
+        """An event was published: ``latency_ms`` is its capture-to-publish time when it was
+        timed; ``crops_gone`` when its crops were overwritten before they could be read."""
+        self.events += 1
+        if latency_ms is not None:
+            self.latency_ms.append(latency_ms)
+        if crops_gone:
+            self.untimed += 1
+
+    def hold_crops(self, oldest_clip: int | None) -> None:
+        """Replays: release the crops no later event can need: those before the current window
+        (an event's onset lies inside it) and before ``oldest_clip``, the first crop of the
+        oldest clip still queued for recognition (`ClipQueue.oldest`). Live streams hold nothing."""
+        if self.keep is None:
+            return
+        position = self.cursor.position - self.keep_frames
+        self.keep.hold(position if oldest_clip is None else min(position, oldest_clip))
+
+    def figures(self) -> dict[str, float]:
+        """This stream's part of ``mestream.stats`` ``stages``; the latency percentiles cover
+        the events since the last call."""
+        recent, self.latency_ms = self.latency_ms, []
+        out: dict[str, float] = {"spot.events": self.events, "spot.steps": self.encoded,
+                                 "spot.resets": self.resets, "spot.zeroed_steps": self.zeroed_steps,
+                                 "spot.untimed_events": self.untimed}
+        if recent:
+            p50, p99 = np.percentile(recent, [50, 99])
+            out["spot.latency_ms_p50"] = round(float(p50), 3)
+            out["spot.latency_ms_p99"] = round(float(p99), 3)
+        return out
+
+    def drops(self) -> dict[str, int]:
+        return {"spot_skip": self.skipped, "spot_overrun": self.cursor.overruns}

@@ -12,7 +12,8 @@ over the newest window of cached features, all cameras' windows in one batch:
    stream's last window has no margin); one that overlaps an interval already published
    (IoU > T_nms) is the same expression seen again;
 6. steps → source frames; apex = the sample furthest from both ends; GAMDSS refinement on
-   the full-rate crops; DFME's micro/macro rule; publish, and queue micro clips for recognition.
+   the full-rate crops; DFME's micro/macro rule; publish, and put micro clips on the
+   pipeline's clip queue (`mestream.engine.clipqueue`), where recognition takes them.
 
 Batching across cameras: paced cameras are not in phase, so work that is ready for one
 camera waits up to ``gather_ms`` for the others before the encoder or the heads run.
@@ -27,15 +28,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from mestream.engine import intervals as post
+from mestream.engine.clipqueue import ClipJob, ClipQueue
 from mestream.engine.config import ConfigError, SpotConfig
 from mestream.engine.crops import CropRing
-from mestream.engine.events import TOPIC_SPOT
+from mestream.engine.events import SpotEvent
+from mestream.engine.intervals import Spots, cpn_proposals, crn_intervals, resample
 from mestream.engine.keyframes import is_micro, refine
-from mestream.engine.recognise import ClipJob
 from mestream.engine.ring import RingError
 from mestream.engine.sampling import CameraStream, MESNetGeometry, Window
-from mestream.engine.stages import RunContext, Stage
+from mestream.engine.stages import Context, Stage
 from mestream.engine.trace import FrameTrace
 
 STAGES = ("mesnet.encoder", "mesnet.window_head", "mesnet.crn")
@@ -61,15 +62,16 @@ class SpotStage(Stage):
         cameras: camera id → (its crop ring, fps, whether it is a replay that may wait).
         runners: the backends' runners, by stage key (`STAGES`).
         model: the manifest's MESNet `ModelInfo`.
-        recogniser: the `RecogStage` micro intervals are queued to, or None.
+        clips: the pipeline's queue micro intervals are put on for recognition, or None.
         traces: camera id → its `FrameTrace`, for the cameras whose per-frame latency is measured.
     """
 
-    def __init__(self, ctx: RunContext, cameras: Mapping[str, tuple[CropRing, float, bool]],
-                 runners: Mapping[str, Any], model: Any, config: SpotConfig, *, recogniser: Any = None,
-                 max_batch: int = 16, traces: Mapping[str, FrameTrace] | None = None) -> None:
+    def __init__(self, ctx: Context, cameras: Mapping[str, tuple[CropRing, float, bool]],
+                 runners: Mapping[str, Any], model: Any, config: SpotConfig, *,
+                 clips: ClipQueue | None = None, max_batch: int = 16,
+                 traces: Mapping[str, FrameTrace] | None = None) -> None:
         super().__init__("spot", ctx)
-        self.config, self.runners, self.recogniser = config, runners, recogniser
+        self.config, self.runners, self.clips = config, runners, clips
         cfg = model_config(model, config)
         rate = float(cfg["sample_hz"])
         for name, (_, fps, _) in cameras.items():
@@ -124,10 +126,7 @@ class SpotStage(Stage):
         self._encode_ready(ending, started)
         self._run_windows(ending)
         for cam in ending:
-            if cam.restart:
-                cam.begin()
-            else:
-                cam.flushed = True  # its source ended: it takes no part in gathering any more
+            cam.end_stream()  # the next stream starts, or its source ended: no more gathering for it
         self._hold()
         return read
 
@@ -142,14 +141,11 @@ class SpotStage(Stage):
         return any(c is cam for c, _ in self._pending) or cam.window_due()
 
     def _hold(self) -> None:
-        """Replays: release the crops no later event can need: those before the current window
-        (an event's onset lies inside it) and before every clip still waiting for recognition."""
+        """Replays: each stream keeps its crops from its current window and its oldest clip
+        still queued for recognition on (`CameraStream.hold_crops`)."""
+        clips = self.clips
         for cam in self.cams:
-            if cam.keep is None:
-                continue
-            position = cam.cursor.position - cam.keep_frames
-            pending = self.recogniser.oldest_pending(cam.name) if self.recogniser is not None else None
-            cam.keep.hold(position if pending is None else min(position, pending))
+            cam.hold_crops(clips.oldest(cam.name) if clips is not None else None)
 
     def _encode_ready(self, ending: set[CameraStream], now: int) -> None:
         for cam in self.cams:
@@ -171,9 +167,7 @@ class SpotStage(Stage):
         out = self.runners["mesnet.encoder"].infer({"flow": self._flow[:n]})
         features = next(iter(out.values()))
         for row, (cam, i) in enumerate(self._pending):
-            cam.features[i % cam.cap] = features[row]
-            cam.encoded = i + 1
-            cam.trace_steps("encode", i, i + 1)
+            cam.store_features(i, features[row])
         self.calls["encoder"] += 1
         self._pending.clear()
         self._timing["encoder_ms"] += (time.perf_counter() - t0) * 1e3
@@ -205,7 +199,8 @@ class SpotStage(Stage):
         scores = self.runners["mesnet.window_head"].infer({"features": feats})
         self.calls["window_head"] += 1
         names = sorted(scores, key=lambda k: int(k.rsplit("_", 1)[1]))
-        props = [post.cpn_proposals([scores[k][row] for k in names], geo, geo.t_cpn, steps) for row in range(len(group))]
+        props = [cpn_proposals([scores[k][row] for k in names], geo, geo.t_cpn, steps)
+                 for row in range(len(group))]
         rows = [(row, k) for row, p in enumerate(props) for k in range(len(p))]
         probs = np.zeros((len(rows), 2), np.float32)
         offsets = np.zeros((len(rows), 2), np.float32)
@@ -214,7 +209,7 @@ class SpotStage(Stage):
             batch = self._proposals[:len(chunk)]
             for j, (row, k) in enumerate(chunk):
                 a, b = props[row].intervals[k]
-                batch[j] = post.resample(feats[row], int(a), int(b), geo.crn_steps)
+                batch[j] = resample(feats[row], int(a), int(b), geo.crn_steps)
             out = self.runners["mesnet.crn"].infer({"proposals": batch})
             self.calls["crn"] += 1
             probs[i:i + len(chunk)], offsets[i:i + len(chunk)] = out["probabilities"], out["offsets"]
@@ -222,13 +217,14 @@ class SpotStage(Stage):
         start = 0
         for row, w in enumerate(group):
             n = len(props[row])
-            spots = post.crn_intervals(props[row], probs[start:start + n], offsets[start:start + n], geo.t_crn, geo.t_nms)
+            spots = crn_intervals(props[row], probs[start:start + n], offsets[start:start + n], geo.t_crn,
+                                  geo.t_nms)
             start += n
             self._publish_final(w, spots, started_ns)
             # a frame is decided once no later window can publish about it: the settle margin waits a hop
             w.cam.window_ran(w.end if w.final else w.end - self.config.settle_steps)
 
-    def _publish_final(self, w: Window, spots: post.Spots, started_ns: int) -> None:
+    def _publish_final(self, w: Window, spots: Spots, started_ns: int) -> None:
         """The window's intervals that are over, not seen before, in stream steps."""
         cam, first = w.cam, w.end - w.steps
         limit = w.steps - 1 - (0 if w.final else self.config.settle_steps)
@@ -250,25 +246,26 @@ class SpotStage(Stage):
         onset, offset = cam.step_frame(a), cam.step_frame(b)
         offset = max(offset, onset)
         apex_step = cam.apex_step(int(round(a)), int(round(b)))
-        apex = min(max(int(round(cam.centre[apex_step % cam.cap])), onset), offset)
+        apex = min(max(int(round(cam.sample_centre(apex_step))), onset), offset)
         t0 = time.perf_counter()
         r_onset, r_apex = onset, apex
-        ring = cam.crops.ring
+        crops = cam.crops
         try:
             first_seq = cam.crop_seq(onset, int(a))
             apex_seq = cam.crop_seq(apex, apex_step)
             last_seq = cam.crop_seq(offset, int(round(b)))
-            onset_ns, apex_ns, offset_ns = (ring.read(seq, copy=False).host_ns for seq in (first_seq, apex_seq, last_seq))
+            onset_ns, apex_ns, offset_ns = (crops.captured_ns(seq) for seq in (first_seq, apex_seq, last_seq))
             span = int(round((apex - onset) * self.config.refine_lambda))
             if span > 0:
                 r_onset, r_apex = self._refine(cam, onset, apex, first_seq, apex_seq, min(apex_seq + span, last_seq), span)
             clip_first = first_seq if r_onset == onset else cam.crop_seq(r_onset, int(a))
-            face_ms = (cam.crops.written_ns(last_seq) - offset_ns) / 1e6
+            face_ms = (crops.written_ns(last_seq) - offset_ns) / 1e6
+            gone = False
         except RingError:  # the crops are gone (the stage fell a crop ring behind): publish what the steps say
             onset_ns = apex_ns = offset_ns = 0
             first_seq = last_seq = clip_first = -1
             face_ms = -1.0
-            cam.untimed += 1
+            gone = True
         self._timing["refine_ms"] += (time.perf_counter() - t0) * 1e3
         micro = is_micro(r_onset, r_apex, offset, cam.fps, self.config.micro_max_ms, self.config.micro_rise_ms)
         now = time.monotonic_ns()
@@ -277,20 +274,18 @@ class SpotStage(Stage):
                    "face_ms": round(face_ms, 3),
                    "wait_ms": round((started_ns - offset_ns) / 1e6 - face_ms, 3) if timed else -1.0,
                    **{k: round(v, 3) for k, v in self._timing.items()}}
-        event_id = cam.next_event
-        cam.next_event += 1
-        body = {"event_id": event_id, "onset_frame": onset, "apex_frame": apex, "offset_frame": offset,
-                "onset_ns": onset_ns, "apex_ns": apex_ns, "offset_ns": offset_ns, "score": round(float(score), 4),
-                "scale": float(offset - onset + 1), "is_micro": micro,
-                "refined": {"onset_frame": r_onset, "apex_frame": r_apex}, "latency": latency}
-        self.ctx.bus.emit(TOPIC_SPOT, cam.name, body)
-        cam.events += 1
-        if timed:
-            cam.latency_ms.append(latency["capture_to_publish_ms"])
-        if micro and not timed and self.recogniser is not None:
-            self.recogniser.note_lost()
-        if micro and timed and self.recogniser is not None:
-            self.recogniser.submit(ClipJob(camera=cam.name, event_id=event_id, onset_frame=r_onset, apex_frame=r_apex,
+        event_id = cam.next_event_id()
+        self.ctx.bus.emit(SpotEvent(
+            camera=cam.name, event_id=event_id, onset_frame=onset, apex_frame=apex, offset_frame=offset,
+            onset_ns=onset_ns, apex_ns=apex_ns, offset_ns=offset_ns, score=round(float(score), 4),
+            scale=float(offset - onset + 1), is_micro=micro,
+            refined={"onset_frame": r_onset, "apex_frame": r_apex}, latency=latency))
+        cam.count_event(latency["capture_to_publish_ms"] if timed else None, crops_gone=gone)
+        clips = self.clips
+        if micro and not timed and clips is not None:
+            clips.note_lost()
+        if micro and timed and clips is not None:
+            clips.put(ClipJob(camera=cam.name, event_id=event_id, onset_frame=r_onset, apex_frame=r_apex,
                                            offset_frame=offset, first_seq=clip_first,
                                            last_seq=last_seq, offset_host_ns=offset_ns, spot_published_ns=now))
 
@@ -300,15 +295,15 @@ class SpotStage(Stage):
         frame-indexed buffer whose rows between the bands are never touched (a long interval
         would otherwise copy every crop of its rise). Frames missing inside (a camera drop)
         leave the spotted key frames as they are."""
-        ring, size = cam.crops.ring, cam.crops.size
+        crops, size = cam.crops, cam.crops.size
         buffer = np.empty((last - first + 1, size, size), np.uint8)
         bands = [(first, min(first + span, last)), (max(apex_seq - span, first), last)]
         if bands[1][0] <= bands[0][1] + 1:
             bands = [(first, last)]
         ids = []
         for lo, hi in bands:
-            batch = ring.read_range(lo, hi + 1, out=buffer[lo - first:hi - first + 1])
-            ids.append(batch.meta["frame_id"] - (np.arange(lo, hi + 1) - first))
+            clip = crops.read_clip(lo, hi, out=buffer[lo - first:hi - first + 1])
+            ids.append(clip.frame_id - (np.arange(lo, hi + 1) - first))
         if any(np.any(part != onset) for part in ids):  # frame id = onset + position, or a frame is missing
             return onset, apex
         return refine(buffer, onset, onset, apex, self.config.refine_lambda)
@@ -316,16 +311,11 @@ class SpotStage(Stage):
     # -- stats: per camera, for each camera's ``mestream.stats`` ----------------------------------
 
     def camera_figures(self, camera: str) -> dict[str, float]:
-        cam = next(c for c in self.cams if c.name == camera)
-        recent, cam.latency_ms = cam.latency_ms, []
-        out = {"spot.events": cam.events, "spot.steps": cam.encoded, "spot.resets": cam.resets,
-               "spot.zeroed_steps": cam.zeroed_steps, "spot.untimed_events": cam.untimed,
-               "spot.encoder_calls": self.calls["encoder"], "spot.head_calls": self.calls["window_head"]}
-        if recent:
-            p50, p99 = np.percentile(recent, [50, 99])
-            out.update({"spot.latency_ms_p50": round(float(p50), 3), "spot.latency_ms_p99": round(float(p99), 3)})
+        """``camera``'s stream figures and the stage's runner calls (shared by every camera)."""
+        out = next(c for c in self.cams if c.name == camera).figures()
+        out["spot.encoder_calls"] = self.calls["encoder"]
+        out["spot.head_calls"] = self.calls["window_head"]
         return out
 
     def camera_drops(self, camera: str) -> dict[str, int]:
-        cam = next(c for c in self.cams if c.name == camera)
-        return {"spot_skip": cam.skipped, "spot_overrun": cam.cursor.overruns}
+        return next(c for c in self.cams if c.name == camera).drops()

@@ -13,43 +13,52 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from mestream.cameras.base import Source, SourceError
 from mestream.engine.bus import EventBus
-from mestream.engine.events import TOPIC_HEALTH, TOPIC_STATS
-from mestream.engine.ring import FrameRing
+from mestream.engine.events import ALL_CAMERAS, StatsEvent, health
+from mestream.engine.ring import FrameRing, ReaderCursor
 from mestream.engine.trace import FrameTrace
 
 log = logging.getLogger("mestream")
 
 
-@dataclass
-class RunContext:
+@dataclass(kw_only=True)
+class Context:
+    """What the stages serving every camera share (spot, recognition): the bus, the run's stop
+    and its error list. Their failures are about the run, not one camera: they are published
+    under `ALL_CAMERAS`, the documented id subscribers accept besides their own camera."""
+
+    bus: EventBus
+    stop: threading.Event = field(default_factory=threading.Event)
+    errors: list[str] = field(default_factory=list)
+    camera: str = ALL_CAMERAS
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        """Record why the run stops, tell subscribers, and stop every stage."""
+        source = isinstance(exc, SourceError)
+        message = str(exc) if source else f"{stage} stage: {type(exc).__name__}: {exc}"
+        self.errors.append(message)
+        state = "source_error" if source else "stage_error"
+        self.bus.emit(health(self.camera, state, message, {"stage": stage}))
+        self.stop.set()
+
+
+@dataclass(kw_only=True)
+class RunContext(Context):
     """What every stage of one camera's pipeline shares (a typed context, not a global bag)."""
 
     camera: str
     fps: float
     ring: FrameRing
-    bus: EventBus
-    stop: threading.Event = field(default_factory=threading.Event)
-    errors: list[str] = field(default_factory=list)
-
-    def fail(self, stage: str, exc: BaseException) -> None:
-        """Record why the run stops, tell subscribers, and stop every stage."""
-        message = str(exc) if isinstance(exc, SourceError) else f"{stage} stage: {type(exc).__name__}: {exc}"
-        self.errors.append(message)
-        state = "source_error" if isinstance(exc, SourceError) else "stage_error"
-        self.bus.emit(TOPIC_HEALTH, self.camera, {"state": state, "message": message, "detail": {"stage": stage}})
-        self.stop.set()
 
 
 class Stage(threading.Thread):
     """One pipeline stage on its own thread; an exception in `loop` stops the whole run."""
 
-    def __init__(self, name: str, ctx: RunContext) -> None:
+    def __init__(self, name: str, ctx: Context) -> None:
         super().__init__(name=f"mestream-{name}", daemon=True)
         self.stage = name
         self.ctx = ctx
@@ -76,6 +85,8 @@ class Stage(threading.Thread):
 class IngestStage(Stage):
     """Source → ring. A live camera never blocks on anything downstream (the ring overwrites
     its oldest slot); a replay (``ring.when_full = "wait"``) waits for room instead."""
+
+    ctx: RunContext
 
     def __init__(self, ctx: RunContext, source: Source, max_frames: int = 0, wait_when_full: bool = False) -> None:
         super().__init__("ingest", ctx)
@@ -113,6 +124,8 @@ class LatencyTap(Stage):
     so ``fps_out`` and the lag it reports are what a real reader at the head of the chain sees."""
 
     WINDOW = 8192  # latencies kept for the per-interval percentiles
+
+    ctx: RunContext
 
     def __init__(self, ctx: RunContext, trace: FrameTrace | None = None) -> None:
         super().__init__("tap", ctx)
@@ -152,9 +165,12 @@ class LatencyTap(Stage):
 
 
 class StatsStage(Stage):
-    """Publishes ``mestream.stats`` every interval and keeps the last figures for the summary."""
+    """Publishes ``mestream.stats`` every interval."""
 
-    def __init__(self, ctx: RunContext, interval: float, stages: list[Stage], out_cursor: Any) -> None:
+    ctx: RunContext
+
+    def __init__(self, ctx: RunContext, interval: float, stages: list[Stage],
+                 out_cursor: ReaderCursor) -> None:
         super().__init__("stats", ctx)
         self.interval = interval
         self.stages = stages
@@ -162,7 +178,6 @@ class StatsStage(Stage):
         self.started = time.monotonic()
         self._last = (self.started, 0, 0)
         self.published = 0
-        self.last: dict[str, Any] = {}
 
     def loop(self) -> None:
         while not self.ctx.stop.wait(self.interval):
@@ -175,7 +190,7 @@ class StatsStage(Stage):
             counts.update(stage.drops())
         return counts
 
-    def publish(self) -> dict[str, Any]:
+    def publish(self) -> StatsEvent:
         ring, cursor = self.ctx.ring, self.out_cursor
         now = time.monotonic()
         frames_in, frames_out = ring.head + 1, cursor.consumed
@@ -187,19 +202,19 @@ class StatsStage(Stage):
         figures: dict[str, float] = {}
         for stage in self.stages:
             figures.update(stage.figures())
-        body = {
-            "fps_in": round((frames_in - last_in) / span, 2),
-            "fps_out": round((frames_out - last_out) / span, 2),
-            "frames_in": frames_in,
-            "frames_out": frames_out,
-            "ring_fill": round(lag / ring.capacity, 4),
-            "lag_frames": lag,
-            "lag_ms": round(lag * 1000.0 / self.ctx.fps, 3),
-            "drops": drops,
-            "uptime_s": round(now - self.started, 3),
-            "stages": figures,
-        }
-        self.ctx.bus.emit(TOPIC_STATS, self.ctx.camera, body)
+        event = StatsEvent(
+            camera=self.ctx.camera,
+            fps_in=round((frames_in - last_in) / span, 2),
+            fps_out=round((frames_out - last_out) / span, 2),
+            frames_in=frames_in,
+            frames_out=frames_out,
+            ring_fill=round(lag / ring.capacity, 4),
+            lag_frames=lag,
+            lag_ms=round(lag * 1000.0 / self.ctx.fps, 3),
+            drops=drops,
+            uptime_s=round(now - self.started, 3),
+            stages=figures,
+        )
+        self.ctx.bus.emit(event)
         self.published += 1
-        self.last = body
-        return body
+        return event

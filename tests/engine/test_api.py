@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import mestream
+from mestream.engine import events
 from mestream.engine.bus import EventBus
 from mestream.engine.callback import CallbackSink, EventBuffer
 from mestream.engine.config import (
@@ -238,7 +239,7 @@ def test_bus_add_sink_names_and_lifecycle():
     bus.add_sink(sink)
     with pytest.raises(ValueError, match="'late' is taken"):
         bus.add_sink(ListSink("late"))
-    bus.emit(TOPIC_HEALTH, "cam0", {"state": "started", "message": "m", "detail": {}})
+    bus.emit(events.health("cam0", "started", "m", {}))
     bus.stop()
     assert [p["seq"] for _, p in sink.sent] == [0] and "sink:late" in bus.drops() and sink.closed == 1
     with pytest.raises(RuntimeError, match="stopped bus"):

@@ -30,6 +30,11 @@ def stats_body(i: int) -> dict[str, Any]:
             "lag_frames": 2, "lag_ms": 4.0, "drops": {"bus": 0}, "uptime_s": i / 500, "stages": {"flow.ms_p50": 1.5}}
 
 
+def send(bus: EventBus, topic: str, camera: str, body: dict[str, Any]) -> bool:
+    """Emit the topic's event built from a body dict, as a stage builds its dataclass."""
+    return bus.emit(events.make(topic, camera, body))
+
+
 def health_body(state: str = "started") -> dict[str, Any]:
     return {"state": state, "message": f"engine {state}", "detail": {}}
 
@@ -98,9 +103,9 @@ def test_round_trip_with_continuous_sequences(endpoint: str) -> None:
     with connected(endpoint) as (sink, subscriber):
         with EventBus([sink]) as bus:
             for i in range(60):
-                bus.emit(TOPIC_STATS, "cam0", stats_body(i))
+                send(bus, TOPIC_STATS, "cam0", stats_body(i))
                 if i % 10 == 0:
-                    bus.emit(TOPIC_HEALTH, "cam1", health_body())
+                    send(bus, TOPIC_HEALTH, "cam1", health_body())
             assert bus.flush(5)
             received = receive_all(subscriber)
         assert bus.drops() == {"bus": 0, "invalid": 0, "sink:zmq": 0}
@@ -119,9 +124,9 @@ def test_topic_filter_sees_its_own_continuous_sequence(tmp_path: Path) -> None:
     with connected(f"ipc://{tmp_path}/f.sock", topics=(TOPIC_HEALTH,)) as (sink, subscriber):
         with EventBus([sink]) as bus:
             for i in range(30):
-                bus.emit(TOPIC_STATS, "cam0", stats_body(i))
+                send(bus, TOPIC_STATS, "cam0", stats_body(i))
                 if i % 3 == 0:
-                    bus.emit(TOPIC_HEALTH, "cam0", health_body())
+                    send(bus, TOPIC_HEALTH, "cam0", health_body())
             bus.flush(5)
             received = receive_all(subscriber, 200)
     assert {t for t, _ in received} == {TOPIC_HEALTH}
@@ -137,11 +142,11 @@ def test_slow_subscriber_gap_matches_the_sinks_drop_count(endpoint: str) -> None
             # hundred events over ipc, a few thousand over tcp).
             while sink.dropped == 0 and published < 200_000:
                 for _ in range(500):
-                    bus.emit(TOPIC_STATS, "cam0", stats_body(published))
+                    send(bus, TOPIC_STATS, "cam0", stats_body(published))
                     published += 1
                 assert bus.flush(10)
             received = receive_all(subscriber)
-            bus.emit(TOPIC_STATS, "cam0", stats_body(published))  # the reader has caught up: this one arrives
+            send(bus, TOPIC_STATS, "cam0", stats_body(published))  # the reader caught up: this one arrives
             assert bus.flush(5)
             tail = subscriber.recv(2000)
             drops = bus.drops()
@@ -169,12 +174,12 @@ def test_emit_never_blocks_and_queue_drops_show_as_a_seq_gap() -> None:
     gate = threading.Event()
     sink = RecordingSink("rec", gate=gate)
     with EventBus([sink], maxsize=4) as bus:
-        bus.emit(TOPIC_STATS, "cam0", stats_body(0))
+        send(bus, TOPIC_STATS, "cam0", stats_body(0))
         deadline = time.monotonic() + 5
         while sink.calls == 0 and time.monotonic() < deadline:  # publisher is now stuck in send
             time.sleep(0.001)
         start = time.perf_counter()
-        accepted = [bus.emit(TOPIC_STATS, "cam0", stats_body(i)) for i in range(1, 101)]
+        accepted = [send(bus, TOPIC_STATS, "cam0", stats_body(i)) for i in range(1, 101)]
         elapsed = time.perf_counter() - start
         assert elapsed < 0.5, f"100 emits on a full queue took {elapsed:.3f} s"
         assert accepted.count(True) == 4 and bus.drops()["bus"] == 96
@@ -191,21 +196,42 @@ def test_emit_never_blocks_and_queue_drops_show_as_a_seq_gap() -> None:
 def test_emit_checks_field_names_in_the_callers_thread() -> None:
     bus = EventBus([RecordingSink("rec")])
     with pytest.raises(events.SchemaError, match="mestream.stats: unknown field 'fps'"):
-        bus.emit(TOPIC_STATS, "cam0", {**stats_body(0), "fps": 1.0})
+        bus.emit(events.make(TOPIC_STATS, "cam0", {**stats_body(0), "fps": 1.0}))
     with pytest.raises(events.SchemaError, match="unknown topic"):
-        bus.emit("mestream.stat", "cam0", stats_body(0))
+        bus.emit(events.make("mestream.stat", "cam0", stats_body(0)))
+    with pytest.raises(TypeError, match="fps"):  # the dataclass itself refuses a misspelt field
+        events.StatsEvent(camera="cam0", fps=1.0)  # type: ignore[call-arg]
+    with pytest.raises(events.SchemaError, match="emit takes an event"):
+        bus.emit(stats_body(0))  # type: ignore[arg-type]  # a body dict is no longer enough
+    assert bus.pending() == 0
+
+
+def test_the_bus_stamps_the_header_of_the_event_a_stage_built() -> None:
+    sink = RecordingSink("rec")
+    with EventBus([sink]) as bus:
+        before = time.monotonic_ns()
+        for _ in range(2):
+            bus.emit(events.health("cam3", "face_found", "face found", {"frame_id": 7}))
+        bus.flush(5)
+    (_, first), (_, second) = sink.events
+    assert list(first)[:5] == list(events.HEADER_FIELDS)  # header first, then the body
+    assert (first["seq"], second["seq"]) == (0, 1) and first["camera"] == "cam3"
+    assert first["host_ns"] >= before and first["wall_ns"] > 0
+    assert events.HealthEvent.from_dict(first) == events.HealthEvent(
+        camera="cam3", seq=0, host_ns=first["host_ns"], wall_ns=first["wall_ns"], state="face_found",
+        message="face found", detail={"frame_id": 7})
 
 
 def test_stop_drains_the_queue_then_closes_sinks_and_refuses_late_events(tmp_path: Path) -> None:
     sink = RecordingSink("rec")
     bus = EventBus([sink], maxsize=200)
     for i in range(150):  # queued before start, published after
-        bus.emit(TOPIC_STATS, "cam0", stats_body(i))
+        send(bus, TOPIC_STATS, "cam0", stats_body(i))
     bus.start()
     assert bus.stop(5)
     assert [p["seq"] for _, p in sink.events] == list(range(150))
     assert sink.opened and sink.closed
-    assert bus.emit(TOPIC_STATS, "cam0", stats_body(0)) is False
+    assert send(bus, TOPIC_STATS, "cam0", stats_body(0)) is False
     assert bus.drops()["bus"] == 1
 
 
@@ -216,7 +242,7 @@ def test_failing_sink_is_disabled_reported_and_others_keep_everything(tmp_path: 
     rec = RecordingSink("rec")
     with EventBus([jsonl, boom, rec]) as bus:
         for i in range(10):
-            bus.emit(TOPIC_STATS, "cam0", stats_body(i))
+            send(bus, TOPIC_STATS, "cam0", stats_body(i))
         bus.flush(5)
     assert boom.closed and len(boom.events) == 3
     assert set(bus.failed) == {"boom"} and "No space left" in bus.failed["boom"]
@@ -231,8 +257,8 @@ def test_failing_sink_is_disabled_reported_and_others_keep_everything(tmp_path: 
 def test_unserializable_payload_is_dropped_without_disabling_sinks(tmp_path: Path) -> None:
     jsonl = JsonlSink(tmp_path / "e.jsonl")
     with EventBus([jsonl]) as bus:
-        bus.emit(TOPIC_HEALTH, "cam0", {"state": "started", "message": "", "detail": {"obj": object()}})
-        bus.emit(TOPIC_HEALTH, "cam0", health_body())
+        send(bus, TOPIC_HEALTH, "cam0", {"state": "started", "message": "", "detail": {"obj": object()}})
+        send(bus, TOPIC_HEALTH, "cam0", health_body())
     assert bus.failed == {} and bus.drops()["invalid"] == 1
     assert [p["seq"] for _, p in read_jsonl(tmp_path / "e.jsonl")] == [1]
 
@@ -302,7 +328,7 @@ def test_listen_prints_events_and_stops_after_count(tmp_path: Path, capsys: pyte
     def publish(bus: EventBus) -> None:
         i = 0
         while not stop.is_set():  # keep publishing: the listener joins at some unknown point
-            bus.emit(TOPIC_STATS, "cam0", stats_body(i))
+            send(bus, TOPIC_STATS, "cam0", stats_body(i))
             i += 1
             time.sleep(0.005)
 

@@ -121,6 +121,32 @@ def test_stamp_puts_the_header_first() -> None:
     assert HealthEvent.from_dict(payload).seq == 3
 
 
+@pytest.mark.parametrize("topic", TOPICS)
+def test_payload_stamps_the_header_over_an_unstamped_event(topic: str) -> None:
+    event = SAMPLES[topic]
+    body = {k: v for k, v in event.as_dict().items() if k not in events.HEADER_FIELDS}
+    unstamped = events.make(topic, "cam2", body)  # as a stage builds it: no seq or clocks yet
+    assert (unstamped.seq, unstamped.host_ns, unstamped.wall_ns) == (events.UNSTAMPED,) * 3
+    payload = unstamped.payload(5, 11, 22)
+    assert list(payload) == list(unstamped.as_dict())  # the same fields in the same order
+    assert type(event).from_dict(payload) == type(event)(**{**body, "camera": "cam2", "seq": 5, "host_ns": 11,
+                                                              "wall_ns": 22})
+
+
+def test_make_names_a_wrong_field_instead_of_a_type_error() -> None:
+    with pytest.raises(events.SchemaError, match="mestream.health: missing field 'detail'"):
+        events.make(TOPIC_HEALTH, "cam0", {"state": "started", "message": ""})
+
+
+def test_health_is_the_one_builder_of_health_events() -> None:
+    detail = {"stage": "spot"}
+    event = events.health(events.ALL_CAMERAS, "stage_error", "spot stage: ValueError: x", detail)
+    assert isinstance(event, HealthEvent) and event.camera == "*" and event.topic == TOPIC_HEALTH
+    detail["stage"] = "changed"  # the event keeps its own copy
+    assert event.detail == {"stage": "spot"}
+    assert events.health("cam0", "started", "reading").detail == {}
+
+
 def test_numpy_values_are_encoded_as_python_numbers() -> None:
     payload = {**SAMPLES[TOPIC_RECOG].as_dict(), "max_key_frame": np.int64(1229),
                "probabilities": {"surprise": np.float32(0.5)}, "key_frames": np.array([1, 2, 3])}

@@ -2,20 +2,30 @@
 by default, checked against the camera's ground truth."""
 
 import json
+import math
+import threading
+import time
 from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 
-from mestream.engine.backends import load_manifest
-from mestream.engine.config import InferenceConfig, PublishConfig, RunConfig, SourceConfig, SpotConfig
+from mestream.engine.backends import load_manifest, open_stages
+from mestream.engine.config import (ConfigError, InferenceConfig, PublishConfig, RunConfig, SourceConfig,
+                                    SpotConfig)
 from mestream.engine.crops import CropRing
-from mestream.engine.flow import flow_input
 from mestream.engine.events import schema_for
+from mestream.engine.face import Box
+from mestream.engine.flow import flow_input
+from mestream.engine.intervals import Spots
+from mestream.engine.keyframes import refine
 from mestream.engine.pipeline import Pipeline
+from mestream.engine.sampling import READ_BLOCK, CameraStream, MESNetGeometry, Window
 from mestream.engine.sinks import read_jsonl
-from mestream.engine.sampling import CameraStream, MESNetGeometry, Window
+from mestream.engine.spot import STAGES, SpotStage
+from mestream.engine.stages import Context
+from mestream.tests.cameras.test_replay import write_folder
 
 CLOCKS = ("seq", "host_ns", "wall_ns", "latency")
 SEED = 0  # 3 micro-expressions, a macro-expression and blinks in the first 12 s
@@ -88,8 +98,6 @@ class CountingRunner:
         self.name = runner.name
 
     def infer(self, feed):
-        import time
-
         self.calls += 1
         n = len(next(iter(feed.values())))
         self.items += n
@@ -149,8 +157,6 @@ def test_one_camera_and_two_batched_cameras_give_the_same_events(tmp_path, defau
 
 def test_a_faceless_short_second_camera_changes_nothing_for_the_first(tmp_path):
     """A second camera that never shows a face and ends early changes nothing of the first's events."""
-    from mestream.tests.cameras.test_replay import write_folder
-
     main = SourceConfig(pace=False, seed=SEED, fps=200.0)
     folder = write_folder(tmp_path / "blank", n=300)
     side = SourceConfig(kind="folder", name="side", path=str(folder), fps=200.0, pace=False)
@@ -196,13 +202,14 @@ def test_streaming_samples_and_flow_equal_the_training_recipe():
     live = np.zeros((len(starts), 2, DEMO.input_size, DEMO.input_size), np.float32)
     centres = np.zeros(len(starts))
     for i, c in enumerate(crops):
-        ring.ring.write(c, 1000 + i, 0, 0)  # frame ids need not start at 0
-    ring.ring.finish()
+        whole = Box(0, 0, DEMO.flow_crop, DEMO.flow_crop)
+        ring.write_crop(c, whole, 1000 + i, 0, 0, 0, i)  # frame ids need not start at 0
+    ring.finish()
 
     def compute(final=False):
         for i in cam.ready_steps(final):
             cam.flow_step(i, live[i])
-            centres[i] = cam.centre[i % cam.cap]
+            centres[i] = cam.sample_centre(i)
 
     while cam.read():  # as the spot stage does: a block of crops, then the steps it made ready
         compute()
@@ -225,8 +232,7 @@ def spotter(capacity=400, size=128, fps=500.0, wait=True):
 def feed(crops, frame_ids, box=(0, 0, 128, 128), image=None):
     image = np.full((crops.size, crops.size), 100, np.uint8) if image is None else image
     for fid in frame_ids:
-        crops.ring.write(image, fid, 0, 1_000_000 * (fid + 1))  # captured 1 ms apart
-        crops.boxes[crops.ring.head % crops.capacity] = box
+        crops.write_crop(image, Box(*box), fid, 0, 1_000_000 * (fid + 1), 0, fid)  # captured 1 ms apart
 
 
 def test_a_gap_of_a_whole_sample_restarts_the_stream_and_is_counted():
@@ -250,7 +256,7 @@ def test_a_moved_face_box_gives_zero_flow_instead_of_its_jump():
     feed(crops, range(0, 75), image=texture)  # samples 0-5
     zoomed = cv2.resize(texture[4:124, 4:124], (128, 128), interpolation=cv2.INTER_LINEAR)  # a box 6 % smaller
     feed(crops, range(75, 150), box=(4, 4, 124, 124), image=zoomed)  # samples 6-11
-    crops.ring.finish()
+    crops.finish()
     while cam.read():
         pass
     cam.finish_sample()
@@ -282,8 +288,6 @@ def test_a_slow_spotting_rate_still_fits_the_crop_ring_a_replay_holds(tmp_path):
 
 
 def test_a_camera_slower_than_the_spotting_rate_is_refused(tmp_path):
-    from mestream.engine.config import ConfigError
-
     with pytest.raises(ConfigError, match=r"camera 'cam0' runs at 25 fps, below the spotting rate of 40 Hz: set spot.sample_hz"):
         Pipeline(RunConfig(source=SourceConfig(pace=False, fps=25.0), progress=False,
                            publish=PublishConfig(endpoint="", console=False)))
@@ -293,32 +297,26 @@ class FakeBus:
     def __init__(self):
         self.events = []
 
-    def emit(self, topic, camera, body):
-        self.events.append((topic, camera, body))
+    def emit(self, event):
+        self.events.append((event.topic, event.camera, event.as_dict()))
         return True
 
 
 def stage_with_stream(frames=1000, fps=500.0):
     """A spot stage over one replayed camera whose first ``frames`` crops were read."""
-    import threading
-
-    from mestream.engine.intervals import Spots
-    from mestream.engine.spot import SpotStage
-    from mestream.engine.stages import RunContext
-
     manifest = load_manifest(InferenceConfig())
     crops = CropRing(frames + 500, 128)
-    ctx = RunContext(camera="cam0", fps=fps, ring=crops.ring, bus=FakeBus(), stop=threading.Event())
+    ctx = Context(bus=FakeBus(), stop=threading.Event())
     stage = SpotStage(ctx, {"cam0": (crops, fps, True)}, {}, manifest.models["mesnet"], SpotConfig())
     feed(crops, range(frames))
     cam = stage.cams[0]
     while cam.read():
         pass
-    return stage, cam, Spots
+    return stage, cam
 
 
 def test_intervals_are_final_only_past_the_settle_margin_or_in_the_stream_s_last_window():
-    stage, cam, Spots = stage_with_stream()
+    stage, cam = stage_with_stream()
     cam.encoded = 40
     late = Spots(np.array([[30.0, 38.0]]), np.array([0.9]))  # ends 1 step before the window's end: settle is 2
     stage._publish_final(Window(cam, 40, 40), late, 0)
@@ -331,11 +329,11 @@ def test_intervals_are_final_only_past_the_settle_margin_or_in_the_stream_s_last
 
 
 def test_a_crn_onset_before_the_stream_s_start_maps_to_its_first_frame():
-    stage, cam, Spots = stage_with_stream()
+    stage, cam = stage_with_stream()
     cam.encoded = 40
     stage._publish_final(Window(cam, 40, 40), Spots(np.array([[-0.6, 10.0]]), np.array([0.9])), 0)
     [(_, _, body)] = stage.ctx.bus.events
-    assert body["onset_frame"] == int(round(cam.centre[0]))  # not the centre of ring slot -1
+    assert body["onset_frame"] == int(round(cam.sample_centre(0)))  # not the centre of ring slot -1
     assert body["onset_ns"] == 1_000_000 * (body["onset_frame"] + 1)  # the onset crop's own capture time
 
 
@@ -343,19 +341,10 @@ def test_work_waiting_for_an_idle_camera_never_outruns_the_rings():
     """With a second camera that has nothing to do, the first's windows wait up to gather_ms
     for it; meanwhile the first reads no further, so the features of a window not run yet are
     never overwritten (the rings hold one read block beyond a window, not more)."""
-    import math
-    import threading
-    import time
-
-    from mestream.engine.backends import open_stages
-    from mestream.engine.sampling import READ_BLOCK
-    from mestream.engine.spot import STAGES, SpotStage
-    from mestream.engine.stages import RunContext
-
     manifest = load_manifest(InferenceConfig())
     runners, _ = open_stages(InferenceConfig(), list(STAGES), warmup=False)
     busy, idle = CropRing(4000, 128), CropRing(100, 128)
-    ctx = RunContext(camera="a,b", fps=200.0, ring=busy.ring, bus=FakeBus(), stop=threading.Event())
+    ctx = Context(bus=FakeBus(), stop=threading.Event())
     stage = SpotStage(ctx, {"a": (busy, 200.0, True), "b": (idle, 200.0, True)}, runners, manifest.models["mesnet"],
                       SpotConfig(gather_ms=50.0))
     feed(busy, range(3000))
@@ -372,14 +361,14 @@ def test_work_waiting_for_an_idle_camera_never_outruns_the_rings():
 
 
 def test_refinement_reads_only_its_two_bands_and_finds_what_the_whole_rise_gives():
-    from mestream.engine.keyframes import refine
-
-    stage, cam, _ = stage_with_stream(frames=10)
+    stage, cam = stage_with_stream(frames=10)
     rng = np.random.default_rng(1)
-    ring = cam.crops.ring
-    base = ring.head + 1
+    crops = cam.crops
+    base = crops.head + 1
     for i in range(400):  # a drifting texture: every pair differs, so the argmax is not a tie
-        ring.write(rng.integers(0, 255, (128, 128), dtype=np.uint8), 10 + i, 0, 1)
+        texture = rng.integers(0, 255, (128, 128), dtype=np.uint8)
+        crops.write_crop(texture, Box(0, 0, 128, 128), 10 + i, 0, 1, 0, i)
+    ring = crops.ring
     onset, apex = 50, 250  # frames; R = 20 at λ = 0.1
     first, apex_seq, last = base + onset - 10, base + apex - 10, base + apex - 10 + 20
     whole = refine(ring.read_range(first, last + 1).pixels, onset, onset, apex, 0.1)

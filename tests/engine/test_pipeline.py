@@ -12,8 +12,11 @@ from dataclasses import replace
 import pytest
 
 from mestream.engine.backends import BackendUnavailable
-from mestream.engine.config import InferenceConfig, PublishConfig, RunConfig, SinkConfig, SourceConfig
+from mestream.engine.config import (ConfigError, InferenceConfig, PublishConfig, RunConfig, SinkConfig,
+                                    SourceConfig)
+from mestream.engine.events import ALL_CAMERAS
 from mestream.engine.pipeline import Pipeline
+from mestream.engine.spot import SpotStage
 from mestream.engine.sinks import read_jsonl
 from mestream.tests.cameras.test_replay import write_folder
 from mestream.tests.plugins import install_fake_plugin, on_path
@@ -244,3 +247,26 @@ def test_an_export_whose_manifest_lacks_a_key_the_engine_reads_is_refused(tmp_pa
     (export / "manifest.json").write_text(json.dumps(manifest))
     result = mestream("run", "--models", str(export), "--publish", "none", "--duration", "1")
     assert result.returncode == 2 and "models.akmnet.config lacks max_frames" in result.stderr, result.stderr
+
+
+def test_a_shared_stage_failure_is_published_under_all_cameras(tmp_path, monkeypatch):
+    """The spot stage serves both cameras: its failure is about the run, so its health event
+    carries the documented id ``*`` rather than one camera's (or a made-up "cam0,cam1")."""
+
+    def broken(self):
+        raise RuntimeError("the heads disagree")
+
+    monkeypatch.setattr(SpotStage, "run_pass", broken)
+    log_path = tmp_path / "events.jsonl"
+    pipeline = Pipeline(RunConfig(source=SourceConfig(pace=False), cameras=2, duration=2.0, progress=False,
+                                  publish=PublishConfig(endpoint="", log=str(log_path), console=False)))
+    assert pipeline.spot.ctx.camera == pipeline.recog.ctx.camera == ALL_CAMERAS == "*"
+    summary = pipeline.run()
+    assert "spot stage: RuntimeError: the heads disagree" in summary.error
+    failures = [p for t, p in read_jsonl(log_path) if t == "mestream.health" and p["state"] == "stage_error"]
+    assert [(p["camera"], p["detail"]) for p in failures] == [("*", {"stage": "spot"})]
+
+
+def test_the_all_cameras_id_is_not_a_camera_name():
+    with pytest.raises(ConfigError, match=r"source.name.*'\*'"):
+        SourceConfig(name="*")

@@ -12,15 +12,16 @@ import pytest
 from mestream.cameras.synthetic import SyntheticCamera
 from mestream.engine.backends import open_stages
 from mestream.engine.bus import EventBus
+from mestream.engine.clipqueue import ClipJob, ClipQueue
 from mestream.engine.clips import bins
 from mestream.engine.config import InferenceConfig, RecogConfig
 from mestream.engine.crops import CropRing
 from mestream.engine.events import TOPIC_RECOG, RecogEvent
 from mestream.engine.face import Box, detect_face, square_box
-from mestream.engine.recognise import CLIP_HEAD, ENCODER, ClipJob, RecogStage
+from mestream.engine.recognise import CLIP_HEAD, ENCODER, RecogStage
 from mestream.engine.ring import FrameRing
 from mestream.engine.sinks import RecordSink
-from mestream.engine.stages import RunContext
+from mestream.engine.stages import Context
 from mestream.export.manifest import Manifest, shipped_export_dir
 
 FPS = 200.0
@@ -80,8 +81,8 @@ class Spy:
 
 
 class Harness:
-    """A stage over given rings, with a recording bus; `run` starts it, drains and collects events.
-    ``encoder_inputs`` holds what the stage fed the encoder."""
+    """A stage over given rings and its clip queue, with a recording bus; `run` starts it, drains
+    and collects events. ``encoder_inputs`` holds what the stage fed the encoder."""
 
     def __init__(self, runners, model, crops, frames=None, config=RecogConfig(), wait=False):
         self.spy = Spy(runners[ENCODER])
@@ -89,13 +90,14 @@ class Harness:
         self.sink = RecordSink()
         self.bus = EventBus([self.sink])
         self.bus.start()
-        self.ctx = RunContext(camera="cam0", fps=FPS, ring=crops.ring, bus=self.bus)
-        self.stage = RecogStage(self.ctx, {"cam0": crops}, frames or {}, runners, model, config, wait)
+        self.ctx = Context(bus=self.bus)
+        self.clips = ClipQueue(["cam0"], config.queue, wait_when_full=wait, stop=self.ctx.stop)
+        self.stage = RecogStage(self.ctx, self.clips, {"cam0": crops}, frames or {}, runners, model, config)
 
     def run(self) -> list[dict]:
         if self.stage.ident is None:  # not started yet
             self.stage.start()
-        self.stage.finish()
+        self.clips.finish()
         self.stage.join(timeout=60)
         assert not self.stage.is_alive() and not self.ctx.errors, self.ctx.errors
         self.bus.flush()
@@ -123,7 +125,7 @@ def truth_job(scene: Scene, event_id: int) -> ClipJob:
 def test_classifies_the_synthetic_micro_expressions(scene, runners, model):
     h = Harness(runners, model, scene.crops, config=RecogConfig(queue=16, batch=4))
     for i in range(len(scene.micro)):
-        assert h.stage.submit(truth_job(scene, i))
+        assert h.clips.put(truth_job(scene, i))
     events = h.run()
     assert sorted(e["event_id"] for e in events) == list(range(6))
     right = 0
@@ -158,7 +160,7 @@ def test_classifies_the_synthetic_micro_expressions(scene, runners, model):
 def test_a_batch_of_three_clips_is_one_clip_head_call(scene, runners, model):
     h = Harness(runners, model, scene.crops, config=RecogConfig(queue=8, batch=4))
     for i in range(3):
-        assert h.stage.submit(truth_job(scene, i))
+        assert h.clips.put(truth_job(scene, i))
     events = h.run()
     assert len(events) == 3
     assert h.stage.calls["head"] == 1 and h.stage.calls["encoder"] == 3  # 36 frames, ≤ 16 a call
@@ -166,9 +168,9 @@ def test_a_batch_of_three_clips_is_one_clip_head_call(scene, runners, model):
 
 def test_live_queue_full_drops_and_counts(scene, runners, model):
     h = Harness(runners, model, scene.crops, config=RecogConfig(queue=2, batch=4))
-    assert h.stage.submit(truth_job(scene, 0)) and h.stage.submit(truth_job(scene, 1))
+    assert h.clips.put(truth_job(scene, 0)) and h.clips.put(truth_job(scene, 1))
     t0 = time.monotonic()
-    assert not h.stage.submit(truth_job(scene, 2))
+    assert not h.clips.put(truth_job(scene, 2))
     assert time.monotonic() - t0 < 0.05  # never blocks on a live run
     assert h.stage.drops()["recog_backlog"] == 1
     events = h.run()
@@ -177,9 +179,9 @@ def test_live_queue_full_drops_and_counts(scene, runners, model):
 
 def test_replay_submit_waits_for_room_then_proceeds(scene, runners, model):
     h = Harness(runners, model, scene.crops, config=RecogConfig(queue=1, batch=1), wait=True)
-    assert h.stage.submit(truth_job(scene, 0))
+    assert h.clips.put(truth_job(scene, 0))
     result = []
-    waiter = threading.Thread(target=lambda: result.append(h.stage.submit(truth_job(scene, 1))))
+    waiter = threading.Thread(target=lambda: result.append(h.clips.put(truth_job(scene, 1))))
     waiter.start()
     waiter.join(timeout=0.3)
     assert waiter.is_alive() and not result  # blocked: the queue is full and nothing takes from it
@@ -193,10 +195,10 @@ def test_replay_submit_waits_for_room_then_proceeds(scene, runners, model):
 
 def test_replay_submit_gives_up_promptly_on_stop(scene, runners, model):
     h = Harness(runners, model, scene.crops, config=RecogConfig(queue=1, batch=1), wait=True)
-    assert h.stage.submit(truth_job(scene, 0))
+    assert h.clips.put(truth_job(scene, 0))
     threading.Timer(0.1, h.ctx.stop.set).start()
     t0 = time.monotonic()
-    assert not h.stage.submit(truth_job(scene, 1))
+    assert not h.clips.put(truth_job(scene, 1))
     assert time.monotonic() - t0 < 1.0
     assert h.run() == []  # stop abandons what is queued
     assert h.stage.drops()["recog_abandoned"] == 2  # the one queued and the one given up on: counted, not silent
@@ -211,7 +213,7 @@ def test_overwritten_crops_are_counted_lost_without_an_event(scene, runners, mod
     h = Harness(runners, model, small, config=RecogConfig(queue=8, batch=4))
     gone = ClipJob("cam0", 7, 200, 208, 225, 200, 225, 0, 0)  # seq == frame id: 236..299 are held
     held = ClipJob("cam0", 8, 250, 270, 299, 250, 299, time.monotonic_ns(), time.monotonic_ns())
-    assert h.stage.submit(gone) and h.stage.submit(held)
+    assert h.clips.put(gone) and h.clips.put(held)
     events = h.run()
     assert [e["event_id"] for e in events] == [8]
     assert h.stage.drops() == {"recog_backlog": 0, "recog_lost": 1, "recog_abandoned": 0}
@@ -241,13 +243,13 @@ def test_a_box_change_inside_a_clip_is_recut_from_the_frame_ring(scene, runners,
     assert (e.onset_frame, e.offset_frame) == (200, 225)
     config = RecogConfig(queue=4, batch=1)
     clean = Harness(runners, model, scene.crops, config=config)
-    clean.stage.submit(truth_job(scene, 1))
+    clean.clips.put(truth_job(scene, 1))
     want = clean.run()[0]
     assert clean.stage.recut == 0
 
     crops, frames = recut_rings(scene, (14, 9))
     recut = Harness(runners, model, crops, frames={"cam0": frames}, config=config)
-    recut.stage.submit(recut_job(crops, 1))
+    recut.clips.put(recut_job(crops, 1))
     got = recut.run()[0]
     assert recut.stage.recut == 6 and recut.stage.figures()["recog.recut"] == 6
     assert recut.stage.recut_missed == 0
@@ -259,7 +261,7 @@ def test_a_box_change_inside_a_clip_is_recut_from_the_frame_ring(scene, runners,
 
     # Without the frames the moved crops stay as they are (counted): other network frames.
     stale = Harness(runners, model, crops, frames={}, config=config)
-    stale.stage.submit(recut_job(crops, 1))
+    stale.clips.put(recut_job(crops, 1))
     assert len(stale.run()) == 1
     assert stale.stage.recut == 0 and stale.stage.recut_missed == 6
     assert np.abs(stale.encoder_inputs - clean.encoder_inputs).max() > 0.1
@@ -273,15 +275,15 @@ def test_crops_of_another_size_are_resized_to_the_models_crop_side(scene, runner
     for fid in range(e.onset_frame - 5, e.offset_frame + 5):
         crops.write(scene.frames[fid], scene.box, fid, 0, time.monotonic_ns(), 0, fid)
     h = Harness(runners, model, crops, config=RecogConfig(queue=4, batch=1))
-    h.stage.submit(job(crops, 1, e.onset_frame, e.apex_frame, e.offset_frame, first_seq=5,
+    h.clips.put(job(crops, 1, e.onset_frame, e.apex_frame, e.offset_frame, first_seq=5,
                        last_seq=5 + e.offset_frame - e.onset_frame))
     events = h.run()
     assert len(events) == 1 and events[0]["label"] == e.four_class
     crops.close()
 
 
-def test_an_unknown_camera_is_refused_at_submit(scene, runners, model):
+def test_an_unknown_camera_is_refused_at_the_queue(scene, runners, model):
     h = Harness(runners, model, scene.crops)
     with pytest.raises(KeyError, match="cam9"):
-        h.stage.submit(job(scene.crops, 0, 51, 79, 106, camera="cam9"))
+        h.clips.put(job(scene.crops, 0, 51, 79, 106, camera="cam9"))
     assert h.run() == []
