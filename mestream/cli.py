@@ -10,6 +10,9 @@ import logging
 import os
 import sys
 
+from mestream import __version__
+from mestream.docstrings import first_paragraph
+
 COMMANDS = {
     "run": ("mestream.engine.run", "run the pipeline: source → ring → … → published events"),
     "listen": ("mestream.engine.listen", "subscribe to a running engine and print or log its events"),
@@ -21,14 +24,7 @@ COMMANDS = {
 }
 
 
-def first_paragraph(doc: str | None) -> str:
-    """A docstring's first paragraph on one line: the summary for help and listings."""
-    return " ".join((doc or "").strip().split("\n\n")[0].split())
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from mestream import __version__
-
     parser = argparse.ArgumentParser(prog="mestream", description="Real-time facial micro-expression spotting and recognition.")
     parser.add_argument("--version", action="version", version=f"mestream {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

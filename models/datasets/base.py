@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 import cv2
 import numpy as np
 
-from mestream.cameras.folder import IMAGE_SUFFIXES, natural_key
+from mestream.images import IMAGE_SUFFIXES, natural_key
 
 log = logging.getLogger("mestream.models.datasets")
 
