@@ -34,7 +34,7 @@ def _version(module: str) -> str | None:
 def _export() -> dict[str, Any]:
     """The model export the engine runs by default: its folder and a digest of its manifest."""
     try:
-        from mestream.export.manifest import shipped_export_dir
+        from mestream.engine.manifest import shipped_export_dir
 
         manifest = Path(shipped_export_dir()) / "manifest.json"
         return {"path": str(manifest.parent), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}

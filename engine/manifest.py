@@ -1,32 +1,48 @@
 """The export manifest: the contract between `mestream export` and the runtime backends.
 
 Why a manifest rather than reading the ONNX files' own metadata: the runtime must know,
-before it opens any file, which stages exist, what each one takes (names, shapes, dtypes,
+before it opens any file, which subgraphs exist, what each one takes (names, shapes, dtypes,
 which axes are dynamic and over which range), how frames must be prepared for them, and
 whether the file on disk is the one that was exported and checked. The manifest carries all
 of that, plus the sha256 of every ONNX file and of the checkpoint it came from, so a stale
 or damaged file is refused with its name instead of giving silently wrong answers.
 
-A manifest is ``manifest.json`` next to its ONNX files. Stages are addressed as
-``<model>.<stage>`` (``mesnet.encoder``). Shapes list ints for fixed axes and names for
+Why it lives in `engine/`: it is what the runtime reads, so the runtime owns it and the
+exporter (`mestream.export`) writes it; the engine never imports the exporter.
+
+A manifest is ``manifest.json`` next to its ONNX files. A model is exported as subgraphs
+(the pieces between which the runtime does data-dependent work in numpy), addressed as
+``<model>.<subgraph>`` (``mesnet.encoder``). Shapes list ints for fixed axes and names for
 dynamic ones: ``batch`` always comes first; other names (``time``) have their allowed
-``(min, opt, max)`` in the stage's ``dims``.
+``(min, opt, max)`` in the subgraph's ``dims``.
+
+Each entry is parsed once, at load: the structure field by field, then the model config and
+preprocessing of the families the engine runs (MESNet, AKMNet) into frozen dataclasses, so a
+missing or mistyped field is refused at load naming the file and the field, and the engine
+reads attributes, never string keys.
 
 Only the standard library here: the runtime reads manifests without numpy, torch or onnx.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, TypeVar
 
-FORMAT = 1
+FORMAT = 2
+"""Format 2 names the exported pieces ``subgraphs`` (format 1 called them ``stages``)."""
 MANIFEST_NAME = "manifest.json"
 BATCH = "batch"
+MESNET = "mesnet"
+AKMNET = "akmnet"
 
 
 class ManifestError(ValueError):
@@ -55,20 +71,20 @@ class TensorInfo:
     dtype: str  # a numpy dtype name: float32, bool, int64
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TensorInfo":
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorInfo:
         return cls(str(data["name"]), tuple(data["shape"]), str(data["dtype"]))
 
 
 @dataclass(frozen=True)
-class StageInfo:
-    """One exported inference stage.
+class SubgraphInfo:
+    """One exported subgraph of a model: one ONNX file.
 
     Args:
         model: the model family (``mesnet``).
-        name: the stage (``encoder``).
+        name: the subgraph (``encoder``).
         file: the ONNX file, relative to the manifest.
         sha256: the ONNX file's hash at export.
-        inputs, outputs: what the stage takes and gives.
+        inputs, outputs: what the subgraph takes and gives, in the graph's order.
         dims: allowed ``(min, opt, max)`` of each dynamic axis other than ``batch``.
         parity: max abs difference to PyTorch per check and output, measured at export.
     """
@@ -86,43 +102,198 @@ class StageInfo:
     def key(self) -> str:
         return f"{self.model}.{self.name}"
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "StageInfo":
+    def from_dict(cls, data: Mapping[str, Any]) -> SubgraphInfo:
         return cls(model=str(data["model"]), name=str(data["name"]), file=str(data["file"]),
                    sha256=str(data["sha256"]),
                    inputs=tuple(TensorInfo.from_dict(t) for t in data["inputs"]),
                    outputs=tuple(TensorInfo.from_dict(t) for t in data["outputs"]),
-                   dims={k: tuple(int(x) for x in v) for k, v in data.get("dims", {}).items()},
+                   dims={k: (int(v[0]), int(v[1]), int(v[2])) for k, v in data.get("dims", {}).items()},
                    parity={k: dict(v) for k, v in data.get("parity", {}).items()})
 
 
+# -- what the engine reads of each model ---------------------------------------------------------
+# The fields below ARE the list of what an export must record for the engine: a manifest
+# lacking one is refused at load. The export records more (training's hyperparameters), kept
+# as written in `ModelInfo.recorded_config` for provenance and never read by the engine.
+
+CpnLayers = tuple[tuple[tuple[int, int], tuple[int, int]], ...]
+"""Per CPN scale, its two (kernel, dilation) layers."""
+
+
 @dataclass(frozen=True)
+class MESNetModelConfig:
+    """MESNet's config as the spot stage uses it: window geometry, thresholds and the flow
+    preparation training used (`mestream.models.mesnet.config.MESNetConfig` holds the rest)."""
+
+    window_steps: int
+    overlap_steps: int
+    temporal_kernel: int
+    temporal_padding: int
+    cpn_layers: CpnLayers
+    max_proposals: int
+    crn_steps: int
+    t_cpn: float
+    t_crn: float
+    t_nms: float
+    sample_hz: float
+    flow_crop: int
+    flow_blur: float
+    input_size: int
+    in_channels: int
+    flow_scale: float
+    flow_gap: int
+    flow_method: str
+    flow_preset: str
+
+
+@dataclass(frozen=True)
+class MESNetPreprocessing:
+    """The side of the face crop MESNet's flow is computed on."""
+
+    flow_crop: int
+
+
+@dataclass(frozen=True)
+class AKMNetModelConfig:
+    """AKMNet's config as the recognition stage uses it: class names and clip preparation."""
+
+    classes: tuple[str, ...]
+    max_frames: int
+    image_size: int
+    magnify_alpha: float
+    magnify_sigma: float
+    input_mode: str
+
+
+@dataclass(frozen=True)
+class AKMNetPreprocessing:
+    """The side of the face crop AKMNet's clips are cut at."""
+
+    crop_side: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelInfo:
-    """One model's export: where it came from, how to feed it, and its stages.
+    """One model's export: where it came from and its subgraphs.
 
     Args:
         name: the model family.
         preset: the checkpoint's preset.
         checkpoint: the checkpoint's file name and ``checkpoint_sha256`` its hash.
-        config: the model config (window sizes and thresholds the runtime's post-processing needs).
-        preprocessing: the input contract (input size, normalization, flow scaling).
-        stages: the model's stages in data order.
+        recorded_config, recorded_preprocessing: the entry's ``config`` and ``preprocessing``
+            exactly as exported (every field, training's too): written back by `Manifest.save`.
+        subgraphs: the model's subgraphs in data order.
     """
 
     name: str
     preset: str
     checkpoint: str
     checkpoint_sha256: str
-    config: Mapping[str, Any]
-    preprocessing: Mapping[str, Any]
-    stages: tuple[StageInfo, ...]
+    recorded_config: Mapping[str, Any]
+    recorded_preprocessing: Mapping[str, Any]
+    subgraphs: tuple[SubgraphInfo, ...]
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelInfo":
-        return cls(name=str(data["name"]), preset=str(data["preset"]), checkpoint=str(data["checkpoint"]),
-                   checkpoint_sha256=str(data["checkpoint_sha256"]), config=dict(data["config"]),
-                   preprocessing=dict(data["preprocessing"]),
-                   stages=tuple(StageInfo.from_dict(s) for s in data["stages"]))
+    def subgraph(self, name: str) -> SubgraphInfo:
+        for subgraph in self.subgraphs:
+            if subgraph.name == name:
+                return subgraph
+        raise ManifestError(f"model {self.name}: no subgraph {name!r}; subgraphs: "
+                            f"{', '.join(s.name for s in self.subgraphs)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "preset": self.preset, "checkpoint": self.checkpoint,
+                "checkpoint_sha256": self.checkpoint_sha256, "config": dict(self.recorded_config),
+                "preprocessing": dict(self.recorded_preprocessing),
+                "subgraphs": [dataclasses.asdict(s) for s in self.subgraphs]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MESNetInfo(ModelInfo):
+    """A MESNet export with the fields the spot stage reads."""
+
+    config: MESNetModelConfig
+    preprocessing: MESNetPreprocessing
+
+
+@dataclass(frozen=True, kw_only=True)
+class AKMNetInfo(ModelInfo):
+    """An AKMNet export with the fields the recognition stage reads."""
+
+    config: AKMNetModelConfig
+    preprocessing: AKMNetPreprocessing
+
+
+def model_info(data: Mapping[str, Any], where: str = "models.?") -> ModelInfo:
+    """One model entry (JSON shape already checked) → its `ModelInfo`; for MESNet and AKMNet
+    the typed `MESNetInfo` / `AKMNetInfo`. Raises `ManifestError` naming the field (``where``
+    is the entry's path in the manifest) when a field the engine reads is missing or mistyped."""
+    common: dict[str, Any] = dict(
+        name=str(data["name"]), preset=str(data["preset"]), checkpoint=str(data["checkpoint"]),
+        checkpoint_sha256=str(data["checkpoint_sha256"]), recorded_config=dict(data["config"]),
+        recorded_preprocessing=dict(data["preprocessing"]),
+        subgraphs=tuple(SubgraphInfo.from_dict(s) for s in data["subgraphs"]))
+    config, prep = data["config"], data["preprocessing"]
+    if common["name"] == MESNET:
+        return MESNetInfo(**common, config=parse_fields(MESNetModelConfig, config, f"{where}.config"),
+                          preprocessing=parse_fields(MESNetPreprocessing, prep, f"{where}.preprocessing"))
+    if common["name"] == AKMNET:
+        return AKMNetInfo(**common, config=parse_fields(AKMNetModelConfig, config, f"{where}.config"),
+                          preprocessing=parse_fields(AKMNetPreprocessing, prep, f"{where}.preprocessing"))
+    return ModelInfo(**common)  # a family the engine does not run: described, not interpreted
+
+
+T = TypeVar("T")
+
+
+def parse_fields(cls: type[T], data: Any, where: str) -> T:
+    """A frozen dataclass from the JSON object ``data``, every field checked against its type
+    hint; the error names ``where.field``. Fields the dataclass does not have are ignored."""
+    if not isinstance(data, Mapping):
+        raise ManifestError(f"{where} must be an object, got {_kind(data)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            raise ManifestError(f"{where} has no field {f.name!r}, which the engine reads")
+        values[f.name] = _convert(data[f.name], hints[f.name], f"{where}.{f.name}")
+    return cls(**values)
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as ``hint`` (int, float, str, bool, tuples of those), or a ManifestError."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):  # a list in JSON, a tuple when the exporter builds one
+            raise ManifestError(f"{where} must be a list, got {_kind(value)} {value!r:.60}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ManifestError(f"{where} must be a list of {len(args)}, got {len(value)}: {value!r:.60}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"{where}: union hints are not parsed")  # a programming error, not a bad file
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if _is_int(value):
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"{where}: no parser for {hint!r}")
+    noun = {int: "an int", float: "a number", str: "a string", bool: "true or false"}[hint]
+    raise ManifestError(f"{where} must be {noun}, got {_kind(value)} {value!r:.60}")
 
 
 @dataclass(frozen=True)
@@ -137,36 +308,54 @@ class Manifest:
     format: int = FORMAT
 
     @property
-    def stages(self) -> dict[str, StageInfo]:
-        return {s.key: s for m in self.models.values() for s in m.stages}
+    def subgraphs(self) -> dict[str, SubgraphInfo]:
+        return {s.key: s for m in self.models.values() for s in m.subgraphs}
 
-    def stage(self, key: str) -> StageInfo:
-        stages = self.stages
-        if key not in stages:
-            raise ManifestError(f"{self.root / MANIFEST_NAME}: no stage {key!r}; stages: {', '.join(stages)}")
-        return stages[key]
+    def subgraph(self, key: str) -> SubgraphInfo:
+        subgraphs = self.subgraphs
+        if key not in subgraphs:
+            raise ManifestError(f"{self.root / MANIFEST_NAME}: no subgraph {key!r}; subgraphs: "
+                                f"{', '.join(subgraphs)}")
+        return subgraphs[key]
+
+    @property
+    def mesnet(self) -> MESNetInfo:
+        """The MESNet entry; a ManifestError when the export has none."""
+        return self._typed(MESNET, MESNetInfo)
+
+    @property
+    def akmnet(self) -> AKMNetInfo:
+        """The AKMNet entry; a ManifestError when the export has none."""
+        return self._typed(AKMNET, AKMNetInfo)
+
+    def _typed(self, name: str, cls: type[T]) -> T:
+        info = self.models.get(name)
+        if not isinstance(info, cls):
+            raise ManifestError(f"{self.root / MANIFEST_NAME}: no {name} model (it holds "
+                                f"{', '.join(self.models) or 'none'})")
+        return info
 
     def path(self, key: str) -> Path:
-        return self.root / self.stage(key).file
+        return self.root / self.subgraph(key).file
 
     def verify(self, key: str) -> Path:
-        """The stage's ONNX file, after checking it exists and is the file that was exported."""
-        stage, path = self.stage(key), self.path(key)
+        """The subgraph's ONNX file, after checking it exists and is the file that was exported."""
+        subgraph, path = self.subgraph(key), self.path(key)
         if not path.is_file():
             raise ManifestError(f"model {key}: ONNX file {path} is missing (re-run `mestream export`)")
         try:
             actual = file_sha256(path)
         except OSError as exc:  # unreadable (permissions, I/O error): named like a missing file
             raise ManifestError(f"model {key}: ONNX file {path} cannot be read ({exc.strerror or exc})") from None
-        if actual != stage.sha256:
-            raise ManifestError(f"model {key}: ONNX file {path} does not match its manifest (sha256 {actual[:12]}…, "
-                                f"manifest says {stage.sha256[:12]}…); the file was changed or damaged after export, "
-                                f"re-run `mestream export`")
+        if actual != subgraph.sha256:
+            raise ManifestError(f"model {key}: ONNX file {path} does not match its manifest (sha256 "
+                                f"{actual[:12]}…, manifest says {subgraph.sha256[:12]}…); the file was changed "
+                                f"or damaged after export, re-run `mestream export`")
         return path
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "opset": self.opset, "exporter": self.exporter, "producer": dict(self.producer),
-                "models": {name: asdict(m) for name, m in self.models.items()}}
+        return {"format": self.format, "opset": self.opset, "exporter": self.exporter,
+                "producer": dict(self.producer), "models": {name: m.as_dict() for name, m in self.models.items()}}
 
     def save(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -177,7 +366,7 @@ class Manifest:
         return path
 
     @classmethod
-    def load(cls, where: str | Path) -> "Manifest":
+    def load(cls, where: str | Path) -> Manifest:
         """From an export folder or its manifest file."""
         path = Path(where)
         if path.is_dir() or (not path.exists() and path.suffix != ".json"):  # a folder, or one not made yet
@@ -185,7 +374,8 @@ class Manifest:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ManifestError(f"{path}: no export manifest here (run `mestream export --out {path.parent}`)") from None
+            raise ManifestError(f"{path}: no export manifest here (run `mestream export --out {path.parent}`)"
+                                ) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ManifestError(f"{path}: not a readable export manifest: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -195,17 +385,17 @@ class Manifest:
         if problem:
             raise ManifestError(f"{path}: malformed manifest: {problem}; re-run `mestream export`")
         try:
-            models = {name: ModelInfo.from_dict(m) for name, m in data["models"].items()}
-            return cls(root=path.parent, opset=int(data["opset"]), exporter=str(data["exporter"]),
-                       producer=dict(data.get("producer", {})), models=models)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ManifestError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
+            models = {name: model_info(m, f"models.{name}") for name, m in data["models"].items()}
+        except ManifestError as exc:
+            raise ManifestError(f"{path}: {exc}; re-run `mestream export`") from None
+        return cls(root=path.parent, opset=int(data["opset"]), exporter=str(data["exporter"]),
+                   producer=dict(data.get("producer", {})), models=models)
 
 
 # -- shape of a manifest file ------------------------------------------------------------------------
 # Checked field by field before the dataclasses are built, so that a hand-edited or truncated
-# manifest is refused naming the field (``models.mesnet.stages[1].inputs[0].shape``) rather than
-# with a bare KeyError, or accepted with a string where a list belongs (``tuple("abc")``).
+# manifest is refused naming the field (``models.mesnet.subgraphs[1].inputs[0].shape``) rather
+# than with a bare KeyError, or accepted with a string where a list belongs (``tuple("abc")``).
 
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
@@ -227,7 +417,8 @@ def _fields(data: Any, where: str, spec: Mapping[str, Any], optional: tuple[str,
             return f"{where} has no field {key!r}"
         value = data[key]
         if not (_is_int(value) if kind is int else isinstance(value, kind)):
-            return f"{where}.{key} must be {'an' if kind is int else 'a'} {kind.__name__}, got {_kind(value)} {value!r:.60}"
+            article = "an" if kind is int else "a"
+            return f"{where}.{key} must be {article} {kind.__name__}, got {_kind(value)} {value!r:.60}"
     return None
 
 
@@ -237,11 +428,12 @@ def _malformed_tensor(data: Any, where: str) -> str | None:
         return problem
     for axis, dim in enumerate(data["shape"]):
         if not ((_is_int(dim) and dim >= 0) or (isinstance(dim, str) and dim)):
-            return f"{where}.shape[{axis}] must be an axis length (int >= 0) or an axis name, got {_kind(dim)} {dim!r:.60}"
+            return (f"{where}.shape[{axis}] must be an axis length (int >= 0) or an axis name, "
+                    f"got {_kind(dim)} {dim!r:.60}")
     return None
 
 
-def _malformed_stage(data: Any, where: str) -> str | None:
+def _malformed_subgraph(data: Any, where: str) -> str | None:
     problem = _fields(data, where, {"model": str, "name": str, "file": str, "sha256": str, "inputs": list,
                                     "outputs": list, "dims": dict, "parity": dict}, optional=("dims", "parity"))
     if problem:
@@ -277,11 +469,11 @@ def _malformed(data: Mapping[str, Any]) -> str | None:
     for name, model in data["models"].items():
         where = f"models.{name}"
         problem = _fields(model, where, {"name": str, "preset": str, "checkpoint": str, "checkpoint_sha256": str,
-                                         "config": dict, "preprocessing": dict, "stages": list})
+                                         "config": dict, "preprocessing": dict, "subgraphs": list})
         if problem:
             return problem
-        for i, stage in enumerate(model["stages"]):
-            problem = _malformed_stage(stage, f"{where}.stages[{i}]")
+        for i, subgraph in enumerate(model["subgraphs"]):
+            problem = _malformed_subgraph(subgraph, f"{where}.subgraphs[{i}]")
             if problem:
                 return problem
     return None

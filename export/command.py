@@ -1,12 +1,12 @@
 """Export MESNet and AKMNet to ONNX with a manifest, and check every backend against PyTorch.
 
 ``mestream export`` exports the shipped demo checkpoints (or ``--checkpoint``) into ``--out``
-(default runs/export), checking each stage against PyTorch as it goes. ``--check`` alone
+(default runs/export), checking each subgraph against PyTorch as it goes. ``--check`` alone
 compares every backend that can run here on the shipped export; with ``--out`` or
 ``--checkpoint`` it exports first and then checks that export (add ``--if-stale`` to check
 an existing export without re-exporting it when it is up to date).
 
-Exit codes: 0 all good, 1 a stage or backend disagrees with PyTorch, 2 a bad option,
+Exit codes: 0 all good, 1 a subgraph or backend disagrees with PyTorch, 2 a bad option,
 checkpoint or export folder, or a missing extra (export needs ``mestream[train]``;
 ``--check`` runs on the runtime-only install).
 """
@@ -69,7 +69,7 @@ def parse_checkpoints(values: list[str]) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> int:
     from mestream.engine.backends import BackendError
-    from mestream.export.manifest import ManifestError
+    from mestream.engine.manifest import ManifestError
     from mestream.export.onnx_export import ExportError, ParityError
     from mestream.models.checkpoint import CheckpointError
 
@@ -91,7 +91,7 @@ def one_line(exc: BaseException) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     if args.opset < 17:
-        raise UsageError(f"--opset {args.opset}: the stages need opset 17 or newer")
+        raise UsageError(f"--opset {args.opset}: the subgraphs need opset 17 or newer")
     if args.threads < 1:
         raise UsageError(f"--threads {args.threads}: must be >= 1")
     if not args.tolerance >= 0:
@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--backends only applies to --check")
     export = not (args.check and args.out is None and not args.checkpoint)
     if not export:
-        from mestream.export.manifest import shipped_export_dir
+        from mestream.engine.manifest import shipped_export_dir
 
         return check(shipped_export_dir(), kinds, args)
     out = Path(args.out) if args.out is not None else Path("runs/export")
@@ -128,19 +128,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def summary(manifest: object, seconds: float) -> str:
-    """One line per stage: file, parity figures; then where the manifest is."""
+    """One line per subgraph: file, parity figures; then where the manifest is."""
     lines = []
-    for key, stage in manifest.stages.items():  # type: ignore[attr-defined]
-        figures = ", ".join(f"{group} {max(values.values()):.2g}" for group, values in stage.parity.items() if values)
-        lines.append(f"  {key:<20} {stage.file:<28} max diff vs torch: {figures}")
-    lines.append(f"exported {len(lines)} stages in {seconds:.1f} s; manifest {manifest.root}/manifest.json")  # type: ignore[attr-defined]
+    for key, subgraph in manifest.subgraphs.items():  # type: ignore[attr-defined]
+        figures = ", ".join(f"{group} {max(values.values()):.2g}" for group, values in subgraph.parity.items() if values)
+        lines.append(f"  {key:<20} {subgraph.file:<28} max diff vs torch: {figures}")
+    lines.append(f"exported {len(lines)} subgraphs in {seconds:.1f} s; manifest {manifest.root}/manifest.json")  # type: ignore[attr-defined]
     return "\n".join(lines)
 
 
 def check(root: Path, kinds: list[str], args: argparse.Namespace) -> int:
     from mestream.engine.config import InferenceConfig
     from mestream.export.check import check_backends, format_rows
-    from mestream.export.manifest import Manifest
+    from mestream.engine.manifest import Manifest
 
     manifest = Manifest.load(root)
     rows = check_backends(manifest, kinds or None, tol=args.tolerance, config=InferenceConfig(threads=args.threads))

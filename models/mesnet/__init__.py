@@ -11,7 +11,7 @@ from typing import Any
 from mestream.models.mesnet.config import PRESETS, ConfigError, MESNetConfig
 
 _NETWORK = ("MESNet", "SpatialEncoder", "TemporalConv", "CPN", "CRN", "PretrainHead", "PretrainNet",
-            "EncoderStage", "WindowHeadStage", "CRNStage")
+            "EncoderSubgraph", "WindowHeadSubgraph", "CRNSubgraph")
 
 __all__ = ["PRESETS", "ConfigError", "MESNetConfig", "build", *_NETWORK]
 

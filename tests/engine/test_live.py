@@ -149,7 +149,7 @@ def test_one_camera_and_two_batched_cameras_give_the_same_events(tmp_path, defau
 
 def test_a_faceless_short_second_camera_changes_nothing_for_the_first(tmp_path):
     """A second camera that never shows a face and ends early changes nothing of the first's events."""
-    from mestream.tests.cameras.test_replay import write_folder
+    from tests.cameras.test_replay import write_folder
 
     main = SourceConfig(pace=False, seed=SEED, fps=200.0)
     folder = write_folder(tmp_path / "blank", n=300)
@@ -347,13 +347,13 @@ def test_work_waiting_for_an_idle_camera_never_outruns_the_rings():
     import threading
     import time
 
-    from mestream.engine.backends import open_stages
+    from mestream.engine.backends import open_subgraphs
     from mestream.engine.sampling import READ_BLOCK
-    from mestream.engine.spot import STAGES, SpotStage
+    from mestream.engine.spot import SUBGRAPHS, SpotStage
     from mestream.engine.stages import RunContext
 
     manifest = load_manifest(InferenceConfig())
-    runners, _ = open_stages(InferenceConfig(), list(STAGES), warmup=False)
+    runners, _ = open_subgraphs(InferenceConfig(), list(SUBGRAPHS), warmup=False)
     busy, idle = CropRing(4000, 128), CropRing(100, 128)
     ctx = RunContext(camera="a,b", fps=200.0, ring=busy.ring, bus=FakeBus(), stop=threading.Event())
     stage = SpotStage(ctx, {"a": (busy, 200.0, True), "b": (idle, 200.0, True)}, runners, manifest.models["mesnet"],

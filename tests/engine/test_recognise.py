@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mestream.cameras.synthetic import SyntheticCamera
-from mestream.engine.backends import open_stages
+from mestream.engine.backends import open_subgraphs
 from mestream.engine.bus import EventBus
 from mestream.engine.clips import bins
 from mestream.engine.config import InferenceConfig, RecogConfig
@@ -21,7 +21,7 @@ from mestream.engine.recognise import CLIP_HEAD, ENCODER, ClipJob, RecogStage
 from mestream.engine.ring import FrameRing
 from mestream.engine.sinks import RecordSink
 from mestream.engine.stages import RunContext
-from mestream.export.manifest import Manifest, shipped_export_dir
+from mestream.engine.manifest import Manifest, shipped_export_dir
 
 FPS = 200.0
 SEED = 12  # six micro-expressions (positive, negative, surprise) and a blink in 7.5 s
@@ -56,7 +56,7 @@ def scene():
 
 @pytest.fixture(scope="module")
 def runners():
-    opened, _ = open_stages(InferenceConfig(), keys=[ENCODER, CLIP_HEAD])
+    opened, _ = open_subgraphs(InferenceConfig(), keys=[ENCODER, CLIP_HEAD])
     yield opened
     for runner in opened.values():
         runner.deactivate()
@@ -64,14 +64,14 @@ def runners():
 
 @pytest.fixture(scope="module")
 def model():
-    return Manifest.load(shipped_export_dir()).models["akmnet"]
+    return Manifest.load(shipped_export_dir()).akmnet
 
 
 class Spy:
     """A runner that keeps a copy of every encoder input, to see the frames the stage prepared."""
 
     def __init__(self, runner):
-        self.runner, self.stage, self.config = runner, runner.stage, runner.config
+        self.runner, self.subgraph, self.config = runner, runner.subgraph, runner.config
         self.fed: list[np.ndarray] = []
 
     def infer(self, feed):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from mestream.export.check import compare, difference, format_rows
-from mestream.export.manifest import StageInfo, TensorInfo
+from mestream.engine.manifest import SubgraphInfo, TensorInfo
 
 nan, inf = np.nan, np.inf
-STAGE = StageInfo(model="m", name="s", file="m.s.onnx", sha256="0" * 64,
+STAGE = SubgraphInfo(model="m", name="s", file="m.s.onnx", sha256="0" * 64,
                   inputs=(TensorInfo("x", ("batch", 2), "float32"),),
                   outputs=(TensorInfo("a", ("batch", 2), "float32"), TensorInfo("b", ("batch", 2), "bool")))
 

@@ -13,7 +13,7 @@ from mestream.models.mesnet.config import ConfigError
 from mestream.models.mesnet.data import pretrain_clips, training_windows
 from mestream.models.mesnet.network import MESNet
 from mestream.models.synthetic import make_camera
-from mestream.tests.models.datasets.helpers import write_xlsx
+from tests.models.datasets.helpers import write_xlsx
 
 from .conftest import fake_video
 
