@@ -346,16 +346,18 @@ class Manifest:
         try:
             actual = file_sha256(path)
         except OSError as exc:  # unreadable (permissions, I/O error): named like a missing file
-            raise ManifestError(f"model {key}: ONNX file {path} cannot be read ({exc.strerror or exc})") from None
+            raise ManifestError(f"model {key}: ONNX file {path} cannot be read ({exc.strerror or exc})"
+                                ) from None
         if actual != subgraph.sha256:
             raise ManifestError(f"model {key}: ONNX file {path} does not match its manifest (sha256 "
-                                f"{actual[:12]}…, manifest says {subgraph.sha256[:12]}…); the file was changed "
-                                f"or damaged after export, re-run `mestream export`")
+                                f"{actual[:12]}…, manifest says {subgraph.sha256[:12]}…); the file was "
+                                f"changed or damaged after export, re-run `mestream export`")
         return path
 
     def as_dict(self) -> dict[str, Any]:
         return {"format": self.format, "opset": self.opset, "exporter": self.exporter,
-                "producer": dict(self.producer), "models": {name: m.as_dict() for name, m in self.models.items()}}
+                "producer": dict(self.producer),
+                "models": {name: m.as_dict() for name, m in self.models.items()}}
 
     def save(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -435,7 +437,8 @@ def _malformed_tensor(data: Any, where: str) -> str | None:
 
 def _malformed_subgraph(data: Any, where: str) -> str | None:
     problem = _fields(data, where, {"model": str, "name": str, "file": str, "sha256": str, "inputs": list,
-                                    "outputs": list, "dims": dict, "parity": dict}, optional=("dims", "parity"))
+                                    "outputs": list, "dims": dict, "parity": dict},
+                      optional=("dims", "parity"))
     if problem:
         return problem
     for kind in ("inputs", "outputs"):
@@ -447,7 +450,8 @@ def _malformed_subgraph(data: Any, where: str) -> str | None:
     for name, triple in dims.items():
         if not (isinstance(triple, list) and len(triple) == 3 and all(_is_int(d) for d in triple)
                 and 0 <= triple[0] <= triple[1] <= triple[2]):
-            return f"{where}.dims.{name} must be [min, opt, max] with 0 <= min <= opt <= max, got {triple!r:.60}"
+            return (f"{where}.dims.{name} must be [min, opt, max] with 0 <= min <= opt <= max, "
+                    f"got {triple!r:.60}")
     for i, tensor in enumerate(data["inputs"]):
         for axis, dim in enumerate(tensor["shape"]):
             if isinstance(dim, str) and dim != BATCH and dim not in dims:
@@ -468,8 +472,9 @@ def _malformed(data: Mapping[str, Any]) -> str | None:
         return problem.replace("manifest.", "", 1)
     for name, model in data["models"].items():
         where = f"models.{name}"
-        problem = _fields(model, where, {"name": str, "preset": str, "checkpoint": str, "checkpoint_sha256": str,
-                                         "config": dict, "preprocessing": dict, "subgraphs": list})
+        problem = _fields(model, where, {"name": str, "preset": str, "checkpoint": str,
+                                         "checkpoint_sha256": str, "config": dict, "preprocessing": dict,
+                                         "subgraphs": list})
         if problem:
             return problem
         for i, subgraph in enumerate(model["subgraphs"]):

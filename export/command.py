@@ -19,6 +19,25 @@ import sys
 import time
 from pathlib import Path
 
+from mestream.engine.backends import (
+    BackendError,
+    backend_class,
+    backend_kinds,
+    why_unavailable,
+)
+from mestream.engine.config import InferenceConfig
+from mestream.engine.manifest import Manifest, ManifestError, shipped_export_dir
+from mestream.export.check import check_backends, format_rows
+from mestream.export.onnx_export import (
+    ExportError,
+    ParityError,
+    checkpoint_family,
+    default_checkpoints,
+    export_all,
+    is_stale,
+)
+from mestream.models.checkpoint import CheckpointError
+
 FAMILIES = ("mesnet", "akmnet")
 
 
@@ -56,8 +75,6 @@ def parse_checkpoints(values: list[str]) -> dict[str, Path]:
         else:
             path, model = Path(value), ""
         if not model:
-            from mestream.export.onnx_export import checkpoint_family
-
             model = checkpoint_family(path)
             if model not in FAMILIES:
                 raise UsageError(f"--checkpoint {value}: holds a {model!r} model, which cannot be exported")
@@ -68,11 +85,6 @@ def parse_checkpoints(values: list[str]) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mestream.engine.backends import BackendError
-    from mestream.engine.manifest import ManifestError
-    from mestream.export.onnx_export import ExportError, ParityError
-    from mestream.models.checkpoint import CheckpointError
-
     try:
         return _run(args)
     except ParityError as exc:
@@ -101,17 +113,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--backends only applies to --check")
     export = not (args.check and args.out is None and not args.checkpoint)
     if not export:
-        from mestream.engine.manifest import shipped_export_dir
-
         return check(shipped_export_dir(), kinds, args)
     out = Path(args.out) if args.out is not None else Path("runs/export")
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
         missing = "PyTorch" if importlib.util.find_spec("torch") is None else "the onnx package"
         raise UsageError(f"exporting needs {missing}, from the 'train' extra: pip install 'mestream[train]'"
                          + ("; --check alone checks the shipped export without it" if args.check else ""))
-    import torch
-
-    from mestream.export.onnx_export import default_checkpoints, export_all, is_stale
+    import torch  # lazy: torch is in the train extra
 
     torch.set_num_threads(args.threads)
     checkpoints = parse_checkpoints(args.checkpoint) if args.checkpoint else default_checkpoints()
@@ -138,15 +146,9 @@ def summary(manifest: object, seconds: float) -> str:
 
 
 def check(root: Path, kinds: list[str], args: argparse.Namespace) -> int:
-    from mestream.engine.config import InferenceConfig
-    from mestream.export.check import check_backends, format_rows
-    from mestream.engine.manifest import Manifest
-
     manifest = Manifest.load(root)
     rows = check_backends(manifest, kinds or None, tol=args.tolerance, config=InferenceConfig(threads=args.threads))
     if not rows:
-        from mestream.engine.backends import backend_class, backend_kinds, why_unavailable
-
         asked = kinds or backend_kinds()
         able = [k for k in asked if why_unavailable(backend_class(k)) is None]
         if not able:

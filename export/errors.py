@@ -10,4 +10,5 @@ class ExportError(RuntimeError):
 
 
 class ParityError(ExportError):
-    """An exported subgraph computes something else than PyTorch; the message names subgraph, output and figure."""
+    """An exported subgraph computes something else than PyTorch; the message names subgraph,
+    output and figure."""

@@ -16,23 +16,48 @@ bool/int element different, fails the export naming the subgraph and output. The
 and PyTorch's outputs on them are kept in ``inputs.npz`` so `--check` can compare backends on
 them without torch.
 
-Only numpy at import: `is_stale` runs without torch.
+Nothing of the train extra at import (torch and onnx load inside the functions that need them):
+`is_stale` and `mestream export --check` run on a runtime-only install.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import onnxruntime
+import onnxruntime as ort
+from tqdm import tqdm
 
+from mestream import __version__
+from mestream.cameras.synthetic import SceneConfig
 from mestream.engine import intervals
-from mestream.engine.manifest import (MANIFEST_NAME, Manifest, ManifestError, ModelInfo, SubgraphInfo, TensorInfo,
-                                      file_sha256, model_info)
-from mestream.export.check import INPUTS_NAME, RECORDED, difference, random_feed, random_sets
+from mestream.engine.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestError,
+    ModelInfo,
+    SubgraphInfo,
+    TensorInfo,
+    file_sha256,
+    model_info,
+)
+from mestream.export.check import (
+    INPUTS_NAME,
+    RECORDED,
+    difference,
+    random_feed,
+    random_sets,
+)
 from mestream.export.errors import ExportError, ParityError
+from mestream.models.akmnet.data import collate, sample_from_crops
+from mestream.models.checkpoint import git_sha, load_checkpoint, shipped_weights
+from mestream.models.mesnet.data import flow_steps, sample_starts
+from mestream.models.synthetic import make_camera, render_crops
 
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 MIN_OPSET = 17
@@ -49,15 +74,11 @@ CRN_PROPOSALS = 4
 
 
 def default_checkpoints() -> dict[str, Path]:
-    from mestream.models.checkpoint import shipped_weights
-
     return {model: shipped_weights(model, "demo") for model in ("mesnet", "akmnet")}
 
 
 def checkpoint_family(path: str | Path) -> str:
     """The model a checkpoint holds, from its ``model`` field (CheckpointError when unreadable)."""
-    from mestream.models.checkpoint import load_checkpoint
-
     return load_checkpoint(path, model=None).model
 
 
@@ -65,10 +86,8 @@ def checkpoint_family(path: str | Path) -> str:
 
 def export_subgraph(subgraph: Any, path: Path, opset: int) -> None:
     """Trace ``subgraph`` (a `SubgraphSpec`) to ``path`` and run the ONNX checker on the file."""
-    import warnings
-
-    import onnx
-    import torch
+    import onnx  # lazy: onnx is in the train extra
+    import torch  # lazy: torch is in the train extra
 
     example = random_feed(subgraph.info(), 2, np.random.default_rng(0))  # batch 2: a batch of 1 can be folded into the graph as a constant
     args = tuple(torch.from_numpy(example[t.name]) for t in subgraph.inputs)
@@ -90,8 +109,6 @@ def export_subgraph(subgraph: Any, path: Path, opset: int) -> None:
 
 
 def ort_session(path: Path) -> Any:
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -100,7 +117,7 @@ def ort_session(path: Path) -> Any:
 
 
 def torch_outputs(subgraph: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import torch
+    import torch  # lazy: torch is in the train extra
 
     with torch.inference_mode():
         out = subgraph.module(*(torch.from_numpy(np.ascontiguousarray(feed[t.name])) for t in subgraph.inputs))
@@ -156,9 +173,6 @@ def verify_subgraph(subgraph: Any, path: Path, camera: Mapping[str, np.ndarray])
 
 def _render(seconds: float, size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Face crops of every frame of the camera subject, and its micro-expressions (onset, offset)."""
-    from mestream.cameras.synthetic import SceneConfig
-    from mestream.models.synthetic import make_camera, render_crops
-
     camera = make_camera(CAMERA_SUBJECT, fps=CAMERA_FPS, duration_s=seconds,
                          scene=SceneConfig(micro_per_min=CAMERA_MICRO_PER_MIN))
     crops = render_crops(camera, np.arange(camera.n_frames), size)
@@ -170,9 +184,7 @@ def _render(seconds: float, size: int) -> tuple[np.ndarray, list[tuple[int, int]
 def mesnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
     """Flow of the first window (`flow_steps`, as training), its features, and the features
     of the window head's best positions resampled for the CRN (`postprocess.resample`)."""
-    import torch
-
-    from mestream.models.mesnet.data import flow_steps, sample_starts
+    import torch  # lazy: torch is in the train extra
 
     cfg = spec.net.config
     crops, _ = _render(max(CAMERA_SECONDS, (cfg.window_steps + cfg.flow_gap + 1) / cfg.sample_hz), cfg.flow_crop)
@@ -196,9 +208,7 @@ def akmnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
     """Two spotted clips through `sample_from_crops` and ``collate`` (as evaluation): a whole
     micro-expression and a short clip that leaves padding; their encoder features, with the
     padded slots zero as `AKMNet.encode` leaves them."""
-    import torch
-
-    from mestream.models.akmnet.data import collate, sample_from_crops
+    import torch  # lazy: torch is in the train extra
 
     cfg = spec.net.config
     crops, micro = _render(CAMERA_SECONDS, cfg.train_resize)
@@ -223,12 +233,8 @@ CAMERA = {"mesnet": mesnet_camera, "akmnet": akmnet_camera}
 # -- everything ------------------------------------------------------------------------------------
 
 def producer() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torch
-
-    from mestream import __version__
-    from mestream.models.checkpoint import git_sha
+    import onnx  # lazy: onnx is in the train extra
+    import torch  # lazy: torch is in the train extra
 
     return {"torch": str(torch.__version__), "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
             "numpy": np.__version__, "mestream": __version__, "git_sha": git_sha() or "unknown"}
@@ -247,10 +253,9 @@ def export_all(checkpoints: Mapping[str, str | Path] | None = None, out: str | P
     """Export, check and describe every subgraph of each checkpoint (model → path; default: both
     shipped demo checkpoints) into ``out``; the manifest is written last, so an export that
     fails leaves no manifest claiming its files."""
-    import torch
-    from tqdm import tqdm
+    import torch  # lazy: torch is in the train extra
 
-    from mestream.export.subgraphs import load_spec
+    from mestream.export.subgraphs import load_spec  # lazy: imports torch (train extra)
 
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is not supported: the subgraphs need opset {MIN_OPSET} or newer")
@@ -279,10 +284,10 @@ def export_all(checkpoints: Mapping[str, str | Path] | None = None, out: str | P
                 bar.update()
             path = checkpoints[model]
             # parsed as the runtime will load it: an export lacking a field the engine reads fails here
-            models[model] = model_info({"name": model, "preset": spec.preset, "checkpoint": relative_to(path, out),
-                                        "checkpoint_sha256": file_sha256(path), "config": spec.config,
-                                        "preprocessing": spec.preprocessing,
-                                        "subgraphs": [dataclasses.asdict(s) for s in subgraphs]}, f"models.{model}")
+            entry = {"name": model, "preset": spec.preset, "checkpoint": relative_to(path, out),
+                     "checkpoint_sha256": file_sha256(path), "config": spec.config,
+                     "preprocessing": spec.preprocessing, "subgraphs": [dataclasses.asdict(s) for s in subgraphs]}
+            models[model] = model_info(entry, f"models.{model}")
     tmp = out / (INPUTS_NAME + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(out / INPUTS_NAME)

@@ -25,8 +25,12 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from mestream.engine.face import CASCADE
 from mestream.engine.manifest import BATCH, SubgraphInfo, TensorInfo
 from mestream.export.errors import ExportError
+from mestream.models.akmnet.config import AKMNetConfig
+from mestream.models.checkpoint import CheckpointError, load_checkpoint
+from mestream.models.mesnet.config import MESNetConfig
 
 FAMILIES = ("mesnet", "akmnet")
 
@@ -188,19 +192,19 @@ def model_spec(family: str, net: nn.Module, preset: str, config: Mapping[str, An
 
 def load_spec(family: str, checkpoint: str | Path) -> ModelSpec:
     """Load a checkpoint (CheckpointError naming the file when it cannot be used) and describe it."""
-    from mestream.models.checkpoint import CheckpointError, load_checkpoint
-
     if family not in FAMILIES:
         raise SubgraphError(f"no export description for model {family!r}; models: {', '.join(FAMILIES)}")
     ckpt = load_checkpoint(checkpoint, model=family)
     try:
         if family == "mesnet":
-            from mestream.models.mesnet.config import MESNetConfig
-            from mestream.models.mesnet.network import MESNet
+            from mestream.models.mesnet.network import (
+                MESNet,  # lazy: imports torch (train extra)
+            )
             net = MESNet(MESNetConfig.from_dict(ckpt.config))
         else:
-            from mestream.models.akmnet.config import AKMNetConfig
-            from mestream.models.akmnet.network import build
+            from mestream.models.akmnet.network import (
+                build,  # lazy: imports torch (train extra)
+            )
             net = build(AKMNetConfig.from_dict(ckpt.config))
         net.load_state_dict(ckpt.state_dict)
     except (ValueError, RuntimeError) as exc:  # a bad config, or weights of another shape than the config's
@@ -211,8 +215,6 @@ def load_spec(family: str, checkpoint: str | Path) -> ModelSpec:
 # -- the preprocessing contract --------------------------------------------------------------------
 
 def _face_box(rule: str) -> dict[str, Any]:
-    from mestream.engine.face import CASCADE
-
     return {"detector": f"OpenCV Haar cascade {CASCADE}: the largest face, at least 0.2 of the frame height "
                         "(mestream.engine.face.detect_face)",
             "scale": 1.2, "shape": "square, side round(1.2·max(w, h)), centred on the detection",

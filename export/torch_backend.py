@@ -18,6 +18,7 @@ import numpy as np
 
 from mestream.engine.backends.base import BackendError, Runner, missing_package
 from mestream.engine.manifest import file_sha256
+from mestream.models.checkpoint import CheckpointError
 
 _SPECS: dict[tuple[str, str, str], Any] = {}
 """Loaded models by (model, checkpoint path, sha256): the subgraphs of one model share one load."""
@@ -42,9 +43,12 @@ class TorchBackend(Runner):
         return None if importlib.util.find_spec("torch") else missing_package("torch", "torch", "train")
 
     def _activate(self) -> None:
-        import torch
+        import torch  # lazy: torch is in the train extra
 
-        from mestream.export.subgraphs import SubgraphError, load_spec
+        from mestream.export.subgraphs import (  # lazy: imports torch (train extra)
+            SubgraphError,
+            load_spec,
+        )
 
         model = self.subgraph.model
         info = self.manifest.models[model]
@@ -60,8 +64,6 @@ class TorchBackend(Runner):
         cache_key = (model, str(path.resolve()), sha)
         spec = _SPECS.get(cache_key)
         if spec is None:
-            from mestream.models.checkpoint import CheckpointError
-
             try:
                 spec = load_spec(model, path)
             except (CheckpointError, SubgraphError) as exc:

@@ -64,11 +64,12 @@ def scan(group: str) -> tuple[dict[str, Plugin], dict[str, str]]:
 
     Raises `NotInstalled` when mestream itself registered nothing in ``group``."""
     entry_points = list(metadata.entry_points(group=group))
-    found = {ep.name: Plugin(group, ep.name, ep.value, "mestream") for ep in entry_points if _origin(ep) == "mestream"}
+    found = {ep.name: Plugin(group, ep.name, ep.value, "mestream")
+             for ep in entry_points if _origin(ep) == "mestream"}
     if not found:
-        raise NotInstalled(f"mestream's own {NOUNS.get(group, group)} kinds are not registered (entry point group "
-                           f"{group!r}): this source tree was not installed. Run `pip install -e .` in it (or "
-                           f"`make demo`), which registers the entry points pyproject.toml declares")
+        raise NotInstalled(f"mestream's own {NOUNS.get(group, group)} kinds are not registered (entry point "
+                           f"group {group!r}): this source tree was not installed. Run `pip install -e .` in "
+                           f"it (or `make demo`), which registers the entry points pyproject.toml declares")
     clashes: dict[str, str] = {}
     for ep in entry_points:
         dist = _origin(ep)

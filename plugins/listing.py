@@ -6,7 +6,15 @@ import argparse
 import sys
 
 from mestream.docstrings import first_paragraph
-from mestream.plugins import BACKEND_GROUP, SINK_GROUP, SOURCE_GROUP, NotInstalled, Plugin, PluginError, scan
+from mestream.plugins import (
+    BACKEND_GROUP,
+    SINK_GROUP,
+    SOURCE_GROUP,
+    NotInstalled,
+    Plugin,
+    PluginError,
+    scan,
+)
 
 WIDTH = 12
 

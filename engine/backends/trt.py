@@ -49,7 +49,7 @@ def _why_unavailable() -> str | None:
         if importlib.util.find_spec(package) is None:
             return missing_package("tensorrt", package, "gpu")
     try:
-        import pycuda.driver as cuda
+        import pycuda.driver as cuda  # lazy: the gpu extra
 
         cuda.init()
         count = cuda.Device.count()
@@ -85,7 +85,7 @@ def build_engine(onnx_path: str | Path, subgraph: SubgraphInfo, config: Inferenc
                  ) -> bytes:
     """Parse the subgraph's ONNX file and build a serialized engine with one optimization profile
     (batch 1 / opt / max, other axes from the manifest), reusing and updating the timing cache."""
-    import tensorrt as trt
+    import tensorrt as trt  # lazy: the gpu extra
 
     where = f"model {subgraph.key} ({onnx_path})"
     logger = _trt_logger(trt)
@@ -198,7 +198,7 @@ class TensorRTBackend(Runner):
 
     def _activate(self) -> None:
         try:
-            import pycuda.driver as cuda
+            import pycuda.driver as cuda  # lazy: the gpu extra
             import tensorrt as trt
         except ImportError as exc:
             package = "pycuda" if (exc.name or "").startswith("pycuda") else "tensorrt"

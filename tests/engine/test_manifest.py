@@ -10,8 +10,15 @@ import shutil
 import pytest
 
 from mestream.engine import manifest as manifest_module
-from mestream.engine.manifest import (FORMAT, AKMNetInfo, Manifest, ManifestError, MESNetInfo, MESNetModelConfig,
-                                      shipped_export_dir)
+from mestream.engine.manifest import (
+    FORMAT,
+    AKMNetInfo,
+    Manifest,
+    ManifestError,
+    MESNetInfo,
+    MESNetModelConfig,
+    shipped_export_dir,
+)
 from tests.engine.backends.tiny import tiny_manifest
 
 

@@ -3,8 +3,16 @@ import sys
 
 import pytest
 
-from mestream.plugins import SINK_GROUP, SOURCE_GROUP, PluginError, lookup, make_sink, make_source, registered
 from mestream.engine.config import SourceConfig
+from mestream.plugins import (
+    SINK_GROUP,
+    SOURCE_GROUP,
+    PluginError,
+    lookup,
+    make_sink,
+    make_source,
+    registered,
+)
 from tests.plugins import install_fake_plugin, on_path, plugin_env
 from tests.plugins.fakecam import BrokenCamera, ListSink
 
