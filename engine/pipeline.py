@@ -169,7 +169,7 @@ class Pipeline:
         if absent:
             raise ConfigError(f"the export {self.manifest.root} lacks the subgraph(s) {', '.join(absent)} "
                               f"(it has {', '.join(self.manifest.subgraphs)}); re-export it with `mestream export`")
-        self.models, backend_note = open_subgraphs(self.config.inference, keys)
+        self.models, backend_note = open_subgraphs(self.config.inference, keys, manifest=self.manifest)
         kinds = sorted({runner.name for runner in self.models.values()})
         return [f"models: {', '.join(kinds)} backend, subgraphs {', '.join(self.models)}"] + ([backend_note] if backend_note else [])
 

@@ -65,12 +65,13 @@ def load_manifest(config: InferenceConfig) -> Manifest:
     return Manifest.load(config.models or shipped_export_dir())
 
 
-def open_subgraphs(config: InferenceConfig, keys: list[str] | None = None, *, warmup: bool = True
-                ) -> tuple[dict[str, Any], str | None]:
+def open_subgraphs(config: InferenceConfig, keys: list[str] | None = None, *, warmup: bool = True,
+                   manifest: Manifest | None = None) -> tuple[dict[str, Any], str | None]:
     """Every subgraph of the configured export (or ``keys``) on the configured backend, activated
     and warmed up, plus the fallback note if the backend was replaced. On an error the subgraphs
-    already activated are released."""
-    manifest = load_manifest(config)
+    already activated are released. ``manifest``: the export already loaded (else the
+    configured one is loaded), so a caller that checked it runs exactly what it checked."""
+    manifest = manifest or load_manifest(config)
     cls, note = select_backend(config.backend, fallback=config.fallback)
     runners: dict[str, Any] = {}
     try:

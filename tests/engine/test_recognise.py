@@ -127,7 +127,7 @@ def test_classifies_the_synthetic_micro_expressions(scene, runners, model):
     events = h.run()
     assert sorted(e["event_id"] for e in events) == list(range(6))
     right = 0
-    classes = list(model.config["classes"])
+    classes = list(model.config.classes)
     for payload in events:
         event = RecogEvent.from_dict(payload)  # the schema holds
         truth = scene.micro[event.event_id]
@@ -138,7 +138,7 @@ def test_classifies_the_synthetic_micro_expressions(scene, runners, model):
         right += event.label == truth.four_class
         # each prepared frame stands for the middle source frame of its run, as in training
         middles = {truth.onset_frame + int(r[len(r) // 2])
-                   for r in bins(truth.offset_frame - truth.onset_frame + 1, model.config["max_frames"])}
+                   for r in bins(truth.offset_frame - truth.onset_frame + 1, model.config.max_frames)}
         assert event.key_frames and set(event.key_frames) <= middles
         assert event.key_frames == sorted(event.key_frames)
         assert event.max_key_frame in middles

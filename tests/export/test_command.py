@@ -137,17 +137,18 @@ def test_a_corrupt_onnx_file_is_a_clear_error_from_onnxruntime(tmp_path):
 
 def test_damaged_camera_inputs_are_named(export_copy, capsys, monkeypatch):
     (export_copy / "inputs.npz").write_bytes(b"not a zip")
-    monkeypatch.setattr("mestream.engine.manifest.shipped_export_dir", lambda: export_copy)
+    monkeypatch.setattr("mestream.export.command.shipped_export_dir", lambda: export_copy)
     assert cli.main(["export", "--check", "--backends", "onnxruntime"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "inputs.npz: the camera inputs cannot be read" in err
 
 
-def test_export_help_imports_neither_torch_nor_the_models():
+def test_export_help_imports_neither_torch_nor_the_networks():
+    """`export --check` runs on a runtime-only install: nothing that needs torch loads before an export."""
     probe = ("import sys\nfrom mestream import cli\ntry:\n    cli.main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
              "import mestream.export.check, mestream.export.onnx_export\n"
-             "print(sorted(m for m in sys.modules if m in ('torch', 'onnx') or m.startswith(('mestream.models.mesnet', "
-             "'mestream.models.akmnet', 'mestream.export.subgraphs'))))")
+             "print(sorted(m for m in sys.modules if m in ('torch', 'onnx') or m.endswith(('.network', '.losses'))"
+             " or m == 'mestream.export.subgraphs'))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
@@ -156,12 +157,13 @@ def test_export_help_imports_neither_torch_nor_the_models():
 @needs_torch
 def test_a_multi_line_error_is_printed_on_one_line(monkeypatch, capsys, tmp_path):
     """torch.onnx.export's and onnx.checker's messages, which ExportError quotes, span lines."""
-    from mestream.export import onnx_export
+    from mestream.export import command
+    from mestream.export.errors import ExportError
 
     def fail(*args, **kwargs):
-        raise onnx_export.ExportError("model mesnet.encoder: torch.onnx.export failed: RuntimeError: first\n\n  second")
+        raise ExportError("model mesnet.encoder: torch.onnx.export failed: RuntimeError: first\n\n  second")
 
-    monkeypatch.setattr(onnx_export, "export_all", fail)
+    monkeypatch.setattr(command, "export_all", fail)
     assert cli.main(["export", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     out, err = capsys.readouterr()
     assert err == "mestream export: model mesnet.encoder: torch.onnx.export failed: RuntimeError: first second\n"

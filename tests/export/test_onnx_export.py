@@ -40,8 +40,8 @@ def test_export_writes_every_stage_with_its_hash_and_parity(small_export, small_
         assert not info.checkpoint.startswith("/")  # relative to the export folder
         assert (small_export / info.checkpoint).resolve() == path.resolve()
         assert info.checkpoint_sha256 == file_sha256(path)
-    assert manifest.models["mesnet"].config["window_steps"] == 24
-    assert manifest.models["mesnet"].preprocessing["input_size"] == 16
+    assert manifest.mesnet.config.window_steps == 24 and manifest.mesnet.config.input_size == 16
+    assert manifest.mesnet.recorded_preprocessing["input_size"] == 16
 
 
 def test_manifest_round_trips(small_export, tmp_path):
