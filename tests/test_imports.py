@@ -36,7 +36,8 @@ def imported_modules(path: Path, root: Path = CHECKOUT) -> list[tuple[int, str]]
             else:
                 module = node.module or ""
             found.append((node.lineno, module))
-            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]  # from x import y (a module)
+            # ``from x import y`` may import the module x.y
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
     return found
 
 

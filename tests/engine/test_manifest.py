@@ -157,16 +157,21 @@ def test_a_format_1_manifest_is_refused_with_a_re_export_hint(shipped):
 
 
 @pytest.mark.parametrize("model, part, key, value, needle", [
-    ("mesnet", "config", "window_steps", None, r"models\.mesnet\.config has no field 'window_steps', which the engine reads"),
+    ("mesnet", "config", "window_steps", None,
+     r"models\.mesnet\.config has no field 'window_steps', which the engine reads"),
     ("mesnet", "config", "t_cpn", "high", r"models\.mesnet\.config\.t_cpn must be a number, got str 'high'"),
-    ("mesnet", "config", "window_steps", 99.5, r"models\.mesnet\.config\.window_steps must be an int, got float"),
+    ("mesnet", "config", "window_steps", 99.5,
+     r"models\.mesnet\.config\.window_steps must be an int, got float"),
     ("mesnet", "config", "flow_gap", True, r"models\.mesnet\.config\.flow_gap must be an int, got bool"),
-    ("mesnet", "config", "cpn_layers", [[[3, 1]]], r"models\.mesnet\.config\.cpn_layers\[0\] must be a list of 2"),
+    ("mesnet", "config", "cpn_layers", [[[3, 1]]],
+     r"models\.mesnet\.config\.cpn_layers\[0\] must be a list of 2"),
     ("mesnet", "preprocessing", "flow_crop", None, r"models\.mesnet\.preprocessing has no field 'flow_crop'"),
     ("akmnet", "config", "classes", "positive", r"models\.akmnet\.config\.classes must be a list, got str"),
-    ("akmnet", "config", "classes", ["a", 2], r"models\.akmnet\.config\.classes\[1\] must be a string, got int"),
+    ("akmnet", "config", "classes", ["a", 2],
+     r"models\.akmnet\.config\.classes\[1\] must be a string, got int"),
     ("akmnet", "config", "max_frames", None, r"models\.akmnet\.config has no field 'max_frames'"),
-    ("akmnet", "preprocessing", "crop_side", "144", r"models\.akmnet\.preprocessing\.crop_side must be an int"),
+    ("akmnet", "preprocessing", "crop_side", "144",
+     r"models\.akmnet\.preprocessing\.crop_side must be an int"),
 ])
 def test_a_missing_or_mistyped_model_field_is_refused_at_load(shipped, model, part, key, value, needle):
     path, data = shipped
