@@ -1,4 +1,4 @@
-"""Per stage and per backend: latency (median, p99) and items per second at batch 1, 4 and 16.
+"""Per subgraph and per backend: latency (median, p99) and items per second at batch 1, 4 and 16.
 
 The target (issue 5) is onnxruntime at least 3× faster than torch eager on the two per-frame
 encoders (MESNet's flow encoder, AKMNet's frame encoder), on this CPU, measured side by side
@@ -10,7 +10,7 @@ random otherwise (timing does not depend on values for these networks). Every ba
 the same number of threads::
 
     python -m mestream.bench.backend_bench                                  # shipped export, every backend here
-    python -m mestream.bench.backend_bench --stages mesnet.encoder,akmnet.encoder --rounds 9
+    python -m mestream.bench.backend_bench --subgraphs mesnet.encoder,akmnet.encoder --rounds 9
     python -m mestream.bench.backend_bench --models runs/export --json /tmp/backends.json
 """
 
@@ -29,10 +29,10 @@ from mestream.engine.backends import backend_class, backend_kinds, why_unavailab
 from mestream.engine.backends.base import example_feed
 from mestream.engine.config import InferenceConfig
 from mestream.export.check import load_inputs
-from mestream.export.manifest import Manifest, shipped_export_dir
+from mestream.engine.manifest import Manifest, shipped_export_dir
 
 TARGET = 3.0
-TARGET_STAGES = ("mesnet.encoder", "akmnet.encoder")
+TARGET_SUBGRAPHS = ("mesnet.encoder", "akmnet.encoder")
 BATCHES = (1, 4, 16)
 
 
@@ -42,7 +42,7 @@ def feed_for(manifest: Manifest, key: str, batch: int, saved: dict[str, Any]) ->
         feed = saved[key][0]
         reps = -(-batch // len(next(iter(feed.values()))))
         return {name: np.ascontiguousarray(np.concatenate([a] * reps)[:batch]) for name, a in feed.items()}
-    return example_feed(manifest.stage(key), batch, np.random.default_rng(0))
+    return example_feed(manifest.subgraph(key), batch, np.random.default_rng(0))
 
 
 def run_point(runners: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, block: int,
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", help="export folder (default: the shipped demo export)")
     parser.add_argument("--backends", help="comma-separated kinds (default: every one that can run here)")
-    parser.add_argument("--stages", help="comma-separated stage keys (default: all)")
+    parser.add_argument("--subgraphs", help="comma-separated subgraph keys (default: all)")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="default %(default)s")
     parser.add_argument("--threads", type=int, default=1, help="threads per backend (default 1)")
     parser.add_argument("--rounds", type=int, default=7, help="turns per backend (default 7)")
@@ -94,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {kind}: {reason}")
         else:
             classes[kind] = cls
-    keys = args.stages.split(",") if args.stages else list(manifest.stages)
+    keys = args.subgraphs.split(",") if args.subgraphs else list(manifest.subgraphs)
     saved = load_inputs(manifest.root, manifest)
     print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s); backends {', '.join(classes)}; "
           f"{args.rounds} rounds × {args.block} calls per point")
-    header = f"{'stage':<20} {'batch':>5} " + " ".join(f"{k + ' ms (p99)':>24} {'items/s':>9}" for k in classes)
+    header = f"{'subgraph':<20} {'batch':>5} " + " ".join(f"{k + ' ms (p99)':>24} {'items/s':>9}" for k in classes)
     print(header + ("   ort ÷ torch" if {"onnxruntime", "torch"} <= set(classes) else ""))
     results: list[dict[str, Any]] = []
     for key in keys:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             for batch in batches:
                 feed = feed_for(manifest, key, batch, saved)
                 times = run_point(runners, feed, args.rounds, args.block, args.warmup)
-                row = {"stage": key, "batch": batch, **{k: summarise(t, batch) for k, t in times.items()}}
+                row = {"subgraph": key, "batch": batch, **{k: summarise(t, batch) for k, t in times.items()}}
                 if "onnxruntime" in row and "torch" in row:
                     row["speedup"] = row["torch"]["median_ms"] / row["onnxruntime"]["median_ms"]
                 results.append(row)
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             for runner in runners.values():
                 runner.deactivate()
     verdicts = []
-    for key in TARGET_STAGES:
-        ratios = [r["speedup"] for r in results if r["stage"] == key and "speedup" in r]
+    for key in TARGET_SUBGRAPHS:
+        ratios = [r["speedup"] for r in results if r["subgraph"] == key and "speedup" in r]
         if ratios:
             low = min(ratios)
             verdicts.append(f"{key}: onnxruntime ÷ torch {low:.2f}× at worst over batches "

@@ -45,6 +45,12 @@ import numpy as np
 from tqdm import tqdm
 
 from mestream.bench.stats import percentiles
+from mestream.engine.config import SourceConfig
+from mestream.engine.face import crop, detect_face, square_box
+from mestream.engine.intervals import interval_iou
+from mestream.models.mesnet.data import flow_steps, sample_starts
+from mestream.models.mesnet.evaluate import load
+from mestream.plugins import make_source
 
 TORCH_HINT = "the baseline needs torch: pip install 'mestream[train]'"
 
@@ -82,7 +88,7 @@ class Stream:
 def _torch() -> Any:
     """torch, or `BaselineUnavailable` naming the extra that installs it."""
     try:
-        import torch
+        import torch  # lazy: torch is in the train extra
     except ImportError:
         raise BaselineUnavailable(TORCH_HINT) from None
     return torch
@@ -91,7 +97,6 @@ def _torch() -> Any:
 def load_network() -> Any:
     """The shipped demo MESNet in eval mode, as ``mestream eval`` loads it (torch eager)."""
     _torch()
-    from mestream.models.mesnet.evaluate import load
 
     return load(None)[0]
 
@@ -105,8 +110,6 @@ def baseline_hop_steps(config: Any, hop_ms: float | None) -> int:
 
 def sample_bounds(n_frames: int, fps: float, sample_hz: float) -> np.ndarray:
     """(S + 1,) first frame of each complete sample of the stream, then the end of the last one."""
-    from mestream.models.mesnet.data import sample_starts
-
     step = max(fps / sample_hz, 1.0)
     grid = sample_starts(n_frames + int(math.ceil(step)) + 2, fps, sample_hz)
     count = len(sample_starts(n_frames, fps, sample_hz))
@@ -199,9 +202,6 @@ class _Baseline:
 
     def compute(self, frames: _Frames, j: int) -> bool:
         """Recompute window j from its raw frames; False (and skipped) when it cannot."""
-        from mestream.engine.face import crop, detect_face, square_box
-        from mestream.models.mesnet.data import flow_steps
-
         cfg, e = self.cfg, self.ends[j]
         lo = max(0, e - cfg.window_steps)
         c_lo, c_hi = self._context(e)
@@ -249,8 +249,6 @@ class _Baseline:
     def _publish(self, frames: _Frames, spots: Any, lo: int, e: int, *, final: bool, done: int) -> None:
         """The engine's rule (`mestream.engine.spot`): intervals over ``settle`` steps before
         the window's end (the last window takes all), not cut by its start, not seen before."""
-        from mestream.engine.intervals import interval_iou
-
         steps = e - lo
         limit = steps - 1 - (0 if final else self.settle)
         for (a, b), _score in sorted(zip(spots.intervals.tolist(), spots.scores.tolist())):
@@ -276,9 +274,6 @@ class _Baseline:
     # -- the stream ------------------------------------------------------------------------------
 
     def _source(self) -> Any:
-        from mestream.engine.config import SourceConfig
-        from mestream.plugins import make_source
-
         s = self.stream
         return make_source(SourceConfig(kind="synthetic", seed=s.seed, fps=s.fps, resolution=s.resolution,
                                         pace=self.paced, options={"micro_per_min": s.micro_per_min}))

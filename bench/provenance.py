@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mestream.engine.manifest import shipped_export_dir
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"mestream": "mestream", "numpy": "numpy", "onnxruntime": "onnxruntime", "opencv": "cv2", "torch": "torch",
             "matplotlib": "matplotlib"}
@@ -34,8 +36,6 @@ def _version(module: str) -> str | None:
 def _export() -> dict[str, Any]:
     """The model export the engine runs by default: its folder and a digest of its manifest."""
     try:
-        from mestream.export.manifest import shipped_export_dir
-
         manifest = Path(shipped_export_dir()) / "manifest.json"
         return {"path": str(manifest.parent), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
     except (OSError, ImportError) as exc:

@@ -201,9 +201,9 @@ def write_csvs(results: dict, out: Path) -> list[Path]:
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is in the train extra
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib is in the train extra
     return plt
 
 

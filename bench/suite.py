@@ -21,9 +21,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from tqdm import tqdm
+
+from mestream.bench import report
+from mestream.bench.baseline import Stream, run_baseline
 from mestream.bench.measure import KEEP_UP, PIPELINES, Method, Point, capacity, measure_point, run_once
 from mestream.bench.provenance import provenance
+from mestream.bench.report import BEGIN, END
 from mestream.bench.stats import median_of, percentiles
+from mestream.cameras.base import parse_resolution
+from mestream.cameras.synthetic.camera import MAX_FPS
+from mestream.engine.backends import backend_class, backend_kinds, why_unavailable
 from mestream.engine.config import MAX_CAMERAS, SpotConfig
 
 RESULTS_MD = Path(__file__).resolve().with_name("RESULTS.md")
@@ -110,9 +119,6 @@ def method_from_args(args: argparse.Namespace) -> Method:
 
 def _check_axes(rates: tuple[float, ...], sizes: tuple[str, ...], counts: tuple[int, ...]) -> None:
     """What `SourceConfig` and the synthetic camera would refuse mid-run, refused here instead."""
-    from mestream.cameras.base import parse_resolution
-    from mestream.cameras.synthetic.camera import MAX_FPS
-
     for fps in rates:
         if not 40.0 <= fps <= MAX_FPS:
             raise BenchError(f"--fps: {fps:g} is outside 40 (the spotting rate) to {MAX_FPS:g} (the synthetic camera)")
@@ -128,8 +134,6 @@ def _check_axes(rates: tuple[float, ...], sizes: tuple[str, ...], counts: tuple[
 
 def _check_results_md(path: Path) -> None:
     """``--update-results``: a page that cannot be updated fails now, not after the run."""
-    from mestream.bench.report import BEGIN, END
-
     if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
         raise BenchError(f"--results-md: cannot write {path}")
     figures = path.parent / "figures"
@@ -143,16 +147,12 @@ def _check_results_md(path: Path) -> None:
 
 
 def _pixels(resolution: str) -> int:
-    from mestream.cameras.base import parse_resolution
-
     width, height = parse_resolution(resolution)
     return width * height
 
 
 def available_backends() -> tuple[list[str], list[dict[str, str]]]:
     """Backends that can run here, and why each other one cannot."""
-    from mestream.engine.backends import backend_class, backend_kinds, why_unavailable
-
     usable, skipped = [], []
     for kind in backend_kinds():
         reason = why_unavailable(backend_class(kind))
@@ -215,8 +215,6 @@ def run_baseline_comparison(method: Method, head: Point, progress: Any) -> dict[
     paced rows (the latency ratios) are medians over ``method.repetitions``; the unpaced ones
     are single runs. A side that fails or is interrupted leaves the rows measured before it,
     and says why."""
-    from mestream.bench.baseline import Stream, run_baseline
-
     seconds = method.measured_seconds(head.fps, 1)
     stream = Stream(seed=method.seed, fps=head.fps, resolution=head.resolution, seconds=seconds,
                     warmup_s=method.warmup_s, cooldown_s=method.cooldown_s, micro_per_min=method.micro_per_min)
@@ -261,8 +259,6 @@ def run_baseline_comparison(method: Method, head: Point, progress: Any) -> dict[
 def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One row from repeated runs: latency figures the median over the runs (max: the worst),
     counts and rates the median; ``runs`` says how many."""
-    import numpy as np
-
     out = dict(rows[0])
     for key, value in rows[0].items():
         if isinstance(value, dict) and "n" in value:
@@ -296,8 +292,6 @@ def ratios(rows: list[dict[str, Any]], hop_ms: float) -> dict[str, float | None]
 
 
 def run(args: argparse.Namespace) -> int:
-    from mestream.bench import report
-
     try:
         method = method_from_args(args)
         plan, skipped = plan_from_args(args, method)
@@ -360,8 +354,6 @@ def _failures(results: dict[str, Any]) -> list[str]:
 def _measure(plan: Plan, method: Method, results: dict[str, Any], save: Any) -> bool:
     """Every step of the plan into ``results``, in order, saving after each (a crash or a kill
     keeps what was measured); True when Ctrl-C ended it early."""
-    from tqdm import tqdm
-
     steps = len(plan.points) + len(plan.capacity) + int(plan.baseline)
     with tqdm(total=steps, unit="step", desc="mestream bench") as bar:
         try:

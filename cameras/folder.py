@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from mestream.cameras.base import Frame, SourceError
 from mestream.cameras.replay import ReplaySource, timed_frames
+from mestream.images import IMAGE_SUFFIXES, natural_key
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"}
 DEFAULT_FOLDER_FPS = 200.0
-
-
-def natural_key(path: Path) -> list[Any]:
-    """Sort img2.jpg before img10.jpg, as the datasets number frames without zero padding."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
-from mestream.engine.backends import load_manifest, open_stages
+from mestream.engine.backends import load_manifest, open_subgraphs
 from mestream.engine.bus import EventBus
 from mestream.engine.callback import CallbackSink, iterate_events
 from mestream.engine.clipqueue import ClipQueue
@@ -40,7 +40,7 @@ from mestream.engine.ring import FrameRing
 from mestream.engine.scoring import latency_summary, score_run
 from mestream.engine.sinks import ConsoleSink, JsonlSink, RecordSink, ZmqSink
 from mestream.engine.sampling import READ_BLOCK, keep_frames
-from mestream.engine.spot import STAGES as SPOT_STAGES
+from mestream.engine.spot import SUBGRAPHS as SPOT_SUBGRAPHS
 from mestream.engine.spot import SpotStage, hop_steps, model_config
 from mestream.engine.summary import Summary
 from mestream.engine.stages import Context, IngestStage, LatencyTap, RunContext, Stage, StatsStage
@@ -50,17 +50,6 @@ from mestream.engine.trace import FrameTrace
 from mestream.plugins import make_sink, make_source
 
 log = logging.getLogger("mestream")
-
-MODEL_KEYS = {
-    "mesnet": {"config": ("window_steps", "overlap_steps", "temporal_kernel", "temporal_padding", "cpn_layers",
-                          "max_proposals", "crn_steps", "t_cpn", "t_crn", "t_nms", "sample_hz", "flow_crop",
-                          "flow_blur", "input_size", "in_channels", "flow_scale", "flow_gap", "flow_method",
-                          "flow_preset"),
-               "preprocessing": ("flow_crop",)},
-    "akmnet": {"config": ("classes", "max_frames", "image_size", "magnify_alpha", "magnify_sigma", "input_mode"),
-               "preprocessing": ("crop_side",)},
-}
-"""What the engine reads from each model's manifest entry: an export missing one is refused at start."""
 
 CROP_RING_SECONDS = 4.0
 """At least this much of every camera's crops is kept: a clip (≤ 0.5 s) must still be there
@@ -189,36 +178,28 @@ class Pipeline:
             raise ConfigError(f"the export {self.manifest.root} has no {', '.join(missing)} model (it holds "
                               f"{', '.join(self.manifest.models)}); export it, or turn off "
                               f"{'recognition (recognise.enabled = false)' if missing == ['akmnet'] else 'spotting'}")
-        for name in wanted:
-            info = self.manifest.models[name]
-            for part, needed in MODEL_KEYS[name].items():
-                missing_keys = [key for key in needed if key not in getattr(info, part)]
-                if missing_keys:
-                    raise ConfigError(f"the export {self.manifest.root}: models.{name}.{part} lacks "
-                                      f"{', '.join(missing_keys)}, which the engine reads; re-export it with `mestream export`")
-        keys = list(SPOT_STAGES) + ([ENCODER, CLIP_HEAD] if self.config.recognise.enabled else [])
-        absent = [key for key in keys if key not in self.manifest.stages]
+        keys = list(SPOT_SUBGRAPHS) + ([ENCODER, CLIP_HEAD] if self.config.recognise.enabled else [])
+        absent = [key for key in keys if key not in self.manifest.subgraphs]
         if absent:
-            raise ConfigError(f"the export {self.manifest.root} lacks the stage(s) {', '.join(absent)} "
-                              f"(it has {', '.join(self.manifest.stages)}); re-export it with `mestream export`")
-        self.models, backend_note = open_stages(self.config.inference, keys)
+            raise ConfigError(f"the export {self.manifest.root} lacks the subgraph(s) {', '.join(absent)} "
+                              f"(it has {', '.join(self.manifest.subgraphs)}); re-export it with `mestream export`")
+        self.models, backend_note = open_subgraphs(self.config.inference, keys, manifest=self.manifest)
         kinds = sorted({runner.name for runner in self.models.values()})
-        return [f"models: {', '.join(kinds)} backend, stages {', '.join(self.models)}"] + ([backend_note] if backend_note else [])
+        return [f"models: {', '.join(kinds)} backend, subgraphs {', '.join(self.models)}"] + ([backend_note] if backend_note else [])
 
     def _crop_size(self) -> int:
         if self.config.face.crop_size is not None:
             return self.config.face.crop_size
         # the same crops whether recognition runs or not, so turning it off never changes the spots
-        models = self.manifest.models
-        sizes = [int(models["mesnet"].preprocessing["flow_crop"])]
-        if "akmnet" in models:
-            sizes.append(int(models["akmnet"].preprocessing["crop_side"]))
+        sizes = [self.manifest.mesnet.preprocessing.flow_crop]
+        if "akmnet" in self.manifest.models:
+            sizes.append(self.manifest.akmnet.preprocessing.crop_side)
         return max(sizes)
 
     def _crop_capacity(self, fps: float) -> int:
         """The crop ring: at least `CROP_RING_SECONDS`, and always more than a replay's spot
         stage holds plus a read block (a shorter ring would leave the face stage waiting forever)."""
-        model = model_config(self.manifest.models["mesnet"], self.config.spot)
+        model = model_config(self.manifest.mesnet, self.config.spot)
         held = keep_frames(model, fps, hop_steps(self.config.spot, model))
         return max(math.ceil(max(self.config.ring.seconds, CROP_RING_SECONDS) * fps), held + READ_BLOCK + math.ceil(fps))
 
@@ -260,10 +241,10 @@ class Pipeline:
                                    stop=stop)
             self.recog = RecogStage(shared, self.clips, {c.ctx.camera: c.crops for c in cams},
                                     {c.ctx.camera: c.ctx.ring for c in cams}, self.models,
-                                    self.manifest.models["akmnet"], config.recognise)
+                                    self.manifest.akmnet, config.recognise)
         if config.spot.enabled:
             self.spot = SpotStage(shared, {c.ctx.camera: (c.crops, c.ctx.fps, waits[c.ctx.camera]) for c in cams},
-                                  self.models, self.manifest.models["mesnet"], config.spot, clips=self.clips,
+                                  self.models, self.manifest.mesnet, config.spot, clips=self.clips,
                                   max_batch=config.inference.max_batch, traces=self.traces)
         for i, cam in enumerate(cams):
             stages: list[Any] = [cam.reader]
@@ -450,8 +431,7 @@ class Pipeline:
         truth = self._truth()
         if not truth:
             return latency
-        akmnet = self.manifest.models.get("akmnet")
-        classes = (list(akmnet.config["classes"]) if akmnet is not None
+        classes = (list(self.manifest.akmnet.config.classes) if "akmnet" in self.manifest.models
                    else sorted({e.four_class for events in truth.values() for e in events}))
         frames = {c.ctx.camera: c.ctx.ring.frames_written for c in self.cameras if c.ctx.camera in truth}
         try:

@@ -29,9 +29,9 @@ from mestream.engine.config import InferenceConfig, RecogConfig
 from mestream.engine.crops import CropRing
 from mestream.engine.events import RecogEvent
 from mestream.engine.face import Box
+from mestream.engine.manifest import AKMNetInfo
 from mestream.engine.ring import FrameRing, RingError
 from mestream.engine.stages import Context, Stage
-from mestream.export.manifest import ModelInfo
 
 __all__ = ["RecogStage", "ENCODER", "CLIP_HEAD"]
 
@@ -53,7 +53,7 @@ class _Clip:
 
 def max_batch(runner: Any) -> int:
     """The largest batch a stage accepts: a fixed batch axis, else the runner's configured limit."""
-    dim = runner.stage.inputs[0].shape[0]
+    dim = runner.subgraph.inputs[0].shape[0]
     if isinstance(dim, int):
         return dim
     return int(getattr(getattr(runner, "config", None), "max_batch", InferenceConfig().max_batch))
@@ -81,21 +81,21 @@ class RecogStage(Stage):
     WINDOW = 256  # per-clip costs kept for ``recog.ms_p50``
 
     def __init__(self, ctx: Context, clips: ClipQueue, crops: Mapping[str, CropRing],
-                 frames: Mapping[str, FrameRing], runners: Mapping[str, Any], model: ModelInfo,
+                 frames: Mapping[str, FrameRing], runners: Mapping[str, Any], model: AKMNetInfo,
                  config: RecogConfig) -> None:
         super().__init__("recognise", ctx)
         self.queue, self.crops, self.frames = clips, crops, frames
         self.encoder, self.head = runners[ENCODER], runners[CLIP_HEAD]
         self.config = config
         cfg, prep = model.config, model.preprocessing
-        self.classes = list(cfg["classes"])
-        self.max_frames = int(cfg["max_frames"])
-        self.image_size = int(cfg["image_size"])
-        self.crop_side = int(prep["crop_side"])
-        self._clip_args = {"max_frames": self.max_frames, "magnify_alpha": float(cfg["magnify_alpha"]),
-                        "magnify_sigma": float(cfg["magnify_sigma"]), "input_mode": str(cfg["input_mode"])}
-        frames_spec = self.encoder.stage.inputs[0]
-        feature_spec = self.head.stage.inputs[0]
+        self.classes = list(cfg.classes)
+        self.max_frames = cfg.max_frames
+        self.image_size = cfg.image_size
+        self.crop_side = prep.crop_side
+        self._clip_args = {"max_frames": self.max_frames, "magnify_alpha": cfg.magnify_alpha,
+                           "magnify_sigma": cfg.magnify_sigma, "input_mode": cfg.input_mode}
+        frames_spec = self.encoder.subgraph.inputs[0]
+        feature_spec = self.head.subgraph.inputs[0]
         if tuple(frames_spec.shape[1:]) != (1, self.image_size, self.image_size):
             raise ValueError(f"{ENCODER} takes frames {frames_spec.shape}, the model config says image_size "
                              f"{self.image_size}: the export and its manifest disagree")

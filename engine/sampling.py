@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,6 +30,7 @@ import numpy as np
 from mestream.engine.crops import CropRing
 from mestream.engine.flow import OpticalFlow, flow_input, sample_image
 from mestream.engine.intervals import interval_iou, receptive_fields
+from mestream.engine.manifest import MESNetModelConfig
 from mestream.engine.ring import RingError
 from mestream.engine.trace import FrameTrace
 
@@ -51,24 +52,24 @@ class MESNetGeometry:
     t_nms: float
 
     @classmethod
-    def from_model(cls, config: Mapping[str, Any], spot: Any) -> "MESNetGeometry":
+    def from_model(cls, config: MESNetModelConfig, spot: Any) -> "MESNetGeometry":
         def pick(override: float | None, key: str) -> float:
-            return float(config[key]) if override is None else override
+            return float(getattr(config, key)) if override is None else override
 
-        return cls(window_steps=int(config["window_steps"]), temporal_kernel=int(config["temporal_kernel"]),
-                   temporal_padding=int(config["temporal_padding"]),
-                   receptive_fields=receptive_fields(config["temporal_kernel"], config["cpn_layers"]),
-                   max_proposals=int(config["max_proposals"]), crn_steps=int(config["crn_steps"]),
+        return cls(window_steps=config.window_steps, temporal_kernel=config.temporal_kernel,
+                   temporal_padding=config.temporal_padding,
+                   receptive_fields=receptive_fields(config.temporal_kernel, config.cpn_layers),
+                   max_proposals=config.max_proposals, crn_steps=config.crn_steps,
                    t_cpn=pick(spot.t_cpn, "t_cpn"), t_crn=pick(spot.t_crn, "t_crn"), t_nms=pick(spot.t_nms, "t_nms"))
 
 
-def keep_frames(model: Mapping[str, Any], fps: float, hop_steps: int) -> int:
+def keep_frames(model: MESNetModelConfig, fps: float, hop_steps: int) -> int:
     """Crops a replay's spotter holds behind its read position: a later event's onset lies in
     a window not run yet, which starts up to a window, the flow's look-ahead, a hop and one
     read block before that position. The crop ring must be longer."""
-    gap = int(model["flow_gap"])
-    step = fps / float(model["sample_hz"])
-    return int(math.ceil((int(model["window_steps"]) + gap - gap // 2 + hop_steps + 2) * step)) + READ_BLOCK
+    gap = model.flow_gap
+    step = fps / model.sample_hz
+    return int(math.ceil((model.window_steps + gap - gap // 2 + hop_steps + 2) * step)) + READ_BLOCK
 
 
 @dataclass
@@ -89,7 +90,7 @@ class CameraStream:
     (read, `store_features`, `due_windows` / `window_features`, `count_event`, `end_stream`,
     `hold_crops`) and reads its figures, but never writes its state."""
 
-    def __init__(self, name: str, crops: CropRing, fps: float, model: Mapping[str, Any], geometry: MESNetGeometry,
+    def __init__(self, name: str, crops: CropRing, fps: float, model: MESNetModelConfig, geometry: MESNetGeometry,
                  hop_steps: int, feature_size: int, *, wait: bool, max_lag_ms: float,
                  trace: FrameTrace | None = None) -> None:
         self.name, self.crops, self.fps = name, crops, fps
@@ -101,14 +102,14 @@ class CameraStream:
         self.keep = crops.register_reader("spot-keep") if wait else None
         self.keep_frames = keep_frames(model, fps, hop_steps)
         self.flushed = False  # the source ended and its last stream was flushed
-        self.step = fps / float(model["sample_hz"])
-        self.flow_crop = int(model["flow_crop"])
-        self.blur = float(model["flow_blur"])
-        self.input_size = int(model["input_size"])
-        self.gain = float(model["flow_scale"]) * self.input_size / self.flow_crop
-        gap = int(model["flow_gap"])
+        self.step = fps / model.sample_hz
+        self.flow_crop = model.flow_crop
+        self.blur = model.flow_blur
+        self.input_size = model.input_size
+        self.gain = model.flow_scale * self.input_size / self.flow_crop
+        gap = model.flow_gap
         self.back, self.ahead = gap // 2, gap - gap // 2
-        self.flow = OpticalFlow(str(model["flow_method"]), str(model["flow_preset"]))
+        self.flow = OpticalFlow(model.flow_method, model.flow_preset)
         self.hop = hop_steps
         self.window_steps = geometry.window_steps
         # the samples of one read block, the window and the look-ahead must all fit

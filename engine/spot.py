@@ -24,6 +24,7 @@ Backpressure: see `CameraStream` (skips of a live spotter, holds of a replay's).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -34,25 +35,23 @@ from mestream.engine.crops import CropRing
 from mestream.engine.events import SpotEvent
 from mestream.engine.intervals import Spots, cpn_proposals, crn_intervals, resample
 from mestream.engine.keyframes import is_micro, refine
+from mestream.engine.manifest import MESNetInfo, MESNetModelConfig
 from mestream.engine.ring import RingError
 from mestream.engine.sampling import CameraStream, MESNetGeometry, Window
 from mestream.engine.stages import Context, Stage
 from mestream.engine.trace import FrameTrace
 
-STAGES = ("mesnet.encoder", "mesnet.window_head", "mesnet.crn")
+SUBGRAPHS = ("mesnet.encoder", "mesnet.window_head", "mesnet.crn")
 
 
-def hop_steps(config: SpotConfig, model: Mapping[str, Any]) -> int:
+def hop_steps(config: SpotConfig, model: MESNetModelConfig) -> int:
     """The hop in samples (at least one)."""
-    return max(1, int(round(config.hop_ms / 1000.0 * float(model["sample_hz"]))))
+    return max(1, int(round(config.hop_ms / 1000.0 * model.sample_hz)))
 
 
-def model_config(model: Any, config: SpotConfig) -> dict[str, Any]:
+def model_config(model: MESNetInfo, config: SpotConfig) -> MESNetModelConfig:
     """MESNet's config from the manifest, with the run's spotting rate when it sets one."""
-    cfg = dict(model.config)
-    if config.sample_hz is not None:
-        cfg["sample_hz"] = config.sample_hz
-    return cfg
+    return replace(model.config, sample_hz=float(config.sample_hz)) if config.sample_hz is not None else model.config
 
 
 class SpotStage(Stage):
@@ -60,38 +59,39 @@ class SpotStage(Stage):
 
     Args:
         cameras: camera id → (its crop ring, fps, whether it is a replay that may wait).
-        runners: the backends' runners, by stage key (`STAGES`).
+        runners: the backends' runners, by subgraph key (`SUBGRAPHS`).
         model: the manifest's MESNet `ModelInfo`.
         clips: the pipeline's queue micro intervals are put on for recognition, or None.
         traces: camera id → its `FrameTrace`, for the cameras whose per-frame latency is measured.
     """
 
     def __init__(self, ctx: Context, cameras: Mapping[str, tuple[CropRing, float, bool]],
-                 runners: Mapping[str, Any], model: Any, config: SpotConfig, *,
+                 runners: Mapping[str, Any], model: MESNetInfo, config: SpotConfig, *,
                  clips: ClipQueue | None = None, max_batch: int = 16,
                  traces: Mapping[str, FrameTrace] | None = None) -> None:
         super().__init__("spot", ctx)
         self.config, self.runners, self.clips = config, runners, clips
         cfg = model_config(model, config)
-        rate = float(cfg["sample_hz"])
+        rate = cfg.sample_hz
         for name, (_, fps, _) in cameras.items():
             if fps < rate:
                 raise ConfigError(f"camera {name!r} runs at {fps:g} fps, below the spotting rate of {rate:g} Hz: "
                                   f"set spot.sample_hz to at most {fps:g} (the model was trained at "
-                                  f"{float(model.config['sample_hz']):g} Hz)")
+                                  f"{model.config.sample_hz:g} Hz)")
         self.geometry = geo = MESNetGeometry.from_model(cfg, config)
         hop = hop_steps(config, cfg)
-        stages = {stage.name: stage for stage in model.stages}
-        self.feature_size = int(stages["encoder"].outputs[0].shape[-1])
+        subgraphs = {subgraph.name: subgraph for subgraph in model.subgraphs}
+        self.feature_size = int(subgraphs["encoder"].outputs[0].shape[-1])
         traces = traces or {}
         self.cams = [CameraStream(name, crops, fps, cfg, geo, hop, self.feature_size, wait=wait,
                                   max_lag_ms=config.max_lag_ms, trace=traces.get(name))
                      for name, (crops, fps, wait) in cameras.items()]
         self.max_batch = max_batch
-        self.min_steps = int(stages["window_head"].dims["time"][0])
+        self.min_steps = int(subgraphs["window_head"].dims["time"][0])
+        self.score_names = subgraphs["window_head"].output_names  # one per CPN scale, in scale order
         self.gather_ns = int(config.gather_ms * 1e6) if len(self.cams) > 1 else 0
-        size = int(cfg["input_size"])
-        self._flow = np.zeros((self.max_batch, int(cfg["in_channels"]), size, size), np.float32)
+        size = cfg.input_size
+        self._flow = np.zeros((self.max_batch, cfg.in_channels, size, size), np.float32)
         self._pending: list[tuple[CameraStream, int]] = []
         self._pending_since = 0
         self._due_since = 0
@@ -198,7 +198,7 @@ class SpotStage(Stage):
             w.cam.window_features(w.end, steps, out=feats[row])
         scores = self.runners["mesnet.window_head"].infer({"features": feats})
         self.calls["window_head"] += 1
-        names = sorted(scores, key=lambda k: int(k.rsplit("_", 1)[1]))
+        names = self.score_names
         props = [cpn_proposals([scores[k][row] for k in names], geo, geo.t_cpn, steps)
                  for row in range(len(group))]
         rows = [(row, k) for row, p in enumerate(props) for k in range(len(p))]

@@ -8,8 +8,8 @@ precision problem (TensorRT's FP16) actually shows. The torch outputs recorded a
 those inputs travel in the same file, so a runtime-only install without torch still checks
 its backends against PyTorch.
 
-``inputs.npz`` keys: ``<stage key>/<input name>`` for the inputs and
-``torch/<stage key>/<output name>`` for PyTorch's outputs on them at export.
+``inputs.npz`` keys: ``<subgraph key>/<input name>`` for the inputs and
+``torch/<subgraph key>/<output name>`` for PyTorch's outputs on them at export.
 
 The reference for random inputs is torch when it can run here, else onnxruntime; camera
 inputs are compared with the recorded torch outputs (or the reference when none were
@@ -30,7 +30,7 @@ import numpy as np
 from mestream.engine import backends
 from mestream.engine.backends.base import concrete_shape
 from mestream.engine.config import InferenceConfig
-from mestream.export.manifest import Manifest, ManifestError, StageInfo
+from mestream.engine.manifest import Manifest, ManifestError, SubgraphInfo
 
 INPUTS_NAME = "inputs.npz"
 RECORDED = "torch"
@@ -41,13 +41,13 @@ CAMERA = "camera"
 
 @dataclass(frozen=True)
 class Row:
-    """One output of one stage on one input set, of one backend against the reference.
+    """One output of one subgraph on one input set, of one backend against the reference.
 
     ``metric`` is "abs" (``max_diff``/``mean_diff`` are absolute differences) or "mismatches"
     (``max_diff`` is the count of differing elements, ``mean_diff`` their fraction). A row
-    with ``error`` set records a backend that failed to load or run the stage."""
+    with ``error`` set records a backend that failed to load or run the subgraph."""
 
-    stage: str
+    subgraph: str
     backend: str
     inputs: str
     output: str
@@ -61,19 +61,19 @@ class Row:
 
 # -- inputs ----------------------------------------------------------------------------------------
 
-def random_feed(stage: StageInfo, batch: int, rng: np.random.Generator, which: int = 1) -> dict[str, np.ndarray]:
+def random_feed(subgraph: SubgraphInfo, batch: int, rng: np.random.Generator, which: int = 1) -> dict[str, np.ndarray]:
     """Random inputs with dynamic axes at their min (0) or opt (1): floats uniform in [0, 1) as
     `example_feed`'s; a (batch, T) bool mask gets valid-first rows of random lengths 1..T, with
     the full and the 1-frame clip among them once the batch has room."""
     if which == 1:
-        feed = backends.example_feed(stage, batch, rng)
+        feed = backends.example_feed(subgraph, batch, rng)
     else:
         feed = {}
-        for spec in stage.inputs:
-            shape = concrete_shape(spec, stage, batch, which)
+        for spec in subgraph.inputs:
+            shape = concrete_shape(spec, subgraph, batch, which)
             feed[spec.name] = (np.ones(shape, bool) if spec.dtype == "bool"
                                else rng.random(shape, dtype=np.float64).astype(spec.dtype))
-    for spec in stage.inputs:
+    for spec in subgraph.inputs:
         array = feed[spec.name]
         if spec.dtype == "bool" and array.ndim == 2:
             T = array.shape[1]
@@ -86,19 +86,19 @@ def random_feed(stage: StageInfo, batch: int, rng: np.random.Generator, which: i
     return feed
 
 
-def random_sets(stage: StageInfo, seed: int = 0) -> list[tuple[str, dict[str, np.ndarray]]]:
+def random_sets(subgraph: SubgraphInfo, seed: int = 0) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Batch 1 and 3 at the opt shape, and batch 2 at every dynamic axis's minimum when there is one."""
-    rng = np.random.default_rng([seed, sum(stage.key.encode())])
-    sets = [("random b1", random_feed(stage, 1, rng)), ("random b3", random_feed(stage, 3, rng))]
-    named = {d for t in stage.inputs for d in t.shape if isinstance(d, str) and d != "batch"}
+    rng = np.random.default_rng([seed, sum(subgraph.key.encode())])
+    sets = [("random b1", random_feed(subgraph, 1, rng)), ("random b3", random_feed(subgraph, 3, rng))]
+    named = {d for t in subgraph.inputs for d in t.shape if isinstance(d, str) and d != "batch"}
     if named:
-        sets.append((f"random b2 {','.join(sorted(named))} min", random_feed(stage, 2, rng, which=0)))
+        sets.append((f"random b2 {','.join(sorted(named))} min", random_feed(subgraph, 2, rng, which=0)))
     return sets
 
 
 def load_inputs(root: Path, manifest: Manifest) -> dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """Per stage, the camera inputs saved at export and the torch outputs recorded on them
-    (empty when none were recorded); stages missing from the file are left out."""
+    """Per subgraph, the camera inputs saved at export and the torch outputs recorded on them
+    (empty when none were recorded); subgraphs missing from the file are left out."""
     path = Path(root) / INPUTS_NAME
     if not path.is_file():
         return {}
@@ -109,11 +109,11 @@ def load_inputs(root: Path, manifest: Manifest) -> dict[str, tuple[dict[str, np.
         raise ManifestError(f"{path}: the camera inputs cannot be read ({type(exc).__name__}: {exc}); "
                             f"re-run `mestream export`") from None
     out = {}
-    for key, stage in manifest.stages.items():
-        names = [f"{key}/{t.name}" for t in stage.inputs]
+    for key, subgraph in manifest.subgraphs.items():
+        names = [f"{key}/{t.name}" for t in subgraph.inputs]
         if all(n in stored for n in names):
-            feed = {t.name: stored[f"{key}/{t.name}"] for t in stage.inputs}
-            want = {t.name: stored[f"{RECORDED}/{key}/{t.name}"] for t in stage.outputs
+            feed = {t.name: stored[f"{key}/{t.name}"] for t in subgraph.inputs}
+            want = {t.name: stored[f"{RECORDED}/{key}/{t.name}"] for t in subgraph.outputs
                     if f"{RECORDED}/{key}/{t.name}" in stored}
             out[key] = (feed, want)
     return out
@@ -139,11 +139,11 @@ def difference(got: Any, want: Any) -> tuple[float, float, str]:
     return float(count), count / max(want.size, 1), "mismatches"
 
 
-def compare(stage: StageInfo, backend: str, label: str, got: Mapping[str, np.ndarray],
+def compare(subgraph: SubgraphInfo, backend: str, label: str, got: Mapping[str, np.ndarray],
             want: Mapping[str, np.ndarray], reference: str, tol: float) -> list[Row]:
     rows = []
-    for spec in stage.outputs:
-        common = dict(stage=stage.key, backend=backend, inputs=label, output=spec.name, reference=reference)
+    for spec in subgraph.outputs:
+        common = dict(subgraph=subgraph.key, backend=backend, inputs=label, output=spec.name, reference=reference)
         if spec.name not in want:  # not compared is not passed: say so rather than leave the output out
             rows.append(Row(**common, max_diff=np.nan, mean_diff=np.nan, ok=False,
                             error=f"no {reference} output {spec.name!r} to compare with"))
@@ -211,7 +211,7 @@ def run_backend(cls: Any, manifest: Manifest, key: str, sets: list[tuple[str, di
 
 def check_backends(manifest: Manifest, kinds: Iterable[str] | None = None, *, tol: float = 1e-4,
                    config: InferenceConfig | None = None, echo: Callable[[str], None] = print) -> list[Row]:
-    """Every stage of ``manifest`` on every runnable backend of ``kinds`` (default: all
+    """Every subgraph of ``manifest`` on every runnable backend of ``kinds`` (default: all
     registered), compared on random and camera inputs; see the module docstring."""
     config = config or InferenceConfig()
     runnable = runnable_backends(kinds, echo)
@@ -221,8 +221,8 @@ def check_backends(manifest: Manifest, kinds: Iterable[str] | None = None, *, to
     reference = _reference(names)
     camera = load_inputs(manifest.root, manifest)
     rows: list[Row] = []
-    for key, stage in manifest.stages.items():
-        sets = random_sets(stage)
+    for key, subgraph in manifest.subgraphs.items():
+        sets = random_sets(subgraph)
         feed_want = camera.get(key)
         if feed_want is not None:
             sets.append((CAMERA, feed_want[0]))
@@ -235,9 +235,9 @@ def check_backends(manifest: Manifest, kinds: Iterable[str] | None = None, *, to
                 if isinstance(got, str):
                     rows.append(Row(key, kind, label, "-", np.nan, np.nan, False, error=got))
                 elif recorded is not None:
-                    rows += compare(stage, kind, label, got, recorded, RECORDED_LABEL, tol)
+                    rows += compare(subgraph, kind, label, got, recorded, RECORDED_LABEL, tol)
                 elif kind != reference and not isinstance(ref_out, str):
-                    rows += compare(stage, kind, label, got, ref_out, reference, tol)
+                    rows += compare(subgraph, kind, label, got, ref_out, reference, tol)
     return rows
 
 
@@ -249,18 +249,18 @@ def _figure(value: float, metric: str) -> str:
 
 def format_rows(rows: list[Row], tol: float = 1e-4) -> str:
     """A table with one ``[PASSED]``/``[FAILED]`` line per comparison and a summary line."""
-    head = ("", "stage", "backend", "inputs", "output", "max", "mean", "vs")
+    head = ("", "subgraph", "backend", "inputs", "output", "max", "mean", "vs")
     table = [head]
     for r in rows:
         mean = f"{r.mean_diff:.2%}" if r.metric == "mismatches" and not np.isnan(r.mean_diff) else _figure(r.mean_diff, r.metric)
-        table.append(("[PASSED]" if r.ok else "[FAILED]", r.stage, r.backend, r.inputs, r.output,
+        table.append(("[PASSED]" if r.ok else "[FAILED]", r.subgraph, r.backend, r.inputs, r.output,
                       _figure(r.max_diff, r.metric) + (" mism." if r.metric == "mismatches" else ""),
                       mean, r.reference or "-"))
     widths = [max(len(str(line[i])) for line in table) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
     for r in rows:
         if r.error:
-            lines.append(f"[FAILED] {r.stage} on {r.backend} ({r.inputs}): {r.error}")
+            lines.append(f"[FAILED] {r.subgraph} on {r.backend} ({r.inputs}): {r.error}")
     failed = sum(not r.ok for r in rows)
     used = sorted({r.backend for r in rows})
     if not rows:

@@ -1,12 +1,12 @@
 """Export MESNet and AKMNet to ONNX with a manifest, and check every backend against PyTorch.
 
 ``mestream export`` exports the shipped demo checkpoints (or ``--checkpoint``) into ``--out``
-(default runs/export), checking each stage against PyTorch as it goes. ``--check`` alone
+(default runs/export), checking each subgraph against PyTorch as it goes. ``--check`` alone
 compares every backend that can run here on the shipped export; with ``--out`` or
 ``--checkpoint`` it exports first and then checks that export (add ``--if-stale`` to check
 an existing export without re-exporting it when it is up to date).
 
-Exit codes: 0 all good, 1 a stage or backend disagrees with PyTorch, 2 a bad option,
+Exit codes: 0 all good, 1 a subgraph or backend disagrees with PyTorch, 2 a bad option,
 checkpoint or export folder, or a missing extra (export needs ``mestream[train]``;
 ``--check`` runs on the runtime-only install).
 """
@@ -18,6 +18,25 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
+
+from mestream.engine.backends import (
+    BackendError,
+    backend_class,
+    backend_kinds,
+    why_unavailable,
+)
+from mestream.engine.config import InferenceConfig
+from mestream.engine.manifest import Manifest, ManifestError, shipped_export_dir
+from mestream.export.check import check_backends, format_rows
+from mestream.export.onnx_export import (
+    ExportError,
+    ParityError,
+    checkpoint_family,
+    default_checkpoints,
+    export_all,
+    is_stale,
+)
+from mestream.models.checkpoint import CheckpointError
 
 FAMILIES = ("mesnet", "akmnet")
 
@@ -56,8 +75,6 @@ def parse_checkpoints(values: list[str]) -> dict[str, Path]:
         else:
             path, model = Path(value), ""
         if not model:
-            from mestream.export.onnx_export import checkpoint_family
-
             model = checkpoint_family(path)
             if model not in FAMILIES:
                 raise UsageError(f"--checkpoint {value}: holds a {model!r} model, which cannot be exported")
@@ -68,11 +85,6 @@ def parse_checkpoints(values: list[str]) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mestream.engine.backends import BackendError
-    from mestream.export.manifest import ManifestError
-    from mestream.export.onnx_export import ExportError, ParityError
-    from mestream.models.checkpoint import CheckpointError
-
     try:
         return _run(args)
     except ParityError as exc:
@@ -91,7 +103,7 @@ def one_line(exc: BaseException) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     if args.opset < 17:
-        raise UsageError(f"--opset {args.opset}: the stages need opset 17 or newer")
+        raise UsageError(f"--opset {args.opset}: the subgraphs need opset 17 or newer")
     if args.threads < 1:
         raise UsageError(f"--threads {args.threads}: must be >= 1")
     if not args.tolerance >= 0:
@@ -101,17 +113,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--backends only applies to --check")
     export = not (args.check and args.out is None and not args.checkpoint)
     if not export:
-        from mestream.export.manifest import shipped_export_dir
-
         return check(shipped_export_dir(), kinds, args)
     out = Path(args.out) if args.out is not None else Path("runs/export")
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
         missing = "PyTorch" if importlib.util.find_spec("torch") is None else "the onnx package"
         raise UsageError(f"exporting needs {missing}, from the 'train' extra: pip install 'mestream[train]'"
                          + ("; --check alone checks the shipped export without it" if args.check else ""))
-    import torch
-
-    from mestream.export.onnx_export import default_checkpoints, export_all, is_stale
+    import torch  # lazy: torch is in the train extra
 
     torch.set_num_threads(args.threads)
     checkpoints = parse_checkpoints(args.checkpoint) if args.checkpoint else default_checkpoints()
@@ -128,25 +136,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def summary(manifest: object, seconds: float) -> str:
-    """One line per stage: file, parity figures; then where the manifest is."""
+    """One line per subgraph: file, parity figures; then where the manifest is."""
     lines = []
-    for key, stage in manifest.stages.items():  # type: ignore[attr-defined]
-        figures = ", ".join(f"{group} {max(values.values()):.2g}" for group, values in stage.parity.items() if values)
-        lines.append(f"  {key:<20} {stage.file:<28} max diff vs torch: {figures}")
-    lines.append(f"exported {len(lines)} stages in {seconds:.1f} s; manifest {manifest.root}/manifest.json")  # type: ignore[attr-defined]
+    for key, subgraph in manifest.subgraphs.items():  # type: ignore[attr-defined]
+        figures = ", ".join(f"{group} {max(values.values()):.2g}" for group, values in subgraph.parity.items() if values)
+        lines.append(f"  {key:<20} {subgraph.file:<28} max diff vs torch: {figures}")
+    lines.append(f"exported {len(lines)} subgraphs in {seconds:.1f} s; manifest {manifest.root}/manifest.json")  # type: ignore[attr-defined]
     return "\n".join(lines)
 
 
 def check(root: Path, kinds: list[str], args: argparse.Namespace) -> int:
-    from mestream.engine.config import InferenceConfig
-    from mestream.export.check import check_backends, format_rows
-    from mestream.export.manifest import Manifest
-
     manifest = Manifest.load(root)
     rows = check_backends(manifest, kinds or None, tol=args.tolerance, config=InferenceConfig(threads=args.threads))
     if not rows:
-        from mestream.engine.backends import backend_class, backend_kinds, why_unavailable
-
         asked = kinds or backend_kinds()
         able = [k for k in asked if why_unavailable(backend_class(k)) is None]
         if not able:

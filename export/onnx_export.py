@@ -1,35 +1,63 @@
-"""Export every stage of the models to ONNX, prove each file computes what PyTorch does, and
+"""Export every subgraph of the models to ONNX, prove each file computes what PyTorch does, and
 write the manifest the runtime loads.
 
 Exporter: ``torch.onnx.export`` with the legacy TorchScript exporter (``dynamo=False``),
 opset 17. Why not the default dynamo exporter: it needs ``onnxscript`` (not a dependency),
 writes opset 18 even when 17 is asked for, and by default puts the weights in a separate
 ``.data`` file; the TorchScript exporter writes exactly the opset requested, one
-self-contained file per stage (so one sha256 covers graph and weights), and takes
+self-contained file per subgraph (so one sha256 covers graph and weights), and takes
 ``dynamic_axes``. Its deprecation warnings are silenced around the call only.
 
 Parity is measured on two kinds of input (`mestream.export.check`): seeded random ones
 (batch 1 and 3, and the shortest window the window head accepts) and real ones, a few
-seconds of the synthetic camera put through the training preprocessing with each stage fed
-what the stage before it gave. Any float output more than 1e-4 away from PyTorch, or any
-bool/int element different, fails the export naming the stage and output. The real inputs
+seconds of the synthetic camera put through the training preprocessing with each subgraph fed
+what the subgraph before it gave. Any float output more than 1e-4 away from PyTorch, or any
+bool/int element different, fails the export naming the subgraph and output. The real inputs
 and PyTorch's outputs on them are kept in ``inputs.npz`` so `--check` can compare backends on
 them without torch.
 
-Only numpy at import: `is_stale` runs without torch.
+Nothing of the train extra at import (torch and onnx load inside the functions that need them):
+`is_stale` and `mestream export --check` run on a runtime-only install.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import onnxruntime
+import onnxruntime as ort
+from tqdm import tqdm
 
-from mestream.export.check import INPUTS_NAME, RECORDED, difference, random_feed, random_sets
-from mestream.export.manifest import (MANIFEST_NAME, Manifest, ManifestError, ModelInfo, StageInfo, TensorInfo,
-                                      file_sha256)
+from mestream import __version__
+from mestream.cameras.synthetic import SceneConfig
+from mestream.engine import intervals
+from mestream.engine.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestError,
+    ModelInfo,
+    SubgraphInfo,
+    TensorInfo,
+    file_sha256,
+    model_info,
+)
+from mestream.export.check import (
+    INPUTS_NAME,
+    RECORDED,
+    difference,
+    random_feed,
+    random_sets,
+)
+from mestream.export.errors import ExportError, ParityError
+from mestream.models.akmnet.data import collate, sample_from_crops
+from mestream.models.checkpoint import git_sha, load_checkpoint, shipped_weights
+from mestream.models.mesnet.data import flow_steps, sample_starts
+from mestream.models.synthetic import make_camera, render_crops
 
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 MIN_OPSET = 17
@@ -45,58 +73,42 @@ ENCODER_SAMPLES = 6
 CRN_PROPOSALS = 4
 
 
-class ExportError(RuntimeError):
-    """A stage could not be exported or checked; the message names the model stage."""
-
-
-class ParityError(ExportError):
-    """An exported stage computes something else than PyTorch; the message names stage, output and figure."""
-
-
 def default_checkpoints() -> dict[str, Path]:
-    from mestream.models.checkpoint import shipped_weights
-
     return {model: shipped_weights(model, "demo") for model in ("mesnet", "akmnet")}
 
 
 def checkpoint_family(path: str | Path) -> str:
     """The model a checkpoint holds, from its ``model`` field (CheckpointError when unreadable)."""
-    from mestream.models.checkpoint import load_checkpoint
-
     return load_checkpoint(path, model=None).model
 
 
-# -- one stage -------------------------------------------------------------------------------------
+# -- one subgraph -------------------------------------------------------------------------------------
 
-def export_stage(stage: Any, path: Path, opset: int) -> None:
-    """Trace ``stage`` (a `StageSpec`) to ``path`` and run the ONNX checker on the file."""
-    import warnings
+def export_subgraph(subgraph: Any, path: Path, opset: int) -> None:
+    """Trace ``subgraph`` (a `SubgraphSpec`) to ``path`` and run the ONNX checker on the file."""
+    import onnx  # lazy: onnx is in the train extra
+    import torch  # lazy: torch is in the train extra
 
-    import onnx
-    import torch
-
-    example = random_feed(stage.info(), 2, np.random.default_rng(0))  # batch 2: a batch of 1 can be folded into the graph as a constant
-    args = tuple(torch.from_numpy(example[t.name]) for t in stage.inputs)
-    stage.module.eval()
+    example = random_feed(subgraph.info(), 2, np.random.default_rng(0))  # batch 2: a batch of 1 can be folded into the graph as a constant
+    args = tuple(torch.from_numpy(example[t.name]) for t in subgraph.inputs)
+    subgraph.module.eval()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices; see the module docstring
-            torch.onnx.export(stage.module, args, str(path), dynamo=False, opset_version=opset,
-                              input_names=[t.name for t in stage.inputs], output_names=[t.name for t in stage.outputs],
-                              dynamic_axes=stage.dynamic_axes(), do_constant_folding=True)
+            torch.onnx.export(subgraph.module, args, str(path), dynamo=False, opset_version=opset,
+                              input_names=[t.name for t in subgraph.inputs], output_names=[t.name for t in subgraph.outputs],
+                              dynamic_axes=subgraph.dynamic_axes(), do_constant_folding=True)
     except Exception as exc:
-        raise ExportError(f"model {stage.key}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
+        raise ExportError(f"model {subgraph.key}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
     finally:
-        stage.module.eval()  # the exporter restores the module's previous mode on the way out
+        subgraph.module.eval()  # the exporter restores the module's previous mode on the way out
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
-        raise ExportError(f"model {stage.key}: {path} fails the ONNX checker: {exc}") from exc
+        raise ExportError(f"model {subgraph.key}: {path} fails the ONNX checker: {exc}") from exc
 
 
 def ort_session(path: Path) -> Any:
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -104,66 +116,63 @@ def ort_session(path: Path) -> Any:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def torch_outputs(stage: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import torch
+def torch_outputs(subgraph: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import torch  # lazy: torch is in the train extra
 
     with torch.inference_mode():
-        out = stage.module(*(torch.from_numpy(np.ascontiguousarray(feed[t.name])) for t in stage.inputs))
+        out = subgraph.module(*(torch.from_numpy(np.ascontiguousarray(feed[t.name])) for t in subgraph.inputs))
     out = out if isinstance(out, tuple) else (out,)
-    return {t.name: v.numpy() for t, v in zip(stage.outputs, out)}
+    return {t.name: v.numpy() for t, v in zip(subgraph.outputs, out)}
 
 
-def _signature(stage: Any, session: Any, path: Path) -> None:
+def _signature(subgraph: Any, session: Any, path: Path) -> None:
     """The graph's names and shapes are the spec's: the manifest must describe the file."""
-    for kind, got, want in (("inputs", session.get_inputs(), stage.inputs), ("outputs", session.get_outputs(), stage.outputs)):
+    for kind, got, want in (("inputs", session.get_inputs(), subgraph.inputs), ("outputs", session.get_outputs(), subgraph.outputs)):
         have = [(t.name, tuple(t.shape)) for t in got]
         expect = [(t.name, tuple(t.shape)) for t in want]
         if have != expect:
-            raise ExportError(f"model {stage.key}: {path.name} has {kind} {have}, expected {expect}")
+            raise ExportError(f"model {subgraph.key}: {path.name} has {kind} {have}, expected {expect}")
 
 
-def verify_stage(stage: Any, path: Path, camera: Mapping[str, np.ndarray]) -> tuple[StageInfo, dict[str, np.ndarray]]:
+def verify_subgraph(subgraph: Any, path: Path, camera: Mapping[str, np.ndarray]) -> tuple[SubgraphInfo, dict[str, np.ndarray]]:
     """Parity of the ONNX file against the torch module on random and camera inputs.
 
-    Returns the stage's manifest entry (with the output dtypes ONNX Runtime actually gives)
+    Returns the subgraph's manifest entry (with the output dtypes ONNX Runtime actually gives)
     and the arrays for ``inputs.npz``. Raises `ParityError` beyond tolerance."""
     session = ort_session(path)
-    _signature(stage, session, path)
-    names = [t.name for t in stage.outputs]
-    sets = [*random_sets(stage.info()), ("camera", dict(camera))]
+    _signature(subgraph, session, path)
+    names = [t.name for t in subgraph.outputs]
+    sets = [*random_sets(subgraph.info()), ("camera", dict(camera))]
     parity: dict[str, dict[str, float]] = {"random": {}, "camera": {}}
     dtypes: dict[str, str] = {}
     recorded: dict[str, np.ndarray] = {}
     for label, feed in sets:
-        want = torch_outputs(stage, feed)
-        got = dict(zip(names, session.run(names, {t.name: feed[t.name] for t in stage.inputs})))
+        want = torch_outputs(subgraph, feed)
+        got = dict(zip(names, session.run(names, {t.name: feed[t.name] for t in subgraph.inputs})))
         group = "camera" if label == "camera" else "random"
         for name in names:
             if got[name].dtype != want[name].dtype or got[name].shape != want[name].shape:
-                raise ParityError(f"model {stage.key}: output {name!r} is {got[name].dtype} {got[name].shape} in "
+                raise ParityError(f"model {subgraph.key}: output {name!r} is {got[name].dtype} {got[name].shape} in "
                                   f"ONNX Runtime but {want[name].dtype} {want[name].shape} in torch ({label} inputs)")
             dtypes[name] = got[name].dtype.name
             peak, _, metric = difference(got[name], want[name])
             parity[group][name] = max(parity[group].get(name, 0.0), peak)
             if (metric == "abs" and not peak <= TOL) or (metric == "mismatches" and peak):
                 what = f"max abs difference {peak:.3g}" if metric == "abs" else f"{int(peak)} elements differ"
-                raise ParityError(f"model {stage.key}: output {name!r} of {path.name} differs from torch on {label} "
+                raise ParityError(f"model {subgraph.key}: output {name!r} of {path.name} differs from torch on {label} "
                                   f"inputs: {what} (tolerance {TOL:g}; bool/int outputs must be identical)")
         if label == "camera":
             recorded = want
-    outputs = tuple(TensorInfo(t.name, t.shape, dtypes[t.name]) for t in stage.outputs)
-    arrays = {f"{stage.key}/{t.name}": np.ascontiguousarray(camera[t.name]) for t in stage.inputs}
-    arrays.update({f"{RECORDED}/{stage.key}/{n}": v for n, v in recorded.items()})
-    return stage.info(file_sha256(path), parity, outputs), arrays
+    outputs = tuple(TensorInfo(t.name, t.shape, dtypes[t.name]) for t in subgraph.outputs)
+    arrays = {f"{subgraph.key}/{t.name}": np.ascontiguousarray(camera[t.name]) for t in subgraph.inputs}
+    arrays.update({f"{RECORDED}/{subgraph.key}/{n}": v for n, v in recorded.items()})
+    return subgraph.info(file_sha256(path), parity, outputs), arrays
 
 
 # -- real inputs -----------------------------------------------------------------------------------
 
 def _render(seconds: float, size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Face crops of every frame of the camera subject, and its micro-expressions (onset, offset)."""
-    from mestream.cameras.synthetic import SceneConfig
-    from mestream.models.synthetic import make_camera, render_crops
-
     camera = make_camera(CAMERA_SUBJECT, fps=CAMERA_FPS, duration_s=seconds,
                          scene=SceneConfig(micro_per_min=CAMERA_MICRO_PER_MIN))
     crops = render_crops(camera, np.arange(camera.n_frames), size)
@@ -175,10 +184,7 @@ def _render(seconds: float, size: int) -> tuple[np.ndarray, list[tuple[int, int]
 def mesnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
     """Flow of the first window (`flow_steps`, as training), its features, and the features
     of the window head's best positions resampled for the CRN (`postprocess.resample`)."""
-    import torch
-
-    from mestream.engine import intervals as post
-    from mestream.models.mesnet.data import flow_steps, sample_starts
+    import torch  # lazy: torch is in the train extra
 
     cfg = spec.net.config
     crops, _ = _render(max(CAMERA_SECONDS, (cfg.window_steps + cfg.flow_gap + 1) / cfg.sample_hz), cfg.flow_crop)
@@ -186,11 +192,11 @@ def mesnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
     window = np.zeros((cfg.window_steps, *flow.shape[1:]), np.float32)
     window[:min(len(flow), cfg.window_steps)] = flow[:cfg.window_steps]
     with torch.inference_mode():
-        features = spec.stage("encoder").module(torch.from_numpy(window)).numpy()
-        scores = [s[0].numpy() for s in spec.stage("window_head").module(torch.from_numpy(features)[None])]
-    intervals = np.concatenate(post.cpn_positions(cfg))
+        features = spec.subgraph("encoder").module(torch.from_numpy(window)).numpy()
+        scores = [s[0].numpy() for s in spec.subgraph("window_head").module(torch.from_numpy(features)[None])]
+    positions = np.concatenate(intervals.cpn_positions(cfg))
     best = np.argsort(-np.concatenate(scores), kind="stable")[:CRN_PROPOSALS]
-    proposals = np.stack([post.resample(features, int(a), int(b), cfg.crn_steps) for a, b in intervals[best]])
+    proposals = np.stack([intervals.resample(features, int(a), int(b), cfg.crn_steps) for a, b in positions[best]])
     motion = np.abs(flow).mean(axis=(1, 2, 3))
     picks = np.unique(np.concatenate([np.argsort(-motion, kind="stable")[:ENCODER_SAMPLES // 2],
                                       np.linspace(0, len(flow) - 1, ENCODER_SAMPLES // 2).round().astype(int)]))
@@ -202,9 +208,7 @@ def akmnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
     """Two spotted clips through `sample_from_crops` and ``collate`` (as evaluation): a whole
     micro-expression and a short clip that leaves padding; their encoder features, with the
     padded slots zero as `AKMNet.encode` leaves them."""
-    import torch
-
-    from mestream.models.akmnet.data import collate, sample_from_crops
+    import torch  # lazy: torch is in the train extra
 
     cfg = spec.net.config
     crops, micro = _render(CAMERA_SECONDS, cfg.train_resize)
@@ -215,7 +219,7 @@ def akmnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
                                subject=str(CAMERA_SUBJECT)) for a, b in spans]
     frames, mask, _ = collate(clips, cfg.image_size, train=False, pad_to=cfg.max_frames)
     with torch.inference_mode():
-        valid = spec.stage("encoder").module(torch.from_numpy(frames[mask])).numpy()
+        valid = spec.subgraph("encoder").module(torch.from_numpy(frames[mask])).numpy()
     features = np.zeros((*mask.shape, *valid.shape[1:]), np.float32)
     features[mask] = valid
     n = int(mask[0].sum())
@@ -229,12 +233,8 @@ CAMERA = {"mesnet": mesnet_camera, "akmnet": akmnet_camera}
 # -- everything ------------------------------------------------------------------------------------
 
 def producer() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torch
-
-    from mestream import __version__
-    from mestream.models.checkpoint import git_sha
+    import onnx  # lazy: onnx is in the train extra
+    import torch  # lazy: torch is in the train extra
 
     return {"torch": str(torch.__version__), "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
             "numpy": np.__version__, "mestream": __version__, "git_sha": git_sha() or "unknown"}
@@ -250,16 +250,15 @@ def relative_to(path: Path, root: Path) -> str:
 
 def export_all(checkpoints: Mapping[str, str | Path] | None = None, out: str | Path = DEFAULT_OUT, *,
                opset: int = MIN_OPSET, progress: bool = True) -> Manifest:
-    """Export, check and describe every stage of each checkpoint (model → path; default: both
+    """Export, check and describe every subgraph of each checkpoint (model → path; default: both
     shipped demo checkpoints) into ``out``; the manifest is written last, so an export that
     fails leaves no manifest claiming its files."""
-    import torch
-    from tqdm import tqdm
+    import torch  # lazy: torch is in the train extra
 
-    from mestream.export.stages import load_spec
+    from mestream.export.subgraphs import load_spec  # lazy: imports torch (train extra)
 
     if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is not supported: the stages need opset {MIN_OPSET} or newer")
+        raise ExportError(f"opset {opset} is not supported: the subgraphs need opset {MIN_OPSET} or newer")
     checkpoints = {m: Path(p) for m, p in (checkpoints or default_checkpoints()).items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -269,24 +268,26 @@ def export_all(checkpoints: Mapping[str, str | Path] | None = None, out: str | P
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     models: dict[str, ModelInfo] = {}
     arrays: dict[str, np.ndarray] = {}
-    total = sum(len(s.stages) for s in specs.values())
-    with tqdm(total=total, desc="export", unit="stage", disable=not progress) as bar:
+    total = sum(len(s.subgraphs) for s in specs.values())
+    with tqdm(total=total, desc="export", unit="subgraph", disable=not progress) as bar:
         for model, spec in specs.items():
             bar.set_postfix_str(f"{model}: camera inputs")
             camera = CAMERA[model](spec)
-            stages = []
-            for stage in spec.stages:
-                bar.set_postfix_str(stage.key)
-                path = out / stage.file
-                export_stage(stage, path, opset)
-                info, part = verify_stage(stage, path, camera[stage.name])
-                stages.append(info)
+            subgraphs = []
+            for subgraph in spec.subgraphs:
+                bar.set_postfix_str(subgraph.key)
+                path = out / subgraph.file
+                export_subgraph(subgraph, path, opset)
+                info, part = verify_subgraph(subgraph, path, camera[subgraph.name])
+                subgraphs.append(info)
                 arrays.update(part)
                 bar.update()
             path = checkpoints[model]
-            models[model] = ModelInfo(name=model, preset=spec.preset, checkpoint=relative_to(path, out),
-                                      checkpoint_sha256=file_sha256(path), config=spec.config,
-                                      preprocessing=spec.preprocessing, stages=tuple(stages))
+            # parsed as the runtime will load it: an export lacking a field the engine reads fails here
+            entry = {"name": model, "preset": spec.preset, "checkpoint": relative_to(path, out),
+                     "checkpoint_sha256": file_sha256(path), "config": spec.config,
+                     "preprocessing": spec.preprocessing, "subgraphs": [dataclasses.asdict(s) for s in subgraphs]}
+            models[model] = model_info(entry, f"models.{model}")
     tmp = out / (INPUTS_NAME + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(out / INPUTS_NAME)
@@ -301,7 +302,7 @@ def is_stale(out: str | Path, checkpoints: Mapping[str, str | Path] | None = Non
     """Why the export in ``out`` does not match ``checkpoints`` (default: the shipped demo
     ones), or None when it does: no manifest, a model missing, a checkpoint or an ONNX file
     changed since the export, the camera inputs missing, another opset. Code changes to the
-    stages are not detected: re-export after changing a network."""
+    subgraphs are not detected: re-export after changing a network."""
     checkpoints = checkpoints or default_checkpoints()
     try:
         manifest = Manifest.load(out)
@@ -319,7 +320,7 @@ def is_stale(out: str | Path, checkpoints: Mapping[str, str | Path] | None = Non
         if sha != info.checkpoint_sha256:
             return (f"checkpoint {path} (sha256 {sha[:12]}…) is not the one model {model} was exported from "
                     f"(sha256 {info.checkpoint_sha256[:12]}…)")
-    for key in manifest.stages:
+    for key in manifest.subgraphs:
         try:
             manifest.verify(key)
         except ManifestError as exc:

@@ -3,7 +3,7 @@ baseline of what a user would otherwise run.
 
 Why it reads the checkpoint rather than the ONNX file: it is the independent path the
 exported graphs are checked against (`mestream export --check`), so it must not share them.
-It runs the same stage wrappers the exporter traced (`mestream.export.stages`), and refuses a
+It runs the same subgraph wrappers the exporter traced (`mestream.export.subgraphs`), and refuses a
 checkpoint whose sha256 is not the one in the manifest: the ONNX files would then come from
 other weights, and comparing the two would report a mismatch that is only a stale export.
 """
@@ -17,10 +17,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from mestream.engine.backends.base import BackendError, Runner, missing_package
-from mestream.export.manifest import file_sha256
+from mestream.engine.manifest import file_sha256
+from mestream.models.checkpoint import CheckpointError
 
 _SPECS: dict[tuple[str, str, str], Any] = {}
-"""Loaded models by (model, checkpoint path, sha256): the stages of one model share one load."""
+"""Loaded models by (model, checkpoint path, sha256): the subgraphs of one model share one load."""
 _MAX_SPECS = 4
 
 
@@ -42,11 +43,14 @@ class TorchBackend(Runner):
         return None if importlib.util.find_spec("torch") else missing_package("torch", "torch", "train")
 
     def _activate(self) -> None:
-        import torch
+        import torch  # lazy: torch is in the train extra
 
-        from mestream.export.stages import StageError, load_spec
+        from mestream.export.subgraphs import (  # lazy: imports torch (train extra)
+            SubgraphError,
+            load_spec,
+        )
 
-        model = self.stage.model
+        model = self.subgraph.model
         info = self.manifest.models[model]
         path = checkpoint_path(self.manifest, model)
         if not path.is_file():
@@ -60,18 +64,16 @@ class TorchBackend(Runner):
         cache_key = (model, str(path.resolve()), sha)
         spec = _SPECS.get(cache_key)
         if spec is None:
-            from mestream.models.checkpoint import CheckpointError
-
             try:
                 spec = load_spec(model, path)
-            except (CheckpointError, StageError) as exc:
+            except (CheckpointError, SubgraphError) as exc:
                 raise BackendError(f"torch backend for {self.key}: {exc}") from None
             while len(_SPECS) >= _MAX_SPECS:
                 _SPECS.pop(next(iter(_SPECS)))
             _SPECS[cache_key] = spec
         try:
-            self.module = spec.stage(self.stage.name).module.eval()
-        except StageError as exc:
+            self.module = spec.subgraph(self.subgraph.name).module.eval()
+        except SubgraphError as exc:
             raise BackendError(f"torch backend for {self.key}: {exc}") from None
         torch.set_num_threads(self.config.threads)
         self._torch = torch
@@ -87,7 +89,7 @@ class TorchBackend(Runner):
             out = self.module(*args)
         out = out if isinstance(out, tuple) else (out,)
         if len(out) != len(self.outputs):
-            raise BackendError(f"torch backend for {self.key}: the stage gave {len(out)} outputs, the manifest names "
+            raise BackendError(f"torch backend for {self.key}: the subgraph gave {len(out)} outputs, the manifest names "
                                f"{len(self.outputs)}; re-run `mestream export`")
         return {spec.name: value.numpy() for spec, value in zip(self.outputs, out)}
 

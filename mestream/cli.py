@@ -10,6 +10,9 @@ import logging
 import os
 import sys
 
+from mestream import __version__
+from mestream.docstrings import first_paragraph
+
 COMMANDS = {
     "run": ("mestream.engine.run", "run the pipeline: source → ring → … → published events"),
     "listen": ("mestream.engine.listen", "subscribe to a running engine and print or log its events"),
@@ -21,20 +24,20 @@ COMMANDS = {
 }
 
 
-def first_paragraph(doc: str | None) -> str:
-    """A docstring's first paragraph on one line: the summary for help and listings."""
-    return " ".join((doc or "").strip().split("\n\n")[0].split())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from mestream import __version__
-
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given the command line ``argv``, only the command it names
+    is imported (each command module imports what it drives at its top, so loading all of them
+    would make `mestream listen` pay for the exporter and the training code)."""
     parser = argparse.ArgumentParser(prog="mestream", description="Real-time facial micro-expression spotting and recognition.")
     parser.add_argument("--version", action="version", version=f"mestream {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        module_name, _, attribute = module_name.partition(":")
+    named = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    for name, (target, help_text) in COMMANDS.items():
+        if named is not None and name != named:
+            sub.add_parser(name, help=help_text)  # listed in --help; its options load when it is the command
+            continue
+        module_name, _, attribute = target.partition(":")
         module = importlib.import_module(module_name)
         if attribute:
             module = getattr(module, attribute)
@@ -45,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.command_line = ["mestream", *(sys.argv[1:] if argv is None else argv)]  # as typed, for results that record it
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    args.command_line = ["mestream", *argv]  # as typed, for results that record it
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args._run(args) or 0)

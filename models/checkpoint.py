@@ -64,7 +64,7 @@ def _plain(value: Any) -> Any:
 def model_card(*, model: str, preset: str, config: Any, data: dict[str, Any], seed: int, metrics: dict[str, Any],
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """A JSON-ready description of a trained model."""
-    import torch
+    import torch  # lazy: torch is in the train extra
 
     card = {"format": FORMAT, "model": model, "preset": preset, "config": _plain(config), "data": _plain(data),
             "seed": int(seed), "metrics": _plain(metrics), "git_sha": git_sha(), "torch": str(torch.__version__),
@@ -77,7 +77,7 @@ def model_card(*, model: str, preset: str, config: Any, data: dict[str, Any], se
 def save_checkpoint(path: str | Path, *, model: str, preset: str, config: Any, state_dict: dict[str, Any],
                     card: dict[str, Any]) -> Path:
     """Write ``path`` (torch) and ``path.with_suffix('.json')`` (the card); returns ``path``."""
-    import torch
+    import torch  # lazy: torch is in the train extra
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def save_checkpoint(path: str | Path, *, model: str, preset: str, config: Any, s
 def load_checkpoint(path: str | Path, *, model: str | None) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint`, refusing one of another model
     (``model=None`` takes whichever model the file holds)."""
-    import torch
+    import torch  # lazy: torch is in the train extra
 
     path = Path(path)
     if path.is_dir():

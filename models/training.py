@@ -15,11 +15,17 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
+
+from mestream.models import synthetic
+from mestream.models.checkpoint import CheckpointError, git_sha, shipped_weights
+from mestream.models.datasets import DatasetError, kfold_splits, read_dataset
+from mestream.models.datasets.splits import subjects
 
 C = TypeVar("C")
 
@@ -39,7 +45,7 @@ def require_torch(what: str) -> None:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch, so a preset and a seed give one result on one machine."""
-    import torch
+    import torch  # lazy: torch is in the train extra
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -74,10 +80,10 @@ class EarlyStopping:
 
 def plot_curves(history: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
     """One PNG with a panel per curve (losses, validation figures) against the check number."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is in the train extra
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib is in the train extra
 
     names = [k for k, v in history.items() if len(v)]
     fig, axes = plt.subplots(len(names) or 1, 1, figsize=(6, 2.2 * max(len(names), 1)), sharex=False, squeeze=False)
@@ -218,9 +224,6 @@ def dataset_split(name: str, root: str | None, folds: int | None, seed: int,
     """(training records, validation records, the card's data) of a licensed dataset: the first
     subject-independent fold validates, the others train. ``options`` go to ``read_dataset``
     (and to the card, so that the run can be repeated)."""
-    from mestream.models.datasets import DatasetError, kfold_splits, read_dataset
-    from mestream.models.datasets.splits import subjects
-
     if not root:
         raise DatasetError(f"--dataset {name} needs --root (the dataset's folder)")
     folds = DEFAULT_FOLDS if folds is None else folds
@@ -235,10 +238,6 @@ def dataset_split(name: str, root: str | None, folds: int | None, seed: int,
 
 def ship_checkpoint(path: Path, model: str, preset: str) -> Path:
     """Copy a checkpoint and its card to where `mestream eval` and the runtime look by default."""
-    import shutil
-
-    from mestream.models.checkpoint import shipped_weights
-
     target = shipped_weights(model, preset)
     shutil.copyfile(path, target)
     shutil.copyfile(path.with_suffix(".json"), target.with_suffix(".json"))
@@ -249,9 +248,6 @@ def report_errors(command: str, body: Callable[[], int], errors: tuple[type[Exce
     """Run a command; the user's mistakes (a bad option, a dataset that does not match its layout,
     an unusable checkpoint, ``errors``) come out on stderr as one line naming the culprit, with
     exit code 2, as `mestream run` reports its own; not as a traceback."""
-    from mestream.models.checkpoint import CheckpointError
-    from mestream.models.datasets import DatasetError
-
     try:
         return body()
     except (OptionError, DatasetError, CheckpointError, EvalError, *errors) as exc:
@@ -263,10 +259,8 @@ def report_errors(command: str, body: Callable[[], int], errors: tuple[type[Exce
 
 def check_eval_seed(seed: int, card: dict[str, Any], checkpoint: str | Path) -> None:
     """Refuse the seed whose subjects trained or validated the model, in one wording for both models."""
-    from mestream.models.synthetic import check_eval_seed as check
-
     try:
-        check(seed, card, f"checkpoint {checkpoint}")
+        synthetic.check_eval_seed(seed, card, f"checkpoint {checkpoint}")
     except ValueError as exc:
         raise EvalError(str(exc)) from None
 
@@ -275,8 +269,6 @@ def eval_provenance(*, seed: int, subjects: Sequence[int], duration_s: float, ch
                     card: dict[str, Any]) -> dict[str, Any]:
     """What an evaluation ran on, for its metrics.json: the data, the weights, the code that
     trained them (from the card) and the code that scored them, which may differ."""
-    from mestream.models.checkpoint import git_sha
-
     return {"seed": int(seed), "subjects": len(subjects), "subject_ids": [int(s) for s in subjects],
             "duration_s": float(duration_s), "checkpoint": str(checkpoint),
             "trained_git_sha": card.get("git_sha"), "eval_git_sha": git_sha()}

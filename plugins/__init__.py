@@ -16,9 +16,9 @@ A source class is built by ``from_config(SourceConfig)`` when it has one, else c
 the config's ``options`` table as keyword arguments. A backend class is a
 `mestream.engine.backends.base.Runner` (or follows the `Backend` protocol). A sink class is built by
 ``from_options(options)`` when it has one, else called with the options as keywords.
-mestream's own sources and sinks are registered the same way in its pyproject.toml; the
-table below only backs them up when the package metadata is unavailable (a source tree
-run without installing).
+mestream's own sources, sinks and backends are registered the same way, in its
+pyproject.toml and nowhere else: a source tree that was never installed has no entry points,
+and says so (`NotInstalled`) rather than falling back on a second list that could drift.
 """
 
 from __future__ import annotations
@@ -32,28 +32,12 @@ SINK_GROUP = "mestream.sinks"
 BACKEND_GROUP = "mestream.backends"
 NOUNS = {SOURCE_GROUP: "source", SINK_GROUP: "sink", BACKEND_GROUP: "backend"}
 
-_BUILTIN = {
-    SOURCE_GROUP: {
-        "synthetic": "mestream.cameras.synthetic:SyntheticCamera",
-        "video": "mestream.cameras.video:VideoSource",
-        "folder": "mestream.cameras.folder:FolderSource",
-        "opencv": "mestream.cameras.opencv:OpenCVCamera",
-    },
-    SINK_GROUP: {
-        "zmq": "mestream.engine.sinks:ZmqSink",
-        "jsonl": "mestream.engine.sinks:JsonlSink",
-        "console": "mestream.engine.sinks:ConsoleSink",
-    },
-    BACKEND_GROUP: {
-        "onnxruntime": "mestream.engine.backends.onnxrt:OnnxRuntimeBackend",
-        "tensorrt": "mestream.engine.backends.trt:TensorRTBackend",
-        "torch": "mestream.export.torch_backend:TorchBackend",
-    },
-}
-
-
 class PluginError(LookupError):
     """A kind is not registered, or its entry point failed to load."""
+
+
+class NotInstalled(PluginError):
+    """mestream's own entry points are missing: the source tree was not installed."""
 
 
 @dataclass(frozen=True)
@@ -76,11 +60,19 @@ class Plugin:
 def scan(group: str) -> tuple[dict[str, Plugin], dict[str, str]]:
     """``(kinds, clashes)`` of ``group``: built-ins first, then installed plugins. A plugin
     reusing a taken name is a clash, with a message naming both packages; it fails only when
-    that kind is used, so one bad package cannot break every other kind."""
-    found = {name: Plugin(group, name, target, "mestream") for name, target in _BUILTIN[group].items()}
+    that kind is used, so one bad package cannot break every other kind.
+
+    Raises `NotInstalled` when mestream itself registered nothing in ``group``."""
+    entry_points = list(metadata.entry_points(group=group))
+    found = {ep.name: Plugin(group, ep.name, ep.value, "mestream")
+             for ep in entry_points if _origin(ep) == "mestream"}
+    if not found:
+        raise NotInstalled(f"mestream's own {NOUNS.get(group, group)} kinds are not registered (entry point "
+                           f"group {group!r}): this source tree was not installed. Run `pip install -e .` in "
+                           f"it (or `make demo`), which registers the entry points pyproject.toml declares")
     clashes: dict[str, str] = {}
-    for ep in metadata.entry_points(group=group):
-        dist = ep.dist.name if ep.dist is not None else "?"
+    for ep in entry_points:
+        dist = _origin(ep)
         if dist == "mestream":
             continue
         if ep.name in found:
@@ -89,6 +81,11 @@ def scan(group: str) -> tuple[dict[str, Plugin], dict[str, str]]:
             continue
         found[ep.name] = Plugin(group, ep.name, ep.value, dist)
     return found, clashes
+
+
+def _origin(ep: metadata.EntryPoint) -> str:
+    """The distribution that declared ``ep`` ("?" when importlib.metadata does not say)."""
+    return ep.dist.name if ep.dist is not None else "?"
 
 
 def registered(group: str) -> dict[str, Plugin]:

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from mestream.plugins import BACKEND_GROUP, SINK_GROUP, SOURCE_GROUP, PluginError, scan
+from mestream.docstrings import first_paragraph
+from mestream.plugins import (
+    BACKEND_GROUP,
+    SINK_GROUP,
+    SOURCE_GROUP,
+    NotInstalled,
+    Plugin,
+    PluginError,
+    scan,
+)
 
 WIDTH = 12
 
@@ -13,12 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-load", action="store_true", help="list entry points without importing them")
 
 
-def _summary(plugin, load: bool) -> list[str]:
+def _summary(plugin: Plugin, load: bool) -> list[str]:
     """The kind's docstring summary, and for a backend whether it can run on this machine."""
     if not load:
         return []
-    from mestream.cli import first_paragraph
-
     try:
         kind = plugin.load()
     except PluginError as exc:
@@ -34,7 +42,11 @@ def _summary(plugin, load: bool) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     for title, group in (("sources", SOURCE_GROUP), ("sinks", SINK_GROUP), ("backends", BACKEND_GROUP)):
         print(f"{title} ({group}):")
-        kinds, clashing = scan(group)
+        try:
+            kinds, clashing = scan(group)
+        except NotInstalled as exc:
+            print(f"mestream sources: {exc}", file=sys.stderr)
+            return 2
         for name, plugin in sorted(kinds.items()):
             print(f"  {name:<{WIDTH}} {plugin.origin:<12} {plugin.target}")
             for line in _summary(plugin, not args.no_load):

@@ -18,11 +18,11 @@ from typing import Any
 from mestream.engine.backends.base import (Backend, BackendError, BackendUnavailable, InputError, Runner,
                                            example_feed)
 from mestream.engine.config import InferenceConfig
-from mestream.export.manifest import Manifest, shipped_export_dir
+from mestream.engine.manifest import Manifest, shipped_export_dir
 from mestream.plugins import BACKEND_GROUP, PluginError, lookup, registered
 
 __all__ = ["Backend", "BackendError", "BackendUnavailable", "InputError", "Runner", "example_feed", "backend_kinds",
-           "backend_class", "why_unavailable", "select_backend", "open_stages", "load_manifest"]
+           "backend_class", "why_unavailable", "select_backend", "open_subgraphs", "load_manifest"]
 
 DEFAULT = "onnxruntime"
 log = logging.getLogger("mestream.backends")
@@ -65,16 +65,17 @@ def load_manifest(config: InferenceConfig) -> Manifest:
     return Manifest.load(config.models or shipped_export_dir())
 
 
-def open_stages(config: InferenceConfig, keys: list[str] | None = None, *, warmup: bool = True
-                ) -> tuple[dict[str, Any], str | None]:
-    """Every stage of the configured export (or ``keys``) on the configured backend, activated
-    and warmed up, plus the fallback note if the backend was replaced. On an error the stages
-    already activated are released."""
-    manifest = load_manifest(config)
+def open_subgraphs(config: InferenceConfig, keys: list[str] | None = None, *, warmup: bool = True,
+                   manifest: Manifest | None = None) -> tuple[dict[str, Any], str | None]:
+    """Every subgraph of the configured export (or ``keys``) on the configured backend, activated
+    and warmed up, plus the fallback note if the backend was replaced. On an error the subgraphs
+    already activated are released. ``manifest``: the export already loaded (else the
+    configured one is loaded), so a caller that checked it runs exactly what it checked."""
+    manifest = manifest or load_manifest(config)
     cls, note = select_backend(config.backend, fallback=config.fallback)
     runners: dict[str, Any] = {}
     try:
-        for key in keys or list(manifest.stages):
+        for key in keys or list(manifest.subgraphs):
             runner = cls(manifest, key, config)
             runner.activate()
             runners[key] = runner

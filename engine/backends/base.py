@@ -1,4 +1,4 @@
-"""The `Backend` seam: one exported stage, loaded from a manifest, run on some runtime.
+"""The `Backend` seam: one exported subgraph, loaded from a manifest, run on some runtime.
 
 Why a runner with a lifecycle (after Polygraphy's runners): constructing one is cheap and
 touches no runtime, so a config error or a missing package surfaces before anything heavy
@@ -20,13 +20,13 @@ from typing import Any, ClassVar, Mapping, Protocol, runtime_checkable
 import numpy as np
 
 from mestream.engine.config import InferenceConfig
-from mestream.export.manifest import BATCH, Manifest, StageInfo, TensorInfo
+from mestream.engine.manifest import BATCH, Manifest, SubgraphInfo, TensorInfo
 
 log = logging.getLogger("mestream.backends")
 
 
 class BackendError(RuntimeError):
-    """A stage cannot be loaded or run; the message names the model stage."""
+    """A subgraph cannot be loaded or run; the message names the model subgraph."""
 
 
 class BackendUnavailable(BackendError):
@@ -34,8 +34,8 @@ class BackendUnavailable(BackendError):
 
 
 class InputError(ValueError):
-    """A stage was given an input of the wrong name, shape or dtype; the message names the
-    model stage, the input and the expected shape."""
+    """A subgraph was given an input of the wrong name, shape or dtype; the message names the
+    model subgraph, the input and the expected shape."""
 
 
 @runtime_checkable
@@ -43,7 +43,7 @@ class Backend(Protocol):
     """What the engine needs of a backend; `Runner` implements it."""
 
     name: ClassVar[str]
-    stage: StageInfo
+    subgraph: SubgraphInfo
 
     def activate(self) -> None: ...
 
@@ -61,8 +61,8 @@ class Runner:
     ``unavailable()`` when they need something the runtime install does not have.
 
     Args:
-        manifest: the export the stage comes from.
-        key: the stage, ``<model>.<stage>``.
+        manifest: the export the subgraph comes from.
+        key: the subgraph, ``<model>.<subgraph>``.
         config: threads, batch sizes and backend-specific settings.
     """
 
@@ -72,7 +72,7 @@ class Runner:
 
     def __init__(self, manifest: Manifest, key: str, config: InferenceConfig | None = None) -> None:
         self.manifest = manifest
-        self.stage = manifest.stage(key)
+        self.subgraph = manifest.subgraph(key)
         self.config = config or InferenceConfig()
         self.active = False
 
@@ -83,15 +83,15 @@ class Runner:
 
     @property
     def key(self) -> str:
-        return self.stage.key
+        return self.subgraph.key
 
     @property
     def inputs(self) -> tuple[TensorInfo, ...]:
-        return self.stage.inputs
+        return self.subgraph.inputs
 
     @property
     def outputs(self) -> tuple[TensorInfo, ...]:
-        return self.stage.outputs
+        return self.subgraph.outputs
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ class Runner:
         self.deactivate()
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The stage's outputs by name. They may be overwritten by the next call: copy what you keep."""
+        """The subgraph's outputs by name. They may be overwritten by the next call: copy what you keep."""
         if not self.active:
             raise BackendError(f"{self.name} backend for {self.key}: infer() before activate()")
         self.check(feed)
@@ -125,7 +125,7 @@ class Runner:
 
     def warmup(self, batch: int = 1, iterations: int = 3) -> None:
         """Run a few calls so that lazy allocation and kernel selection happen before timing starts."""
-        feed = example_feed(self.stage, batch)
+        feed = example_feed(self.subgraph, batch)
         for _ in range(iterations):
             self.infer(feed)
 
@@ -149,17 +149,17 @@ class Runner:
                 elif want == BATCH:
                     ok = 1 <= got <= self.config.max_batch
                 else:
-                    lo, _, hi = self.stage.dims.get(want, (1, 0, 1 << 30))
+                    lo, _, hi = self.subgraph.dims.get(want, (1, 0, 1 << 30))
                     ok = lo <= got <= hi
                 if not ok:
                     raise InputError(f"model {self.key}: input {spec.name!r} has shape {tuple(shape)}, expected "
-                                     f"{describe(spec, self.stage, self.config.max_batch)} (axis {axis}: {want})")
+                                     f"{describe(spec, self.subgraph, self.config.max_batch)} (axis {axis}: {want})")
                 if isinstance(want, str):
                     # a named axis (batch, time) is one size across all inputs: the graph combines them
                     size, first = seen.setdefault(want, (got, spec.name))
                     if got != size:
                         raise InputError(f"model {self.key}: input {spec.name!r} has shape {tuple(shape)}, expected "
-                                         f"{describe(spec, self.stage, self.config.max_batch)} with {want} {size} as "
+                                         f"{describe(spec, self.subgraph, self.config.max_batch)} with {want} {size} as "
                                          f"in input {first!r} (axis {axis}: {want})")
 
     # -- subclass hooks --------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class Runner:
         pass
 
 
-def describe(spec: TensorInfo, stage: StageInfo | None = None, max_batch: int | None = None) -> str:
+def describe(spec: TensorInfo, subgraph: SubgraphInfo | None = None, max_batch: int | None = None) -> str:
     """``(batch ≤ 16, 2, 32, 32)``: a shape with its dynamic axes' ranges, for error messages."""
     parts = []
     for dim in spec.shape:
@@ -182,25 +182,25 @@ def describe(spec: TensorInfo, stage: StageInfo | None = None, max_batch: int | 
             parts.append(str(dim))
         elif dim == BATCH:
             parts.append(f"batch 1..{max_batch}" if max_batch else dim)
-        elif stage is not None and dim in stage.dims:
-            lo, _, hi = stage.dims[dim]
+        elif subgraph is not None and dim in subgraph.dims:
+            lo, _, hi = subgraph.dims[dim]
             parts.append(f"{dim} {lo}..{hi}")
         else:
             parts.append(dim)
     return f"({', '.join(parts)})"
 
 
-def concrete_shape(spec: TensorInfo, stage: StageInfo, batch: int, which: int = 1) -> tuple[int, ...]:
+def concrete_shape(spec: TensorInfo, subgraph: SubgraphInfo, batch: int, which: int = 1) -> tuple[int, ...]:
     """The spec's shape at ``batch`` with other dynamic axes at their min (0), opt (1) or max (2)."""
-    return tuple(d if isinstance(d, int) else batch if d == BATCH else stage.dims[d][which] for d in spec.shape)
+    return tuple(d if isinstance(d, int) else batch if d == BATCH else subgraph.dims[d][which] for d in spec.shape)
 
 
-def example_feed(stage: StageInfo, batch: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+def example_feed(subgraph: SubgraphInfo, batch: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Inputs of the right names, shapes (dynamic axes at opt) and dtypes: zeros, or random
     values when ``rng`` is given (uniform [0, 1) floats, all-true masks)."""
     feed = {}
-    for spec in stage.inputs:
-        shape = concrete_shape(spec, stage, batch)
+    for spec in subgraph.inputs:
+        shape = concrete_shape(spec, subgraph, batch)
         if spec.dtype == "bool":
             feed[spec.name] = np.ones(shape, dtype=bool)
         elif rng is not None:
@@ -217,4 +217,4 @@ def missing_package(backend: str, package: str, extra: str) -> str:
 
 
 def describe_runner(runner: Any) -> str:
-    return f"{getattr(runner, 'name', type(runner).__name__)} ({runner.stage.key})"
+    return f"{getattr(runner, 'name', type(runner).__name__)} ({runner.subgraph.key})"

@@ -16,11 +16,13 @@ One runner is for one thread at a time: its bindings and output arrays are share
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections import OrderedDict
 from typing import Any, Mapping
 
 import numpy as np
+import onnxruntime as ort
 
 from mestream.engine.backends.base import BackendError, BackendUnavailable, Runner, missing_package
 
@@ -37,8 +39,6 @@ ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(fl
 
 
 def session_options(threads: int) -> Any:
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -51,8 +51,6 @@ def session_options(threads: int) -> Any:
 def load_session(path: str, threads: int, providers: tuple[str, ...] = PROVIDERS, *, what: str = "") -> Any:
     """An `InferenceSession` (Polygraphy's session loader): providers are matched against
     the ones this onnxruntime build has, and a missing one fails with the list."""
-    import onnxruntime as ort
-
     available = ort.get_available_providers()
     missing = [p for p in providers if p not in available]
     if missing:
@@ -93,8 +91,6 @@ class OnnxRuntimeBackend(Runner):
 
     @classmethod
     def unavailable(cls) -> str | None:
-        import importlib.util
-
         return None if importlib.util.find_spec("onnxruntime") else missing_package("onnxruntime", "onnxruntime", "")
 
     def _activate(self) -> None:

@@ -1,4 +1,4 @@
-"""TensorRT backend: an engine per stage, built once and cached, several streams in flight.
+"""TensorRT backend: an engine per subgraph, built once and cached, several streams in flight.
 
 Why it is shaped this way (TensorRT 10 Python API and pycuda):
 
@@ -35,7 +35,7 @@ import numpy as np
 from mestream.engine.backends import trt_plan
 from mestream.engine.backends.base import BackendError, BackendUnavailable, Runner, missing_package
 from mestream.engine.config import InferenceConfig
-from mestream.export.manifest import Manifest, ManifestError, StageInfo
+from mestream.engine.manifest import Manifest, ManifestError, SubgraphInfo
 
 log = logging.getLogger("mestream.backends")
 
@@ -49,7 +49,7 @@ def _why_unavailable() -> str | None:
         if importlib.util.find_spec(package) is None:
             return missing_package("tensorrt", package, "gpu")
     try:
-        import pycuda.driver as cuda
+        import pycuda.driver as cuda  # lazy: the gpu extra
 
         cuda.init()
         count = cuda.Device.count()
@@ -81,13 +81,13 @@ def _trt_logger(trt: Any) -> Any:
     return Logger()
 
 
-def build_engine(onnx_path: str | Path, stage: StageInfo, config: InferenceConfig, timing_cache_path: str | Path
+def build_engine(onnx_path: str | Path, subgraph: SubgraphInfo, config: InferenceConfig, timing_cache_path: str | Path
                  ) -> bytes:
-    """Parse the stage's ONNX file and build a serialized engine with one optimization profile
+    """Parse the subgraph's ONNX file and build a serialized engine with one optimization profile
     (batch 1 / opt / max, other axes from the manifest), reusing and updating the timing cache."""
-    import tensorrt as trt
+    import tensorrt as trt  # lazy: the gpu extra
 
-    where = f"model {stage.key} ({onnx_path})"
+    where = f"model {subgraph.key} ({onnx_path})"
     logger = _trt_logger(trt)
     logger.errors.clear()
     builder = trt.Builder(logger)
@@ -98,7 +98,7 @@ def build_engine(onnx_path: str | Path, stage: StageInfo, config: InferenceConfi
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise BackendError(f"{where}: TensorRT cannot parse the ONNX file: " + "; ".join(errors or list(logger.errors)))
     names = {network.get_input(i).name for i in range(network.num_inputs)}
-    expected = {spec.name for spec in stage.inputs}
+    expected = {spec.name for spec in subgraph.inputs}
     if names != expected:
         raise BackendError(f"{where}: the ONNX graph's inputs {sorted(names)} are not the manifest's {sorted(expected)}")
 
@@ -114,7 +114,7 @@ def build_engine(onnx_path: str | Path, stage: StageInfo, config: InferenceConfi
         else:
             log.warning("%s: this GPU has no fast FP16; building in FP32", where)
     profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in trt_plan.profile_shapes(stage, config).items():
+    for name, (lo, opt, hi) in trt_plan.profile_shapes(subgraph, config).items():
         profile.set_shape(name, lo, opt, hi)
     if builder_config.add_optimization_profile(profile) < 0:
         raise BackendError(f"{where}: TensorRT rejected the optimization profile: " + "; ".join(logger.errors))
@@ -164,7 +164,7 @@ class Pending:
 
 
 class TensorRTBackend(Runner):
-    """Runs one exported stage with TensorRT on a CUDA device (see the module docstring)."""
+    """Runs one exported subgraph with TensorRT on a CUDA device (see the module docstring)."""
 
     name: ClassVar[str] = "tensorrt"
     extra: ClassVar[str] = "gpu"
@@ -182,7 +182,7 @@ class TensorRTBackend(Runner):
 
     def _fail(self, what: str, exc: BaseException | None = None) -> BackendError:
         detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-        return BackendError(f"tensorrt backend, model {self.key} ({self.stage.file}): {what}{detail}")
+        return BackendError(f"tensorrt backend, model {self.key} ({self.subgraph.file}): {what}{detail}")
 
     @contextlib.contextmanager
     def _current(self) -> Iterator[None]:
@@ -198,7 +198,7 @@ class TensorRTBackend(Runner):
 
     def _activate(self) -> None:
         try:
-            import pycuda.driver as cuda
+            import pycuda.driver as cuda  # lazy: the gpu extra
             import tensorrt as trt
         except ImportError as exc:
             package = "pycuda" if (exc.name or "").startswith("pycuda") else "tensorrt"
@@ -240,17 +240,17 @@ class TensorRTBackend(Runner):
             raise
 
     def _engine_bytes(self, trt: Any, device: Any, onnx_path: Path) -> tuple[bytes, Path, bool]:
-        profiles = trt_plan.profile_shapes(self.stage, self.config)
-        fields = trt_plan.key_fields(self.stage.sha256, trt.__version__, device.name(), device.compute_capability(),
+        profiles = trt_plan.profile_shapes(self.subgraph, self.config)
+        fields = trt_plan.key_fields(self.subgraph.sha256, trt.__version__, device.name(), device.compute_capability(),
                                      trt_plan.precision(self.config), profiles)
         key = trt_plan.fields_key(fields)
-        path = trt_plan.engine_path(self.config, self.stage, key)
+        path = trt_plan.engine_path(self.config, self.subgraph, key)
         data = trt_plan.cached_engine(path, key)
         if data is not None:
             log.info("tensorrt: %s: engine from cache %s", self.key, path)
             return data, path, True
         log.info("tensorrt: %s: building an engine (%s, this takes a while)", self.key, fields["precision"])
-        data = build_engine(onnx_path, self.stage, self.config, trt_plan.timing_cache_path(self.config))
+        data = build_engine(onnx_path, self.subgraph, self.config, trt_plan.timing_cache_path(self.config))
         try:
             trt_plan.store_engine(path, data, key, fields)
         except OSError as exc:
@@ -273,10 +273,10 @@ class TensorRTBackend(Runner):
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         dtypes = {name: np.dtype(trt.nptype(engine.get_tensor_dtype(name))) for name in names}
-        problem = trt_plan.io_mismatch(self.stage, inputs, outputs, dtypes)
+        problem = trt_plan.io_mismatch(self.subgraph, inputs, outputs, dtypes)
         if problem:
             raise self._fail(problem)
-        plan = trt_plan.io_plan(self.stage, self.config)
+        plan = trt_plan.io_plan(self.subgraph, self.config)
         self._inputs, self._outputs = inputs, outputs
         for k in range(self.config.tensorrt.streams):
             context = engine.create_execution_context()

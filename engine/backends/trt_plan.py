@@ -6,7 +6,7 @@ can be wrong in ways that only show up on a GPU machine, hours into a run. Kept 
 ``tensorrt`` and ``pycuda`` it is tested on any machine, and the GPU-side module
 (`mestream.engine.backends.trt`) is left with the calls into TensorRT and CUDA.
 
-Engine cache entries are ``<cache>/<model>.<stage>-<key[:16]>.engine`` with a JSON sidecar
+Engine cache entries are ``<cache>/<model>.<subgraph>-<key[:16]>.engine`` with a JSON sidecar
 ``<same>.engine.json`` holding the full key, the fields it was computed from and the sha256 and
 size of the engine bytes. An entry is used only when the sidecar's key is the expected one and
 the bytes hash to the recorded sha256; anything else (missing, another configuration, truncated,
@@ -28,7 +28,7 @@ import numpy as np
 
 from mestream.engine.backends.base import BackendError
 from mestream.engine.config import InferenceConfig
-from mestream.export.manifest import BATCH, StageInfo
+from mestream.engine.manifest import BATCH, SubgraphInfo
 
 log = logging.getLogger("mestream.backends")
 
@@ -47,14 +47,14 @@ def precision(config: InferenceConfig) -> str:
 
 # -- optimization profile -----------------------------------------------------------------------
 
-def profile_shapes(stage: StageInfo, config: InferenceConfig) -> dict[str, Profile]:
-    """``{input: (min, opt, max)}`` for the stage's one optimization profile.
+def profile_shapes(subgraph: SubgraphInfo, config: InferenceConfig) -> dict[str, Profile]:
+    """``{input: (min, opt, max)}`` for the subgraph's one optimization profile.
 
     The batch axis runs 1 / ``opt_batch`` / ``max_batch``; other dynamic axes take their
     ``(min, opt, max)`` from the manifest's ``dims``; fixed axes are the same in all three.
     """
     profiles: dict[str, Profile] = {}
-    for spec in stage.inputs:
+    for spec in subgraph.inputs:
         lo: list[int] = []
         opt: list[int] = []
         hi: list[int] = []
@@ -63,15 +63,15 @@ def profile_shapes(stage: StageInfo, config: InferenceConfig) -> dict[str, Profi
                 triple = (dim, dim, dim)
             elif dim == BATCH:
                 triple = (1, config.opt_batch, config.max_batch)
-            elif dim in stage.dims:
-                triple = tuple(int(d) for d in stage.dims[dim])
+            elif dim in subgraph.dims:
+                triple = tuple(int(d) for d in subgraph.dims[dim])
                 if len(triple) != 3 or not 1 <= triple[0] <= triple[1] <= triple[2]:
-                    raise BackendError(f"model {stage.key}: input {spec.name!r} axis {axis} ({dim!r}) has dims "
-                                       f"{stage.dims[dim]!r}; expected (min, opt, max) with 1 <= min <= opt <= max")
+                    raise BackendError(f"model {subgraph.key}: input {spec.name!r} axis {axis} ({dim!r}) has dims "
+                                       f"{subgraph.dims[dim]!r}; expected (min, opt, max) with 1 <= min <= opt <= max")
             else:
-                raise BackendError(f"model {stage.key}: input {spec.name!r} axis {axis} is dynamic ({dim!r}) but the "
-                                   f"manifest gives no (min, opt, max) for it in the stage's dims "
-                                   f"(known: {', '.join(stage.dims) or 'none'}); re-run `mestream export`")
+                raise BackendError(f"model {subgraph.key}: input {spec.name!r} axis {axis} is dynamic ({dim!r}) but the "
+                                   f"manifest gives no (min, opt, max) for it in the subgraph's dims "
+                                   f"(known: {', '.join(subgraph.dims) or 'none'}); re-run `mestream export`")
             lo.append(triple[0])
             opt.append(triple[1])
             hi.append(triple[2])
@@ -122,12 +122,12 @@ def cache_dir(config: InferenceConfig) -> Path:
     return Path(os.environ.get("MESTREAM_CACHE", Path.home() / ".cache" / "mestream")) / "tensorrt"
 
 
-def engine_path(config: InferenceConfig, stage: StageInfo, key: str) -> Path:
-    return cache_dir(config) / f"{stage.model}.{stage.name}-{key[:16]}.engine"
+def engine_path(config: InferenceConfig, subgraph: SubgraphInfo, key: str) -> Path:
+    return cache_dir(config) / f"{subgraph.model}.{subgraph.name}-{key[:16]}.engine"
 
 
 def timing_cache_path(config: InferenceConfig) -> Path:
-    """One timing cache for all stages: layer timings carry over between models. TensorRT checks
+    """One timing cache for all subgraphs: layer timings carry over between models. TensorRT checks
     its header against the device and we start afresh when it belongs to another GPU."""
     return cache_dir(config) / "timing.cache"
 
@@ -232,17 +232,17 @@ class TensorPlan:
     nbytes: int | None
 
 
-def io_plan(stage: StageInfo, config: InferenceConfig) -> dict[str, TensorPlan]:
-    """Every input and output of the stage with the largest shape it can take and its bytes.
+def io_plan(subgraph: SubgraphInfo, config: InferenceConfig) -> dict[str, TensorPlan]:
+    """Every input and output of the subgraph with the largest shape it can take and its bytes.
 
     Inputs are at the max of their profile. Outputs whose axes are ints or ``batch`` are at
     ``max_batch``; the rest are left for the engine to size (see `TensorPlan`).
     """
     plans: dict[str, TensorPlan] = {}
-    for name, (_, _, hi) in profile_shapes(stage, config).items():
-        dtype = np.dtype(next(s.dtype for s in stage.inputs if s.name == name))
+    for name, (_, _, hi) in profile_shapes(subgraph, config).items():
+        dtype = np.dtype(next(s.dtype for s in subgraph.inputs if s.name == name))
         plans[name] = TensorPlan(name, True, dtype, hi, buffer_nbytes(hi, dtype))
-    for spec in stage.outputs:
+    for spec in subgraph.outputs:
         dtype = np.dtype(spec.dtype)
         if all(isinstance(d, int) or d == BATCH for d in spec.shape):
             shape = tuple(config.max_batch if d == BATCH else int(d) for d in spec.shape)
@@ -252,13 +252,13 @@ def io_plan(stage: StageInfo, config: InferenceConfig) -> dict[str, TensorPlan]:
     return plans
 
 
-def io_mismatch(stage: StageInfo, inputs: list[str], outputs: list[str], dtypes: Mapping[str, Any]) -> str | None:
+def io_mismatch(subgraph: SubgraphInfo, inputs: list[str], outputs: list[str], dtypes: Mapping[str, Any]) -> str | None:
     """Why an engine's I/O tensors (names by mode, numpy dtypes) are not the manifest's, or None.
     Checked at activation because a mismatch would otherwise surface as wrong buffer sizes."""
-    want_in, want_out = [s.name for s in stage.inputs], [s.name for s in stage.outputs]
+    want_in, want_out = [s.name for s in subgraph.inputs], [s.name for s in subgraph.outputs]
     if set(inputs) != set(want_in) or set(outputs) != set(want_out):
         return f"engine tensors {sorted(inputs)} -> {sorted(outputs)} are not the manifest's {want_in} -> {want_out}"
-    for spec in (*stage.inputs, *stage.outputs):
+    for spec in (*subgraph.inputs, *subgraph.outputs):
         if np.dtype(dtypes[spec.name]) != np.dtype(spec.dtype):
             return f"tensor {spec.name!r} is {np.dtype(dtypes[spec.name])} in the engine but {spec.dtype} in the manifest"
     return None

@@ -14,14 +14,14 @@ from mestream.models.akmnet.config import PRESETS, AKMNetConfig
 
 def build(config: AKMNetConfig) -> Any:
     """A freshly initialised `AKMNet` for ``config`` (imports torch)."""
-    from mestream.models.akmnet.network import build as _build
+    from mestream.models.akmnet.network import build as _build  # lazy: imports torch (train extra)
 
     return _build(config)
 
 
 def __getattr__(name: str) -> Any:
     if name in ("AKMNet", "FrameEncoder", "ClipHead", "ClipOutput", "MaskedBiGRU"):
-        from mestream.models.akmnet import network
+        from mestream.models.akmnet import network  # lazy: imports torch (train extra)
 
         return getattr(network, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,8 +22,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from mestream.cameras.synthetic import SceneConfig, four_class
 from mestream.engine import clips
 from mestream.models.akmnet.config import AKMNetConfig
+from mestream.models.datasets import load_frames
+from mestream.models.synthetic import make_camera, render_crops
 
 
 class DataError(ValueError):
@@ -119,9 +122,6 @@ def subject_clips(subject: int, data: SyntheticData, config: AKMNetConfig, *,
     Labels index ``config.class_names`` (the event's 4-class label); with another class list
     the event's 7-class emotion is used.
     """
-    from mestream.cameras.synthetic import SceneConfig
-    from mestream.models.synthetic import make_camera, render_crops
-
     names = config.class_names
     parts = {"subject": subject, "fps": data.fps, "duration_s": data.duration_s, "micro_per_min": data.micro_per_min,
              **{k: getattr(config, k) for k in PREP_FIELDS}, "version": 1}
@@ -154,8 +154,6 @@ def _save(path: Path, samples: Sequence[ClipSample]) -> None:
 
 
 def _load(path: Path, names: Sequence[str]) -> list[ClipSample]:
-    from mestream.cameras.synthetic import four_class
-
     with np.load(path) as z:
         meta = json.loads(str(z["meta"]))
         out = []
@@ -187,8 +185,6 @@ def dataset_clips(records: Iterable[Any], config: AKMNetConfig) -> list[ClipSamp
     frame is only read grey and resized to ``train_resize``. A clip without an apex (SMIC)
     gets its middle frame as apex; a label outside ``config.class_names`` is an error naming it.
     """
-    from mestream.models.datasets import load_frames
-
     names = config.class_names
     out = []
     for rec in records:

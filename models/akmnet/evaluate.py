@@ -11,11 +11,24 @@ checkpoint that cannot be used, or the training seed, is a one-line error with e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from mestream.models.training import positive_float, positive_int
+from mestream.engine.metrics import format_table
+from mestream.models.akmnet.config import AKMNetConfig, ConfigError
+from mestream.models.akmnet.data import SyntheticData, synthetic_clips
+from mestream.models.akmnet.train import evaluate_clips, summarize
+from mestream.models.checkpoint import CheckpointError, load_checkpoint, record_metrics, shipped_weights
+from mestream.models.synthetic import subject_ids
+from mestream.models.training import (
+    check_eval_seed,
+    eval_provenance,
+    positive_float,
+    positive_int,
+    report_errors,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_model(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode, its AKMNetConfig, its model card) from a checkpoint file."""
-    from mestream.models.akmnet.config import AKMNetConfig, ConfigError
-    from mestream.models.akmnet.network import build
-    from mestream.models.checkpoint import CheckpointError, load_checkpoint
+    from mestream.models.akmnet.network import build  # lazy: imports torch (train extra)
 
     ckpt = load_checkpoint(path, model="akmnet")
     try:
@@ -49,10 +60,6 @@ def load_model(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
 
 def evaluation_data(card: dict[str, Any], seed: int, duration: float | None) -> Any:
     """The training data's video settings (fps, length, rates), on the evaluation seed."""
-    import dataclasses
-
-    from mestream.models.akmnet.data import SyntheticData
-
     known = {f.name for f in dataclasses.fields(SyntheticData)}
     trained = {k: v for k, v in card.get("data", {}).items() if k in known}
     data = dataclasses.replace(SyntheticData(**trained), seed=seed)
@@ -60,20 +67,11 @@ def evaluation_data(card: dict[str, Any], seed: int, duration: float | None) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from mestream.models.training import report_errors
-
     return report_errors("mestream eval akmnet", lambda: _evaluate(args), ())
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from mestream.models.akmnet.data import synthetic_clips
-    from mestream.models.akmnet.train import evaluate_clips, summarize
-    from mestream.models.checkpoint import record_metrics, shipped_weights
-    from mestream.engine.metrics import format_table
-    from mestream.models.synthetic import subject_ids
-    from mestream.models.training import check_eval_seed, eval_provenance
+    import torch  # lazy: torch is in the train extra
 
     torch.set_num_threads(args.threads)
     path = Path(args.checkpoint) if args.checkpoint else shipped_weights("akmnet", "demo")

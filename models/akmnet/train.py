@@ -12,13 +12,41 @@ and written as a checkpoint with its model card, beside a PNG of the curves. ``-
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
-from mestream.models.akmnet.config import PRESETS, AKMNetConfig
-from mestream.models.training import add_common_arguments, config_with_overrides, positive_int
+import numpy as np
+from tqdm import tqdm
+
+from mestream.engine.metrics import mean_apex_error, recognition_metrics, within_tolerance
+from mestream.models.akmnet.config import PRESETS, AKMNetConfig, ConfigError
+from mestream.models.akmnet.data import (
+    DataError,
+    SyntheticData,
+    balanced_order,
+    collate,
+    dataset_clips,
+    synthetic_clips,
+)
+from mestream.models.checkpoint import model_card, save_checkpoint
+from mestream.models.datasets import get_class_map
+from mestream.models.synthetic import subject_ids
+from mestream.models.training import (
+    OptionError,
+    add_common_arguments,
+    check_data_options,
+    config_with_overrides,
+    dataset_options,
+    dataset_split,
+    plot_curves,
+    positive_int,
+    report_errors,
+    seed_everything,
+    ship_checkpoint,
+)
 
 DEFAULT_OUT = "runs/akmnet"
 CLIP_DATASETS = ("casme2", "samm", "smic", "casme_sq", "dfme")
@@ -48,8 +76,6 @@ def _config(args: argparse.Namespace) -> AKMNetConfig:
 
 
 def _data(args: argparse.Namespace) -> Any:
-    from mestream.models.akmnet.data import SyntheticData
-
     over = {k: v for k, v in (("train_subjects", args.train_subjects), ("val_subjects", args.val_subjects)) if v is not None}
     return SyntheticData(seed=args.seed, **over)
 
@@ -57,9 +83,7 @@ def _data(args: argparse.Namespace) -> Any:
 def evaluate_clips(model: Any, clips: list, config: Any, batch_size: int = 16) -> list[dict[str, Any]]:
     """Predictions of ``model`` (eval mode) on prepared clips: one dict per clip, in order, with
     class indices, probabilities, β and key frames as source frame numbers."""
-    import torch
-
-    from mestream.models.akmnet.data import collate
+    import torch  # lazy: torch is in the train extra
 
     model.eval()
     rows = []
@@ -83,8 +107,6 @@ def evaluate_clips(model: Any, clips: list, config: Any, batch_size: int = 16) -
 
 def summarize(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> dict[str, Any]:
     """Recognition metrics plus the apex figures of the max-key frame."""
-    from mestream.engine.metrics import mean_apex_error, recognition_metrics, within_tolerance
-
     metrics = recognition_metrics([r["true"] for r in rows], [r["pred"] for r in rows], list(classes))
     if rows:
         true_apex = [r["apex"] - r["onset"] for r in rows]
@@ -98,16 +120,10 @@ def summarize(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> dict[str,
 def train_model(config: Any, train_clips: list, val_clips: list, *, seed: int = 0, progress: bool = True,
                 log: Any = print) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
     """Train a fresh network; returns (model with the best validation weights, history, best metrics)."""
-    import copy
+    import torch  # lazy: torch is in the train extra
 
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
-    from mestream.models.akmnet.data import balanced_order, collate
-    from mestream.models.akmnet.losses import akmnet_loss
+    from mestream.models.akmnet.losses import akmnet_loss  # lazy: imports torch (train extra)
     from mestream.models.akmnet.network import build
-    from mestream.models.training import seed_everything
 
     seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -164,10 +180,6 @@ def train_model(config: Any, train_clips: list, val_clips: list, *, seed: int = 
 def _dataset_clips(args: argparse.Namespace, config: Any) -> tuple[list, list, dict[str, Any], Any]:
     """(train clips, validation clips, card data, config) from a licensed dataset: the first
     subject-independent fold validates; the class count follows the class map."""
-    from mestream.models.akmnet.data import dataset_clips
-    from mestream.models.datasets import get_class_map
-    from mestream.models.training import OptionError, dataset_options, dataset_split
-
     class_map = args.class_map or DEFAULT_CLASS_MAP
     options = {"unmapped": "skip", **dataset_options(args)}
     if "class_map" in options:
@@ -181,18 +193,11 @@ def _dataset_clips(args: argparse.Namespace, config: Any) -> tuple[list, list, d
 
 
 def run(args: argparse.Namespace) -> int:
-    from mestream.models.akmnet.config import ConfigError
-    from mestream.models.akmnet.data import DataError
-    from mestream.models.training import report_errors
-
     return report_errors("mestream train akmnet", lambda: _train(args), (ConfigError, DataError))
 
 
 def _clips(args: argparse.Namespace, config: Any, progress: bool) -> tuple[list, list, dict[str, Any], Any]:
     """(train clips, validation clips, card data, config): synthetic subjects, or --dataset."""
-    from mestream.models.akmnet.data import synthetic_clips
-    from mestream.models.synthetic import subject_ids
-
     if args.dataset:
         return _dataset_clips(args, config)
     data = _data(args)
@@ -206,10 +211,7 @@ def _clips(args: argparse.Namespace, config: Any, progress: bool) -> tuple[list,
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-
-    from mestream.models.checkpoint import model_card, save_checkpoint
-    from mestream.models.training import check_data_options, plot_curves, ship_checkpoint
+    import torch  # lazy: torch is in the train extra
 
     check_data_options(args)
     torch.set_num_threads(args.threads)

@@ -22,8 +22,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
-from mestream.cameras.folder import IMAGE_SUFFIXES, natural_key
+from mestream.engine.metrics import Interval
+from mestream.images import IMAGE_SUFFIXES, natural_key
 
 log = logging.getLogger("mestream.models.datasets")
 
@@ -143,7 +145,6 @@ class LongVideo:
 
     def to_intervals(self, kinds: Sequence[str] = KINDS) -> list[Any]:
         """The ground truth as :class:`mestream.engine.metrics.Interval` (video = ``self.video``)."""
-        from mestream.engine.metrics import Interval
         return [Interval(self.video, i.onset, i.offset, kind=i.kind) for i in self.intervals if i.kind in kinds]
 
 
@@ -224,7 +225,7 @@ class Table:
 
 def _open_xlsx(path: Path, sheet: str | int | None) -> tuple[str, Iterable[Sequence[Any]]]:
     try:
-        import openpyxl
+        import openpyxl  # lazy: openpyxl is in the train extra
     except ImportError:
         raise DatasetError("reading .xlsx annotations needs openpyxl, which comes with the train extra: "
                            "pip install 'mestream[train]' (or save the sheet as CSV)", file=path) from None
@@ -424,7 +425,6 @@ def collect(items: Iterable[Callable[[], Any]], errors: str, what: str, *, progr
     if errors not in ("raise", "skip"):
         raise DatasetError(f"errors must be 'raise' or 'skip', got {errors!r}")
     if progress:
-        from tqdm import tqdm
         items = tqdm(items, desc=what, total=total, unit="item")
     out, skipped = [], 0
     for build in items:
@@ -453,7 +453,6 @@ def load_frames(paths: Sequence[str | Path], size: int | tuple[int, int] | None 
         size = (size, size)
     items: Iterable[str | Path] = paths
     if progress:
-        from tqdm import tqdm
         items = tqdm(paths, desc="frames", unit="frame")
     out: np.ndarray | None = None
     for i, path in enumerate(items):

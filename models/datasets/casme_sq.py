@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mestream.cameras.folder import natural_key
+from mestream.images import natural_key
 from mestream.models.datasets.base import (
     KINDS,
     Clip,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from mestream.cameras.folder import natural_key
+from mestream.images import natural_key
 from mestream.models.datasets.base import (
     DatasetError,
     LabeledInterval,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mestream.cameras.folder import natural_key
+from mestream.images import natural_key
 from mestream.models.datasets.base import Clip, DatasetError, collect, index_frames, require_dir
 
 NAME = "smic"

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from mestream.cameras.folder import natural_key
+from mestream.images import natural_key
 from mestream.models.datasets.base import DatasetError
 
 R = TypeVar("R")

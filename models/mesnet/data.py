@@ -16,6 +16,7 @@ import json
 import os
 import warnings
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -24,8 +25,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from mestream.engine.face import crop, detect_face, square_box
 from mestream.engine.flow import OpticalFlow, flow_input, sample_image
 from mestream.models.mesnet.config import MESNetConfig
+from mestream.models.synthetic import make_camera, render_crops
 
 CACHE_VERSION = 1
 DEFAULT_CACHE = Path(os.environ.get("MESTREAM_CACHE", Path.home() / ".cache" / "mestream")) / "mesnet"
@@ -103,8 +106,6 @@ def _cache_key(config: MESNetConfig, extra: dict[str, Any]) -> str:
 def synthetic_video(subject: int, config: MESNetConfig, *, fps: float = 200.0, duration_s: float | None = None,
                     cache: Path | None = DEFAULT_CACHE, progress: bool = False) -> FlowVideo:
     """One synthetic subject (default scene) as a `FlowVideo`, cached."""
-    from mestream.models.synthetic import make_camera, render_crops
-
     duration_s = config.duration_s if duration_s is None else duration_s
     path = None
     if cache is not None:
@@ -156,7 +157,6 @@ def synthetic_videos(subjects: Sequence[int], config: MESNetConfig, *, cache: Pa
     if workers <= 1 or len(subjects) <= 1:
         return [synthetic_video(s, config, cache=cache, duration_s=duration_s)
                 for s in tqdm(subjects, desc=desc, disable=not progress)]
-    from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(workers, initializer=_single_thread) as pool:
         futures = [pool.submit(synthetic_video, s, config, cache=cache, duration_s=duration_s) for s in subjects]
         return [f.result() for f in tqdm(futures, desc=desc, disable=not progress)]
@@ -174,8 +174,6 @@ def long_video(video: Any, config: MESNetConfig, *, progress: bool = False) -> F
     frames here (``sample_frames``, ``Expression.onset_frame``) are positions in the folder
     (0 = the first file), not the annotation sheet's frame numbers.
     """
-    from mestream.engine.face import crop, detect_face, square_box
-
     if not len(video.frame_names):
         raise DataError(f"long video {video.video!r} ({video.frames_dir}): no frames")
     crops = np.empty((len(video), config.flow_crop, config.flow_crop), np.uint8)

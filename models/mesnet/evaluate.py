@@ -16,7 +16,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mestream.models.training import EvalError, positive_float, positive_int
+from mestream.engine.metrics import format_table
+from mestream.models.checkpoint import load_checkpoint, record_metrics, shipped_weights
+from mestream.models.mesnet import baseline
+from mestream.models.mesnet.config import ConfigError, MESNetConfig
+from mestream.models.mesnet.data import DEFAULT_CACHE, synthetic_videos
+from mestream.models.mesnet.spotting import (
+    VideoSpotter,
+    as_json,
+    spotting_metrics,
+    step_counts,
+    truth_intervals,
+)
+from mestream.models.synthetic import subject_ids
+from mestream.models.training import (
+    EvalError,
+    check_eval_seed,
+    eval_provenance,
+    positive_float,
+    positive_int,
+    report_errors,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load(path: str | Path | None) -> tuple[Any, dict[str, Any]]:
     """(network in eval mode, model card) of a checkpoint, the shipped demo weights by default."""
-    from mestream.models.checkpoint import load_checkpoint, shipped_weights
-    from mestream.models.mesnet.config import ConfigError, MESNetConfig
-    from mestream.models.mesnet.network import MESNet
+    from mestream.models.mesnet.network import MESNet  # lazy: imports torch (train extra)
 
     path = path or shipped_weights("mesnet", "demo")
     ckpt = load_checkpoint(path, model="mesnet")
@@ -62,21 +80,11 @@ def check_record(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mestream.models.training import report_errors
-
     return report_errors("mestream eval mesnet", lambda: _evaluate(args), ())
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from mestream.models.checkpoint import record_metrics, shipped_weights
-    from mestream.models.mesnet import baseline
-    from mestream.models.mesnet.data import DEFAULT_CACHE, synthetic_videos
-    from mestream.models.mesnet.spotting import VideoSpotter, as_json, spotting_metrics, step_counts, truth_intervals
-    from mestream.engine.metrics import format_table
-    from mestream.models.synthetic import subject_ids
-    from mestream.models.training import check_eval_seed, eval_provenance
+    import torch  # lazy: torch is in the train extra
 
     torch.set_num_threads(args.threads)
     check_record(args)

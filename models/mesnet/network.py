@@ -1,11 +1,11 @@
-"""MESNet layer by layer (section III), cut into the three stages the runtime exports.
+"""MESNet layer by layer (section III), cut into the three subgraphs the runtime exports.
 
-Stages (static shapes, no data-dependent control flow inside any of them):
+Subgraphs (static shapes, no data-dependent control flow inside any of them):
 
-1. `EncoderStage`: flow frames (B, 2, H, W) → spatial features f_n (B, L).
-2. `WindowHeadStage`: a window of features (B, N, L) → the ME probability of every CPN
+1. `EncoderSubgraph`: flow frames (B, 2, H, W) → spatial features f_n (B, L).
+2. `WindowHeadSubgraph`: a window of features (B, N, L) → the ME probability of every CPN
    position of the five scales, five tensors (B, N_s).
-3. `CRNStage`: resampled proposals (B, N_CR, L) → class probabilities (B, 2) and boundary
+3. `CRNSubgraph`: resampled proposals (B, N_CR, L) → class probabilities (B, 2) and boundary
    offsets (B, 2).
 
 Between 2 and 3 the numpy post-processing of `mestream.engine.intervals` picks the
@@ -152,10 +152,10 @@ class MESNet(nn.Module):
         logits, offsets = self.crn(proposals)
         return torch.softmax(logits, dim=1), offsets
 
-    def stages(self) -> dict[str, nn.Module]:
-        """The three export stages, sharing this module's weights (and its train / eval mode)."""
-        stages = {"encoder": EncoderStage(self), "window_head": WindowHeadStage(self), "crn": CRNStage(self)}
-        return {name: stage.train(self.training) for name, stage in stages.items()}
+    def subgraphs(self) -> dict[str, nn.Module]:
+        """The three export subgraphs, sharing this module's weights (and its train / eval mode)."""
+        subgraphs = {"encoder": EncoderSubgraph(self), "window_head": WindowHeadSubgraph(self), "crn": CRNSubgraph(self)}
+        return {name: subgraph.train(self.training) for name, subgraph in subgraphs.items()}
 
     @torch.no_grad()
     def window_outputs(self, flow: np.ndarray | torch.Tensor,
@@ -221,8 +221,8 @@ def _window(flow: torch.Tensor, start: int, n: int) -> torch.Tensor:
     return part
 
 
-class EncoderStage(nn.Module):
-    """Stage 1: (B, 2, H, W) flow → (B, L) f_n."""
+class EncoderSubgraph(nn.Module):
+    """Subgraph 1: (B, 2, H, W) flow → (B, L) f_n."""
 
     def __init__(self, net: MESNet) -> None:
         super().__init__()
@@ -232,8 +232,8 @@ class EncoderStage(nn.Module):
         return self.encoder(flow)
 
 
-class WindowHeadStage(nn.Module):
-    """Stage 2: (B, N, L) → five (B, N_s) ME probabilities, one per CPN scale."""
+class WindowHeadSubgraph(nn.Module):
+    """Subgraph 2: (B, N, L) → five (B, N_s) ME probabilities, one per CPN scale."""
 
     def __init__(self, net: MESNet) -> None:
         super().__init__()
@@ -243,8 +243,8 @@ class WindowHeadStage(nn.Module):
         return tuple(torch.softmax(logits, dim=1)[:, 1] for logits in self.cpn(self.temporal(features)))
 
 
-class CRNStage(nn.Module):
-    """Stage 3: (B, N_CR, L) → (probabilities (B, 2), offsets (B, 2))."""
+class CRNSubgraph(nn.Module):
+    """Subgraph 3: (B, N_CR, L) → (probabilities (B, 2), offsets (B, 2))."""
 
     def __init__(self, net: MESNet) -> None:
         super().__init__()

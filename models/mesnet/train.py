@@ -22,8 +22,36 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mestream.models.mesnet.config import PRESETS, MESNetConfig
-from mestream.models.training import add_common_arguments, config_with_overrides, positive_float, positive_int
+from mestream.engine import intervals as post
+from mestream.models.checkpoint import model_card, save_checkpoint
+from mestream.models.mesnet import baseline
+from mestream.models.mesnet.config import PRESETS, ConfigError, MESNetConfig
+from mestream.models.mesnet.data import (
+    DEFAULT_CACHE,
+    DataError,
+    long_video,
+    pretrain_clips,
+    synthetic_videos,
+    training_windows,
+    window_flow,
+)
+from mestream.models.mesnet.spotting import VideoSpotter, step_counts, truth_intervals
+from mestream.models.synthetic import subject_ids
+from mestream.models.training import (
+    EarlyStopping,
+    OptionError,
+    add_common_arguments,
+    check_data_options,
+    config_with_overrides,
+    dataset_options,
+    dataset_split,
+    plot_curves,
+    positive_float,
+    positive_int,
+    report_errors,
+    seed_everything,
+    ship_checkpoint,
+)
 
 LONG_DATASETS = ("casme_sq_long", "samm_long")
 
@@ -61,9 +89,6 @@ def _config(args: argparse.Namespace) -> MESNetConfig:
 
 def _synthetic(args: argparse.Namespace, config: MESNetConfig, progress: bool) -> tuple[list, list, dict[str, Any]]:
     """(training videos, validation videos, card data) from the synthetic subjects of ``--seed``."""
-    from mestream.models.mesnet.data import DEFAULT_CACHE, synthetic_videos
-    from mestream.models.synthetic import subject_ids
-
     cache = None if args.no_cache else Path(args.cache) if args.cache else DEFAULT_CACHE
     train_ids = subject_ids(args.seed, config.train_subjects)
     val_ids = subject_ids(args.seed, config.val_subjects, start=config.train_subjects)
@@ -79,9 +104,6 @@ def _dataset(args: argparse.Namespace, config: MESNetConfig, progress: bool) -> 
 
     Not cached: the frames are the user's and may change; a CAS(ME)² video reads in seconds.
     """
-    from mestream.models.mesnet.data import long_video
-    from mestream.models.training import dataset_options, dataset_split
-
     train_recs, val_recs, data = dataset_split(args.dataset, args.root, args.folds, args.seed, **dataset_options(args))
 
     def flow(records: list, desc: str) -> list:
@@ -91,20 +113,13 @@ def _dataset(args: argparse.Namespace, config: MESNetConfig, progress: bool) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from mestream.models.mesnet.config import ConfigError
-    from mestream.models.mesnet.data import DataError
-    from mestream.models.training import report_errors
-
     return report_errors("mestream train mesnet", lambda: _train(args), (ConfigError, DataError))
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # lazy: torch is in the train extra
 
-    from mestream.models.checkpoint import model_card, save_checkpoint
-    from mestream.models.mesnet.network import MESNet
-    from mestream.models.mesnet.spotting import step_counts
-    from mestream.models.training import OptionError, check_data_options, plot_curves, seed_everything, ship_checkpoint
+    from mestream.models.mesnet.network import MESNet  # lazy: imports torch (train extra)
 
     check_data_options(args)
     if args.ship and args.max_steps is not None:
@@ -142,9 +157,6 @@ def fit(net: Any, train: list, val: list, config: MESNetConfig, history: dict[st
         progress: bool = True, max_steps: int | None = None) -> tuple[MESNetConfig, dict[str, Any]]:
     """Both training steps, then the thresholds and the baseline chosen on the given videos;
     returns the config with the chosen T_CPN / T_CRN (also set on ``net``) and the card's metrics."""
-    from mestream.models.mesnet import baseline
-    from mestream.models.mesnet.spotting import VideoSpotter, truth_intervals
-
     rng = np.random.default_rng(seed)
     pre = pretrain(net, train, val, config, rng, history, progress=progress, max_steps=max_steps)
     joint = train_joint(net, train, val, config, rng, history, progress=progress, max_steps=max_steps)
@@ -162,7 +174,7 @@ def fit(net: Any, train: list, val: list, config: MESNetConfig, history: dict[st
 
 
 def _optimizer(params: Any, config: MESNetConfig) -> Any:
-    import torch
+    import torch  # lazy: torch is in the train extra
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr)
     return torch.optim.SGD(params, lr=config.lr)
@@ -176,10 +188,8 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
 def pretrain(net: Any, train: list, val: list, config: MESNetConfig, rng: np.random.Generator,
              history: dict[str, list[float]], *, progress: bool = True, max_steps: int | None = None) -> float:
     """Eq. 8 on section III-A's clips; keeps the backbone of the best validation accuracy."""
-    from mestream.models.mesnet.data import pretrain_clips
-    from mestream.models.mesnet.losses import pretrain_loss
+    from mestream.models.mesnet.losses import pretrain_loss  # lazy: imports torch (train extra)
     from mestream.models.mesnet.network import PretrainNet
-    from mestream.models.training import EarlyStopping
 
     model = PretrainNet(net)
     opt = _optimizer(model.parameters(), config)
@@ -215,13 +225,13 @@ def pretrain(net: Any, train: list, val: list, config: MESNetConfig, rng: np.ran
 
 
 def _clip_batch(clips: list, videos: list) -> tuple[Any, Any]:
-    import torch
+    import torch  # lazy: torch is in the train extra
     x = np.stack([videos[v].flow[steps].astype(np.float32) for v, steps, _ in clips])
     return torch.from_numpy(x), torch.tensor([label for _, _, label in clips])
 
 
 def _clip_accuracy(model: Any, clips: list, videos: list) -> float:
-    import torch
+    import torch  # lazy: torch is in the train extra
     model.eval()
     right = 0
     with torch.no_grad():
@@ -234,11 +244,7 @@ def _clip_accuracy(model: Any, clips: list, videos: list) -> float:
 def train_joint(net: Any, train: list, val: list, config: MESNetConfig, rng: np.random.Generator,
                 history: dict[str, list[float]], *, progress: bool = True, max_steps: int | None = None) -> float:
     """Eq. 14 on section III-D's windows; early stopping on the validation micro F1."""
-    import torch
-
-    from mestream.models.mesnet.data import training_windows
-    from mestream.models.mesnet.spotting import VideoSpotter
-    from mestream.models.training import EarlyStopping
+    import torch  # lazy: torch is in the train extra
 
     opt = _optimizer(net.parameters(), config)
     stop = EarlyStopping(config.patience, mode="max")
@@ -291,10 +297,9 @@ def joint_step(net: Any, windows: list[tuple[int, int]], videos: list, config: M
     4 positions per window whose Eq. 10 label is ME join the CRN batch, so that the CRN sees
     positive examples from the first step, before the CPN proposes anything useful.
     """
-    import torch
+    import torch  # lazy: torch is in the train extra
 
-    from mestream.engine import intervals as post
-    from mestream.models.mesnet.data import window_flow
+    # lazy: imports torch (train extra)
     from mestream.models.mesnet.losses import cpn_loss, crn_loss, regression_targets
     from mestream.models.mesnet.network import resample_features
 

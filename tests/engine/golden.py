@@ -1,6 +1,6 @@
 """The seeded replays whose events must not change when the engine is restructured.
 
-`python -m mestream.tests.engine.golden` (or ``python tests/engine/golden.py``) rewrites the
+`python -m tests.engine.golden` (or ``python tests/engine/golden.py``) rewrites the
 fixtures; do that only for a change that is meant to alter what is spotted or recognised, and
 say so in the commit.
 """

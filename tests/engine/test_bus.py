@@ -22,7 +22,7 @@ from mestream.engine.bus import EventBus
 from mestream.engine.events import TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT, TOPIC_STATS
 from mestream.engine.listen import Subscriber
 from mestream.engine.sinks import JsonlSink, Sink, SinkError, ZmqSink, read_jsonl
-from mestream.tests.engine.test_events import SAMPLES
+from tests.engine.test_events import SAMPLES
 
 
 def stats_body(i: int) -> dict[str, Any]:

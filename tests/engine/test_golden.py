@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mestream.tests.engine.golden import CASES, comparable, fixture_path, replay
+from tests.engine.golden import CASES, comparable, fixture_path, replay
 
 
 def same(a, b, path="event"):

@@ -16,7 +16,7 @@ from mestream.engine import events
 from mestream.engine.events import TOPIC_HEALTH, TOPIC_SPOT, TOPIC_STATS
 from mestream.engine.listen import check_schema
 from mestream.engine.sinks import ZmqSink
-from mestream.tests.engine.test_events import SAMPLES
+from tests.engine.test_events import SAMPLES
 
 import pytest
 

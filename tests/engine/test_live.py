@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mestream.engine.backends import load_manifest, open_stages
+from mestream.engine.backends import load_manifest, open_subgraphs
 from mestream.engine.config import (ConfigError, InferenceConfig, PublishConfig, RunConfig, SourceConfig,
                                     SpotConfig)
 from mestream.engine.crops import CropRing
@@ -23,9 +23,9 @@ from mestream.engine.keyframes import refine
 from mestream.engine.pipeline import Pipeline
 from mestream.engine.sampling import READ_BLOCK, CameraStream, MESNetGeometry, Window
 from mestream.engine.sinks import read_jsonl
-from mestream.engine.spot import STAGES, SpotStage
+from mestream.engine.spot import SUBGRAPHS, SpotStage
 from mestream.engine.stages import Context
-from mestream.tests.cameras.test_replay import write_folder
+from tests.cameras.test_replay import write_folder
 
 CLOCKS = ("seq", "host_ns", "wall_ns", "latency")
 SEED = 0  # 3 micro-expressions, a macro-expression and blinks in the first 12 s
@@ -342,7 +342,7 @@ def test_work_waiting_for_an_idle_camera_never_outruns_the_rings():
     for it; meanwhile the first reads no further, so the features of a window not run yet are
     never overwritten (the rings hold one read block beyond a window, not more)."""
     manifest = load_manifest(InferenceConfig())
-    runners, _ = open_stages(InferenceConfig(), list(STAGES), warmup=False)
+    runners, _ = open_subgraphs(InferenceConfig(), list(SUBGRAPHS), warmup=False)
     busy, idle = CropRing(4000, 128), CropRing(100, 128)
     ctx = Context(bus=FakeBus(), stop=threading.Event())
     stage = SpotStage(ctx, {"a": (busy, 200.0, True), "b": (idle, 200.0, True)}, runners, manifest.models["mesnet"],

@@ -18,8 +18,8 @@ from mestream.engine.events import ALL_CAMERAS
 from mestream.engine.pipeline import Pipeline
 from mestream.engine.spot import SpotStage
 from mestream.engine.sinks import read_jsonl
-from mestream.tests.cameras.test_replay import write_folder
-from mestream.tests.plugins import install_fake_plugin, on_path
+from tests.cameras.test_replay import write_folder
+from tests.plugins import install_fake_plugin, on_path
 
 
 def mestream(*args, env=None, **kwargs):
@@ -71,7 +71,7 @@ def test_run_loads_the_models_first_and_names_a_missing_export_or_backend(tmp_pa
 
 
 def test_run_on_a_backend_that_cannot_run_here_falls_back_and_says_so(tmp_path, monkeypatch):
-    from mestream.tests.engine.backends.fakebackends import ENTRY_POINTS
+    from tests.engine.backends.fakebackends import ENTRY_POINTS
 
     on_path(monkeypatch, install_fake_plugin(tmp_path / "plugin", ENTRY_POINTS))
     log_path = tmp_path / "events.jsonl"
@@ -80,7 +80,7 @@ def test_run_on_a_backend_that_cannot_run_here_falls_back_and_says_so(tmp_path, 
     summary = Pipeline(config).run()
     assert not summary.error
     text = summary.format()
-    assert "models: onnxruntime backend, stages mesnet.encoder" in text
+    assert "models: onnxruntime backend, subgraphs mesnet.encoder" in text
     assert "backend 'needsgpu' cannot run here (no CUDA device initializes" in text
     started = next(p for t, p in read_jsonl(log_path) if p.get("state") == "started")
     assert any("using 'onnxruntime' instead" in line for line in started["detail"]["models"])
@@ -238,7 +238,7 @@ def test_a_failure_building_the_shared_stages_closes_every_camera(monkeypatch):
 def test_an_export_whose_manifest_lacks_a_key_the_engine_reads_is_refused(tmp_path):
     import shutil
 
-    from mestream.export.manifest import shipped_export_dir
+    from mestream.engine.manifest import shipped_export_dir
 
     export = tmp_path / "export"
     shutil.copytree(shipped_export_dir(), export)
@@ -246,7 +246,8 @@ def test_an_export_whose_manifest_lacks_a_key_the_engine_reads_is_refused(tmp_pa
     del manifest["models"]["akmnet"]["config"]["max_frames"]
     (export / "manifest.json").write_text(json.dumps(manifest))
     result = mestream("run", "--models", str(export), "--publish", "none", "--duration", "1")
-    assert result.returncode == 2 and "models.akmnet.config lacks max_frames" in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "manifest.json: models.akmnet.config has no field 'max_frames', which the engine reads" in result.stderr
 
 
 def test_a_shared_stage_failure_is_published_under_all_cameras(tmp_path, monkeypatch):

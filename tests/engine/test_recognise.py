@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mestream.cameras.synthetic import SyntheticCamera
-from mestream.engine.backends import open_stages
+from mestream.engine.backends import open_subgraphs
 from mestream.engine.bus import EventBus
 from mestream.engine.clipqueue import ClipJob, ClipQueue
 from mestream.engine.clips import bins
@@ -21,8 +21,8 @@ from mestream.engine.face import Box, detect_face, square_box
 from mestream.engine.recognise import CLIP_HEAD, ENCODER, RecogStage
 from mestream.engine.ring import FrameRing
 from mestream.engine.sinks import RecordSink
+from mestream.engine.manifest import Manifest, shipped_export_dir
 from mestream.engine.stages import Context
-from mestream.export.manifest import Manifest, shipped_export_dir
 
 FPS = 200.0
 SEED = 12  # six micro-expressions (positive, negative, surprise) and a blink in 7.5 s
@@ -57,7 +57,7 @@ def scene():
 
 @pytest.fixture(scope="module")
 def runners():
-    opened, _ = open_stages(InferenceConfig(), keys=[ENCODER, CLIP_HEAD])
+    opened, _ = open_subgraphs(InferenceConfig(), keys=[ENCODER, CLIP_HEAD])
     yield opened
     for runner in opened.values():
         runner.deactivate()
@@ -65,14 +65,14 @@ def runners():
 
 @pytest.fixture(scope="module")
 def model():
-    return Manifest.load(shipped_export_dir()).models["akmnet"]
+    return Manifest.load(shipped_export_dir()).akmnet
 
 
 class Spy:
     """A runner that keeps a copy of every encoder input, to see the frames the stage prepared."""
 
     def __init__(self, runner):
-        self.runner, self.stage, self.config = runner, runner.stage, runner.config
+        self.runner, self.subgraph, self.config = runner, runner.subgraph, runner.config
         self.fed: list[np.ndarray] = []
 
     def infer(self, feed):
@@ -129,7 +129,7 @@ def test_classifies_the_synthetic_micro_expressions(scene, runners, model):
     events = h.run()
     assert sorted(e["event_id"] for e in events) == list(range(6))
     right = 0
-    classes = list(model.config["classes"])
+    classes = list(model.config.classes)
     for payload in events:
         event = RecogEvent.from_dict(payload)  # the schema holds
         truth = scene.micro[event.event_id]
@@ -140,7 +140,7 @@ def test_classifies_the_synthetic_micro_expressions(scene, runners, model):
         right += event.label == truth.four_class
         # each prepared frame stands for the middle source frame of its run, as in training
         middles = {truth.onset_frame + int(r[len(r) // 2])
-                   for r in bins(truth.offset_frame - truth.onset_frame + 1, model.config["max_frames"])}
+                   for r in bins(truth.offset_frame - truth.onset_frame + 1, model.config.max_frames)}
         assert event.key_frames and set(event.key_frames) <= middles
         assert event.key_frames == sorted(event.key_frames)
         assert event.max_key_frame in middles

@@ -354,7 +354,7 @@ def _attach_child(name: str, conn) -> None:
 def test_shared_memory_attach_from_a_spawned_process():
     name = shm_name()
     shape = (12, 16, 3)
-    child_mod = importlib.import_module("mestream.tests.engine.test_ring")  # importable by the child
+    child_mod = importlib.import_module("tests.engine.test_ring")  # importable by the child
     ctx = multiprocessing.get_context("spawn")
     with FrameRing(64, shape, np.uint16, shm_name=name) as ring:
         fill(ring, 10)

@@ -11,7 +11,7 @@ from mestream.engine import events
 from mestream.engine.events import TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT, TOPIC_STATS, RecogEvent, SpotEvent
 from mestream.engine.sinks import ConsoleSink, RecordSink, Sink, console_line
 from mestream.plugins import SINK_GROUP, make_sink, registered
-from mestream.tests.engine.test_events import SAMPLES
+from tests.engine.test_events import SAMPLES
 
 HEADER = {"camera": "cam1", "seq": 0, "host_ns": 5_000_000_000, "wall_ns": 1_700_000_000_000_000_000}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mestream.tests.models import conftest as models_conftest
+from tests.models import conftest as models_conftest
 
 SMALL = {
     "mesnet": dict(input_size=16, window_steps=24, overlap_steps=6, crn_steps=8, pretrain_steps=8, l_nol=8),
@@ -75,7 +75,7 @@ def export_copy(small_export, tmp_path) -> Path:
     export folder, and only the export moved)."""
     import dataclasses
 
-    from mestream.export.manifest import Manifest
+    from mestream.engine.manifest import Manifest
 
     out = tmp_path / "export"
     shutil.copytree(small_export, out)

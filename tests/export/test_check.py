@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from mestream.export.check import compare, difference, format_rows
-from mestream.export.manifest import StageInfo, TensorInfo
+from mestream.engine.manifest import SubgraphInfo, TensorInfo
 
 nan, inf = np.nan, np.inf
-STAGE = StageInfo(model="m", name="s", file="m.s.onnx", sha256="0" * 64,
+STAGE = SubgraphInfo(model="m", name="s", file="m.s.onnx", sha256="0" * 64,
                   inputs=(TensorInfo("x", ("batch", 2), "float32"),),
                   outputs=(TensorInfo("a", ("batch", 2), "float32"), TensorInfo("b", ("batch", 2), "bool")))
 
@@ -40,7 +40,7 @@ def test_nan_output_fails_the_check_with_a_figure():
     rows = compare(STAGE, "onnxruntime", "random b1", dict(want), want, "torch", 1e-4)
     assert [(r.output, r.ok, r.max_diff) for r in rows] == [("a", False, inf), ("b", True, 0.0)]
     table = format_rows(rows)
-    assert "[FAILED]  m.s    onnxruntime  random b1  a       inf" in table and "1 of 2 comparisons differ" in table
+    assert "[FAILED]  m.s       onnxruntime  random b1  a       inf" in table and "1 of 2 comparisons differ" in table
 
 
 def test_an_output_without_a_reference_is_a_failure_not_a_skip():

@@ -14,10 +14,10 @@ import pytest
 from mestream import cli
 from mestream.engine.backends import BackendError
 from mestream.engine.backends.onnxrt import OnnxRuntimeBackend
-from mestream.export.manifest import Manifest, shipped_export_dir
-from mestream.tests.engine.backends.fakebackends import ENTRY_POINTS
-from mestream.tests.plugins import install_fake_plugin, on_path
-from mestream.tests.export.conftest import needs_torch
+from mestream.engine.manifest import Manifest, shipped_export_dir
+from tests.engine.backends.fakebackends import ENTRY_POINTS
+from tests.plugins import install_fake_plugin, on_path
+from tests.export.conftest import needs_torch
 
 
 def _hide_torch(monkeypatch):
@@ -31,12 +31,12 @@ def test_the_shipped_export_is_fresh_and_its_parity_is_within_tolerance():
 
     assert is_stale(shipped_export_dir(), default_checkpoints(), opset=17) is None
     manifest = Manifest.load(shipped_export_dir())
-    assert list(manifest.stages) == ["mesnet.encoder", "mesnet.window_head", "mesnet.crn", "akmnet.encoder",
+    assert list(manifest.subgraphs) == ["mesnet.encoder", "mesnet.window_head", "mesnet.crn", "akmnet.encoder",
                                      "akmnet.clip_head"]
-    for key, stage in manifest.stages.items():
+    for key, subgraph in manifest.subgraphs.items():
         for group in ("random", "camera"):
-            assert set(stage.parity[group]) == {t.name for t in stage.outputs}, key
-            assert max(stage.parity[group].values()) <= 1e-4, (key, group)
+            assert set(subgraph.parity[group]) == {t.name for t in subgraph.outputs}, key
+            assert max(subgraph.parity[group].values()) <= 1e-4, (key, group)
     for name in ("mesnet", "akmnet"):
         assert manifest.models[name].checkpoint == f"../{name}-demo.pt"
 
@@ -45,7 +45,7 @@ def test_check_passes_on_the_shipped_export(capsys):
     assert cli.main(["export", "--check"]) == 0
     out = capsys.readouterr().out
     assert "[FAILED]" not in out and out.strip().splitlines()[-1].startswith("[PASSED]")
-    for key in Manifest.load(shipped_export_dir()).stages:
+    for key in Manifest.load(shipped_export_dir()).subgraphs:
         assert f"{key} " in out
     assert "torch@export" in out and " camera " in out
 
@@ -108,7 +108,7 @@ def test_if_stale_exports_only_when_needed(export_copy, small_checkpoints, capsy
     (export_copy / "mesnet.crn.onnx").write_bytes(b"x")
     assert cli.main([*argv, "--check", "--backends", "onnxruntime,torch"]) == 0
     out = capsys.readouterr().out
-    assert "exporting: model mesnet.crn" in out and "exported 5 stages" in out and "[PASSED]" in out
+    assert "exporting: model mesnet.crn" in out and "exported 5 subgraphs" in out and "[PASSED]" in out
     assert Manifest.load(export_copy).verify("mesnet.crn")
 
 
@@ -116,16 +116,16 @@ def test_a_corrupt_onnx_file_is_a_clear_error_from_onnxruntime(tmp_path):
     """Garbage bytes whose sha256 the manifest carries (a file damaged before export finished,
     or a hand-edited manifest): onnxruntime's own error must not be all the user sees."""
     from mestream.export.check import check_backends
-    from mestream.export.manifest import file_sha256
+    from mestream.engine.manifest import file_sha256
 
     root = tmp_path / "export"
     root.mkdir()
     data = json.loads((shipped_export_dir() / "manifest.json").read_text())
     del data["models"]["akmnet"]
-    stage = data["models"]["mesnet"]["stages"][0]
-    (root / stage["file"]).write_bytes(b"\x00garbage, not a protobuf\xff" * 10)
-    stage["sha256"] = file_sha256(root / stage["file"])
-    data["models"]["mesnet"]["stages"] = [stage]
+    subgraph = data["models"]["mesnet"]["subgraphs"][0]
+    (root / subgraph["file"]).write_bytes(b"\x00garbage, not a protobuf\xff" * 10)
+    subgraph["sha256"] = file_sha256(root / subgraph["file"])
+    data["models"]["mesnet"]["subgraphs"] = [subgraph]
     (root / "manifest.json").write_text(json.dumps(data))
     manifest = Manifest.load(root)
     with pytest.raises(BackendError, match=r"model mesnet\.encoder: onnxruntime cannot load .*mesnet\.encoder\.onnx: "
@@ -137,17 +137,18 @@ def test_a_corrupt_onnx_file_is_a_clear_error_from_onnxruntime(tmp_path):
 
 def test_damaged_camera_inputs_are_named(export_copy, capsys, monkeypatch):
     (export_copy / "inputs.npz").write_bytes(b"not a zip")
-    monkeypatch.setattr("mestream.export.manifest.shipped_export_dir", lambda: export_copy)
+    monkeypatch.setattr("mestream.export.command.shipped_export_dir", lambda: export_copy)
     assert cli.main(["export", "--check", "--backends", "onnxruntime"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "inputs.npz: the camera inputs cannot be read" in err
 
 
-def test_export_help_imports_neither_torch_nor_the_models():
+def test_export_help_imports_neither_torch_nor_the_networks():
+    """`export --check` runs on a runtime-only install: nothing that needs torch loads before an export."""
     probe = ("import sys\nfrom mestream import cli\ntry:\n    cli.main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
              "import mestream.export.check, mestream.export.onnx_export\n"
-             "print(sorted(m for m in sys.modules if m in ('torch', 'onnx') or m.startswith(('mestream.models.mesnet', "
-             "'mestream.models.akmnet', 'mestream.export.stages'))))")
+             "print(sorted(m for m in sys.modules if m in ('torch', 'onnx') or m.endswith(('.network', '.losses'))"
+             " or m == 'mestream.export.subgraphs'))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
@@ -156,12 +157,13 @@ def test_export_help_imports_neither_torch_nor_the_models():
 @needs_torch
 def test_a_multi_line_error_is_printed_on_one_line(monkeypatch, capsys, tmp_path):
     """torch.onnx.export's and onnx.checker's messages, which ExportError quotes, span lines."""
-    from mestream.export import onnx_export
+    from mestream.export import command
+    from mestream.export.errors import ExportError
 
     def fail(*args, **kwargs):
-        raise onnx_export.ExportError("model mesnet.encoder: torch.onnx.export failed: RuntimeError: first\n\n  second")
+        raise ExportError("model mesnet.encoder: torch.onnx.export failed: RuntimeError: first\n\n  second")
 
-    monkeypatch.setattr(onnx_export, "export_all", fail)
+    monkeypatch.setattr(command, "export_all", fail)
     assert cli.main(["export", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     out, err = capsys.readouterr()
     assert err == "mestream export: model mesnet.encoder: torch.onnx.export failed: RuntimeError: first second\n"
@@ -179,7 +181,7 @@ def test_an_out_folder_that_cannot_be_made_is_exit_2(capsys, tmp_path):
 @needs_torch
 def test_the_shipped_export_matches_what_the_current_code_exports(tmp_path):
     """The freshness check above compares hashes of checkpoints and files; this one catches a
-    change to the network or stage code that was not re-exported: the shipped ONNX files and
+    change to the network or subgraph code that was not re-exported: the shipped ONNX files and
     a fresh export of the same checkpoints must give the same outputs on the saved camera inputs."""
     from mestream.engine.backends.onnxrt import OnnxRuntimeBackend
     from mestream.export.check import load_inputs
@@ -187,11 +189,11 @@ def test_the_shipped_export_matches_what_the_current_code_exports(tmp_path):
 
     fresh = export_all(out=tmp_path, progress=False)
     shipped = Manifest.load(shipped_export_dir())
-    assert list(fresh.stages) == list(shipped.stages)
+    assert list(fresh.subgraphs) == list(shipped.subgraphs)
     inputs = load_inputs(shipped.root, shipped)
-    assert set(inputs) == set(shipped.stages)
+    assert set(inputs) == set(shipped.subgraphs)
     for key, (feed, _) in inputs.items():
-        assert fresh.stage(key).inputs == shipped.stage(key).inputs, key
+        assert fresh.subgraph(key).inputs == shipped.subgraph(key).inputs, key
         with OnnxRuntimeBackend(shipped, key) as old, OnnxRuntimeBackend(fresh, key) as new:
             want = {k: v.copy() for k, v in old.infer(feed).items()}
             got = new.infer(feed)

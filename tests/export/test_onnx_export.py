@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mestream.export.manifest import Manifest, ManifestError, file_sha256
-from mestream.tests.export.conftest import needs_torch, save_small
+from mestream.engine.manifest import Manifest, ManifestError, file_sha256
+from tests.export.conftest import needs_torch, save_small
 
 pytestmark = needs_torch
 
@@ -19,20 +19,20 @@ def test_export_writes_every_stage_with_its_hash_and_parity(small_export, small_
     import onnx
 
     manifest = Manifest.load(small_export)
-    assert list(manifest.stages) == STAGES
+    assert list(manifest.subgraphs) == STAGES
     assert manifest.opset == 17 and "dynamo=False" in manifest.exporter
     assert {"torch", "onnx", "onnxruntime", "mestream", "git_sha"} <= set(manifest.producer)
-    for key, stage in manifest.stages.items():
+    for key, subgraph in manifest.subgraphs.items():
         path = manifest.verify(key)
-        assert file_sha256(path) == stage.sha256
+        assert file_sha256(path) == subgraph.sha256
         model = onnx.load(str(path))
         assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
         assert not list(small_export.glob("*.data")), "weights must live inside the .onnx files"
-        assert set(stage.parity) == {"random", "camera"}
+        assert set(subgraph.parity) == {"random", "camera"}
         for group in ("random", "camera"):
-            assert set(stage.parity[group]) == {t.name for t in stage.outputs}, (key, group)
-            assert all(v <= 1e-4 for v in stage.parity[group].values()), (key, group, stage.parity[group])
-    head = manifest.stage("akmnet.clip_head")
+            assert set(subgraph.parity[group]) == {t.name for t in subgraph.outputs}, (key, group)
+            assert all(v <= 1e-4 for v in subgraph.parity[group].values()), (key, group, subgraph.parity[group])
+    head = manifest.subgraph("akmnet.clip_head")
     assert [(t.name, t.dtype) for t in head.outputs] == [("probabilities", "float32"), ("beta", "float32"),
                                                          ("key_mask", "bool"), ("max_key", "int64")]
     for name, path in small_checkpoints.items():
@@ -40,8 +40,8 @@ def test_export_writes_every_stage_with_its_hash_and_parity(small_export, small_
         assert not info.checkpoint.startswith("/")  # relative to the export folder
         assert (small_export / info.checkpoint).resolve() == path.resolve()
         assert info.checkpoint_sha256 == file_sha256(path)
-    assert manifest.models["mesnet"].config["window_steps"] == 24
-    assert manifest.models["mesnet"].preprocessing["input_size"] == 16
+    assert manifest.mesnet.config.window_steps == 24 and manifest.mesnet.config.input_size == 16
+    assert manifest.mesnet.recorded_preprocessing["input_size"] == 16
 
 
 def test_manifest_round_trips(small_export, tmp_path):
@@ -59,16 +59,16 @@ def test_camera_inputs_are_saved_with_the_torch_outputs(small_export):
     manifest = Manifest.load(small_export)
     with np.load(small_export / "inputs.npz") as z:
         stored = {k: z[k] for k in z.files}
-    for key, stage in manifest.stages.items():
-        for t in stage.inputs:
+    for key, subgraph in manifest.subgraphs.items():
+        for t in subgraph.inputs:
             array = stored[f"{key}/{t.name}"]
             assert array.dtype == np.dtype(t.dtype) and array.ndim == len(t.shape), (key, t.name)
             assert all(d == n for d, n in zip(t.shape, array.shape) if isinstance(d, int))
-        for t in stage.outputs:
+        for t in subgraph.outputs:
             assert f"torch/{key}/{t.name}" in stored
     mask = stored["akmnet.clip_head/mask"]
     assert mask[0].all() and not mask[1].all(), "one whole clip and one padded clip"
-    assert stored["mesnet.window_head/features"].shape == (1, 24, manifest.stage("mesnet.window_head").inputs[0].shape[2])
+    assert stored["mesnet.window_head/features"].shape == (1, 24, manifest.subgraph("mesnet.window_head").inputs[0].shape[2])
     assert np.abs(stored["mesnet.encoder/flow"]).max() > 0.1, "real flow, not zeros"
 
 
@@ -103,9 +103,9 @@ def test_a_stage_that_differs_from_torch_fails_naming_stage_and_output(small_che
 
     real = onnx_export.torch_outputs
 
-    def drifted(stage, feed):
-        out = real(stage, feed)
-        if stage.key == "mesnet.crn":
+    def drifted(subgraph, feed):
+        out = real(subgraph, feed)
+        if subgraph.key == "mesnet.crn":
             out["offsets"] = out["offsets"] + np.float32(1e-3)
         return out
 
@@ -132,9 +132,9 @@ def test_a_failed_re_export_leaves_no_manifest_and_a_dtype_change_is_a_parity_fa
 
     real = onnx_export.torch_outputs
 
-    def widened(stage, feed):
-        out = real(stage, feed)
-        if stage.key == "mesnet.encoder":
+    def widened(subgraph, feed):
+        out = real(subgraph, feed)
+        if subgraph.key == "mesnet.encoder":
             out["features"] = out["features"].astype(np.float64)
         return out
 

@@ -11,8 +11,8 @@ import pytest
 
 from mestream.engine.backends import BackendError, backend_class, example_feed
 from mestream.export.check import load_inputs, random_feed
-from mestream.export.manifest import Manifest, shipped_export_dir
-from mestream.tests.export.conftest import needs_torch, save_small
+from mestream.engine.manifest import Manifest, shipped_export_dir
+from tests.export.conftest import needs_torch, save_small
 
 
 def test_unavailable_without_torch_names_the_extra(monkeypatch):
@@ -38,13 +38,13 @@ def test_torch_and_onnxruntime_agree_on_the_shipped_export():
     manifest = Manifest.load(shipped_export_dir())
     camera = load_inputs(manifest.root, manifest)
     rng = np.random.default_rng(3)
-    for key, stage in manifest.stages.items():
-        feeds = [random_feed(stage, 2, rng), camera[key][0]]
+    for key, subgraph in manifest.subgraphs.items():
+        feeds = [random_feed(subgraph, 2, rng), camera[key][0]]
         with TorchBackend(manifest, key) as ref, OnnxRuntimeBackend(manifest, key) as ort:
             for feed in feeds:
                 want = {k: v.copy() for k, v in ref.infer(feed).items()}
                 got = ort.infer(feed)
-                for spec in stage.outputs:
+                for spec in subgraph.outputs:
                     assert want[spec.name].dtype == np.dtype(spec.dtype), (key, spec.name)
                     if spec.dtype == "float32":
                         np.testing.assert_allclose(got[spec.name], want[spec.name], rtol=0, atol=1e-4, err_msg=key)
@@ -79,7 +79,7 @@ def test_inputs_are_checked_before_torch_sees_them(export_copy):
 
     manifest = Manifest.load(export_copy)
     with TorchBackend(manifest, "akmnet.clip_head") as runner:
-        feed = example_feed(runner.stage, 2)
+        feed = example_feed(runner.subgraph, 2)
         feed["mask"] = feed["mask"].astype(np.float32)
         with pytest.raises(InputError, match="akmnet.clip_head.*'mask' must be bool"):
             runner.infer(feed)
@@ -92,8 +92,8 @@ def test_strided_reversed_and_read_only_inputs_give_the_contiguous_answer():
     from mestream.export.torch_backend import TorchBackend
 
     manifest = Manifest.load(shipped_export_dir())
-    stage = manifest.stage("mesnet.crn")
-    base = random_feed(stage, 4, np.random.default_rng(5))["proposals"]
+    subgraph = manifest.subgraph("mesnet.crn")
+    base = random_feed(subgraph, 4, np.random.default_rng(5))["proposals"]
     frozen = base[:2].copy()
     frozen.flags.writeable = False
     with TorchBackend(manifest, "mesnet.crn") as runner:

@@ -13,7 +13,7 @@ from mestream.models.mesnet.config import ConfigError as MESNetConfigError
 from mestream.models.training import (
     EvalError, OptionError, OverrideError, check_data_options, check_eval_seed, config_with_overrides, dataset_split,
     eval_provenance, parse_overrides, positive_float, positive_int, report_errors)
-from mestream.tests.models.datasets.test_casme_sq import make_casme_sq
+from tests.models.datasets.test_casme_sq import make_casme_sq
 
 
 def test_set_values_are_json_or_bare_strings():

@@ -1,14 +1,18 @@
 """Tests for plugin discovery; `install_fake_plugin` fakes an installed camera SDK package."""
 
+import os
 import sys
 from pathlib import Path
 
+CHECKOUT = Path(__file__).resolve().parents[2]
+"""The source tree: a subprocess needs it on PYTHONPATH to import the fake plugins in `tests`."""
+
 FAKE_ENTRY_POINTS = """\
 [mestream.sources]
-brokencam = mestream.tests.plugins.fakecam:BrokenCamera
+brokencam = tests.plugins.fakecam:BrokenCamera
 
 [mestream.sinks]
-listsink = mestream.tests.plugins.fakecam:ListSink
+listsink = tests.plugins.fakecam:ListSink
 """
 
 
@@ -27,3 +31,8 @@ def install_fake_plugin(root: Path, entry_points: str = FAKE_ENTRY_POINTS) -> Pa
 
 def on_path(monkeypatch, root: Path) -> None:
     monkeypatch.setattr(sys, "path", [str(root), *sys.path])
+
+
+def plugin_env(root: Path) -> dict[str, str]:
+    """The environment of a ``mestream`` subprocess that sees the fake plugin under ``root``."""
+    return {"PYTHONPATH": os.pathsep.join([str(root), str(CHECKOUT)]), "PATH": "/usr/bin:/bin"}

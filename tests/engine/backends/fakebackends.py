@@ -7,8 +7,8 @@ from mestream.engine.backends.onnxrt import OnnxRuntimeBackend
 
 ENTRY_POINTS = """\
 [mestream.backends]
-needsgpu = mestream.tests.engine.backends.fakebackends:NeedsGpu
-offbyone = mestream.tests.engine.backends.fakebackends:OffByOne
+needsgpu = tests.engine.backends.fakebackends:NeedsGpu
+offbyone = tests.engine.backends.fakebackends:OffByOne
 """
 
 

@@ -11,8 +11,8 @@ import pytest
 from mestream.engine.backends import BackendError, InputError
 from mestream.engine.backends.onnxrt import MAX_SHAPES, OnnxRuntimeBackend
 from mestream.engine.config import InferenceConfig
-from mestream.export.manifest import ManifestError, TensorInfo, file_sha256
-from mestream.tests.engine.backends.tiny import tiny_manifest
+from mestream.engine.manifest import ManifestError, TensorInfo, file_sha256
+from tests.engine.backends.tiny import tiny_manifest
 
 
 @pytest.fixture
@@ -163,9 +163,9 @@ def test_modified_file_is_refused_before_loading(doubler):
 
 
 def _with_stage(manifest, **changes):
-    """The manifest with its one stage's fields replaced."""
-    stage = replace(manifest.stage("tiny.op"), **changes)
-    return replace(manifest, models={"tiny": replace(manifest.models["tiny"], stages=(stage,))})
+    """The manifest with its one subgraph's fields replaced."""
+    subgraph = replace(manifest.subgraph("tiny.op"), **changes)
+    return replace(manifest, models={"tiny": replace(manifest.models["tiny"], subgraphs=(subgraph,))})
 
 
 def test_corrupt_file_is_named(tmp_path):

@@ -6,12 +6,12 @@ import logging
 
 import pytest
 
-from mestream.engine.backends import (BackendError, BackendUnavailable, backend_kinds, open_stages,
+from mestream.engine.backends import (BackendError, BackendUnavailable, backend_kinds, open_subgraphs,
                                       select_backend)
 from mestream.engine.backends.onnxrt import OnnxRuntimeBackend
 from mestream.engine.config import InferenceConfig
-from mestream.tests.engine.backends.fakebackends import ENTRY_POINTS, NeedsGpu
-from mestream.tests.plugins import install_fake_plugin, on_path
+from tests.engine.backends.fakebackends import ENTRY_POINTS, NeedsGpu
+from tests.plugins import install_fake_plugin, on_path
 
 
 @pytest.fixture
@@ -53,8 +53,8 @@ def test_tensorrt_here_falls_back_naming_the_gpu_extra():
         select_backend("tensorrt", fallback=False)
 
 
-def test_open_stages_activates_every_shipped_stage_and_releases_on_error(monkeypatch):
-    runners, note = open_stages(InferenceConfig())
+def test_open_subgraphs_activates_every_shipped_subgraph_and_releases_on_error(monkeypatch):
+    runners, note = open_subgraphs(InferenceConfig())
     try:
         assert note is None and set(runners) >= {"mesnet.encoder", "akmnet.encoder"}
         assert all(r.active and r.name == "onnxruntime" for r in runners.values())
@@ -77,5 +77,5 @@ def test_open_stages_activates_every_shipped_stage_and_releases_on_error(monkeyp
     monkeypatch.setattr(OnnxRuntimeBackend, "deactivate", record)
     monkeypatch.setattr(OnnxRuntimeBackend, "activate", fail_on_crn)
     with pytest.raises(BackendError, match="boom"):
-        open_stages(InferenceConfig(), ["mesnet.encoder", "mesnet.window_head", "mesnet.crn"])
+        open_subgraphs(InferenceConfig(), ["mesnet.encoder", "mesnet.window_head", "mesnet.crn"])
     assert released == ["mesnet.encoder", "mesnet.window_head"]

@@ -19,11 +19,11 @@ from mestream.engine.backends import trt_plan
 from mestream.engine.backends.base import BackendError, BackendUnavailable
 from mestream.engine.backends.trt import TensorRTBackend
 from mestream.engine.config import InferenceConfig, TensorRTConfig
-from mestream.export.manifest import StageInfo, TensorInfo
-from mestream.tests.engine.backends.fake_trt import install_fake
-from mestream.tests.engine.backends.tiny import tiny_manifest
+from mestream.engine.manifest import SubgraphInfo, TensorInfo
+from tests.engine.backends.fake_trt import install_fake
+from tests.engine.backends.tiny import tiny_manifest
 
-STAGE = StageInfo(model="m", name="enc", file="m.enc.onnx", sha256="0" * 64,
+STAGE = SubgraphInfo(model="m", name="enc", file="m.enc.onnx", sha256="0" * 64,
                   inputs=(TensorInfo("x", ("batch", 2, "time", 8), "float32"), TensorInfo("mask", ("batch", 3), "bool"),
                           TensorInfo("k", (2, 2), "int64")),
                   outputs=(TensorInfo("y", ("batch", 5), "float32"), TensorInfo("z", ("batch", "frames"), "float32")),
@@ -45,9 +45,9 @@ def test_profile_shapes_cover_batch_named_and_fixed_axes():
 
 
 def test_profile_shapes_name_the_stage_and_axis_without_dims():
-    stage = StageInfo(**{**STAGE.__dict__, "dims": {}})
+    subgraph = SubgraphInfo(**{**STAGE.__dict__, "dims": {}})
     with pytest.raises(BackendError, match=r"model m\.enc: input 'x' axis 2 is dynamic \('time'\)"):
-        trt_plan.profile_shapes(stage, CONFIG)
+        trt_plan.profile_shapes(subgraph, CONFIG)
 
 
 KEY_ARGS = dict(onnx_sha256="a" * 64, trt_version="10.3.0", gpu_name="RTX 4090", compute_capability=(8, 9),
@@ -153,7 +153,7 @@ class Spy:
         return None
 sys.meta_path.insert(0, Spy())
 from mestream.engine.backends.trt import TensorRTBackend
-from mestream.export.manifest import Manifest
+from mestream.engine.manifest import Manifest
 TensorRTBackend(Manifest.load({str(tmp_path)!r}), "tiny.op")
 print(tried, [m for m in sys.modules if m.split(".")[0] in ("tensorrt", "pycuda")])
 """

@@ -2,7 +2,7 @@
 
 ``tiny_manifest(root, "Mul", [("x", ("batch", 4), "float32")], constant=2.0)`` writes
 ``root/tiny.op.onnx`` (y = x * 2 with a dynamic batch axis) and ``root/manifest.json`` with the
-file's sha256, and returns the loaded `Manifest`; the stage is ``tiny.op``. With one input,
+file's sha256, and returns the loaded `Manifest`; the subgraph is ``tiny.op``. With one input,
 Add/Mul take ``constant`` as the other operand; with two inputs they combine them. The output
 ``y`` has the first input's shape and dtype. Dynamic axes other than ``batch`` get ``dims``
 (default ``(1, 4, 8)`` each).
@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mestream.export.manifest import BATCH, Manifest, ModelInfo, StageInfo, TensorInfo, file_sha256
+from mestream.engine.manifest import BATCH, Manifest, ModelInfo, SubgraphInfo, TensorInfo, file_sha256
 
 InputSpec = tuple[str, Sequence[int | str], str]
 OPSET = 17
@@ -49,18 +49,18 @@ def tiny_model(path: str | Path, op: str = "Mul", inputs: Sequence[InputSpec] = 
 
 def tiny_manifest(root: str | Path, op: str = "Mul", inputs: Sequence[InputSpec] = (("x", (BATCH, 4), "float32"),),
                   constant: float = 2.0, dims: Mapping[str, tuple[int, int, int]] | None = None,
-                  model: str = "tiny", stage: str = "op") -> Manifest:
+                  model: str = "tiny", subgraph: str = "op") -> Manifest:
     """Write the model and its manifest under ``root`` and return the manifest as loaded from disk."""
     root = Path(root)
-    file = f"{model}.{stage}.onnx"
+    file = f"{model}.{subgraph}.onnx"
     tiny_model(root / file, op, inputs, constant)
     named = {d for _, shape, _ in inputs for d in shape if isinstance(d, str) and d != BATCH}
     dims = dict(dims) if dims is not None else {name: (1, 4, 8) for name in sorted(named)}
     _, shape0, dtype0 = inputs[0]
-    info = StageInfo(model=model, name=stage, file=file, sha256=file_sha256(root / file),
-                     inputs=tuple(TensorInfo(n, tuple(s), d) for n, s, d in inputs),
-                     outputs=(TensorInfo("y", tuple(shape0), dtype0),), dims=dims)
-    models = {model: ModelInfo(name=model, preset="test", checkpoint="none", checkpoint_sha256="0" * 64, config={},
-                               preprocessing={}, stages=(info,))}
+    info = SubgraphInfo(model=model, name=subgraph, file=file, sha256=file_sha256(root / file),
+                        inputs=tuple(TensorInfo(n, tuple(s), d) for n, s, d in inputs),
+                        outputs=(TensorInfo("y", tuple(shape0), dtype0),), dims=dims)
+    models = {model: ModelInfo(name=model, preset="test", checkpoint="none", checkpoint_sha256="0" * 64,
+                               recorded_config={}, recorded_preprocessing={}, subgraphs=(info,))}
     Manifest(root=root, opset=OPSET, exporter="tests", producer={"tool": "tiny.py"}, models=models).save()
     return Manifest.load(root)

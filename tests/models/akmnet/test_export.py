@@ -1,4 +1,4 @@
-"""The two stages export to ONNX (opset 17, dynamic batch) and ONNX Runtime agrees with torch."""
+"""The two subgraphs export to ONNX (opset 17, dynamic batch) and ONNX Runtime agrees with torch."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ pytest.importorskip("onnx")  # torch's ONNX exporter writes the model through it
 ort = pytest.importorskip("onnxruntime")
 
 from mestream.models.akmnet.network import ClipHead, FrameEncoder  # noqa: E402
-from mestream.tests.models.akmnet.test_network import TINY, _model  # noqa: E402
+from tests.models.akmnet.test_network import TINY, _model  # noqa: E402
 
 
 

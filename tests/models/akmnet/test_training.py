@@ -18,7 +18,7 @@ from mestream.models.akmnet.data import (  # noqa: E402
     SyntheticData, balanced_order, collate, prepare_clip, subject_clips)
 from mestream.engine.clips import bins  # noqa: E402
 from mestream.models.checkpoint import git_sha, model_card, save_checkpoint  # noqa: E402
-from mestream.tests.models.datasets.test_casme2 import make_casme2  # noqa: E402
+from tests.models.datasets.test_casme2 import make_casme2  # noqa: E402
 
 
 

@@ -17,7 +17,7 @@ from mestream.models.datasets.base import (
     parse_aus,
     read_table,
 )
-from mestream.tests.models.datasets.helpers import numbered, write_csv, write_frames, write_xlsx
+from tests.models.datasets.helpers import numbered, write_csv, write_frames, write_xlsx
 
 
 def test_xlsx_header_below_title_rows_and_row_numbers(tmp_path):

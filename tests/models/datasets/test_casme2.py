@@ -6,7 +6,7 @@ import pytest
 
 from mestream.models.datasets import ClassMap, ClassMapError, DatasetError, load_frames, read_dataset
 from mestream.models.datasets.casme2 import read_casme2
-from mestream.tests.models.datasets.helpers import numbered, write_csv, write_frames, write_xlsx
+from tests.models.datasets.helpers import numbered, write_csv, write_frames, write_xlsx
 
 HEADER = ["Subject", "Filename", "Unnamed: 2", "OnsetFrame", "ApexFrame", "OffsetFrame", "Unnamed: 6",
           "Action Units", "Estimated Emotion"]

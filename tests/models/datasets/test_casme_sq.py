@@ -7,7 +7,7 @@ import pytest
 from mestream.models.datasets import DatasetError, read_dataset
 from mestream.models.datasets.casme_sq import read_casme_sq_clips, read_casme_sq_videos
 from mestream.engine.metrics import Interval
-from mestream.tests.models.datasets.helpers import numbered, write_csv, write_frames, write_xlsx
+from tests.models.datasets.helpers import numbered, write_csv, write_frames, write_xlsx
 
 CODES = [
     [1, "disgust1_1", 3, 5, 8, "4+7", "negative", "micro-expression", "disgust"],   # row 1

@@ -6,7 +6,7 @@ import pytest
 
 from mestream.models.datasets import DatasetError, read_dataset
 from mestream.models.datasets.dfme import read_dfme
-from mestream.tests.models.datasets.helpers import numbered, write_csv, write_frames
+from tests.models.datasets.helpers import numbered, write_csv, write_frames
 
 HEADER = ["Subject", "Clip", "Part", "OnsetFrame", "ApexFrame", "OffsetFrame", "Emotion", "Action Units"]
 

@@ -6,7 +6,7 @@ import pytest
 
 from mestream.models.datasets import DatasetError, read_dataset
 from mestream.models.datasets.samm import read_samm
-from mestream.tests.models.datasets.helpers import numbered, write_frames, write_xlsx
+from tests.models.datasets.helpers import numbered, write_frames, write_xlsx
 
 HEADER = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame", "Duration",
           "Type", "Action Units", "Notes", "Estimated Emotion"]

@@ -6,7 +6,7 @@ import pytest
 
 from mestream.models.datasets import DatasetError, read_dataset
 from mestream.models.datasets.samm_lv import read_samm_long_videos
-from mestream.tests.models.datasets.helpers import numbered, write_frames, write_xlsx
+from tests.models.datasets.helpers import numbered, write_frames, write_xlsx
 
 HEADER = ["Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset", "Duration", "Type",
           "Action Units", "Notes"]

@@ -6,7 +6,7 @@ import pytest
 
 from mestream.models.datasets import DatasetError, read_dataset
 from mestream.models.datasets.smic import read_smic
-from mestream.tests.models.datasets.helpers import numbered, write_frames
+from tests.models.datasets.helpers import numbered, write_frames
 
 
 def make_smic(root):

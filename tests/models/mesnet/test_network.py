@@ -80,12 +80,12 @@ def test_crn_and_pretrain_head(tiny):
     assert head.head.dropout.p == 0.5 and head.head.fc1.out_features == head.head.fc2.out_features == 300
 
 
-def test_stages_have_static_shapes(tiny):
-    stages = MESNet(tiny).eval().stages()
-    assert stages["encoder"](torch.randn(7, 2, 16, 16)).shape == (7, tiny.feature_size)
-    scores = stages["window_head"](torch.randn(2, tiny.window_steps, tiny.feature_size))
+def test_subgraphs_have_static_shapes(tiny):
+    subgraphs = MESNet(tiny).eval().subgraphs()
+    assert subgraphs["encoder"](torch.randn(7, 2, 16, 16)).shape == (7, tiny.feature_size)
+    scores = subgraphs["window_head"](torch.randn(2, tiny.window_steps, tiny.feature_size))
     assert len(scores) == 5 and all(s.shape[0] == 2 and ((s >= 0) & (s <= 1)).all() for s in scores)
-    probs, offsets = stages["crn"](torch.randn(3, tiny.crn_steps, tiny.feature_size))
+    probs, offsets = subgraphs["crn"](torch.randn(3, tiny.crn_steps, tiny.feature_size))
     assert probs.shape == offsets.shape == (3, 2)
 
 

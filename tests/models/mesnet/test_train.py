@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from mestream.models import checkpoint
+from mestream.models import checkpoint, training
 from mestream.models.mesnet import PRESETS, evaluate, train
 from mestream.models.mesnet.config import ConfigError
 from mestream.models.mesnet.data import pretrain_clips, training_windows
 from mestream.models.mesnet.network import MESNet
 from mestream.models.synthetic import make_camera
-from mestream.tests.models.datasets.helpers import write_xlsx
+from tests.models.datasets.helpers import write_xlsx
 
 from .conftest import fake_video
 
@@ -146,7 +146,7 @@ def test_train_on_a_long_video_dataset_and_ship(tmp_path, monkeypatch, capsys):
     root = _casme_sq(tmp_path / "casme_sq")
     shipped = tmp_path / "weights" / "mesnet-demo.pt"
     shipped.parent.mkdir()
-    monkeypatch.setattr(checkpoint, "shipped_weights", lambda model, preset="demo": shipped)
+    monkeypatch.setattr(training, "shipped_weights", lambda model, preset="demo": shipped)  # where it is used
     out = tmp_path / "run"
     args = _parse(train, ["--dataset", "casme_sq_long", "--root", str(root), "--folds", "2", "--preset", "demo", *TINY,
                           "--pretrain-epochs", "1", "--epochs", "1", "--out", str(out), "--no-progress", "--ship"])
@@ -204,7 +204,7 @@ def test_dataset_options_reach_the_reader(tmp_path, monkeypatch, capsys):
 
 def test_options_that_would_be_ignored_and_shipping_a_short_run_are_refused(tmp_path, monkeypatch, capsys):
     shipped = tmp_path / "weights" / "mesnet-demo.pt"
-    monkeypatch.setattr(checkpoint, "shipped_weights", lambda model, preset="demo": shipped)
+    monkeypatch.setattr(training, "shipped_weights", lambda model, preset="demo": shipped)  # where it is used
     monkeypatch.setattr(train, "_synthetic", _no_data)  # a refusal that regressed must not start a real run
     monkeypatch.setattr(train, "_dataset", _no_data)
     out = ["--preset", "demo", "--no-progress", "--out", str(tmp_path / "run")]

@@ -9,9 +9,9 @@ from mestream.models.mesnet.network import MESNet
 
 
 def staged_spot(net, flow, t_cpn, t_crn):
-    """The runtime path: stage 1, stage 2, numpy proposals and resampling, stage 3, numpy post-processing."""
+    """The runtime path: subgraph 1, subgraph 2, numpy proposals and resampling, subgraph 3, numpy post-processing."""
     cfg = net.config
-    stages = net.stages()
+    subgraphs = net.subgraphs()
     starts = post.window_starts(len(flow), cfg.window_steps, cfg.overlap_steps)
     found = []
     with torch.no_grad():
@@ -19,13 +19,13 @@ def staged_spot(net, flow, t_cpn, t_crn):
             window = np.zeros((cfg.window_steps, *flow.shape[1:]), np.float32)
             part = flow[start:start + cfg.window_steps]
             window[:len(part)] = part
-            feats = stages["encoder"](torch.from_numpy(window)).numpy()
-            scores = [s[0].numpy() for s in stages["window_head"](torch.from_numpy(feats)[None])]
+            feats = subgraphs["encoder"](torch.from_numpy(window)).numpy()
+            scores = [s[0].numpy() for s in subgraphs["window_head"](torch.from_numpy(feats)[None])]
             props = post.cpn_proposals(scores, cfg, t_cpn)
             if not len(props):
                 continue
             rows = np.stack([post.resample(feats, a, b, cfg.crn_steps) for a, b in props.intervals])
-            probs, offsets = stages["crn"](torch.from_numpy(rows))
+            probs, offsets = subgraphs["crn"](torch.from_numpy(rows))
             spots = post.crn_intervals(props, probs.numpy(), offsets.numpy(), t_crn, cfg.t_nms)
             found.append(post.shift(spots, start, len(flow)))
     return post.merge(found, cfg.t_nms)
@@ -55,13 +55,13 @@ def test_stages_export_to_onnx_with_static_shapes(tiny):
     net = MESNet(tiny).eval()
     inputs = {"encoder": torch.randn(5, 2, 16, 16), "window_head": torch.randn(2, tiny.window_steps, tiny.feature_size),
               "crn": torch.randn(3, tiny.crn_steps, tiny.feature_size)}
-    for name, stage in net.stages().items():
+    for name, subgraph in net.subgraphs().items():
         blob = io.BytesIO()
-        torch.onnx.export(stage, (inputs[name],), blob, opset_version=17, dynamo=False)
+        torch.onnx.export(subgraph, (inputs[name],), blob, opset_version=17, dynamo=False)
         session = ort.InferenceSession(blob.getvalue())
         outputs = session.run(None, {session.get_inputs()[0].name: inputs[name].numpy()})
         with torch.no_grad():
-            expected = stage(inputs[name])
+            expected = subgraph(inputs[name])
         expected = expected if isinstance(expected, tuple) else (expected,)
         assert len(outputs) == len(expected)
         for got, want in zip(outputs, expected):

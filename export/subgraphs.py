@@ -1,9 +1,9 @@
-"""What is exported of each model: the stage modules, their inputs and outputs, and the
+"""What is exported of each model: the subgraph modules, their inputs and outputs, and the
 contract for preparing their input.
 
-Why stages rather than one graph per model: what lies between them depends on the data
+Why subgraphs rather than one graph per model: what lies between them depends on the data
 (which CPN positions become proposals, how many frames a clip has, where a clip starts) and
-stays in numpy on the runtime side; each stage inside is a fixed computation whose only
+stays in numpy on the runtime side; each subgraph inside is a fixed computation whose only
 dynamic axes are the batch and, for MESNet's window head, the window length. The wrappers
 here return plain tuples in the manifest's output order, so the ONNX graph, the manifest
 and the torch backend all name the same tensors the same way.
@@ -25,20 +25,24 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from mestream.export.manifest import BATCH, StageInfo, TensorInfo
-from mestream.export.onnx_export import ExportError
+from mestream.engine.face import CASCADE
+from mestream.engine.manifest import BATCH, SubgraphInfo, TensorInfo
+from mestream.export.errors import ExportError
+from mestream.models.akmnet.config import AKMNetConfig
+from mestream.models.checkpoint import CheckpointError, load_checkpoint
+from mestream.models.mesnet.config import MESNetConfig
 
 FAMILIES = ("mesnet", "akmnet")
 
 
-class StageError(ExportError):
+class SubgraphError(ExportError):
     """A model or checkpoint that cannot be described for export; the message names it."""
 
 
 # -- wrappers ------------------------------------------------------------------------------------
 
-class AKMEncoderStage(nn.Module):
-    """AKMNet stage 1: frames (B, 1, S, S) → features (B, C, F, F); the pooled vector is left
+class AKMEncoderSubgraph(nn.Module):
+    """AKMNet subgraph 1: frames (B, 1, S, S) → features (B, C, F, F); the pooled vector is left
     out because the clip head pools the (masked) features itself."""
 
     def __init__(self, net: nn.Module) -> None:
@@ -49,8 +53,8 @@ class AKMEncoderStage(nn.Module):
         return self.encoder(frames)[0]
 
 
-class ClipHeadStage(nn.Module):
-    """AKMNet stage 2: features (B, T, C, F, F) and mask (B, T) → probabilities, β, key mask, max key."""
+class ClipHeadSubgraph(nn.Module):
+    """AKMNet subgraph 2: features (B, T, C, F, F) and mask (B, T) → probabilities, β, key mask, max key."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -64,8 +68,8 @@ class ClipHeadStage(nn.Module):
 # -- descriptions --------------------------------------------------------------------------------
 
 @dataclass
-class StageSpec:
-    """One stage to export: the module and what the manifest will say of it."""
+class SubgraphSpec:
+    """One subgraph to export: the module and what the manifest will say of it."""
 
     model: str
     name: str
@@ -83,8 +87,8 @@ class StageSpec:
         return f"{self.key}.onnx"
 
     def info(self, sha256: str = "", parity: Mapping[str, Mapping[str, float]] | None = None,
-             outputs: tuple[TensorInfo, ...] | None = None) -> StageInfo:
-        return StageInfo(model=self.model, name=self.name, file=self.file, sha256=sha256, inputs=self.inputs,
+             outputs: tuple[TensorInfo, ...] | None = None) -> SubgraphInfo:
+        return SubgraphInfo(model=self.model, name=self.name, file=self.file, sha256=sha256, inputs=self.inputs,
                          outputs=outputs or self.outputs, dims=dict(self.dims), parity=dict(parity or {}))
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
@@ -95,20 +99,20 @@ class StageSpec:
 
 @dataclass
 class ModelSpec:
-    """One model's stages with the config and preprocessing the manifest records."""
+    """One model's subgraphs with the config and preprocessing the manifest records."""
 
     name: str
     preset: str
     net: nn.Module
     config: dict[str, Any]
     preprocessing: dict[str, Any]
-    stages: tuple[StageSpec, ...]
+    subgraphs: tuple[SubgraphSpec, ...]
 
-    def stage(self, name: str) -> StageSpec:
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        raise StageError(f"model {self.name}: no stage {name!r}; stages: {', '.join(s.name for s in self.stages)}")
+    def subgraph(self, name: str) -> SubgraphSpec:
+        for subgraph in self.subgraphs:
+            if subgraph.name == name:
+                return subgraph
+        raise SubgraphError(f"model {self.name}: no subgraph {name!r}; subgraphs: {', '.join(s.name for s in self.subgraphs)}")
 
 
 def _plain(config: Any) -> dict[str, Any]:
@@ -134,10 +138,10 @@ def min_window_steps(config: Any) -> int:
 
 
 def mesnet_spec(net: nn.Module, preset: str, config: Mapping[str, Any] | None = None) -> ModelSpec:
-    """MESNet's three stages, with a dynamic window length for the window head (a stream's
+    """MESNet's three subgraphs, with a dynamic window length for the window head (a stream's
     first window, or a short video, need not be padded to ``window_steps``)."""
     cfg = net.config
-    stages = net.eval().stages()
+    subgraphs = net.eval().subgraphs()
     S, L, N = cfg.input_size, cfg.feature_size, cfg.window_steps
     lo = min_window_steps(cfg)
     dims = {"time": (lo, N, N)}
@@ -145,12 +149,12 @@ def mesnet_spec(net: nn.Module, preset: str, config: Mapping[str, Any] | None = 
         dims[f"positions_{s}"] = (a, b, b)
     f32 = "float32"
     specs = (
-        StageSpec("mesnet", "encoder", stages["encoder"], (TensorInfo("flow", (BATCH, 2, S, S), f32),),
+        SubgraphSpec("mesnet", "encoder", subgraphs["encoder"], (TensorInfo("flow", (BATCH, 2, S, S), f32),),
                   (TensorInfo("features", (BATCH, L), f32),)),
-        StageSpec("mesnet", "window_head", stages["window_head"], (TensorInfo("features", (BATCH, "time", L), f32),),
+        SubgraphSpec("mesnet", "window_head", subgraphs["window_head"], (TensorInfo("features", (BATCH, "time", L), f32),),
                   tuple(TensorInfo(f"scores_{s}", (BATCH, f"positions_{s}"), f32)
                         for s in range(1, len(cfg.receptive_fields) + 1)), dims),
-        StageSpec("mesnet", "crn", stages["crn"], (TensorInfo("proposals", (BATCH, cfg.crn_steps, L), f32),),
+        SubgraphSpec("mesnet", "crn", subgraphs["crn"], (TensorInfo("proposals", (BATCH, cfg.crn_steps, L), f32),),
                   (TensorInfo("probabilities", (BATCH, 2), f32), TensorInfo("offsets", (BATCH, 2), f32))),
     )
     return ModelSpec("mesnet", preset, net, dict(config) if config is not None else _plain(cfg),
@@ -158,15 +162,15 @@ def mesnet_spec(net: nn.Module, preset: str, config: Mapping[str, Any] | None = 
 
 
 def akmnet_spec(net: nn.Module, preset: str, config: Mapping[str, Any] | None = None) -> ModelSpec:
-    """AKMNet's two stages; the clip length is fixed at ``max_frames`` because the masked
+    """AKMNet's two subgraphs; the clip length is fixed at ``max_frames`` because the masked
     bi-GRU is unrolled over it (shorter clips are padded and masked)."""
     cfg = net.config
     net.eval()
     S, C, F, T, K = cfg.image_size, cfg.widths[3], cfg.feature_size, cfg.max_frames, cfg.num_classes
     specs = (
-        StageSpec("akmnet", "encoder", AKMEncoderStage(net).eval(), (TensorInfo("frames", (BATCH, 1, S, S), "float32"),),
+        SubgraphSpec("akmnet", "encoder", AKMEncoderSubgraph(net).eval(), (TensorInfo("frames", (BATCH, 1, S, S), "float32"),),
                   (TensorInfo("features", (BATCH, C, F, F), "float32"),)),
-        StageSpec("akmnet", "clip_head", ClipHeadStage(net).eval(),
+        SubgraphSpec("akmnet", "clip_head", ClipHeadSubgraph(net).eval(),
                   (TensorInfo("features", (BATCH, T, C, F, F), "float32"), TensorInfo("mask", (BATCH, T), "bool")),
                   (TensorInfo("probabilities", (BATCH, K), "float32"), TensorInfo("beta", (BATCH, T), "float32"),
                    TensorInfo("key_mask", (BATCH, T), "bool"), TensorInfo("max_key", (BATCH,), "int64"))),
@@ -183,24 +187,24 @@ def model_spec(family: str, net: nn.Module, preset: str, config: Mapping[str, An
         return mesnet_spec(net, preset, config)
     if family == "akmnet":
         return akmnet_spec(net, preset, config)
-    raise StageError(f"no export description for model {family!r}; models: {', '.join(FAMILIES)}")
+    raise SubgraphError(f"no export description for model {family!r}; models: {', '.join(FAMILIES)}")
 
 
 def load_spec(family: str, checkpoint: str | Path) -> ModelSpec:
     """Load a checkpoint (CheckpointError naming the file when it cannot be used) and describe it."""
-    from mestream.models.checkpoint import CheckpointError, load_checkpoint
-
     if family not in FAMILIES:
-        raise StageError(f"no export description for model {family!r}; models: {', '.join(FAMILIES)}")
+        raise SubgraphError(f"no export description for model {family!r}; models: {', '.join(FAMILIES)}")
     ckpt = load_checkpoint(checkpoint, model=family)
     try:
         if family == "mesnet":
-            from mestream.models.mesnet.config import MESNetConfig
-            from mestream.models.mesnet.network import MESNet
+            from mestream.models.mesnet.network import (
+                MESNet,  # lazy: imports torch (train extra)
+            )
             net = MESNet(MESNetConfig.from_dict(ckpt.config))
         else:
-            from mestream.models.akmnet.config import AKMNetConfig
-            from mestream.models.akmnet.network import build
+            from mestream.models.akmnet.network import (
+                build,  # lazy: imports torch (train extra)
+            )
             net = build(AKMNetConfig.from_dict(ckpt.config))
         net.load_state_dict(ckpt.state_dict)
     except (ValueError, RuntimeError) as exc:  # a bad config, or weights of another shape than the config's
@@ -211,8 +215,6 @@ def load_spec(family: str, checkpoint: str | Path) -> ModelSpec:
 # -- the preprocessing contract --------------------------------------------------------------------
 
 def _face_box(rule: str) -> dict[str, Any]:
-    from mestream.engine.face import CASCADE
-
     return {"detector": f"OpenCV Haar cascade {CASCADE}: the largest face, at least 0.2 of the frame height "
                         "(mestream.engine.face.detect_face)",
             "scale": 1.2, "shape": "square, side round(1.2·max(w, h)), centred on the detection",
