@@ -198,5 +198,7 @@ def test_the_shipped_export_matches_what_the_current_code_exports(tmp_path):
             want = {k: v.copy() for k, v in old.infer(feed).items()}
             got = new.infer(feed)
         for name, value in want.items():
-            np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-6, err_msg=f"{key} {name}: re-run "
+            # float32 rounding differs between ONNX Runtime and torch releases by ~1e-6; a change
+            # to the network that was not re-exported moves the outputs by orders more
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5, err_msg=f"{key} {name}: re-run "
                                        f"`mestream export --out models/weights/onnx`")
