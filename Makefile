@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: demo test docs run listen bench clean
+.PHONY: demo test docs lint run listen bench clean
 
 demo: $(VENV)/.stamp-runtime
 	rm -f runs/demo/events.jsonl  # --log appends; the demo's log holds this run only
@@ -20,8 +20,15 @@ run: $(VENV)/.stamp-runtime
 listen: $(VENV)/.stamp-runtime
 	$(BIN)/mestream listen tcp://127.0.0.1:5556 $(ARGS)
 
-test: $(VENV)/.stamp-dev docs
+test: $(VENV)/.stamp-dev docs lint
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# ruff (lint rules and formatting, settings in pyproject.toml) over the whole tree, and mypy
+# over the runtime side (tools/typecheck.sh says why it needs a script).
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	tools/typecheck.sh
 
 # The manual in docs/; --strict turns a broken link, a missing anchor or a page left out of the
 # nav in mkdocs.yml into a failure, so `make test` (and CI) catches them.
