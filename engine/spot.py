@@ -33,7 +33,7 @@ from mestream.engine.crops import CropRing
 from mestream.engine.events import TOPIC_SPOT
 from mestream.engine.keyframes import is_micro, refine
 from mestream.engine.recognise import ClipJob
-from mestream.engine.ring import RingError
+from mestream.engine.ring import RingError, Waker
 from mestream.engine.sampling import CameraStream, MESNetGeometry, Window
 from mestream.engine.stages import RunContext, Stage
 from mestream.engine.trace import FrameTrace
@@ -98,17 +98,22 @@ class SpotStage(Stage):
         self.calls = {"encoder": 0, "window_head": 0, "crn": 0}
         self._timing = dict.fromkeys(("flow_ms", "encoder_ms", "heads_ms", "refine_ms"), 0.0)  # this pass's
         self._nap = min(0.005, 0.25 * min(cam.step / cam.fps for cam in self.cams))  # a quarter of a sample
+        self._waker = Waker()  # every camera's crop ring notifies it: the loop sleeps on all of them
+        for cam in self.cams:
+            cam.crops.ring.add_waker(self._waker)
+        self._clip_hold = False  # a queued clip holds a replay's crops back: recognition may free them
 
     # -- the loop --------------------------------------------------------------------------------
 
     def loop(self) -> None:
-        stop = self.ctx.stop
+        stop, waker = self.ctx.stop, self._waker
         while not stop.is_set():
+            seen = waker.generation  # before the pass: a crop written during it ends the wait at once
             read = self.run_pass()
             if all(cam.flushed for cam in self.cams):
                 return
-            if not read:
-                time.sleep(self._nap)
+            if not read:  # until a crop (or a ring's end); work waiting on the clock or on recognition: a nap
+                waker.wait(seen, self._nap if self._pending or self._due_since or self._clip_hold else 0.1)
 
     def run_pass(self) -> int:
         """One pass over every camera: read, sample, encode, run due windows, publish; the
@@ -144,11 +149,13 @@ class SpotStage(Stage):
     def _hold(self) -> None:
         """Replays: release the crops no later event can need: those before the current window
         (an event's onset lies inside it) and before every clip still waiting for recognition."""
+        self._clip_hold = False
         for cam in self.cams:
             if cam.keep is None:
                 continue
             position = cam.cursor.position - cam.keep_frames
             pending = self.recogniser.oldest_pending(cam.name) if self.recogniser is not None else None
+            self._clip_hold = self._clip_hold or (pending is not None and pending < position)
             cam.keep.hold(position if pending is None else min(position, pending))
 
     def _encode_ready(self, ending: set[CameraStream], now: int) -> None:
