@@ -106,14 +106,15 @@ class SpotStage(Stage):
     # -- the loop --------------------------------------------------------------------------------
 
     def loop(self) -> None:
-        stop, waker = self.ctx.stop, self._waker
+        stop, waker, rings = self.ctx.stop, self._waker, [cam.crops.ring for cam in self.cams]
         while not stop.is_set():
-            seen = waker.generation  # before the pass: a crop written during it ends the wait at once
+            seen = sum(ring.updates for ring in rings)  # before the pass: a crop written in it ends the wait
             read = self.run_pass()
             if all(cam.flushed for cam in self.cams):
                 return
             if not read:  # until a crop (or a ring's end); work waiting on the clock or on recognition: a nap
-                waker.wait(seen, self._nap if self._pending or self._due_since or self._clip_hold else 0.1)
+                waker.wait(lambda seen=seen: sum(ring.updates for ring in rings) != seen,
+                           self._nap if self._pending or self._due_since or self._clip_hold else 0.1)
 
     def run_pass(self) -> int:
         """One pass over every camera: read, sample, encode, run due windows, publish; the
