@@ -16,9 +16,10 @@ reused, and a reader copies what it keeps.**
   its copy and raises `Overwritten` rather than return mixed data. Seqs never repeat (no ABA).
   Views (``copy=False``) are only checked when returned: call `FrameRing.is_valid` after
   using one; ``True`` means nothing read from it was touched.
-- Threads: one writer; any number of readers, one `ReaderCursor` per thread; no locks. The
-  seqlock needs stores to become visible in program order, as on x86-64; on weakly ordered
-  CPUs (ARM) the cross-process case leans on the GIL hand-off's barriers, not a guarantee.
+- Threads: one writer; any number of readers, one `ReaderCursor` per thread; no locks but
+  the one that wakes a sleeping reader (below). The seqlock needs stores to become visible in
+  program order, as on x86-64; on weakly ordered CPUs (ARM) the cross-process case leans on
+  the GIL hand-off's barriers, not a guarantee.
 - Waiting costs nothing: a caught-up `ReaderCursor.next` sleeps on the ring's `Waker` until
   the writer's next commit, `finish` or `close`, and a writer in `wait_for_room` sleeps until
   a reader moves on. The notify is lock-free while nobody sleeps (104 ns a call); a write
