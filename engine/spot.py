@@ -112,9 +112,10 @@ class SpotStage(Stage):
             read = self.run_pass()
             if all(cam.flushed for cam in self.cams):
                 return
-            if not read:  # until a crop (or a ring's end); work waiting on the clock or on recognition: a nap
-                waker.wait(lambda seen=seen: sum(ring.updates for ring in rings) != seen,
-                           self._nap if self._pending or self._due_since or self._clip_hold else 0.1)
+            if not read:
+                time.sleep(self._nap)  # gathers crops: a pass per crop cost 5-9 % of a core at 500 fps
+                if not (self._pending or self._due_since or self._clip_hold):  # nothing waits on the clock
+                    waker.wait(lambda seen=seen: sum(ring.updates for ring in rings) != seen, 0.1)  # a crop
 
     def run_pass(self) -> int:
         """One pass over every camera: read, sample, encode, run due windows, publish; the
