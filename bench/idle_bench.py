@@ -104,7 +104,10 @@ def _switches() -> int:
 
 
 def run_idle(name: str, warm: float, settle: float, seconds: float, seed: int) -> dict[str, Any]:
-    """One idle run: warm up, stall every source, measure, release the sources, let the run end."""
+    """One idle run: warm up, stall every source, measure, release the sources, let the run end.
+
+    The stalling wrapper replaces each camera's ``ingest.source`` after `Pipeline` opened it:
+    the public API has no hook for wrapping a source, and the ingest thread has not started."""
     pipeline = Pipeline(scenario_config(name, 0.0, seed))
     release = threading.Event()
     stalls = []

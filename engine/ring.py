@@ -22,14 +22,15 @@ reused, and a reader copies what it keeps.**
   the GIL hand-off's barriers, not a guarantee.
 - Waiting costs nothing: a caught-up `ReaderCursor.next` sleeps on the ring's `Waker` until
   the writer's next commit, `finish` or `close`, and a writer in `wait_for_room` sleeps until
-  a reader moves on. The notify is lock-free while nobody sleeps (104 ns a call); a write
-  that wakes a sleeping reader took 7 µs instead of 1.3 µs, and the reader returned 26 µs
-  after the write began (p50, ``bench/ring_bench.py``). A stage reading several rings shares
-  one waker between them (`FrameRing.add_waker`, `FrameRing.updates`). Polling every 100 µs
-  instead, one idle reader woke ~1,700-5,500 times a second; a 1-camera pipeline whose camera
-  sent nothing used 4.2 % of a core before and 0.2 % after, 4 cameras 10.0 % and 0.8 %
-  (``bench/idle_bench.py``, bench/RESULTS.md). Threading primitives do not cross processes:
-  a cursor of an attached ring polls every ``poll_interval``.
+  a reader moves on. The notify takes no lock while nobody sleeps (about 50 ns); a write that
+  wakes a sleeping reader took 6.9 µs instead of 1.3 µs, and the reader returned 26 µs after
+  the write began (p50, ``bench/ring_bench.py``). A stage reading several rings shares one
+  waker between them (`FrameRing.add_waker`) and compares `FrameRing.updates`. When readers
+  polled instead (sleeps of 0.2 to 5 ms), a 1-camera pipeline whose camera sent nothing
+  woke 1,945 times a second and used 4.0 % of a core (4 cameras: 10.5 %); now 65 times and
+  0.4 % (4 cameras: 0.6 %), and a paced reader gets its frame 0.1 ms after capture instead
+  of 0.34 (``bench/idle_bench.py``, bench/RESULTS.md). Threading primitives do not cross
+  processes: a cursor of an attached ring polls every ``poll_interval``.
 - Processes: ``FrameRing(..., shm_name="x")`` puts header, metadata and pixels in one
   `multiprocessing.shared_memory` segment; ``FrameRing.attach("x")`` maps it read-only
   elsewhere, reading capacity, shape and dtype from the header. The creator unlinks on
