@@ -706,13 +706,16 @@ def test_a_waiting_reader_returns_on_timeout_finish_and_close():
     t0 = time.monotonic()
     assert cursor.next(timeout=0.05) is None
     assert 0.05 <= time.monotonic() - t0 < 2.0
-    for end in (ring.finish, ring.close):
+    for end in ("finish", "close"):
+        ring = FrameRing(4, SHAPE)
+        cursor = ring.register_reader("face")
         thread, result = _next_in_thread(cursor, timeout=10.0)
         time.sleep(0.05)
+        assert thread.is_alive()
         ended = time.monotonic()
-        end()
+        getattr(ring, end)()
         thread.join(5)
-        assert result and result[0][0] is None and result[0][1] - ended < 1.0
+        assert result and result[0][0] is None and result[0][1] - ended < 1.0, end
 
 
 def test_a_blocked_reader_does_not_spin():
