@@ -389,8 +389,8 @@ class FrameRing:
         """Notify ``waker`` too on every commit, `finish` and `close`: a stage reading several
         rings shares one waker between them and sleeps until any of them has news."""
         if self._waker is None:
-            raise RuntimeError("an attached ring's writer is in another process and cannot notify a waker here: "
-                               "poll the ring instead")
+            raise RuntimeError("an attached ring's writer is in another process and cannot notify a waker "
+                               "here: poll the ring instead")
         if waker not in self._wakers:
             self._wakers = (*self._wakers, waker)  # one store: a write in flight notifies the old tuple
 
