@@ -40,6 +40,7 @@ bench: $(VENV)/.stamp-dev
 	$(BIN)/python -m mestream.bench.synthetic_bench
 	$(BIN)/python -m mestream.bench.backend_bench
 	$(BIN)/python -m mestream.bench.live_bench
+	$(BIN)/python -m mestream.bench.idle_bench
 	$(BIN)/mestream bench --out runs/bench --update-results
 
 $(BIN)/python:

@@ -14,6 +14,11 @@ Columns: ``ratio`` is write over memcpy; ``shm write`` is the same ring in share
 (tmpfs pages, no transparent huge pages); ``bookkeeping`` is `begin_write` + `commit` alone,
 the ring's own cost per frame without the pixel copy.
 
+The last table is what waking the readers costs the writer: `Waker.notify` with nobody
+asleep (its lock-free fast path, part of every commit and so of ``bookkeeping``), and a
+write timed on its own with no reader and with a reader asleep in `ReaderCursor.next`, with
+how soon that reader returned.
+
 The first-pass table shows why the ring touches its memory at start-up: writing into fresh
 ``np.empty`` memory faults in and zeroes every page on the camera thread. How much that costs
 depends on the kernel's free-page state, so each run is a fresh process and the worst run is
@@ -31,13 +36,14 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, TextIO
 
 import numpy as np
 
-from mestream.engine.ring import FrameRing
+from mestream.engine.ring import FrameRing, Waker
 
 RESOLUTIONS = {"640x480": (480, 640), "1280x1024": (1024, 1280)}
 TARGET_FPS = {"640x480": 20_000, "1280x1024": 5_000}
@@ -166,6 +172,89 @@ def bench_resolution(
     }
 
 
+def bench_notify(calls: int = 200_000, woken: int = 2_000) -> dict:
+    """What waking the readers costs the writer. `Waker.notify` in a loop with nobody asleep
+    (its fast path, ns per call); then single writes of a tiny frame, each timed on its own,
+    with no reader and with a reader asleep in `ReaderCursor.next` (the writer waits for it to
+    fall asleep again between writes), and how long after the write began the reader woke."""
+    waker = Waker()
+    notify = waker.notify
+    for _ in range(1000):
+        notify()
+    gc.disable()
+    try:
+        t0 = time.perf_counter_ns()
+        for _ in range(calls):
+            notify()
+        idle_ns = (time.perf_counter_ns() - t0) / calls
+    finally:
+        gc.enable()
+
+    ring = FrameRing(64, (2, 2))
+    pixels = np.zeros((2, 2), np.uint8)
+    clock = time.perf_counter_ns
+
+    def timed_write(i: int) -> int:
+        t0 = clock()
+        ring.write(pixels, i, i)
+        return clock() - t0
+
+    alone = [timed_write(i) for i in range(woken)]
+    cursor = ring.register_reader("sleeper")
+    woke: list[int] = []
+
+    def sleeper() -> None:
+        while cursor.next(timeout=1.0) is not None:
+            woke.append(clock())
+
+    thread = threading.Thread(target=sleeper, daemon=True)
+    thread.start()
+    own = ring.waker
+    with_sleeper, wake_ns = [], []
+    try:
+        for i in range(woken):
+            deadline = time.monotonic() + 1.0
+            while not (own._sleepers and len(woke) == i) and time.monotonic() < deadline:
+                time.sleep(20e-6)  # until the reader is asleep again
+            t0 = clock()
+            ring.write(pixels, woken + i, woken + i)
+            with_sleeper.append(clock() - t0)
+            while len(woke) == i and time.monotonic() < deadline:
+                time.sleep(0)
+            if len(woke) > i:
+                wake_ns.append(woke[i] - t0)
+    finally:
+        ring.finish()
+        thread.join()
+        ring.close()
+    a50 = float(np.median(alone))
+    s50, s99 = (float(v) for v in np.percentile(with_sleeper, [50, 99]))
+    w50, w99 = (float(v) for v in np.percentile(wake_ns, [50, 99])) if wake_ns else (np.nan, np.nan)
+    return {
+        "idle_notify_ns": idle_ns,
+        "write_alone_ns_p50": a50,
+        "write_sleeper_ns_p50": s50,
+        "write_sleeper_ns_p99": s99,
+        "wake_latency_us_p50": w50 / 1e3,
+        "wake_latency_us_p99": w99 / 1e3,
+        "calls": calls,
+        "woken": woken,
+    }
+
+
+def print_notify(n: dict, out: TextIO = sys.stdout) -> None:
+    lines = [
+        "",
+        "waking the readers (a 2x2 frame, so the write is all bookkeeping)",
+        f"  Waker.notify with nobody asleep: {n['idle_notify_ns']:.0f} ns (a loop of {n['calls']:,})",
+        f"  one write, no reader: {n['write_alone_ns_p50'] / 1e3:.2f} us p50; with a reader asleep: "
+        f"{n['write_sleeper_ns_p50'] / 1e3:.2f} / {n['write_sleeper_ns_p99'] / 1e3:.2f} us p50 / p99",
+        f"  the reader returns from next() {n['wake_latency_us_p50']:.0f} / "
+        f"{n['wake_latency_us_p99']:.0f} us p50 / p99 after the write began ({n['woken']:,} writes)",
+    ]
+    print("\n".join(lines), file=out)
+
+
 def print_table(results: list[dict], out: TextIO = sys.stdout) -> None:
     """Two compact tables: steady-state write cost, then the cold first pass."""
     r0 = results[0]
@@ -212,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     results = [
         bench_resolution(r, RESOLUTIONS[r], args.frames, args.repeat, args.ring_mb, args.cpu) for r in args.resolutions
     ]
+    notify = bench_notify()
     print_table(results)
+    print_notify(notify)
     if args.json:
         doc = {
             "bench": "ring_bench",
@@ -222,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "pinned_cpu": args.cpu,
             "results": results,
+            "notify": notify,
         }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2)

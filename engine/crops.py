@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from mestream.engine.face import Box, crop
-from mestream.engine.ring import FrameRing, ReaderCursor, RingError
+from mestream.engine.ring import FrameRing, Waker, ReaderCursor, RingError
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,15 @@ class CropRing:
     @property
     def capacity(self) -> int:
         return self._ring.capacity
+
+    def add_waker(self, waker: Waker) -> None:
+        """Notify ``waker`` on every crop written, and at finish and close (`FrameRing.add_waker`)."""
+        self._ring.add_waker(waker)
+
+    @property
+    def updates(self) -> int:
+        """`FrameRing.updates` of the crops: grows with every write, finish and close."""
+        return self._ring.updates
 
     @property
     def head(self) -> int:

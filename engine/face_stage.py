@@ -154,11 +154,10 @@ class FaceStage(Stage):
         frame_buf, gray, bgr = self._frame, self._gray, self._frame is not self._gray
         crops, crop_room = self.crops, self.crops.wait_for_room
         wait, crop_ns, window = self.wait_when_full, self._crop_ns, self.WINDOW
-        nap = min(1e-3, 0.25 / self.ctx.fps)  # a quarter frame, as `LatencyTap`
         countdown = 0
         clock = time.perf_counter_ns
         while not stop.is_set():
-            frame = cursor.next(timeout=0.1, out=frame_buf, poll_interval=nap)
+            frame = cursor.next(timeout=0.1, out=frame_buf)  # sleeps until the next frame, as `LatencyTap`
             if frame is None:
                 if ring.finished and cursor.lag == 0:
                     return

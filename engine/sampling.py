@@ -31,7 +31,7 @@ from mestream.engine.crops import CropRing
 from mestream.engine.flow import OpticalFlow, flow_input, sample_image
 from mestream.engine.intervals import interval_iou, receptive_fields
 from mestream.engine.manifest import MESNetModelConfig
-from mestream.engine.ring import RingError
+from mestream.engine.ring import RingError, Waker
 from mestream.engine.trace import FrameTrace
 
 READ_BLOCK = 256  # crops read per camera per pass
@@ -392,14 +392,27 @@ class CameraStream:
         if crops_gone:
             self.untimed += 1
 
-    def hold_crops(self, oldest_clip: int | None) -> None:
+    def hold_crops(self, oldest_clip: int | None) -> bool:
         """Replays: release the crops no later event can need: those before the current window
         (an event's onset lies inside it) and before ``oldest_clip``, the first crop of the
-        oldest clip still queued for recognition (`ClipQueue.oldest`). Live streams hold nothing."""
+        oldest clip still queued for recognition (`ClipQueue.oldest`). Live streams hold nothing.
+
+        True when the clip holds crops the window would have released: only recognition can
+        free them then, and the face stage may be waiting for that room."""
         if self.keep is None:
-            return
+            return False
         position = self.cursor.position - self.keep_frames
         self.keep.hold(position if oldest_clip is None else min(position, oldest_clip))
+        return oldest_clip is not None and oldest_clip < position
+
+    def wake_on_crops(self, waker: Waker) -> None:
+        """Have the crop ring's writer notify ``waker`` (one waker can serve several streams)."""
+        self.crops.add_waker(waker)
+
+    @property
+    def crop_updates(self) -> int:
+        """Grows with every crop written (and at finish and close): a waiter's "anything new?"."""
+        return self.crops.updates
 
     def figures(self) -> dict[str, float]:
         """This stream's part of ``mestream.stats`` ``stages``; the latency percentiles cover

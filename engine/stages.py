@@ -139,9 +139,8 @@ class LatencyTap(Stage):
     def loop(self) -> None:
         cursor, out, lat, stop, trace = self.cursor, self._buffer, self._latency_ns, self.ctx.stop, self.trace
         window = self.WINDOW
-        nap = min(1e-3, 0.25 / self.ctx.fps)  # a quarter frame: prompt, without polling ten times a frame
         while True:
-            frame = cursor.next(timeout=0.1, out=out, poll_interval=nap)
+            frame = cursor.next(timeout=0.1, out=out)  # sleeps until the next frame; 0.1 s: sees `stop`
             if frame is None:
                 if self.ctx.ring.finished or stop.is_set():
                     if cursor.lag == 0:

@@ -26,6 +26,7 @@ from mestream.engine.ring import (
     Overwritten,
     RingClosed,
     RingError,
+    Waker,
 )
 
 ID0 = 1000
@@ -666,3 +667,231 @@ def test_poll_batch_lapped_between_the_catch_up_check_and_the_read(monkeypatch):
     monkeypatch.setattr(cursor, "_next_position", writer_laps_after_the_check)
     batch = cursor.poll_batch(10)
     assert list(batch.meta["seq"]) == [2, 3, 4, 5] and cursor.overruns == 2
+
+
+# ----------------------------------------------------------------------------- waiting without polling
+
+
+def _next_in_thread(cursor, timeout: float) -> tuple[threading.Thread, list]:
+    """cursor.next in a daemon thread; the result holds (frame, monotonic time it returned, thread CPU s)."""
+    result: list = []
+
+    def run() -> None:
+        cpu = time.thread_time()
+        frame = cursor.next(timeout=timeout)
+        result.append((frame, time.monotonic(), time.thread_time() - cpu))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_a_caught_up_reader_wakes_on_the_write_not_on_its_timeout():
+    ring = FrameRing(4, SHAPE)
+    cursor = ring.register_reader("face")
+    thread, result = _next_in_thread(cursor, timeout=10.0)
+    time.sleep(0.1)  # asleep by now
+    assert thread.is_alive()
+    written = time.monotonic()
+    fill(ring, 1)
+    thread.join(5)
+    frame, woke, _ = result[0]
+    assert frame is not None and frame.seq == 0 and intact(frame)
+    assert woke - written < 1.0  # bounded, not timed strictly: the timeout was 10 s
+
+
+def test_a_waiting_reader_returns_on_timeout_finish_and_close():
+    ring = FrameRing(4, SHAPE)
+    cursor = ring.register_reader("face")
+    t0 = time.monotonic()
+    assert cursor.next(timeout=0.05) is None
+    assert 0.05 <= time.monotonic() - t0 < 2.0
+    for end in ("finish", "close"):
+        ring = FrameRing(4, SHAPE)
+        cursor = ring.register_reader("face")
+        thread, result = _next_in_thread(cursor, timeout=10.0)
+        time.sleep(0.05)
+        assert thread.is_alive()
+        ended = time.monotonic()
+        getattr(ring, end)()
+        thread.join(5)
+        assert result and result[0][0] is None and result[0][1] - ended < 1.0, end
+
+
+def test_a_blocked_reader_does_not_spin():
+    """A caught-up reader sleeps until the writer notifies: it polls the ring once, not every 100 µs."""
+    ring = FrameRing(4, SHAPE)
+    cursor = ring.register_reader("face")
+    polls = []
+    poll = cursor.poll
+
+    def counted(*args, **kwargs):
+        polls.append(1)
+        return poll(*args, **kwargs)
+
+    cursor.poll = counted
+    thread, result = _next_in_thread(cursor, timeout=0.5)
+    thread.join(5)
+    frame, _, cpu = result[0]
+    assert frame is None
+    assert len(polls) <= 3, f"{len(polls)} polls in 0.5 s: the reader spins"
+    assert cpu < 0.02, f"{cpu * 1e3:.1f} ms of CPU in 0.5 s of waiting"
+
+
+def test_a_writer_waiting_for_room_does_not_spin_and_wakes_when_the_reader_moves():
+    ring = FrameRing(4, SHAPE)
+    stop = threading.Event()
+    slow = ring.register_reader("slow")
+    fill(ring, 4)
+    cpu: list[float] = []
+    waited: list[float] = []
+
+    def wait() -> None:
+        t0 = time.thread_time()
+        waited.append(ring.wait_for_room(stop))
+        cpu.append(time.thread_time() - t0)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()
+    moved = time.monotonic()
+    slow.poll()
+    thread.join(5)
+    assert not thread.is_alive() and waited[0] >= 0.5
+    assert time.monotonic() - moved < 1.0
+    assert cpu[0] < 0.01, f"{cpu[0] * 1e3:.1f} ms of CPU in 0.5 s of waiting for room"
+
+
+def test_waking_the_writer_waiting_for_room_on_hold_seek_and_unregister():
+    for move in ("hold", "seek_latest", "close"):
+        ring = FrameRing(4, SHAPE)
+        stop = threading.Event()
+        reader = ring.register_reader("spot")
+        fill(ring, 4)
+        thread, waited = _wait_in_thread(ring, stop)
+        time.sleep(0.05)
+        assert thread.is_alive()
+        moved = time.monotonic()
+        reader.hold(2) if move == "hold" else getattr(reader, move)()
+        thread.join(5)
+        assert waited and time.monotonic() - moved < 1.0, move
+
+
+def test_one_waker_sleeps_on_several_rings():
+    """The spot stage waits on every camera's crop ring at once."""
+    rings = [FrameRing(4, SHAPE) for _ in range(3)]
+    waker = Waker()
+    for ring in rings:
+        ring.add_waker(waker)
+        ring.add_waker(waker)  # once is enough
+    assert rings[0]._wakers.count(waker) == 1
+
+    def news(seen: int):
+        return lambda: sum(r.updates for r in rings) != seen
+
+    seen = sum(r.updates for r in rings)
+    assert waker.wait(news(seen), 0.02) is False  # nothing written: times out
+    fill(rings[1], 1)
+    assert waker.wait(news(seen), 10.0) is True  # written before the wait: returns at once
+
+    seen = sum(r.updates for r in rings)
+    woke: list[float] = []
+    thread = threading.Thread(target=lambda: woke.append(waker.wait(news(seen), 10.0) and time.monotonic()),
+                              daemon=True)
+    thread.start()
+    time.sleep(0.05)
+    written = time.monotonic()
+    fill(rings[2], 1)
+    thread.join(5)
+    assert woke and woke[0] - written < 1.0
+
+    seen = sum(r.updates for r in rings)
+    rings[0].finish()  # a ring's end is news too, and so is its close
+    assert waker.wait(news(seen), 0) is True
+    seen = sum(r.updates for r in rings)
+    rings[0].close()
+    assert waker.wait(news(seen), 0) is True
+    rings[1].remove_waker(waker)
+    rings[1].remove_waker(rings[1].waker)  # a ring's own waker stays
+    assert waker not in rings[1]._wakers and rings[1].waker in rings[1]._wakers
+
+
+def test_no_wake_up_is_lost_with_several_writer_threads():
+    """Several face stages write crops while the spot stage sleeps on all their rings: a write
+    that lands while the reader goes to sleep must still wake it (a lost one would sit out the
+    10 s timeout)."""
+    rings = [FrameRing(64, (2, 2)) for _ in range(4)]
+    waker = Waker()
+    cursors = [ring.register_reader("spot") for ring in rings]
+    for ring in rings:
+        ring.add_waker(waker)
+    pixels = np.zeros((2, 2), np.uint8)
+    n = 2000
+
+    def write(ring: FrameRing) -> None:
+        for k in range(n):
+            ring.wait_for_room(threading.Event())  # the reader keeps up; now and then the writer waits
+            ring.write(pixels, k, k)
+            if k % 97 == 0:
+                time.sleep(0)
+        ring.finish()
+
+    writers = [threading.Thread(target=write, args=(ring,), daemon=True) for ring in rings]
+    for t in writers:
+        t.start()
+    got, timeouts = 0, 0
+    t0 = time.monotonic()
+    while got < n * len(rings) and time.monotonic() - t0 < 60:
+        seen = sum(r.updates for r in rings)
+        read = sum(c.poll_batch(64) is not None and 1 for c in cursors)
+        got = sum(c.consumed for c in cursors)
+        if not read and got < n * len(rings):
+            timeouts += not waker.wait(lambda seen=seen: sum(r.updates for r in rings) != seen, 10.0)
+    for t in writers:
+        t.join(5)
+    assert got == n * len(rings) and timeouts == 0
+
+
+def test_an_attached_ring_is_polled_not_waited_on():
+    """A writer's notification cannot reach another process: an attached ring's cursor polls."""
+    name = shm_name()
+    with FrameRing(4, SHAPE, shm_name=name) as ring:
+        attached = FrameRing.attach(name)
+        try:
+            assert attached.waker is None and ring.waker is not None
+            with pytest.raises(RuntimeError, match="another process"):
+                attached.add_waker(Waker())
+            cursor = attached.register_reader("recorder")
+            t0 = time.monotonic()
+            assert cursor.next(timeout=0.05, poll_interval=0.01) is None and time.monotonic() - t0 >= 0.05
+            thread, result = _next_in_thread(cursor, timeout=10.0)
+            time.sleep(0.05)
+            fill(ring, 1)
+            thread.join(5)
+            assert result and result[0][0].seq == 0
+            ring.finish()
+            assert cursor.next(timeout=10.0) is None  # the end is seen through the header
+        finally:
+            attached.close()
+
+
+def test_the_latency_tap_stops_promptly_on_stop_while_waiting():
+    from mestream.engine.bus import EventBus
+    from mestream.engine.stages import LatencyTap, RunContext
+
+    ring = FrameRing(8, SHAPE)
+    ctx = RunContext(camera="cam0", fps=500.0, ring=ring, bus=EventBus([]))
+    tap = LatencyTap(ctx)
+    tap.start()
+    fill(ring, 2)
+    deadline = time.monotonic() + 5
+    while tap.cursor.consumed < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert tap.cursor.consumed == 2
+    time.sleep(0.3)
+    stopped = time.monotonic()
+    ctx.stop.set()
+    tap.join(5)
+    assert not tap.is_alive() and time.monotonic() - stopped < 1.0
+    assert ctx.errors == []
