@@ -28,8 +28,8 @@ import numpy as np
 from mestream.engine.backends import backend_class, backend_kinds, why_unavailable
 from mestream.engine.backends.base import example_feed
 from mestream.engine.config import InferenceConfig
-from mestream.export.check import load_inputs
 from mestream.engine.manifest import Manifest, shipped_export_dir
+from mestream.export.check import load_inputs
 
 TARGET = 3.0
 TARGET_SUBGRAPHS = ("mesnet.encoder", "akmnet.encoder")
@@ -45,8 +45,9 @@ def feed_for(manifest: Manifest, key: str, batch: int, saved: dict[str, Any]) ->
     return example_feed(manifest.subgraph(key), batch, np.random.default_rng(0))
 
 
-def run_point(runners: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, block: int,
-              warmup: int) -> dict[str, np.ndarray]:
+def run_point(
+    runners: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, block: int, warmup: int
+) -> dict[str, np.ndarray]:
     """Per-call times (ns) of every backend, taking turns block by block."""
     times: dict[str, list[int]] = {name: [] for name in runners}
     for runner in runners.values():
@@ -65,8 +66,12 @@ def run_point(runners: dict[str, Any], feed: dict[str, np.ndarray], rounds: int,
 
 def summarise(ns: np.ndarray, batch: int) -> dict[str, float]:
     median = float(np.median(ns)) / 1e6
-    return {"median_ms": median, "p99_ms": float(np.percentile(ns, 99)) / 1e6, "items_per_s": batch / (median / 1e3),
-            "calls": int(len(ns))}
+    return {
+        "median_ms": median,
+        "p99_ms": float(np.percentile(ns, 99)) / 1e6,
+        "items_per_s": batch / (median / 1e3),
+        "calls": int(len(ns)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="threads per backend (default 1)")
     parser.add_argument("--rounds", type=int, default=7, help="turns per backend (default 7)")
     parser.add_argument("--block", type=int, default=20, help="calls per turn (default 20)")
-    parser.add_argument("--warmup", type=int, default=10, help="discarded calls per backend and point (default 10)")
+    parser.add_argument(
+        "--warmup", type=int, default=10, help="discarded calls per backend and point (default 10)"
+    )
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -96,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             classes[kind] = cls
     keys = args.subgraphs.split(",") if args.subgraphs else list(manifest.subgraphs)
     saved = load_inputs(manifest.root, manifest)
-    print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s); backends {', '.join(classes)}; "
-          f"{args.rounds} rounds × {args.block} calls per point")
-    header = f"{'subgraph':<20} {'batch':>5} " + " ".join(f"{k + ' ms (p99)':>24} {'items/s':>9}" for k in classes)
+    print(
+        f"{platform.processor() or platform.machine()}, {args.threads} thread(s); backends {', '.join(classes)}; "
+        f"{args.rounds} rounds × {args.block} calls per point"
+    )
+    header = f"{'subgraph':<20} {'batch':>5} " + " ".join(
+        f"{k + ' ms (p99)':>24} {'items/s':>9}" for k in classes
+    )
     print(header + ("   ort ÷ torch" if {"onnxruntime", "torch"} <= set(classes) else ""))
     results: list[dict[str, Any]] = []
     for key in keys:
@@ -113,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                 if "onnxruntime" in row and "torch" in row:
                     row["speedup"] = row["torch"]["median_ms"] / row["onnxruntime"]["median_ms"]
                 results.append(row)
-                cells = " ".join(f"{row[k]['median_ms']:>11.3f} ({row[k]['p99_ms']:>9.3f}) {row[k]['items_per_s']:>9,.0f}"
-                                 for k in classes)
+                cells = " ".join(
+                    f"{row[k]['median_ms']:>11.3f} ({row[k]['p99_ms']:>9.3f}) {row[k]['items_per_s']:>9,.0f}"
+                    for k in classes
+                )
                 extra = f"   {row['speedup']:.2f}×" if "speedup" in row else ""
                 print(f"{key:<20} {batch:>5} {cells}{extra}", flush=True)
         finally:
@@ -125,13 +138,26 @@ def main(argv: list[str] | None = None) -> int:
         ratios = [r["speedup"] for r in results if r["subgraph"] == key and "speedup" in r]
         if ratios:
             low = min(ratios)
-            verdicts.append(f"{key}: onnxruntime ÷ torch {low:.2f}× at worst over batches "
-                            f"({'met' if low >= TARGET else 'NOT met'}, target ≥ {TARGET:g}×)")
+            verdicts.append(
+                f"{key}: onnxruntime ÷ torch {low:.2f}× at worst over batches "
+                f"({'met' if low >= TARGET else 'NOT met'}, target ≥ {TARGET:g}×)"
+            )
     for line in verdicts:
         print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps({"threads": args.threads, "rounds": args.rounds, "block": args.block,
-                                               "results": results, "verdicts": verdicts}, indent=1) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "threads": args.threads,
+                    "rounds": args.rounds,
+                    "block": args.block,
+                    "results": results,
+                    "verdicts": verdicts,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     return 0
 
 

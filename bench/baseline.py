@@ -113,7 +113,7 @@ def sample_bounds(n_frames: int, fps: float, sample_hz: float) -> np.ndarray:
     step = max(fps / sample_hz, 1.0)
     grid = sample_starts(n_frames + int(math.ceil(step)) + 2, fps, sample_hz)
     count = len(sample_starts(n_frames, fps, sample_hz))
-    return grid[:count + 1]
+    return grid[: count + 1]
 
 
 def window_ends(samples: int, hop: int) -> list[int]:
@@ -154,8 +154,15 @@ class _Frames:
 class _Baseline:
     """One baseline run over a stream (module docstring); `run` then `summary`."""
 
-    def __init__(self, stream: Stream, *, hop_ms: float | None, paced: bool, settle_steps: int = 2,
-                 progress: bool = False) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        hop_ms: float | None,
+        paced: bool,
+        settle_steps: int = 2,
+        progress: bool = False,
+    ) -> None:
         self.net = load_network()
         self.cfg = cfg = self.net.config
         self.stream, self.paced, self.settle = stream, paced, settle_steps
@@ -167,13 +174,18 @@ class _Baseline:
         self.centre = (self.bounds[:-1] + self.bounds[1:] - 1) / 2.0
         self.ends = window_ends(samples, self.hop)
         if not self.ends or self.warm < 0:
-            raise ValueError(f"baseline: a {stream.seconds:g} s stream (+ {stream.warmup_s:g} s warm-up) at "
-                             f"{stream.fps:g} fps holds no complete {cfg.sample_hz:g} Hz sample to spot in")
+            raise ValueError(
+                f"baseline: a {stream.seconds:g} s stream (+ {stream.warmup_s:g} s warm-up) at "
+                f"{stream.fps:g} fps holds no complete {cfg.sample_hz:g} Hz sample to spot in"
+            )
         # the flow of a window's first and last steps reaches back and ahead of it, as over a whole video
         self.back, self.ahead = cfg.flow_gap // 2, cfg.flow_gap - cfg.flow_gap // 2
         self.samples = samples
         self._due_at = self.bounds[np.minimum(np.asarray(self.ends, np.int64) + self.ahead, samples)]
-        span = max((self.bounds[self._context(e)[1]] - self.bounds[self._context(e)[0]] for e in self.ends), default=1)
+        span = max(
+            (self.bounds[self._context(e)[1]] - self.bounds[self._context(e)[0]] for e in self.ends),
+            default=1,
+        )
         hop_frames = int(math.ceil(self.hop * stream.fps / cfg.sample_hz))
         self.capacity = int(span) * (2 if paced else 1) + hop_frames + 2
         self._crops = np.empty((int(span), cfg.flow_crop, cfg.flow_crop), np.uint8)
@@ -184,15 +196,18 @@ class _Baseline:
         self.box: Any = None
         self.windows = self.skipped = self.no_face = 0
         self.published: list[tuple[float, float, int, int, float]] = []  # steps a, b; frames; latency ms
-        self.bar = tqdm(total=len(self.ends), desc="baseline windows", unit="window", leave=False,
-                        disable=not progress)
+        self.bar = tqdm(
+            total=len(self.ends), desc="baseline windows", unit="window", leave=False, disable=not progress
+        )
         self._warm_up()
 
     def _warm_up(self) -> None:
         """One window of zero flow through the network, before the camera starts (a live
         wrapper loads its model first, and torch's first call is slow)."""
         c = self.cfg
-        self.net.window_outputs(np.zeros((c.window_steps, c.in_channels, c.input_size, c.input_size), np.float16))
+        self.net.window_outputs(
+            np.zeros((c.window_steps, c.in_channels, c.input_size, c.input_size), np.float16)
+        )
 
     # -- one window ------------------------------------------------------------------------------
 
@@ -216,12 +231,12 @@ class _Baseline:
             self.box = square_box(found)
         if self.box is None:
             return self._skip()
-        crops = self._crops[:f_hi - f_lo]
+        crops = self._crops[: f_hi - f_lo]
         for i, f in enumerate(range(f_lo, f_hi)):
             crop(frames.pixels[f % frames.capacity], self.box, cfg.flow_crop, out=crops[i])
         if not frames.intact(f_lo, f_hi):  # the camera overwrote frames while they were cropped
             return self._skip()
-        flow = flow_steps(crops, self.bounds[c_lo:c_hi] - f_lo, cfg)[lo - c_lo:e - c_lo]
+        flow = flow_steps(crops, self.bounds[c_lo:c_hi] - f_lo, cfg)[lo - c_lo : e - c_lo]
         starts, features, scores = self.net.window_outputs(flow)
         spots = self.net.spot_windows(starts, features, scores, len(flow), cfg.t_cpn, cfg.t_crn)
         done = time.monotonic_ns()
@@ -229,7 +244,9 @@ class _Baseline:
         self.finished_ns[j] = done
         self.windows += 1
         self.bar.update(1)
-        decided = e if e == self.ends[-1] else max(e - self.settle, lo)  # as the engine: the settle margin waits a hop
+        decided = (
+            e if e == self.ends[-1] else max(e - self.settle, lo)
+        )  # as the engine: the settle margin waits a hop
         self._cover(frames, int(self.bounds[lo]), int(self.bounds[decided]), done)
         self._publish(frames, spots, lo, e, final=e == self.ends[-1], done=done)
         return True
@@ -257,8 +274,11 @@ class _Baseline:
             a, b = max(a, 0.0) + lo, min(b, steps - 1.0) + lo
             if b < a:
                 continue
-            if self.published and interval_iou(np.array([[a, b]]),
-                                               np.array([p[:2] for p in self.published])).max() > self.cfg.t_nms:
+            if (
+                self.published
+                and interval_iou(np.array([[a, b]]), np.array([p[:2] for p in self.published])).max()
+                > self.cfg.t_nms
+            ):
                 continue
             onset, offset = self.step_frame(a), self.step_frame(b)
             self.published.append((a, b, onset, offset, (done - frames.host_ns[offset]) / 1e6))
@@ -275,8 +295,16 @@ class _Baseline:
 
     def _source(self) -> Any:
         s = self.stream
-        return make_source(SourceConfig(kind="synthetic", seed=s.seed, fps=s.fps, resolution=s.resolution,
-                                        pace=self.paced, options={"micro_per_min": s.micro_per_min}))
+        return make_source(
+            SourceConfig(
+                kind="synthetic",
+                seed=s.seed,
+                fps=s.fps,
+                resolution=s.resolution,
+                pace=self.paced,
+                options={"micro_per_min": s.micro_per_min},
+            )
+        )
 
     def _due(self, received: int, ended: bool) -> int:
         """How many windows (from the first) are due: the frame starting their end sample arrived."""
@@ -284,7 +312,7 @@ class _Baseline:
             return len(self.ends)
         return int(np.searchsorted(self._due_at, received, side="left"))
 
-    def run(self) -> "_Baseline":
+    def run(self) -> _Baseline:
         src = self._source()
         frames = _Frames(self.capacity, tuple(src.shape), self.n)
         frames.cpu_at[self.warm] = 0.0
@@ -359,22 +387,40 @@ class _Baseline:
         end = min(frames.received, self.stream.measured_end)
         measured = self.latency_ms[warm:end]
         covered = np.isfinite(measured)
-        count = int(np.isfinite(self.latency_ms[warm:frames.received]).sum())  # over the same span as ``wall``
+        count = int(
+            np.isfinite(self.latency_ms[warm : frames.received]).sum()
+        )  # over the same span as ``wall``
         events = [p[4] for p in self.published if warm <= p[3] < end]
-        return {"system": "baseline", "mode": "paced" if self.paced else "unpaced",
-                "hop_ms": self.hop * 1000.0 / self.cfg.sample_hz, "hop_steps": self.hop,
-                "throughput_fps": round(count / wall, 3),
-                "frame_latency_ms": percentiles(measured), "event_latency_ms": percentiles(events),
-                "events": len(events), "windows": self.windows, "skipped_windows": self.skipped,
-                "uncovered_frames": int((~covered).sum()), "no_face_windows": self.no_face,
-                "wall_s": round(wall, 3), "cpu_percent": round(cpu / wall * 100.0, 1),
-                "torch_threads": _torch().get_num_threads(),
-                "window_ms": percentiles(self.window_ms[self.finished_ns >= start_ns]),
-                "frame_latencies_ms": measured.copy()}
+        return {
+            "system": "baseline",
+            "mode": "paced" if self.paced else "unpaced",
+            "hop_ms": self.hop * 1000.0 / self.cfg.sample_hz,
+            "hop_steps": self.hop,
+            "throughput_fps": round(count / wall, 3),
+            "frame_latency_ms": percentiles(measured),
+            "event_latency_ms": percentiles(events),
+            "events": len(events),
+            "windows": self.windows,
+            "skipped_windows": self.skipped,
+            "uncovered_frames": int((~covered).sum()),
+            "no_face_windows": self.no_face,
+            "wall_s": round(wall, 3),
+            "cpu_percent": round(cpu / wall * 100.0, 1),
+            "torch_threads": _torch().get_num_threads(),
+            "window_ms": percentiles(self.window_ms[self.finished_ns >= start_ns]),
+            "frame_latencies_ms": measured.copy(),
+        }
 
 
-def run_baseline(stream: Stream, *, hop_ms: float | None, paced: bool, settle_steps: int = 2,
-                 threads: int | None = None, progress: bool = False) -> dict[str, Any]:
+def run_baseline(
+    stream: Stream,
+    *,
+    hop_ms: float | None,
+    paced: bool,
+    settle_steps: int = 2,
+    threads: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run the naive baseline over ``stream`` (module docstring) and return its figures.
 
     ``hop_ms`` None is the paper's stride (offline); ``paced`` reads the camera in real time.
@@ -393,6 +439,10 @@ def run_baseline(stream: Stream, *, hop_ms: float | None, paced: bool, settle_st
     before = torch.get_num_threads()
     torch.set_num_threads(threads or os.cpu_count() or 1)
     try:
-        return _Baseline(stream, hop_ms=hop_ms, paced=paced, settle_steps=settle_steps, progress=progress).run().summary()
+        return (
+            _Baseline(stream, hop_ms=hop_ms, paced=paced, settle_steps=settle_steps, progress=progress)
+            .run()
+            .summary()
+        )
     finally:
         torch.set_num_threads(before)

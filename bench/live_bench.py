@@ -36,8 +36,12 @@ SCENARIOS = ("paced", "unpaced", "paced-1000", "two-cameras", "two-unpaced")
 
 
 def scenario_config(name: str, seconds: float, seed: int) -> RunConfig:
-    base = RunConfig(source=SourceConfig(seed=seed, resolution="640x480", fps=500.0), duration=seconds,
-                     progress=False, publish=PublishConfig(endpoint="", console=False))
+    base = RunConfig(
+        source=SourceConfig(seed=seed, resolution="640x480", fps=500.0),
+        duration=seconds,
+        progress=False,
+        publish=PublishConfig(endpoint="", console=False),
+    )
     changes: dict[str, Any] = {
         "paced": {},
         "unpaced": {"source": replace(base.source, pace=False)},
@@ -63,21 +67,35 @@ def run_scenario(name: str, seconds: float, seed: int) -> dict[str, Any]:
     drops = summary.drops
     lost = drops.get("camera", 0) + drops.get("ring_overrun", 0)
     return {
-        "scenario": name, "cameras": config.cameras, "fps": config.source.fps, "paced": config.source.pace,
-        "video_s": config.duration, "wall_s": round(wall, 2), "frames_in": summary.frames_in,
-        "throughput_fps": round(summary.frames_in / wall, 1), "frames_dropped": lost,
-        "spot_skip": drops.get("spot_skip", 0), "recog_backlog": drops.get("recog_backlog", 0),
-        "recog_lost": drops.get("recog_lost", 0), "cpu_percent": round(100 * cpu / wall, 1),
+        "scenario": name,
+        "cameras": config.cameras,
+        "fps": config.source.fps,
+        "paced": config.source.pace,
+        "video_s": config.duration,
+        "wall_s": round(wall, 2),
+        "frames_in": summary.frames_in,
+        "throughput_fps": round(summary.frames_in / wall, 1),
+        "frames_dropped": lost,
+        "spot_skip": drops.get("spot_skip", 0),
+        "recog_backlog": drops.get("recog_backlog", 0),
+        "recog_lost": drops.get("recog_lost", 0),
+        "cpu_percent": round(100 * cpu / wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "spots": summary.spots, "recognitions": summary.recognitions,
-        "spot_latency_ms": scores.get("spot_latency_ms", {}), "recog_latency_ms": scores.get("recog_latency_ms", {}),
-        "spot_f1": scores.get("spot_f1"), "recog_uf1": scores.get("recog_uf1"), "error": summary.error,
+        "spots": summary.spots,
+        "recognitions": summary.recognitions,
+        "spot_latency_ms": scores.get("spot_latency_ms", {}),
+        "recog_latency_ms": scores.get("recog_latency_ms", {}),
+        "spot_f1": scores.get("spot_f1"),
+        "recog_uf1": scores.get("recog_uf1"),
+        "error": summary.error,
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| scenario | frames in | wall s | frames/s | dropped | spot skips | spot p50 / p99 ms | "
-            "recog p50 / p99 ms | CPU % | spot F1 | recog UF1 |")
+    head = (
+        "| scenario | frames in | wall s | frames/s | dropped | spot skips | spot p50 / p99 ms | "
+        "recog p50 / p99 ms | CPU % | spot F1 | recog UF1 |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         s, g = r["spot_latency_ms"], r["recog_latency_ms"]
@@ -86,13 +104,16 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['frames_in']:,} | {r['wall_s']} | {r['throughput_fps']:,.0f} | {r['frames_dropped']} | {r['spot_skip']} "
             f"| {s.get('p50', 0):.0f} / {s.get('p99', 0):.0f} (n {s.get('n', 0)}) "
             f"| {g.get('p50', 0):.0f} / {g.get('p99', 0):.0f} (n {g.get('n', 0)}) | {r['cpu_percent']:.0f} "
-            f"| {r['spot_f1']} | {r['recog_uf1']} |")
+            f"| {r['spot_f1']} | {r['recog_uf1']} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, from: " + ", ".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma-separated, from: " + ", ".join(SCENARIOS)
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="video seconds per scenario (default 60)")
     parser.add_argument("--seed", type=int, default=1, help="synthetic camera seed (default 1)")
     parser.add_argument("--json", metavar="FILE", help="write the figures here")
@@ -105,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"running {name} ...", flush=True)
         rows.append(run_scenario(name, args.seconds, args.seed))
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

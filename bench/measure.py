@@ -32,11 +32,18 @@ from typing import Any
 import numpy as np
 
 from mestream.bench.stats import cdf, median_of, percentiles
-from mestream.engine.config import InferenceConfig, PublishConfig, RecogConfig, RunConfig, SourceConfig, SpotConfig
+from mestream.engine.config import (
+    InferenceConfig,
+    PublishConfig,
+    RecogConfig,
+    RunConfig,
+    SourceConfig,
+    SpotConfig,
+)
 from mestream.engine.events import TOPIC_RECOG, TOPIC_SPOT
 from mestream.engine.pipeline import Pipeline
-from mestream.engine.summary import events_dropped, frames_dropped
 from mestream.engine.scoring import LATENCY_KEY
+from mestream.engine.summary import events_dropped, frames_dropped
 
 PIPELINES = ("ingest", "spot", "spot+recog")
 KEEP_UP = 0.97
@@ -56,7 +63,9 @@ class Method:
     p99_bound_ms: float = 500.0
     seed: int = 1
     threads: int = 1
-    micro_per_min: float = 60.0  # the synthetic camera's default is 18: more events, more event-latency samples
+    micro_per_min: float = (
+        60.0  # the synthetic camera's default is 18: more events, more event-latency samples
+    )
 
     def measured_seconds(self, fps: float, cameras: int) -> float:
         """At least ``seconds``, and long enough for ``min_frames`` frames."""
@@ -82,11 +91,19 @@ def run_config(point: Point, method: Method, seconds: float) -> RunConfig:
     """The `RunConfig` a user would write for this point (`mestream run` flags in README)."""
     spot = point.pipeline != "ingest"
     return RunConfig(
-        source=SourceConfig(seed=method.seed, fps=point.fps, resolution=point.resolution, pace=point.paced,
-                            options={"micro_per_min": method.micro_per_min}),
-        cameras=point.cameras, duration=method.warmup_s + seconds + method.cooldown_s, progress=False,
+        source=SourceConfig(
+            seed=method.seed,
+            fps=point.fps,
+            resolution=point.resolution,
+            pace=point.paced,
+            options={"micro_per_min": method.micro_per_min},
+        ),
+        cameras=point.cameras,
+        duration=method.warmup_s + seconds + method.cooldown_s,
+        progress=False,
         publish=PublishConfig(endpoint="", console=False),
-        spot=SpotConfig(enabled=spot), recognise=RecogConfig(enabled=point.pipeline == "spot+recog"),
+        spot=SpotConfig(enabled=spot),
+        recognise=RecogConfig(enabled=point.pipeline == "spot+recog"),
         inference=InferenceConfig(backend=point.backend, fallback=False, threads=method.threads),
     )
 
@@ -134,7 +151,9 @@ class _Clock(threading.Thread):
             self.mark = (_cpu_s(), time.monotonic(), self.pipeline.drops())
 
 
-def run_once(point: Point, method: Method, seconds: float | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def run_once(
+    point: Point, method: Method, seconds: float | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """One repetition: its figures (JSON-able) and the raw per-frame latencies (ms) by stage."""
     seconds = method.measured_seconds(point.fps, point.cameras) if seconds is None else seconds
     config = run_config(point, method, seconds)
@@ -162,34 +181,54 @@ def run_once(point: Point, method: Method, seconds: float | None = None) -> tupl
         unfinished += trace.unfinished(since, until)
         late.append(_lateness_ms(trace, since, until, point.fps))
         if done.sum() > 1:
-            t = trace.times[:, :len(done)][:, done]
+            t = trace.times[:, : len(done)][:, done]
             spans.append((int(t[0].min()), int(t[0].max()), int(t[-1].min()), int(t[-1].max())))
             delivered += (done.sum() - 1) / max((spans[-1][1] - spans[-1][0]) / 1e9, 1e-9)
     lat = {stage: np.concatenate(parts) for stage, parts in raw.items()}
     # frames through per second: over their capture span, or their ends' span when the pipeline is the slower
-    span_s = max(max(s[1] for s in spans) - min(s[0] for s in spans),
-                 max(s[3] for s in spans) - min(s[2] for s in spans)) / 1e9 if spans else 0.0
+    span_s = (
+        max(
+            max(s[1] for s in spans) - min(s[0] for s in spans),
+            max(s[3] for s in spans) - min(s[2] for s in spans),
+        )
+        / 1e9
+        if spans
+        else 0.0
+    )
     events = _measured_events(pipeline, window)
     timed = {topic: [e for e in evs if e["latency"][LATENCY_KEY] >= 0] for topic, evs in events.items()}
     drops = {k: v - drops0.get(k, 0) for k, v in summary.drops.items()}
     rep = {
-        "wall_s": round(wall1 - wall0, 3), "frames": finished,
+        "wall_s": round(wall1 - wall0, 3),
+        "frames": finished,
         "throughput_fps": round((finished - len(spans)) / span_s, 1) if span_s > 0 else None,
         "camera_fps": round(delivered, 1) if spans else None,
         "cpu_percent": round(100 * (cpu1 - cpu0) / max(wall1 - wall0, 1e-9), 1),
-        "peak_rss_mb": _peak_rss_mb(), "peak_rss_scope": rss_scope,
-        "dropped_frames": frames_dropped(drops), "skipped_frames": int(drops.get("spot_skip", 0)),
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_scope": rss_scope,
+        "dropped_frames": frames_dropped(drops),
+        "skipped_frames": int(drops.get("spot_skip", 0)),
         "unfinished_frames": unfinished,
         "events_dropped": events_dropped(drops),
         "untimed_events": sum(len(evs) - len(timed[topic]) for topic, evs in events.items()),
         "camera_late_ms": percentiles(np.concatenate(late) if late else []),
         "frame_latency_ms": percentiles(lat.get("total", [])),
         "frame_stages_ms": {stage: percentiles(values) for stage, values in lat.items() if stage != "total"},
-        "event_latency_ms": {topic: percentiles([e["latency"][LATENCY_KEY] for e in evs]) for topic, evs in timed.items()},
-        "event_stages_ms": {topic: {key: percentiles([e["latency"][key] for e in evs if e["latency"].get(key, -1) >= 0])
-                                    for key in _stage_keys(evs)} for topic, evs in timed.items()},
-        "spot_f1": summary.scores.get("spot_f1"), "recog_uf1": summary.scores.get("recog_uf1"),
-        "backend_notes": pipeline.backend_notes, "error": summary.error, "interrupted": summary.interrupted,
+        "event_latency_ms": {
+            topic: percentiles([e["latency"][LATENCY_KEY] for e in evs]) for topic, evs in timed.items()
+        },
+        "event_stages_ms": {
+            topic: {
+                key: percentiles([e["latency"][key] for e in evs if e["latency"].get(key, -1) >= 0])
+                for key in _stage_keys(evs)
+            }
+            for topic, evs in timed.items()
+        },
+        "spot_f1": summary.scores.get("spot_f1"),
+        "recog_uf1": summary.scores.get("recog_uf1"),
+        "backend_notes": pipeline.backend_notes,
+        "error": summary.error,
+        "interrupted": summary.interrupted,
     }
     return rep, lat
 
@@ -224,16 +263,23 @@ def _lateness_ms(trace: Any, since: int, until: int, fps: float) -> np.ndarray:
     return (offset - offset.min()) / 1e6
 
 
-def _measured_events(pipeline: Pipeline, window: dict[str, tuple[int, int]]) -> dict[str, list[dict[str, Any]]]:
+def _measured_events(
+    pipeline: Pipeline, window: dict[str, tuple[int, int]]
+) -> dict[str, list[dict[str, Any]]]:
     """The events whose offset frame is one of the measured frames, by topic."""
     if not pipeline.config.spot.enabled:
         return {}
-    spots = [e for e in pipeline.record.events[TOPIC_SPOT]
-             if e["camera"] in window and window[e["camera"]][0] <= e["offset_frame"] < window[e["camera"]][1]]
+    spots = [
+        e
+        for e in pipeline.record.events[TOPIC_SPOT]
+        if e["camera"] in window and window[e["camera"]][0] <= e["offset_frame"] < window[e["camera"]][1]
+    ]
     out = {"spot": spots}
     if pipeline.config.recognise.enabled:
         kept = {(e["camera"], e["event_id"]) for e in spots}
-        out["recog"] = [e for e in pipeline.record.events[TOPIC_RECOG] if (e["camera"], e["event_id"]) in kept]
+        out["recog"] = [
+            e for e in pipeline.record.events[TOPIC_RECOG] if (e["camera"], e["event_id"]) in kept
+        ]
     return out
 
 
@@ -263,18 +309,31 @@ def measure_point(point: Point, method: Method, *, repetitions: int | None = Non
     except Exception as exc:  # noqa: BLE001 (reported in the results, and on stderr by the suite)
         error = f"{type(exc).__name__}: {exc}"
     errors = [r["error"] for r in reps if r["error"]] + ([error] if error else [])
-    return {**header, **_over_repetitions(reps, pooled),
-            "interrupted": interrupted or any(r["interrupted"] for r in reps), "error": "; ".join(errors)}
+    return {
+        **header,
+        **_over_repetitions(reps, pooled),
+        "interrupted": interrupted or any(r["interrupted"] for r in reps),
+        "error": "; ".join(errors),
+    }
 
 
 def _point_header(point: Point, method: Method, seconds: float) -> dict[str, Any]:
-    return {"id": point.id, "pipeline": point.pipeline, "fps": point.fps, "resolution": point.resolution,
-            "cameras": point.cameras, "backend": point.backend, "paced": point.paced,
-            "backend_settings": backend_settings(run_config(point, method, seconds)), "seconds": round(seconds, 3)}
+    return {
+        "id": point.id,
+        "pipeline": point.pipeline,
+        "fps": point.fps,
+        "resolution": point.resolution,
+        "cameras": point.cameras,
+        "backend": point.backend,
+        "paced": point.paced,
+        "backend_settings": backend_settings(run_config(point, method, seconds)),
+        "seconds": round(seconds, 3),
+    }
 
 
 def _over_repetitions(reps: list[dict[str, Any]], pooled: dict[str, list[np.ndarray]]) -> dict[str, Any]:
     """Medians over repetitions (worst for peak RSS and drops); latency CDFs pooled."""
+
     def med(key: str, digits: int = 1) -> float | None:
         values = [r[key] for r in reps if r[key] is not None]
         return round(float(np.median(values)), digits) if values else None
@@ -289,21 +348,35 @@ def _over_repetitions(reps: list[dict[str, Any]], pooled: dict[str, list[np.ndar
         for t, keys in r["event_stages_ms"].items():
             topics.setdefault(t, {}).update(dict.fromkeys(keys))
     return {
-        "throughput_fps": med("throughput_fps"), "camera_fps": med("camera_fps"), "cpu_percent": med("cpu_percent"),
+        "throughput_fps": med("throughput_fps"),
+        "camera_fps": med("camera_fps"),
+        "cpu_percent": med("cpu_percent"),
         "peak_rss_mb": worst("peak_rss_mb"),
-        "dropped_frames": worst("dropped_frames"), "skipped_frames": worst("skipped_frames"),
-        "unfinished_frames": worst("unfinished_frames"), "events_dropped": worst("events_dropped"),
+        "dropped_frames": worst("dropped_frames"),
+        "skipped_frames": worst("skipped_frames"),
+        "unfinished_frames": worst("unfinished_frames"),
+        "events_dropped": worst("events_dropped"),
         "untimed_events": worst("untimed_events"),
         "camera_late_ms": median_of([r["camera_late_ms"] for r in reps]),
         "frame_latency_ms": median_of([r["frame_latency_ms"] for r in reps]),
-        "frame_stages_ms": {s: median_of([r["frame_stages_ms"][s] for r in reps if s in r["frame_stages_ms"]])
-                            for s in stages},
-        "event_latency_ms": {t: median_of([r["event_latency_ms"][t] for r in reps if t in r["event_latency_ms"]])
-                             for t in topics},
-        "event_stages_ms": {t: {k: median_of([r["event_stages_ms"][t][k] for r in reps
-                                              if k in r["event_stages_ms"].get(t, {})])
-                                for k in keys} for t, keys in topics.items()},
-        "spot_f1": med("spot_f1", 4), "recog_uf1": med("recog_uf1", 4),
+        "frame_stages_ms": {
+            s: median_of([r["frame_stages_ms"][s] for r in reps if s in r["frame_stages_ms"]]) for s in stages
+        },
+        "event_latency_ms": {
+            t: median_of([r["event_latency_ms"][t] for r in reps if t in r["event_latency_ms"]])
+            for t in topics
+        },
+        "event_stages_ms": {
+            t: {
+                k: median_of(
+                    [r["event_stages_ms"][t][k] for r in reps if k in r["event_stages_ms"].get(t, {})]
+                )
+                for k in keys
+            }
+            for t, keys in topics.items()
+        },
+        "spot_f1": med("spot_f1", 4),
+        "recog_uf1": med("recog_uf1", 4),
         "cdf_ms": {stage: cdf(np.concatenate(parts)) for stage, parts in pooled.items()},
         "repetitions": reps,
     }
@@ -314,9 +387,18 @@ def probe(point: Point, method: Method, seconds: float) -> dict[str, Any]:
     skipped or left unfinished and no event dropped, the frames through at the camera's rate (a
     camera thread starved of CPU releases frames late rather than dropping them) and the frame
     p99 within the bound?"""
-    failed = {"fps": point.fps, "dropped_frames": None, "skipped_frames": None, "unfinished_frames": None,
-              "events_dropped": None, "throughput_fps": None, "camera_fps": None, "frame_p99_ms": None,
-              "cpu_percent": None, "ok": False}
+    failed = {
+        "fps": point.fps,
+        "dropped_frames": None,
+        "skipped_frames": None,
+        "unfinished_frames": None,
+        "events_dropped": None,
+        "throughput_fps": None,
+        "camera_fps": None,
+        "frame_p99_ms": None,
+        "cpu_percent": None,
+        "ok": False,
+    }
     try:
         rep, _ = run_once(point, method, seconds)
     except KeyboardInterrupt:
@@ -328,13 +410,38 @@ def probe(point: Point, method: Method, seconds: float) -> dict[str, Any]:
     kept_up = (rep["throughput_fps"] or 0) >= rate and (rep["camera_fps"] or 0) >= rate
     lost = rep["dropped_frames"] + rep["skipped_frames"] + rep["unfinished_frames"] + rep["events_dropped"]
     ok = not rep["error"] and lost == 0 and kept_up and p99 is not None and p99 <= method.p99_bound_ms
-    return {"fps": point.fps, **{k: rep[k] for k in ("dropped_frames", "skipped_frames", "unfinished_frames",
-                                                     "events_dropped", "throughput_fps", "camera_fps", "cpu_percent")},
-            "frame_p99_ms": p99, "ok": bool(ok), "error": rep["error"], "interrupted": rep["interrupted"]}
+    return {
+        "fps": point.fps,
+        **{
+            k: rep[k]
+            for k in (
+                "dropped_frames",
+                "skipped_frames",
+                "unfinished_frames",
+                "events_dropped",
+                "throughput_fps",
+                "camera_fps",
+                "cpu_percent",
+            )
+        },
+        "frame_p99_ms": p99,
+        "ok": bool(ok),
+        "error": rep["error"],
+        "interrupted": rep["interrupted"],
+    }
 
 
-def capacity(point: Point, method: Method, *, seconds: float, start_fps: float = 500.0, max_fps: float = 4000.0,
-             floor_fps: float = 40.0, max_probes: int = 8, progress: Any = None) -> dict[str, Any]:
+def capacity(
+    point: Point,
+    method: Method,
+    *,
+    seconds: float,
+    start_fps: float = 500.0,
+    max_fps: float = 4000.0,
+    floor_fps: float = 40.0,
+    max_probes: int = 8,
+    progress: Any = None,
+) -> dict[str, Any]:
     """The highest frame rate ``point`` takes live (`probe`): doubling from ``start_fps`` until a
     probe fails (halving when the first one fails), then bisecting between the last pass and
     the first failure to within 10 %. ``capped``: every probe passed up to ``max_fps`` (the
@@ -350,7 +457,9 @@ def capacity(point: Point, method: Method, *, seconds: float, start_fps: float =
         result = probe(replace(point, fps=round(fps)), method, seconds)
         probes.append(result)
         if progress is not None:
-            progress.set_postfix_str(f"capacity probe {result['fps']:g} fps: {'ok' if result['ok'] else 'fails'}")
+            progress.set_postfix_str(
+                f"capacity probe {result['fps']:g} fps: {'ok' if result['ok'] else 'fails'}"
+            )
         return result["ok"] and not result["interrupted"]
 
     good, bad, fps = 0.0, 0.0, start_fps
@@ -371,9 +480,17 @@ def capacity(point: Point, method: Method, *, seconds: float, start_fps: float =
             good = fps
         else:
             bad = fps
-    return {"pipeline": point.pipeline, "resolution": point.resolution, "cameras": point.cameras,
-            "backend": point.backend, "bound_ms": method.p99_bound_ms, "seconds": seconds,
-            "capacity_fps": float(round(good)) if good else None, "upper_fps": float(round(bad)) if bad else None,
-            "capped": bool(good >= max_fps), "converged": bool(good >= max_fps or (good and bad and bad / good <= 1.1)),
-            "probes": probes,
-            "interrupted": bool(probes and probes[-1]["interrupted"])}
+    return {
+        "pipeline": point.pipeline,
+        "resolution": point.resolution,
+        "cameras": point.cameras,
+        "backend": point.backend,
+        "bound_ms": method.p99_bound_ms,
+        "seconds": seconds,
+        "capacity_fps": float(round(good)) if good else None,
+        "upper_fps": float(round(bad)) if bad else None,
+        "capped": bool(good >= max_fps),
+        "converged": bool(good >= max_fps or (good and bad and bad / good <= 1.1)),
+        "probes": probes,
+        "interrupted": bool(probes and probes[-1]["interrupted"]),
+    }

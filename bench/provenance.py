@@ -16,8 +16,14 @@ from typing import Any
 from mestream.engine.manifest import shipped_export_dir
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = {"mestream": "mestream", "numpy": "numpy", "onnxruntime": "onnxruntime", "opencv": "cv2", "torch": "torch",
-            "matplotlib": "matplotlib"}
+PACKAGES = {
+    "mestream": "mestream",
+    "numpy": "numpy",
+    "onnxruntime": "onnxruntime",
+    "opencv": "cv2",
+    "torch": "torch",
+    "matplotlib": "matplotlib",
+}
 """Name in the results → the module whose version is recorded (whichever wheel provided it:
 opencv-python or -headless, onnxruntime or onnxruntime-gpu)."""
 
@@ -37,7 +43,10 @@ def _export() -> dict[str, Any]:
     """The model export the engine runs by default: its folder and a digest of its manifest."""
     try:
         manifest = Path(shipped_export_dir()) / "manifest.json"
-        return {"path": str(manifest.parent), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
+        return {
+            "path": str(manifest.parent),
+            "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        }
     except (OSError, ImportError) as exc:
         return {"error": str(exc)}
 
@@ -66,7 +75,7 @@ def provenance() -> dict[str, Any]:
     memory_kb = _proc_field("/proc/meminfo", "MemTotal")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_sha": _git("rev-parse", "HEAD") or "unknown",
         "git_dirty": bool(status) if status is not None else None,
         "cpu_model": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),

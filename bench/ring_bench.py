@@ -38,8 +38,9 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, TextIO
+from typing import TextIO
 
 import numpy as np
 
@@ -146,7 +147,9 @@ def bench_resolution(
         shm_ring.close()
     med = {k: statistics.median(v) for k, v in rates.items()}
 
-    cold = {kind: [_cold(kind, shape, capacity, cpu) for _ in range(repeat)] for kind in ("untouched", "touched")}
+    cold = {
+        kind: [_cold(kind, shape, capacity, cpu) for _ in range(repeat)] for kind in ("untouched", "touched")
+    }
     return {
         "resolution": name,
         "capacity": capacity,
@@ -286,9 +289,13 @@ def print_table(results: list[dict], out: TextIO = sys.stdout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mestream.bench.ring_bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mestream.bench.ring_bench", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--frames", type=int, default=3000, help="frames per timed run (default 3000)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure; the median is shown (default 5)")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed runs per figure; the median is shown (default 5)"
+    )
     parser.add_argument("--ring-mb", type=float, default=146.0, help="ring size in MB (default 146)")
     parser.add_argument("--resolutions", nargs="+", default=list(RESOLUTIONS), choices=list(RESOLUTIONS))
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU (Linux) for a one-core figure")
@@ -299,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     results = [
-        bench_resolution(r, RESOLUTIONS[r], args.frames, args.repeat, args.ring_mb, args.cpu) for r in args.resolutions
+        bench_resolution(r, RESOLUTIONS[r], args.frames, args.repeat, args.ring_mb, args.cpu)
+        for r in args.resolutions
     ]
     notify = bench_notify()
     print_table(results)

@@ -3,7 +3,8 @@ empty-case rule, and a compact CDF for the plots, so results from different runs
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

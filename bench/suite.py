@@ -38,9 +38,11 @@ from mestream.engine.config import MAX_CAMERAS, SpotConfig
 RESULTS_MD = Path(__file__).resolve().with_name("RESULTS.md")
 FULL = Method()
 QUICK = Method(warmup_s=1.0, seconds=4.0, min_frames=0, repetitions=1)
-FRAME_LATENCY = ("capture (the frame's host timestamp) → the spot stage decided it: a window ran the heads over its "
-                 "40 Hz sample outside the settle margin and published what it found (ingest only: → the first "
-                 "reader took it from the ring)")
+FRAME_LATENCY = (
+    "capture (the frame's host timestamp) → the spot stage decided it: a window ran the heads over its "
+    "40 Hz sample outside the settle margin and published what it found (ingest only: → the first "
+    "reader took it from the ring)"
+)
 EVENT_LATENCY = "the offset frame's capture → the event's publication, as carried by each event"
 
 
@@ -57,28 +59,58 @@ class Plan:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", metavar="DIR", default="bench-results",
-                        help="folder for results.json, the CSVs and the PNGs (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="short preset: the three pipelines at the headline point on onnxruntime, one repetition "
-                             "of 4 s (no frame minimum), a 4-probe capacity search of 2 s probes and a short baseline "
-                             "comparison (under 2 minutes)")
-    parser.add_argument("--update-results", action="store_true",
-                        help="regenerate the suite's section of the results page (--results-md) and copy the figures "
-                             "to a figures/ folder beside it; not after an interrupted run")
-    parser.add_argument("--results-md", metavar="FILE", default=str(RESULTS_MD),
-                        help="the results page --update-results writes (default: this install's %(default)s)")
-    parser.add_argument("--pipelines", metavar="LIST", help=f"comma-separated, from {', '.join(PIPELINES)} (default: all)")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default="bench-results",
+        help="folder for results.json, the CSVs and the PNGs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short preset: the three pipelines at the headline point on onnxruntime, one repetition "
+        "of 4 s (no frame minimum), a 4-probe capacity search of 2 s probes and a short baseline "
+        "comparison (under 2 minutes)",
+    )
+    parser.add_argument(
+        "--update-results",
+        action="store_true",
+        help="regenerate the suite's section of the results page (--results-md) and copy the figures "
+        "to a figures/ folder beside it; not after an interrupted run",
+    )
+    parser.add_argument(
+        "--results-md",
+        metavar="FILE",
+        default=str(RESULTS_MD),
+        help="the results page --update-results writes (default: this install's %(default)s)",
+    )
+    parser.add_argument(
+        "--pipelines", metavar="LIST", help=f"comma-separated, from {', '.join(PIPELINES)} (default: all)"
+    )
     parser.add_argument("--fps", metavar="LIST", help="frame rates (default 200,300,500; --quick 500)")
-    parser.add_argument("--resolutions", metavar="LIST", help="WxH sizes (default 640x480,1024x768,1280x1024; --quick 640x480)")
+    parser.add_argument(
+        "--resolutions",
+        metavar="LIST",
+        help="WxH sizes (default 640x480,1024x768,1280x1024; --quick 640x480)",
+    )
     parser.add_argument("--cameras", metavar="LIST", help="camera counts (default 1,2,4; --quick 1)")
     parser.add_argument("--backends", metavar="LIST", help="backends (default: every one available here)")
     parser.add_argument("--grid", action="store_true", help="every combination, not one axis at a time")
-    parser.add_argument("--seconds", type=float, metavar="S", help="measured seconds per repetition (default 20; --quick 4)")
-    parser.add_argument("--warmup", type=float, metavar="S", help="warm-up seconds discarded (default 2; --quick 1)")
-    parser.add_argument("--min-frames", type=int, metavar="N", help="at least this many frames per repetition (default 10000)")
-    parser.add_argument("--repetitions", type=int, metavar="N", help="repetitions per point (default 3; --quick 1)")
-    parser.add_argument("--p99-bound-ms", type=float, metavar="MS", help="capacity: frame p99 bound (default 500)")
+    parser.add_argument(
+        "--seconds", type=float, metavar="S", help="measured seconds per repetition (default 20; --quick 4)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, metavar="S", help="warm-up seconds discarded (default 2; --quick 1)"
+    )
+    parser.add_argument(
+        "--min-frames", type=int, metavar="N", help="at least this many frames per repetition (default 10000)"
+    )
+    parser.add_argument(
+        "--repetitions", type=int, metavar="N", help="repetitions per point (default 3; --quick 1)"
+    )
+    parser.add_argument(
+        "--p99-bound-ms", type=float, metavar="MS", help="capacity: frame p99 bound (default 500)"
+    )
     parser.add_argument("--seed", type=int, metavar="S", help="synthetic camera seed (default 1)")
     parser.add_argument("--threads", type=int, metavar="N", help="inference threads per stage (default 1)")
     parser.add_argument("--no-capacity", action="store_true", help="skip the capacity search")
@@ -103,17 +135,30 @@ def _list(text: str | None, default: tuple[Any, ...], kind: Any, flag: str) -> t
 
 def method_from_args(args: argparse.Namespace) -> Method:
     base = QUICK if args.quick else FULL
-    given = {"warmup_s": args.warmup, "seconds": args.seconds, "min_frames": args.min_frames,
-             "repetitions": args.repetitions, "p99_bound_ms": args.p99_bound_ms, "seed": args.seed,
-             "threads": args.threads}
+    given = {
+        "warmup_s": args.warmup,
+        "seconds": args.seconds,
+        "min_frames": args.min_frames,
+        "repetitions": args.repetitions,
+        "p99_bound_ms": args.p99_bound_ms,
+        "seed": args.seed,
+        "threads": args.threads,
+    }
     method = replace(base, **{k: v for k, v in given.items() if v is not None})
-    for flag, ok in (("--seconds", method.seconds > 0), ("--warmup", method.warmup_s >= 0),
-                     ("--repetitions", method.repetitions >= 1), ("--min-frames", method.min_frames >= 0),
-                     ("--p99-bound-ms", method.p99_bound_ms > 0), ("--seed", method.seed >= 0),
-                     ("--threads", method.threads >= 1)):
+    for flag, ok in (
+        ("--seconds", method.seconds > 0),
+        ("--warmup", method.warmup_s >= 0),
+        ("--repetitions", method.repetitions >= 1),
+        ("--min-frames", method.min_frames >= 0),
+        ("--p99-bound-ms", method.p99_bound_ms > 0),
+        ("--seed", method.seed >= 0),
+        ("--threads", method.threads >= 1),
+    ):
         if not ok:
-            raise BenchError(f"{flag}: {getattr(args, flag[2:].replace('-', '_'))} is out of range "
-                             f"(seconds and the bound > 0; repetitions and threads ≥ 1; the rest ≥ 0)")
+            raise BenchError(
+                f"{flag}: {getattr(args, flag[2:].replace('-', '_'))} is out of range "
+                f"(seconds and the bound > 0; repetitions and threads ≥ 1; the rest ≥ 0)"
+            )
     return method
 
 
@@ -121,7 +166,9 @@ def _check_axes(rates: tuple[float, ...], sizes: tuple[str, ...], counts: tuple[
     """What `SourceConfig` and the synthetic camera would refuse mid-run, refused here instead."""
     for fps in rates:
         if not 40.0 <= fps <= MAX_FPS:
-            raise BenchError(f"--fps: {fps:g} is outside 40 (the spotting rate) to {MAX_FPS:g} (the synthetic camera)")
+            raise BenchError(
+                f"--fps: {fps:g} is outside 40 (the spotting rate) to {MAX_FPS:g} (the synthetic camera)"
+            )
     for size in sizes:
         try:
             parse_resolution(size)
@@ -142,8 +189,10 @@ def _check_results_md(path: Path) -> None:
     if path.exists():
         text = path.read_text(encoding="utf-8")
         if (BEGIN in text) != (END in text):
-            raise BenchError(f"--results-md: {path} has one of the suite's markers without the other; "
-                             f"restore the pair or remove both")
+            raise BenchError(
+                f"--results-md: {path} has one of the suite's markers without the other; "
+                f"restore the pair or remove both"
+            )
 
 
 def _pixels(resolution: str) -> int:
@@ -170,23 +219,41 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
     if unknown:
         raise BenchError(f"--pipelines: unknown {', '.join(unknown)}; known: {', '.join(PIPELINES)}")
     rates = _list(args.fps, (500.0,) if quick else (200.0, 300.0, 500.0), float, "--fps")
-    sizes = _list(args.resolutions, ("640x480",) if quick else ("640x480", "1024x768", "1280x1024"), str, "--resolutions")
+    sizes = _list(
+        args.resolutions,
+        ("640x480",) if quick else ("640x480", "1024x768", "1280x1024"),
+        str,
+        "--resolutions",
+    )
     counts = _list(args.cameras, (1,) if quick else (1, 2, 4), int, "--cameras")
     usable, skipped = available_backends()
     backends = _list(args.backends, tuple(usable) if not quick else ("onnxruntime",), str, "--backends")
     for kind in backends:
         if kind not in usable:
-            raise BenchError(f"--backends: {kind} cannot run here"
-                             + "".join(f" ({s['why']})" for s in skipped if s["what"] == f"backend {kind}"))
+            raise BenchError(
+                f"--backends: {kind} cannot run here"
+                + "".join(f" ({s['why']})" for s in skipped if s["what"] == f"backend {kind}")
+            )
     if quick and not args.backends:
-        skipped += [{"what": f"backend {kind}", "why": "--quick runs onnxruntime only"} for kind in usable if kind != "onnxruntime"]
+        skipped += [
+            {"what": f"backend {kind}", "why": "--quick runs onnxruntime only"}
+            for kind in usable
+            if kind != "onnxruntime"
+        ]
     _check_axes(rates, sizes, counts)
     # the headline: the fullest pipeline, at the highest rate, the smallest frame, the fewest cameras
-    head = Point(pipeline=max(pipelines, key=PIPELINES.index), fps=max(rates),
-                 resolution=min(sizes, key=lambda r: _pixels(r)), cameras=min(counts),
-                 backend="onnxruntime" if "onnxruntime" in backends else backends[0])
+    head = Point(
+        pipeline=max(pipelines, key=PIPELINES.index),
+        fps=max(rates),
+        resolution=min(sizes, key=lambda r: _pixels(r)),
+        cameras=min(counts),
+        backend="onnxruntime" if "onnxruntime" in backends else backends[0],
+    )
     if args.grid:
-        points = [Point(p, f, r, c, b) for p, f, r, c, b in itertools.product(pipelines, rates, sizes, counts, backends)]
+        points = [
+            Point(p, f, r, c, b)
+            for p, f, r, c, b in itertools.product(pipelines, rates, sizes, counts, backends)
+        ]
     else:
         points = [replace(head, pipeline=p, fps=f) for p in pipelines for f in rates]
         points += [replace(head, resolution=r) for r in sizes]
@@ -203,9 +270,14 @@ def plan_from_args(args: argparse.Namespace, method: Method) -> tuple[Plan, list
     searches: tuple[Point, ...] = ()
     if not args.no_capacity and spots:
         searches = (head,) if quick else tuple(replace(head, cameras=c) for c in sorted(counts))
-    plan = Plan(head=head, points=tuple(points), capacity=searches,
-                capacity_seconds=method.seconds if not quick else max(2.0, method.seconds / 2),
-                capacity_probes=4 if quick else 8, baseline=baseline)
+    plan = Plan(
+        head=head,
+        points=tuple(points),
+        capacity=searches,
+        capacity_seconds=method.seconds if not quick else max(2.0, method.seconds / 2),
+        capacity_probes=4 if quick else 8,
+        baseline=baseline,
+    )
     return plan, skipped
 
 
@@ -216,10 +288,22 @@ def run_baseline_comparison(method: Method, head: Point, progress: Any) -> dict[
     are single runs. A side that fails or is interrupted leaves the rows measured before it,
     and says why."""
     seconds = method.measured_seconds(head.fps, 1)
-    stream = Stream(seed=method.seed, fps=head.fps, resolution=head.resolution, seconds=seconds,
-                    warmup_s=method.warmup_s, cooldown_s=method.cooldown_s, micro_per_min=method.micro_per_min)
-    out: dict[str, Any] = {"stream": {"kind": "synthetic", **asdict(stream)}, "rows": [], "ratios": {}, "error": "",
-                           "interrupted": False}
+    stream = Stream(
+        seed=method.seed,
+        fps=head.fps,
+        resolution=head.resolution,
+        seconds=seconds,
+        warmup_s=method.warmup_s,
+        cooldown_s=method.cooldown_s,
+        micro_per_min=method.micro_per_min,
+    )
+    out: dict[str, Any] = {
+        "stream": {"kind": "synthetic", **asdict(stream)},
+        "rows": [],
+        "ratios": {},
+        "error": "",
+        "interrupted": False,
+    }
     point = replace(head, pipeline="spot", cameras=1)
     hop_ms = SpotConfig().hop_ms  # mestream's default: both systems run the same windows
 
@@ -228,22 +312,34 @@ def run_baseline_comparison(method: Method, head: Point, progress: Any) -> dict[
         if rep["interrupted"]:
             raise KeyboardInterrupt
         spot = rep["event_latency_ms"].get("spot") or percentiles([])
-        return {"system": "mestream", "mode": "paced" if paced else "unpaced", "hop_ms": hop_ms,
-                "throughput_fps": rep["throughput_fps"], "frame_latency_ms": rep["frame_latency_ms"],
-                "event_latency_ms": spot, "events": spot["n"], "windows": None, "skipped_windows": None,
-                "dropped_frames": rep["dropped_frames"], "wall_s": rep["wall_s"], "cpu_percent": rep["cpu_percent"],
-                "error": rep["error"]}
+        return {
+            "system": "mestream",
+            "mode": "paced" if paced else "unpaced",
+            "hop_ms": hop_ms,
+            "throughput_fps": rep["throughput_fps"],
+            "frame_latency_ms": rep["frame_latency_ms"],
+            "event_latency_ms": spot,
+            "events": spot["n"],
+            "windows": None,
+            "skipped_windows": None,
+            "dropped_frames": rep["dropped_frames"],
+            "wall_s": rep["wall_s"],
+            "cpu_percent": rep["cpu_percent"],
+            "error": rep["error"],
+        }
 
     def theirs(paced: bool, hop: float | None) -> dict[str, Any]:
         row = run_baseline(stream, hop_ms=hop, paced=paced)
         row.pop("frame_latencies_ms", None)
         return row
 
-    runs = [("mestream paced", lambda: ours(True), method.repetitions),
-            ("mestream unpaced", lambda: ours(False), 1),
-            ("naive paced, 100 ms hop", lambda: theirs(True, hop_ms), method.repetitions),
-            ("naive unpaced, 100 ms hop", lambda: theirs(False, hop_ms), 1),
-            ("naive unpaced, the paper's stride", lambda: theirs(False, None), 1)]
+    runs = [
+        ("mestream paced", lambda: ours(True), method.repetitions),
+        ("mestream unpaced", lambda: ours(False), 1),
+        ("naive paced, 100 ms hop", lambda: theirs(True, hop_ms), method.repetitions),
+        ("naive unpaced, 100 ms hop", lambda: theirs(False, hop_ms), 1),
+        ("naive unpaced, the paper's stride", lambda: theirs(False, None), 1),
+    ]
     try:
         for label, once, times in runs:
             progress.set_postfix_str(f"baseline: {label}")
@@ -251,7 +347,9 @@ def run_baseline_comparison(method: Method, head: Point, progress: Any) -> dict[
     except KeyboardInterrupt:
         out["interrupted"], out["error"] = True, "interrupted"
     except Exception as exc:  # noqa: BLE001 (BaselineUnavailable names the extra to install)
-        out["error"] = str(exc) if type(exc).__name__ == "BaselineUnavailable" else f"{type(exc).__name__}: {exc}"
+        out["error"] = (
+            str(exc) if type(exc).__name__ == "BaselineUnavailable" else f"{type(exc).__name__}: {exc}"
+        )
     out["ratios"] = ratios(out["rows"], hop_ms)
     return out
 
@@ -263,7 +361,11 @@ def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for key, value in rows[0].items():
         if isinstance(value, dict) and "n" in value:
             out[key] = median_of([r[key] for r in rows])
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("hop_ms", "hop_steps"):
+        elif (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and key not in ("hop_ms", "hop_steps")
+        ):
             values = [r[key] for r in rows if r.get(key) is not None]
             out[key] = round(float(np.median(values)), 3) if values else None
     out["runs"] = len(rows)
@@ -273,16 +375,22 @@ def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def ratios(rows: list[dict[str, Any]], hop_ms: float) -> dict[str, float | None]:
     """mestream over the baseline at the same hop: throughput (unpaced) and latency (paced)."""
+
     def row(system: str, mode: str) -> dict[str, Any] | None:
-        return next((r for r in rows if r["system"] == system and r["mode"] == mode and r["hop_ms"] == hop_ms), None)
+        return next(
+            (r for r in rows if r["system"] == system and r["mode"] == mode and r["hop_ms"] == hop_ms), None
+        )
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a is not None and b else None
 
     ours_u, theirs_u = row("mestream", "unpaced"), row("baseline", "unpaced")
     ours_p, theirs_p = row("mestream", "paced"), row("baseline", "paced")
-    out: dict[str, float | None] = {"throughput": ratio(ours_u["throughput_fps"] if ours_u else None,
-                                                        theirs_u["throughput_fps"] if theirs_u else None)}
+    out: dict[str, float | None] = {
+        "throughput": ratio(
+            ours_u["throughput_fps"] if ours_u else None, theirs_u["throughput_fps"] if theirs_u else None
+        )
+    }
     for kind in ("frame", "event"):
         for q in ("p50", "p99"):
             ours = ((ours_p or {}).get(f"{kind}_latency_ms") or {}).get(q)
@@ -306,11 +414,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"mestream bench: --out {args.out}: cannot create the folder: {exc.strerror}", file=sys.stderr)
         return 2
     results: dict[str, Any] = {
-        "schema": 1, "command": shlex.join(getattr(args, "command_line", None) or ["mestream", "bench"]),
-        "quick": bool(args.quick), "headline": plan.head.id,
+        "schema": 1,
+        "command": shlex.join(getattr(args, "command_line", None) or ["mestream", "bench"]),
+        "quick": bool(args.quick),
+        "headline": plan.head.id,
         "provenance": provenance(),
-        "method": {**asdict(method), "keep_up": KEEP_UP, "frame_latency": FRAME_LATENCY, "event_latency": EVENT_LATENCY},
-        "points": [], "capacity": [], "baseline": None, "skipped": skipped,
+        "method": {
+            **asdict(method),
+            "keep_up": KEEP_UP,
+            "frame_latency": FRAME_LATENCY,
+            "event_latency": EVENT_LATENCY,
+        },
+        "points": [],
+        "capacity": [],
+        "baseline": None,
+        "skipped": skipped,
     }
     missing = report.figures_unavailable()
     if missing:
@@ -320,10 +438,15 @@ def run(args: argparse.Namespace) -> int:
     written = report.write_all(results, out)
     failures = _failures(results)
     if args.update_results and interrupted:
-        print(f"mestream bench: --results-md {args.results_md}: not updated from an interrupted run", file=sys.stderr)
+        print(
+            f"mestream bench: --results-md {args.results_md}: not updated from an interrupted run",
+            file=sys.stderr,
+        )
     elif args.update_results:
         try:
-            report.update_results_md(results, Path(args.results_md), [p for p in written if p.suffix == ".png"])
+            report.update_results_md(
+                results, Path(args.results_md), [p for p in written if p.suffix == ".png"]
+            )
             written.append(Path(args.results_md))
         except (OSError, ValueError) as exc:  # the results folder is written: nothing measured is lost
             failures.append(f"--results-md {args.results_md}: not updated: {exc}")
@@ -336,15 +459,21 @@ def run(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"mestream bench: {failure}", file=sys.stderr)
     if interrupted:
-        print("mestream bench: interrupted; the files hold what was measured before the stop", file=sys.stderr)
+        print(
+            "mestream bench: interrupted; the files hold what was measured before the stop", file=sys.stderr
+        )
         return 130
     return 1 if failures else 0
 
 
 def _failures(results: dict[str, Any]) -> list[str]:
     out = [f"point {p['id']}: {p['error']}" for p in results["points"] if p["error"]]
-    out += [f"capacity {c['pipeline']} {c['cameras']}cam: probe at {p['fps']:g} fps: {p['error']}"
-            for c in results["capacity"] for p in c["probes"] if p["error"] and p["error"] != "interrupted"]
+    out += [
+        f"capacity {c['pipeline']} {c['cameras']}cam: probe at {p['fps']:g} fps: {p['error']}"
+        for c in results["capacity"]
+        for p in c["probes"]
+        if p["error"] and p["error"] != "interrupted"
+    ]
     base = results.get("baseline")
     if base and base["error"] and not base["interrupted"]:
         out.append(f"baseline: {base['error']}")
@@ -365,8 +494,15 @@ def _measure(plan: Plan, method: Method, results: dict[str, Any], save: Any) -> 
                 if results["points"][-1]["interrupted"]:
                     return True
             for point in plan.capacity:
-                results["capacity"].append(capacity(point, method, seconds=plan.capacity_seconds,
-                                                    max_probes=plan.capacity_probes, progress=bar))
+                results["capacity"].append(
+                    capacity(
+                        point,
+                        method,
+                        seconds=plan.capacity_seconds,
+                        max_probes=plan.capacity_probes,
+                        progress=bar,
+                    )
+                )
                 save()
                 bar.update()
                 if results["capacity"][-1]["interrupted"]:
@@ -384,8 +520,10 @@ def _headline(results: dict[str, Any]) -> str:
     lines = []
     for p in results["points"]:
         f = p["frame_latency_ms"]
-        lines.append(f"{p['id']}: {p['throughput_fps'] or 0:,.0f} frames/s, frame latency p50 {f['p50']} / p99 {f['p99']} ms, "
-                     f"dropped {p['dropped_frames']}")
+        lines.append(
+            f"{p['id']}: {p['throughput_fps'] or 0:,.0f} frames/s, frame latency p50 {f['p50']} / p99 {f['p99']} ms, "
+            f"dropped {p['dropped_frames']}"
+        )
     for c in results["capacity"]:
         found = "none" if c["capacity_fps"] is None else f"{c['capacity_fps']:,.0f} fps per camera"
         if c["capped"]:
@@ -394,7 +532,11 @@ def _headline(results: dict[str, Any]) -> str:
         lines.append(f"capacity {c['pipeline']} {c['resolution']} {c['cameras']}cam: {found}{note}")
     base = results.get("baseline")
     if base:
-        shown = ", ".join(f"{k.replace('_', ' ')} {'–' if v is None else f'{v:.2f}x'}" for k, v in base["ratios"].items())
-        lines.append(f"mestream against the naive baseline (> 1 favours mestream): {shown}"
-                     + (f" ({base['error']})" if base["error"] else ""))
+        shown = ", ".join(
+            f"{k.replace('_', ' ')} {'–' if v is None else f'{v:.2f}x'}" for k, v in base["ratios"].items()
+        )
+        lines.append(
+            f"mestream against the naive baseline (> 1 favours mestream): {shown}"
+            + (f" ({base['error']})" if base["error"] else "")
+        )
     return "\n".join(lines)

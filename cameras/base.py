@@ -8,8 +8,9 @@ methods of `Source` plugs in, built in or registered by a camera SDK package thr
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class Source(Protocol):
 
     def __iter__(self) -> Iterator[Frame]: ...
 
-    def __enter__(self) -> "Source": ...
+    def __enter__(self) -> Source: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
@@ -106,7 +107,7 @@ class SourceBase:
             self._is_open = False
             self._close()
 
-    def __enter__(self) -> "SourceBase":
+    def __enter__(self) -> SourceBase:
         self.open()
         return self
 

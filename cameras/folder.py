@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -17,7 +17,9 @@ DEFAULT_FOLDER_FPS = 200.0
 
 def list_images(folder: Path) -> list[Path]:
     """The folder's image files in natural order."""
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural_key)
+    return sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural_key
+    )
 
 
 class FolderSource(ReplaySource):
@@ -34,10 +36,23 @@ class FolderSource(ReplaySource):
 
     kind = "folder"
 
-    def __init__(self, path: str | Path, *, fps: float = 0.0, resolution: str | tuple[int, int] = "",
-                 pixel_format: str = "mono8", pace: bool = True, name: str = "cam0") -> None:
-        super().__init__(fps=fps or DEFAULT_FOLDER_FPS, resolution=resolution, pixel_format=pixel_format,
-                         pace=pace, name=name)
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        fps: float = 0.0,
+        resolution: str | tuple[int, int] = "",
+        pixel_format: str = "mono8",
+        pace: bool = True,
+        name: str = "cam0",
+    ) -> None:
+        super().__init__(
+            fps=fps or DEFAULT_FOLDER_FPS,
+            resolution=resolution,
+            pixel_format=pixel_format,
+            pace=pace,
+            name=name,
+        )
         self.path = Path(path)
         self._files: list[Path] = []
 
@@ -48,13 +63,19 @@ class FolderSource(ReplaySource):
 
     def _open(self) -> None:
         if not self.path.is_dir():
-            raise SourceError(f"source {self.name!r}: image folder {self.path} does not exist or is not a directory")
+            raise SourceError(
+                f"source {self.name!r}: image folder {self.path} does not exist or is not a directory"
+            )
         try:
             self._files = list_images(self.path)
         except OSError as exc:
-            raise SourceError(f"source {self.name!r}: image folder {self.path} cannot be read: {exc}") from exc
+            raise SourceError(
+                f"source {self.name!r}: image folder {self.path} cannot be read: {exc}"
+            ) from exc
         if not self._files:
-            raise SourceError(f"source {self.name!r}: image folder {self.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise SourceError(
+                f"source {self.name!r}: image folder {self.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
         self._shape = self._size_from(self._read(0))
 
     def _read(self, index: int) -> np.ndarray:

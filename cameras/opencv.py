@@ -4,7 +4,8 @@ cameras, whose SDKs plug in as source plugins (see `mestream.plugins`)."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cv2
 
@@ -21,15 +22,28 @@ class OpenCVCamera(CaptureSource):
 
     kind = "opencv"
 
-    def __init__(self, device: int = 0, *, fps: float = 0.0, resolution: str | tuple[int, int] = "",
-                 pixel_format: str = "mono8", name: str = "cam0") -> None:
+    def __init__(
+        self,
+        device: int = 0,
+        *,
+        fps: float = 0.0,
+        resolution: str | tuple[int, int] = "",
+        pixel_format: str = "mono8",
+        name: str = "cam0",
+    ) -> None:
         super().__init__(fps=fps, resolution=resolution, pixel_format=pixel_format, pace=False, name=name)
         self.device = int(device)  # a live device paces itself
 
     @classmethod
-    def from_config(cls, config: Any) -> "OpenCVCamera":
-        return cls(config.device, fps=config.fps, resolution=config.resolution,
-                   pixel_format=config.pixel_format, name=config.name, **dict(config.options))
+    def from_config(cls, config: Any) -> OpenCVCamera:
+        return cls(
+            config.device,
+            fps=config.fps,
+            resolution=config.resolution,
+            pixel_format=config.pixel_format,
+            name=config.name,
+            **dict(config.options),
+        )
 
     def _clock(self) -> Callable[[int], int]:
         """The driver's buffer timestamp when the backend reports one, else arrival time."""
@@ -48,8 +62,10 @@ class OpenCVCamera(CaptureSource):
         cap = cv2.VideoCapture(self.device)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"source {self.name!r}: no camera at device {self.device} "
-                              f"(is it plugged in, and is /dev/video{self.device} readable?)")
+            raise SourceError(
+                f"source {self.name!r}: no camera at device {self.device} "
+                f"(is it plugged in, and is /dev/video{self.device} readable?)"
+            )
         if self._size is not None:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self._size[0])
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self._size[1])
@@ -63,9 +79,20 @@ class OpenCVCamera(CaptureSource):
         super()._open()
         granted = (self._first.shape[1], self._first.shape[0])
         if asked_size is not None and granted != asked_size:
-            log.warning("source %r: asked device %d for %dx%d, it delivers %dx%d", self.name, self.device,
-                        *asked_size, *granted)
+            log.warning(
+                "source %r: asked device %d for %dx%d, it delivers %dx%d",
+                self.name,
+                self.device,
+                *asked_size,
+                *granted,
+            )
         if asked_fps > 0 and abs(self.fps - asked_fps) > 0.5:
-            log.warning("source %r: asked device %d for %g fps, it reports %g", self.name, self.device, asked_fps, self.fps)
+            log.warning(
+                "source %r: asked device %d for %g fps, it reports %g",
+                self.name,
+                self.device,
+                asked_fps,
+                self.fps,
+            )
         self._size = None  # deliver what the device gives; never resample a live camera silently
         self._shape = frame_shape(*granted, self.pixel_format)

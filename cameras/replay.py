@@ -3,7 +3,8 @@ buffer, and releasing frames on a clock like a camera."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,8 +37,9 @@ def convert_pixels(image: np.ndarray, pixel_format: str, out: np.ndarray) -> np.
     return cv2.cvtColor(image, code, dst=out)
 
 
-def timed_frames(images: Iterable[np.ndarray], fps: float, pace: bool,
-                 device_ns: Callable[[int], int] | None = None) -> Iterator[Frame]:
+def timed_frames(
+    images: Iterable[np.ndarray], fps: float, pace: bool, device_ns: Callable[[int], int] | None = None
+) -> Iterator[Frame]:
     """Number, stamp and (when ``pace``) pace images as a camera would release them.
 
     ``device_ns(index)`` gives the capture clock; by default a replay's clock is its frame
@@ -61,8 +63,15 @@ class ReplaySource(SourceBase):
 
     kind = "replay"  # the source kind, for messages
 
-    def __init__(self, *, fps: float = 0.0, resolution: str | tuple[int, int] = "", pixel_format: str = "mono8",
-                 pace: bool = True, name: str = "cam0") -> None:
+    def __init__(
+        self,
+        *,
+        fps: float = 0.0,
+        resolution: str | tuple[int, int] = "",
+        pixel_format: str = "mono8",
+        pace: bool = True,
+        name: str = "cam0",
+    ) -> None:
         super().__init__()
         frame_shape(1, 1, pixel_format)  # validates the format name early
         self.name = name
@@ -73,12 +82,19 @@ class ReplaySource(SourceBase):
         self._shape: tuple[int, ...] | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> "ReplaySource":
+    def from_config(cls, config: Any) -> ReplaySource:
         """Build a file or folder replay from a `SourceConfig`; ``options`` go to the constructor."""
         if not config.path:
             raise SourceError(f"source {config.name!r}: the {cls.kind} source needs a path (--path)")
-        return cls(config.path, fps=config.fps, resolution=config.resolution, pixel_format=config.pixel_format,
-                   pace=config.pace, name=config.name, **dict(config.options))
+        return cls(
+            config.path,
+            fps=config.fps,
+            resolution=config.resolution,
+            pixel_format=config.pixel_format,
+            pace=config.pace,
+            name=config.name,
+            **dict(config.options),
+        )
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,12 +35,16 @@ class CaptureSource(ReplaySource):
         ok, first = cap.read()
         if not ok or first is None:
             cap.release()
-            raise SourceError(f"source {self.name!r}: {self._describe()} opened but frame 0 could not be read")
+            raise SourceError(
+                f"source {self.name!r}: {self._describe()} opened but frame 0 could not be read"
+            )
         if self.fps <= 0:
             self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if self.fps <= 0:
             cap.release()
-            raise SourceError(f"source {self.name!r}: {self._describe()} reports no frame rate; give one with --fps")
+            raise SourceError(
+                f"source {self.name!r}: {self._describe()} reports no frame rate; give one with --fps"
+            )
         self._cap, self._first = cap, first
         self._shape = self._size_from(first)
 
@@ -85,8 +90,16 @@ class VideoSource(CaptureSource):
 
     kind = "video"
 
-    def __init__(self, path: str | Path, *, fps: float = 0.0, resolution: str | tuple[int, int] = "",
-                 pixel_format: str = "mono8", pace: bool = True, name: str = "cam0") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        fps: float = 0.0,
+        resolution: str | tuple[int, int] = "",
+        pixel_format: str = "mono8",
+        pace: bool = True,
+        name: str = "cam0",
+    ) -> None:
         super().__init__(fps=fps, resolution=resolution, pixel_format=pixel_format, pace=pace, name=name)
         self.path = Path(path)
         self._expected = 0

@@ -27,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from mestream.engine import events
 from mestream.engine.events import Event
@@ -57,7 +57,9 @@ class EventBus:
         names = [sink.name for sink in sinks]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise ValueError(f"event bus: sink names must be unique, {duplicates[0]!r} appears more than once")
+            raise ValueError(
+                f"event bus: sink names must be unique, {duplicates[0]!r} appears more than once"
+            )
         self._sinks = list(sinks)
         self._active = list(sinks)
         self._queue: queue.Queue[Event] = queue.Queue(maxsize)
@@ -115,8 +117,10 @@ class EventBus:
         lists must not be mutated after the call.
         """
         if not isinstance(event, Event) or not event.topic:
-            raise events.SchemaError(f"event bus: emit takes an event of {', '.join(events.TOPICS)} "
-                                     f"(see mestream.engine.events), got {type(event).__name__}")
+            raise events.SchemaError(
+                f"event bus: emit takes an event of {', '.join(events.TOPICS)} "
+                f"(see mestream.engine.events), got {type(event).__name__}"
+            )
         with self._lock:  # with stop(): an event is either queued before the close or counted
             if not self._closed:
                 try:
@@ -153,8 +157,11 @@ class EventBus:
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                log.error("event bus: publisher still busy after %.1f s; %d events unpublished, sinks left open",
-                          timeout, self._queue.qsize())
+                log.error(
+                    "event bus: publisher still busy after %.1f s; %d events unpublished, sinks left open",
+                    timeout,
+                    self._queue.qsize(),
+                )
                 return False
         late = 0
         while True:  # emits that raced with stop(), or a bus never started
@@ -189,7 +196,7 @@ class EventBus:
         """Disabled sinks by name, with the error that disabled them."""
         return dict(self._failed)
 
-    def __enter__(self) -> "EventBus":
+    def __enter__(self) -> EventBus:
         self.start()
         return self
 
@@ -245,8 +252,9 @@ class EventBus:
         self._active = [s for s in self._active if s is not sink]
         self._failed[sink.name] = f"{type(exc).__name__}: {exc}"
         self._missed[sink.name] += 1  # the event it failed on
-        log.error("event bus: sink %r failed on a %s event and is disabled: %s", sink.name, topic, exc,
-                  exc_info=exc)
+        log.error(
+            "event bus: sink %r failed on a %s event and is disabled: %s", sink.name, topic, exc, exc_info=exc
+        )
         _close_quietly(sink)
         if self._active:
             message = f"sink {sink.name!r} failed and is disabled: {type(exc).__name__}: {exc}"

@@ -73,9 +73,13 @@ class CallbackSink:
         except Exception:
             self.dropped += 1
             if self.dropped == 1:
-                log.exception("%s callback raised on a %s event; that event is dropped, as is every later "
-                              "one it raises on (counted as sink:%s, not logged again)", self.name, topic,
-                              self.name)
+                log.exception(
+                    "%s callback raised on a %s event; that event is dropped, as is every later "
+                    "one it raises on (counted as sink:%s, not logged again)",
+                    self.name,
+                    topic,
+                    self.name,
+                )
             return False
         return True
 
@@ -108,8 +112,12 @@ class EventBuffer:
         if len(self._items) >= self.maxsize:
             self.dropped += 1
             if self.dropped == 1:
-                log.warning("events(): the consumer is %d events behind; dropping newer events until it "
-                            "catches up (counted as sink:%s)", self.maxsize, self.name)
+                log.warning(
+                    "events(): the consumer is %d events behind; dropping newer events until it "
+                    "catches up (counted as sink:%s)",
+                    self.maxsize,
+                    self.name,
+                )
             return False
         try:
             event = typed_event(topic, payload)

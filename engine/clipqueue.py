@@ -70,8 +70,14 @@ class ClipQueue:
         stop: the run's stop event: a waiting `put` gives up once it is set.
     """
 
-    def __init__(self, cameras: Iterable[str], maxsize: int, *, wait_when_full: bool,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        cameras: Iterable[str],
+        maxsize: int,
+        *,
+        wait_when_full: bool,
+        stop: threading.Event | None = None,
+    ) -> None:
         if maxsize < 1:
             raise ValueError(f"clip queue: maxsize must be >= 1, got {maxsize} (recognise.queue)")
         self.cameras = tuple(cameras)
@@ -95,8 +101,9 @@ class ClipQueue:
         promptly once ``stop`` is set or the taker has stopped (`close`).
         """
         if job.camera not in self.cameras:
-            raise KeyError(f"clip queue: no crop ring for camera {job.camera!r} "
-                           f"(cameras: {', '.join(self.cameras)})")
+            raise KeyError(
+                f"clip queue: no crop ring for camera {job.camera!r} (cameras: {', '.join(self.cameras)})"
+            )
         item = QueuedClip(job, time.monotonic_ns())
         with self._lock:
             self._outstanding[(job.camera, job.first_seq)] += 1
@@ -183,8 +190,11 @@ class ClipQueue:
 
     def drops(self) -> dict[str, int]:
         """The queue's drop counters under their ``mestream.stats`` names (``recog_lost``: its part)."""
-        return {"recog_backlog": self.backlog_drops, "recog_lost": self.lost,
-                "recog_abandoned": self.abandoned}
+        return {
+            "recog_backlog": self.backlog_drops,
+            "recog_lost": self.lost,
+            "recog_abandoned": self.abandoned,
+        }
 
     def _release(self, job: ClipJob) -> None:
         key = (job.camera, job.first_seq)

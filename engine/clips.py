@@ -24,14 +24,17 @@ def bins(length: int, max_frames: int) -> list[np.ndarray]:
     return np.array_split(np.arange(length), min(length, max_frames))
 
 
-def prepare_clip(crops: np.ndarray, *, max_frames: int, magnify_alpha: float, magnify_sigma: float,
-                 input_mode: str) -> tuple[np.ndarray, list[np.ndarray]]:
+def prepare_clip(
+    crops: np.ndarray, *, max_frames: int, magnify_alpha: float, magnify_sigma: float, input_mode: str
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """(L, S, S) uint8 face crops, onset first → (n, S, S) uint8 network frames (n ≤ max_frames)
     and the runs of input indices each one averages (module docstring)."""
     if crops.ndim != 3 or crops.shape[0] < 1:
         raise ValueError(f"prepare_clip: expected (frames, H, W) crops, got shape {crops.shape}")
     if input_mode not in INPUT_MODES:
-        raise ValueError(f"prepare_clip: input_mode must be one of {', '.join(INPUT_MODES)}, got {input_mode!r}")
+        raise ValueError(
+            f"prepare_clip: input_mode must be one of {', '.join(INPUT_MODES)}, got {input_mode!r}"
+        )
     x = crops.astype(np.float32)
     means = x.mean(axis=(1, 2))
     x *= (means[0] / np.maximum(means, 1e-3))[:, None, None]

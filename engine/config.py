@@ -13,14 +13,14 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-from mestream.engine.sinks import Sink
-from mestream.plugins import BACKEND_GROUP, NOUNS, SINK_GROUP, SOURCE_GROUP, scan
+from typing import Any
 
 from mestream.engine.events import ALL_CAMERAS
+from mestream.engine.sinks import Sink
+from mestream.plugins import BACKEND_GROUP, NOUNS, SINK_GROUP, SOURCE_GROUP, scan
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 FACE_DETECTORS = ("haar", "yunet", "fixed")
@@ -34,9 +34,11 @@ MAX_CAMERAS = 16
 """Copies of one source a run takes (``--cameras``)."""
 
 
-SHIPPED_WEIGHTS_NOTE = ("models: the shipped demo weights, trained on synthetic faces only and not validated "
-                        "on real faces; their spots and emotion classes show the pipeline working, not a "
-                        "measurement")
+SHIPPED_WEIGHTS_NOTE = (
+    "models: the shipped demo weights, trained on synthetic faces only and not validated "
+    "on real faces; their spots and emotion classes show the pipeline working, not a "
+    "measurement"
+)
 """What a run on the shipped export says, in its ``started`` event, on the console and in the summary."""
 
 
@@ -89,8 +91,12 @@ class SourceConfig:
 
     def __post_init__(self) -> None:
         _require(self.fps >= 0, "source.fps", ">= 0 (0 = the source's own rate)", self.fps)
-        _require(bool(self.name) and self.name != ALL_CAMERAS, "source.name",
-                 f"a non-empty camera id other than {ALL_CAMERAS!r} (events about every camera)", self.name)
+        _require(
+            bool(self.name) and self.name != ALL_CAMERAS,
+            "source.name",
+            f"a non-empty camera id other than {ALL_CAMERAS!r} (events about every camera)",
+            self.name,
+        )
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,9 @@ class RingConfig:
 
     def __post_init__(self) -> None:
         _require(self.seconds > 0, "ring.seconds", "> 0", self.seconds)
-        _require(self.when_full in WHEN_FULL, "ring.when_full", f"one of {', '.join(WHEN_FULL)}", self.when_full)
+        _require(
+            self.when_full in WHEN_FULL, "ring.when_full", f"one of {', '.join(WHEN_FULL)}", self.when_full
+        )
 
 
 @dataclass(frozen=True)
@@ -152,8 +160,12 @@ class PublishConfig:
         _require(self.hwm >= 1, "publish.hwm", ">= 1 (0 would mean unbounded)", self.hwm)
         _require(self.queue >= 1, "publish.queue", ">= 1", self.queue)
         for i, sink in enumerate(self.sinks):
-            _require(isinstance(sink, (SinkConfig, Sink)), f"publish.sinks[{i}]", "a SinkConfig or a sink object "
-                     "(name, dropped, open(), send(topic, payload), close())", sink)
+            _require(
+                isinstance(sink, (SinkConfig, Sink)),
+                f"publish.sinks[{i}]",
+                "a SinkConfig or a sink object (name, dropped, open(), send(topic, payload), close())",
+                sink,
+            )
 
 
 @dataclass(frozen=True)
@@ -210,8 +222,12 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "inference.threads", ">= 1", self.threads)
         _require(self.max_batch >= 1, "inference.max_batch", ">= 1", self.max_batch)
-        _require(1 <= self.opt_batch <= self.max_batch, "inference.opt_batch", f"1..max_batch ({self.max_batch})",
-                 self.opt_batch)
+        _require(
+            1 <= self.opt_batch <= self.max_batch,
+            "inference.opt_batch",
+            f"1..max_batch ({self.max_batch})",
+            self.opt_batch,
+        )
 
 
 @dataclass(frozen=True)
@@ -249,20 +265,46 @@ class FaceConfig:
     crop_size: int | None = None
 
     def __post_init__(self) -> None:
-        _require(self.detector in FACE_DETECTORS, "face.detector", f"one of {', '.join(FACE_DETECTORS)}", self.detector)
-        _require(self.detector != "yunet" or bool(self.model), "face.model", "the YuNet .onnx path when detector = 'yunet'",
-                 self.model)
-        _require(self.detector != "fixed" or (len(self.roi) == 4 and min(self.roi[2:]) > 0), "face.roi",
-                 "[x, y, w, h] with w, h > 0 when detector = 'fixed'", self.roi)
+        _require(
+            self.detector in FACE_DETECTORS,
+            "face.detector",
+            f"one of {', '.join(FACE_DETECTORS)}",
+            self.detector,
+        )
+        _require(
+            self.detector != "yunet" or bool(self.model),
+            "face.model",
+            "the YuNet .onnx path when detector = 'yunet'",
+            self.model,
+        )
+        _require(
+            self.detector != "fixed" or (len(self.roi) == 4 and min(self.roi[2:]) > 0),
+            "face.roi",
+            "[x, y, w, h] with w, h > 0 when detector = 'fixed'",
+            self.roi,
+        )
         _require(self.scale >= 1.0, "face.scale", ">= 1", self.scale)
-        _require(self.redetect_s > 0 and self.retry_s > 0, "face.redetect_s / face.retry_s", "> 0",
-                 (self.redetect_s, self.retry_s))
+        _require(
+            self.redetect_s > 0 and self.retry_s > 0,
+            "face.redetect_s / face.retry_s",
+            "> 0",
+            (self.redetect_s, self.retry_s),
+        )
         _require(0 < self.smoothing <= 1, "face.smoothing", "within (0, 1]", self.smoothing)
         _require(0 <= self.deadband < 0.5, "face.deadband", "within [0, 0.5)", self.deadband)
-        _require(self.detect_width == 0 or self.detect_width >= 64, "face.detect_width", "0 or >= 64", self.detect_width)
+        _require(
+            self.detect_width == 0 or self.detect_width >= 64,
+            "face.detect_width",
+            "0 or >= 64",
+            self.detect_width,
+        )
         _require(self.lost_after >= 1, "face.lost_after", ">= 1", self.lost_after)
-        _require(self.crop_size is None or self.crop_size >= 32, "face.crop_size", f">= 32 ({MODELS_VALUE})",
-                 self.crop_size)
+        _require(
+            self.crop_size is None or self.crop_size >= 32,
+            "face.crop_size",
+            f">= 32 ({MODELS_VALUE})",
+            self.crop_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -302,16 +344,24 @@ class SpotConfig:
     gather_ms: float = 10.0
 
     def __post_init__(self) -> None:
-        _require(self.sample_hz is None or 5 <= self.sample_hz <= 200, "spot.sample_hz",
-                 f"5..200 ({MODELS_VALUE})", self.sample_hz)
+        _require(
+            self.sample_hz is None or 5 <= self.sample_hz <= 200,
+            "spot.sample_hz",
+            f"5..200 ({MODELS_VALUE})",
+            self.sample_hz,
+        )
         _require(0 < self.hop_ms <= 200, "spot.hop_ms", "within (0, 200]", self.hop_ms)
         _require(self.settle_steps >= 0, "spot.settle_steps", ">= 0", self.settle_steps)
         for name in ("t_cpn", "t_crn", "t_nms"):
             value = getattr(self, name)
             _require(value is None or 0 <= value <= 1, f"spot.{name}", f"within 0..1 ({MODELS_VALUE})", value)
         _require(0 <= self.refine_lambda <= 0.5, "spot.refine_lambda", "within 0..0.5", self.refine_lambda)
-        _require(self.micro_max_ms > 0 and self.micro_rise_ms > 0, "spot.micro_max_ms / micro_rise_ms", "> 0",
-                 (self.micro_max_ms, self.micro_rise_ms))
+        _require(
+            self.micro_max_ms > 0 and self.micro_rise_ms > 0,
+            "spot.micro_max_ms / micro_rise_ms",
+            "> 0",
+            (self.micro_max_ms, self.micro_rise_ms),
+        )
         _require(50 <= self.max_lag_ms <= 3000, "spot.max_lag_ms", "within 50..3000", self.max_lag_ms)
         _require(0 <= self.gather_ms <= 50, "spot.gather_ms", "within 0..50", self.gather_ms)
 
@@ -376,15 +426,25 @@ class RunConfig:
         _require(self.duration >= 0, "duration", ">= 0 (0 = until Ctrl-C)", self.duration)
         _require(self.stats_interval >= 0.05, "stats_interval", ">= 0.05 s", self.stats_interval)
         _require(1 <= self.cameras <= MAX_CAMERAS, "cameras", f"1..{MAX_CAMERAS}", self.cameras)
-        _require(not self.recognise.enabled or self.spot.enabled, "recognise.enabled",
-                 "false when spot.enabled is false (recognition classifies spotted clips)", self.recognise.enabled)
+        _require(
+            not self.recognise.enabled or self.spot.enabled,
+            "recognise.enabled",
+            "false when spot.enabled is false (recognition classifies spotted clips)",
+            self.recognise.enabled,
+        )
         self.camera_sources()  # distinct camera ids, checked while the config file can still be named
 
     def camera_sources(self) -> list[SourceConfig]:
         """Every camera of the run: ``cameras`` copies of ``source``, then ``sources``; ids must differ."""
         first = self.source
-        copies = [first] if self.cameras == 1 else [
-            dataclasses.replace(first, name=_camera_name(first.name, i), seed=first.seed + i) for i in range(self.cameras)]
+        copies = (
+            [first]
+            if self.cameras == 1
+            else [
+                dataclasses.replace(first, name=_camera_name(first.name, i), seed=first.seed + i)
+                for i in range(self.cameras)
+            ]
+        )
         out = copies + list(self.sources)
         names = [s.name for s in out]
         duplicate = next((n for n in names if names.count(n) > 1), None)
@@ -423,7 +483,10 @@ def _optional(hint: Any) -> Any:
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     """Coerce a TOML value to the field's annotated type, or raise naming the key."""
     hint = _optional(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `SinkConfig | Sink`: TOML spells the table
+    if typing.get_origin(hint) in (
+        typing.Union,
+        types.UnionType,
+    ):  # `SinkConfig | Sink`: TOML spells the table
         hint = next((arg for arg in typing.get_args(hint) if dataclasses.is_dataclass(arg)), hint)
     origin = typing.get_origin(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
@@ -462,8 +525,9 @@ def merge(base: Any, data: Mapping[str, Any], where: str = "") -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise ConfigError(f"unknown key {path!r}{did_you_mean(key, names)}; "
-                              f"known keys here: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown key {path!r}{did_you_mean(key, names)}; known keys here: {', '.join(sorted(names))}"
+            )
         current = getattr(base, key)
         if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
             changes[key] = merge(current, value, path)
@@ -472,9 +536,11 @@ def merge(base: Any, data: Mapping[str, Any], where: str = "") -> Any:
     return dataclasses.replace(base, **changes)
 
 
-CAMERA_TABLES = ("a run's cameras are one [source] table (single brackets; `cameras = N` copies it) and, for "
-                 "cameras of other kinds, one [[sources]] table each (double brackets: a list); a file with "
-                 "[[sources]] tables only runs exactly those cameras")
+CAMERA_TABLES = (
+    "a run's cameras are one [source] table (single brackets; `cameras = N` copies it) and, for "
+    "cameras of other kinds, one [[sources]] table each (double brackets: a list); a file with "
+    "[[sources]] tables only runs exactly those cameras"
+)
 _CAMERA_HEADER = re.compile(r"^\s*(\[\[?)\s*(sources?)\s*\]", re.MULTILINE)
 
 
@@ -488,11 +554,14 @@ def _camera_tables(config: RunConfig, data: Mapping[str, Any]) -> RunConfig:
     """
     source, sources = data.get("source"), data.get("sources")
     if isinstance(source, list):
-        raise ConfigError(f"source: [[source]] is a list of tables, but there is one [source]; "
-                          f"{CAMERA_TABLES}")
+        raise ConfigError(
+            f"source: [[source]] is a list of tables, but there is one [source]; {CAMERA_TABLES}"
+        )
     if sources is not None and not isinstance(sources, list):
-        raise ConfigError(f"sources: [sources] is a single table, but each further camera is its own "
-                          f"[[sources]] table; {CAMERA_TABLES}")
+        raise ConfigError(
+            f"sources: [sources] is a single table, but each further camera is its own "
+            f"[[sources]] table; {CAMERA_TABLES}"
+        )
     if source is not None or not sources:
         return merge(config, data)
     config = merge(config, {k: v for k, v in data.items() if k != "sources"})
@@ -518,15 +587,18 @@ def check_kinds(config: RunConfig) -> None:
     for key, group, kind in named:
         kinds, clashes = scan(group)
         if kind not in kinds and kind not in clashes:  # a clash is reported (both packages) when it is used
-            raise ConfigError(f"{key}: no {NOUNS[group]} kind {kind!r}{did_you_mean(kind, kinds)}; "
-                              f"available: {', '.join(sorted(kinds))}")
+            raise ConfigError(
+                f"{key}: no {NOUNS[group]} kind {kind!r}{did_you_mean(kind, kinds)}; "
+                f"available: {', '.join(sorted(kinds))}"
+            )
 
 
 def load_config(path: str | Path | None = None, preset: str = "default") -> RunConfig:
     """The preset, overlaid with a TOML file when one is given."""
     if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; "
-                          f"presets: {', '.join(PRESETS)}")
+        raise ConfigError(
+            f"unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; presets: {', '.join(PRESETS)}"
+        )
     config = PRESETS[preset]
     if path is None:
         return config

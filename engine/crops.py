@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from mestream.engine.face import Box, crop
-from mestream.engine.ring import FrameRing, Waker, ReaderCursor, RingError
+from mestream.engine.ring import FrameRing, ReaderCursor, RingError, Waker
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,16 @@ class CropRing:
 
     # -- the face stage's side ------------------------------------------------------------------
 
-    def write(self, gray: np.ndarray, box: Box, frame_id: int, device_ns: int, host_ns: int, wall_ns: int,
-              source_seq: int) -> int:
+    def write(
+        self,
+        gray: np.ndarray,
+        box: Box,
+        frame_id: int,
+        device_ns: int,
+        host_ns: int,
+        wall_ns: int,
+        source_seq: int,
+    ) -> int:
         """Cut ``box`` out of ``gray`` straight into the next slot; returns the crop's seq."""
         slot_pixels = self._begin(box, source_seq)
         try:
@@ -107,13 +115,23 @@ class CropRing:
             raise
         return self._commit(frame_id, device_ns, host_ns, wall_ns)
 
-    def write_crop(self, pixels: np.ndarray, box: Box, frame_id: int, device_ns: int, host_ns: int,
-                   wall_ns: int, source_seq: int) -> int:
+    def write_crop(
+        self,
+        pixels: np.ndarray,
+        box: Box,
+        frame_id: int,
+        device_ns: int,
+        host_ns: int,
+        wall_ns: int,
+        source_seq: int,
+    ) -> int:
         """Store a crop that was cut elsewhere (a camera that crops on board, a test) with the
         box it was cut with; returns its seq."""
         if pixels.shape != (self.size, self.size) or pixels.dtype != np.uint8:
-            raise ValueError(f"crop ring: a crop must be a {self.size}x{self.size} uint8 array, "
-                             f"got {pixels.shape} {pixels.dtype}")
+            raise ValueError(
+                f"crop ring: a crop must be a {self.size}x{self.size} uint8 array, "
+                f"got {pixels.shape} {pixels.dtype}"
+            )
         np.copyto(self._begin(box, source_seq), pixels)
         return self._commit(frame_id, device_ns, host_ns, wall_ns)
 
@@ -129,8 +147,10 @@ class CropRing:
         self._written_ns[seq % self.capacity] = time.monotonic_ns()
         got = self._ring.commit(frame_id, device_ns, host_ns, wall_ns)
         if got != seq:
-            raise RuntimeError(f"crop ring: the frame ring numbered crop {seq} as {got}; "
-                               "something else writes to this crop ring's FrameRing")
+            raise RuntimeError(
+                f"crop ring: the frame ring numbered crop {seq} as {got}; "
+                "something else writes to this crop ring's FrameRing"
+            )
         self._next = seq + 1
         return seq
 

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Self, Sequence
+from typing import Any, ClassVar, Self
 
 import msgpack
 
@@ -60,7 +61,13 @@ UNSTAMPED = -1
 HEADER_FIELDS: tuple[str, ...] = ("schema", "camera", "seq", "host_ns", "wall_ns")
 
 HEALTH_STATES: tuple[str, ...] = (
-    "started", "stopped", "face_lost", "face_found", "source_error", "stage_error", "sink_error",
+    "started",
+    "stopped",
+    "face_lost",
+    "face_found",
+    "source_error",
+    "stage_error",
+    "sink_error",
 )
 """The states the engine emits today; `HealthEvent.state` stays a free string so a plugin can add its own."""
 
@@ -104,8 +111,13 @@ class Event:
 
         One dict built once, header first, without copying the frozen event (the bus calls
         this for every event it publishes)."""
-        out: dict[str, Any] = {"schema": self.schema, "camera": self.camera, "seq": seq, "host_ns": host_ns,
-                               "wall_ns": wall_ns}
+        out: dict[str, Any] = {
+            "schema": self.schema,
+            "camera": self.camera,
+            "seq": seq,
+            "host_ns": host_ns,
+            "wall_ns": wall_ns,
+        }
         for name in _body_names(type(self)):
             out[name] = getattr(self, name)
         return out
@@ -237,9 +249,10 @@ class RecogEvent(Event):
     latency: dict[str, float]
 
 
-_SCHEMAS: dict[str, type[Event]] = {cls.topic: cls for cls in (SpotEvent, RecogEvent, StatsEvent, HealthEvent)}
+_SCHEMAS: dict[str, type[Event]] = {
+    cls.topic: cls for cls in (SpotEvent, RecogEvent, StatsEvent, HealthEvent)
+}
 _BODY_FIELDS: dict[str, frozenset[str]] = {topic: cls.body_fields() for topic, cls in _SCHEMAS.items()}
-
 
 
 def schema_for(topic: str) -> type[Event]:
@@ -263,7 +276,9 @@ def check_body(topic: str, body: Mapping[str, Any]) -> None:
         return
     unknown = sorted(set(body) - expected)
     if unknown:
-        raise SchemaError(f"{topic}: unknown field {unknown[0]!r} (body fields: {', '.join(sorted(expected))})")
+        raise SchemaError(
+            f"{topic}: unknown field {unknown[0]!r} (body fields: {', '.join(sorted(expected))})"
+        )
     raise SchemaError(f"{topic}: missing field {sorted(expected - set(body))[0]!r}")
 
 
@@ -289,8 +304,13 @@ def health(camera: str, state: str, message: str, detail: Mapping[str, Any] | No
 def stamp(camera: str, seq: int, host_ns: int, wall_ns: int, body: Mapping[str, Any]) -> dict[str, Any]:
     """A full payload from a body dict: the header, then the body's fields (for a sink driven
     without a bus; the bus uses `Event.payload`)."""
-    payload: dict[str, Any] = {"schema": SCHEMA_VERSION, "camera": camera, "seq": seq, "host_ns": host_ns,
-                               "wall_ns": wall_ns}
+    payload: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "camera": camera,
+        "seq": seq,
+        "host_ns": host_ns,
+        "wall_ns": wall_ns,
+    }
     payload.update(body)
     return payload
 

@@ -49,7 +49,9 @@ def load_cascade() -> cv2.CascadeClassifier:
     path = cv2.data.haarcascades + CASCADE
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
-        raise FaceError(f"face detector: cannot load the Haar cascade {path} (is opencv-python-headless<5 installed?)")
+        raise FaceError(
+            f"face detector: cannot load the Haar cascade {path} (is opencv-python-headless<5 installed?)"
+        )
     return cascade
 
 
@@ -60,8 +62,9 @@ def _detector() -> cv2.CascadeClassifier:
     return _cascade
 
 
-def detect_face(gray: np.ndarray, *, min_fraction: float = 0.2,
-                cascade: cv2.CascadeClassifier | None = None) -> tuple[int, int, int, int] | None:
+def detect_face(
+    gray: np.ndarray, *, min_fraction: float = 0.2, cascade: cv2.CascadeClassifier | None = None
+) -> tuple[int, int, int, int] | None:
     """The largest frontal face as ``(x, y, w, h)``, or None.
 
     ``min_fraction`` of the frame height is the smallest face accepted: an ME camera frames
@@ -72,7 +75,9 @@ def detect_face(gray: np.ndarray, *, min_fraction: float = 0.2,
     if gray.ndim == 3:
         gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
     side = int(min_fraction * gray.shape[0])
-    faces = (cascade or _detector()).detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+    faces = (cascade or _detector()).detectMultiScale(
+        gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side)
+    )
     if len(faces) == 0:
         return None
     x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
@@ -92,8 +97,9 @@ def square_box(face: tuple[int, int, int, int], scale: float = 1.2) -> Box:
     return Box(x0, y0, x0 + side, y0 + side)
 
 
-def crop(gray: np.ndarray, box: Box, size: int, out: np.ndarray | None = None,
-         interpolation: int | None = None) -> np.ndarray:
+def crop(
+    gray: np.ndarray, box: Box, size: int, out: np.ndarray | None = None, interpolation: int | None = None
+) -> np.ndarray:
     """``box`` cut from ``gray`` and resized to ``size``×``size``.
 
     Parts of the box outside the frame are filled by replicating the border, so a face
@@ -111,8 +117,14 @@ def crop(gray: np.ndarray, box: Box, size: int, out: np.ndarray | None = None,
     if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
         patch = gray[y0:y1, x0:x1]
     else:
-        patch = cv2.copyMakeBorder(gray[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)],
-                                   max(-y0, 0), max(y1 - h, 0), max(-x0, 0), max(x1 - w, 0), cv2.BORDER_REPLICATE)
+        patch = cv2.copyMakeBorder(
+            gray[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)],
+            max(-y0, 0),
+            max(y1 - h, 0),
+            max(-x0, 0),
+            max(x1 - w, 0),
+            cv2.BORDER_REPLICATE,
+        )
     if interpolation is None:
         interpolation = cv2.INTER_AREA if box.size >= size else cv2.INTER_LINEAR
     if out is None:
@@ -204,7 +216,9 @@ class YuNetDetector(_Downscaled):
             self._net = cv2.FaceDetectorYN.create(path, "", (320, 320))
         except cv2.error as exc:
             reason = str(exc).strip().splitlines()[-1]
-            raise FaceError(f"face detector: cannot load the YuNet model {path!r} ({reason}); {get}") from None
+            raise FaceError(
+                f"face detector: cannot load the YuNet model {path!r} ({reason}); {get}"
+            ) from None
         self._size = (320, 320)
         self._bgr: np.ndarray | None = None
 

@@ -104,18 +104,28 @@ class FaceStage(Stage):
 
     ctx: RunContext
 
-    def __init__(self, ctx: RunContext, crops: CropRing, config: FaceConfig, wait_when_full: bool,
-                 detector: Detector | None = None) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        crops: CropRing,
+        config: FaceConfig,
+        wait_when_full: bool,
+        detector: Detector | None = None,
+    ) -> None:
         super().__init__("face", ctx)
         shape = ctx.ring.shape
         if ctx.ring.dtype != np.uint8 or not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)):
-            raise ValueError(f"face stage: frames must be mono8 (H, W) or bgr8 (H, W, 3) uint8, "
-                             f"got {shape} {ctx.ring.dtype}")
+            raise ValueError(
+                f"face stage: frames must be mono8 (H, W) or bgr8 (H, W, 3) uint8, "
+                f"got {shape} {ctx.ring.dtype}"
+            )
         if config.detector == "fixed":
             x, y, w, h = config.roi
             if x >= shape[1] or y >= shape[0] or x + w <= 0 or y + h <= 0:
-                raise ConfigError(f"face.roi: {list(config.roi)} lies outside the {shape[1]}x{shape[0]} frames "
-                                  f"of camera {ctx.camera!r}")
+                raise ConfigError(
+                    f"face.roi: {list(config.roi)} lies outside the {shape[1]}x{shape[0]} frames "
+                    f"of camera {ctx.camera!r}"
+                )
         self.crops = crops
         self.config = config
         self.wait_when_full = wait_when_full
@@ -177,8 +187,9 @@ class FaceStage(Stage):
                 if stop.is_set():
                     return
             start = clock()
-            crops.write(gray, box, frame.frame_id, frame.device_ns, frame.host_ns, frame.wall_ns,
-                        source_seq=frame.seq)
+            crops.write(
+                gray, box, frame.frame_id, frame.device_ns, frame.host_ns, frame.wall_ns, source_seq=frame.seq
+            )
             crop_ns[self._crops_done % window] = clock() - start
             self._crops_done += 1
 
@@ -195,17 +206,26 @@ class FaceStage(Stage):
                 self.tracker.reset()
                 if self._found:
                     since = self.frames - self._found_frame
-                    self._health("face_lost", f"face lost: no face in {self._misses} detections",
-                                 {"frame_id": frame_id, "frames_since_found": since})
+                    self._health(
+                        "face_lost",
+                        f"face lost: no face in {self._misses} detections",
+                        {"frame_id": frame_id, "frames_since_found": since},
+                    )
                 else:  # never seen: say so once, so a missing or misframed subject is not a silent counter
-                    self._health("face_lost", f"no face found in the first {self.frames} frames "
-                                 f"({self._misses} detections); frames are not analysed until one is",
-                                 {"frame_id": frame_id, "frames_since_found": None})
+                    self._health(
+                        "face_lost",
+                        f"no face found in the first {self.frames} frames "
+                        f"({self._misses} detections); frames are not analysed until one is",
+                        {"frame_id": frame_id, "frames_since_found": None},
+                    )
             return self._every_missing
         box = self.tracker.update(face)
         if not self._found or self._lost:
-            self._health("face_found", f"face found at frame {frame_id}",
-                         {"frame_id": frame_id, "box": list(box), "detection": list(face)})
+            self._health(
+                "face_found",
+                f"face found at frame {frame_id}",
+                {"frame_id": frame_id, "box": list(box), "detection": list(face)},
+            )
         self._found, self._lost, self._misses, self._found_frame = True, False, 0, self.frames
         return self._every_found
 

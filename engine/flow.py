@@ -12,8 +12,11 @@ import cv2
 import numpy as np
 
 FLOW_METHODS = ("dis", "farneback", "tvl1")
-DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
 
 
 class OpticalFlow:
@@ -29,20 +32,26 @@ class OpticalFlow:
         self._dis = self._tvl1 = None
         if method == "dis":
             if preset not in DIS_PRESETS:
-                raise ValueError(f"optical flow: DIS preset must be one of {', '.join(DIS_PRESETS)}, got {preset!r}")
+                raise ValueError(
+                    f"optical flow: DIS preset must be one of {', '.join(DIS_PRESETS)}, got {preset!r}"
+                )
             self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
         elif method == "tvl1":
             optflow = getattr(cv2, "optflow", None)
             if optflow is None:
-                raise ValueError("optical flow: method 'tvl1' needs OpenCV's contrib modules "
-                                 "(pip install 'opencv-contrib-python-headless<5' in place of opencv-python-headless); "
-                                 "use 'dis' or 'farneback'")
+                raise ValueError(
+                    "optical flow: method 'tvl1' needs OpenCV's contrib modules "
+                    "(pip install 'opencv-contrib-python-headless<5' in place of opencv-python-headless); "
+                    "use 'dis' or 'farneback'"
+                )
             self._tvl1 = optflow.DualTVL1OpticalFlow_create()
 
     def __call__(self, prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
         if prev.shape != cur.shape or prev.ndim != 2 or prev.dtype != np.uint8 or cur.dtype != np.uint8:
-            raise ValueError(f"optical flow: needs two grey uint8 frames of one shape, got {prev.shape} {prev.dtype} "
-                             f"and {cur.shape} {cur.dtype}")
+            raise ValueError(
+                f"optical flow: needs two grey uint8 frames of one shape, got {prev.shape} {prev.dtype} "
+                f"and {cur.shape} {cur.dtype}"
+            )
         if self._dis is not None:
             return self._dis.calc(prev, cur, None)
         if self._tvl1 is not None:
@@ -75,8 +84,14 @@ def sample_image(mean: np.ndarray, blur: float, out: np.ndarray | None = None) -
     return out
 
 
-def flow_input(flow: OpticalFlow, prev: np.ndarray, cur: np.ndarray, size: int, gain: float,
-               out: np.ndarray | None = None) -> np.ndarray:
+def flow_input(
+    flow: OpticalFlow,
+    prev: np.ndarray,
+    cur: np.ndarray,
+    size: int,
+    gain: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """MESNet's input for one step: the flow ``prev`` → ``cur`` minus its median (head motion),
     area-averaged to ``size``×``size`` and multiplied by ``gain``, as (2, size, size) float32
     (channel 0 = dx). ``out`` may be a float16 or float32 (2, size, size) array."""

@@ -13,8 +13,9 @@ on the merged outputs of overlapping windows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class Spots:
     scores: np.ndarray
 
     @classmethod
-    def empty(cls) -> "Spots":
+    def empty(cls) -> Spots:
         return cls(np.zeros((0, 2)), np.zeros(0))
 
     def __len__(self) -> int:
@@ -90,7 +91,7 @@ def nms(intervals: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarr
     order = np.argsort(-np.asarray(scores), kind="stable")
     keep: list[int] = []
     for i in order:
-        if not keep or interval_iou(intervals[i:i + 1], intervals[keep]).max() <= threshold:
+        if not keep or interval_iou(intervals[i : i + 1], intervals[keep]).max() <= threshold:
             keep.append(int(i))
     return np.asarray(keep, dtype=np.int64)
 
@@ -104,8 +105,8 @@ def cpn_proposals(scores: Sequence[np.ndarray], config: Any, t_cpn: float, steps
     sc = np.concatenate([np.asarray(s)[np.asarray(s) >= t_cpn] for s in scores])
     if not len(sc):
         return Spots(np.zeros((0, 2), np.int64), np.zeros(0))
-    top = np.argsort(-sc, kind="stable")[:8 * config.max_proposals]
-    keep = top[nms(ivs[top], sc[top], config.t_nms)[:config.max_proposals]]
+    top = np.argsort(-sc, kind="stable")[: 8 * config.max_proposals]
+    keep = top[nms(ivs[top], sc[top], config.t_nms)[: config.max_proposals]]
     return Spots(ivs[keep], sc[keep])
 
 
@@ -118,7 +119,9 @@ def resample(features: np.ndarray, start: int, end: int, steps: int) -> np.ndarr
     return features[lo] * (1 - w) + features[hi] * w
 
 
-def crn_intervals(proposals: Spots, probs: np.ndarray, offsets: np.ndarray, t_crn: float, t_nms: float) -> Spots:
+def crn_intervals(
+    proposals: Spots, probs: np.ndarray, offsets: np.ndarray, t_crn: float, t_nms: float
+) -> Spots:
     """CRN outputs → intervals (module docstring), kept where P(ME) >= T_CRN, then NMS."""
     keep = np.asarray(probs)[:, 1] >= t_crn
     if not keep.any():

@@ -14,12 +14,19 @@ import numpy as np
 __all__ = ["is_micro", "refine"]
 
 
-def is_micro(onset_frame: int, apex_frame: int, offset_frame: int, fps: float, max_ms: float = 500.0,
-             rise_ms: float = 250.0) -> bool:
+def is_micro(
+    onset_frame: int,
+    apex_frame: int,
+    offset_frame: int,
+    fps: float,
+    max_ms: float = 500.0,
+    rise_ms: float = 250.0,
+) -> bool:
     """DFME's rule, inclusive frame counts as the dataset writes it (250 / 125 frames at 500 fps):
     micro when onset→offset lasts at most ``max_ms`` or onset→apex at most ``rise_ms``."""
-    return ((offset_frame - onset_frame + 1) <= max_ms / 1000.0 * fps
-            or (apex_frame - onset_frame + 1) <= rise_ms / 1000.0 * fps)
+    return (offset_frame - onset_frame + 1) <= max_ms / 1000.0 * fps or (
+        apex_frame - onset_frame + 1
+    ) <= rise_ms / 1000.0 * fps
 
 
 def refine(crops: np.ndarray, first_frame: int, onset: int, apex: int, lam: float) -> tuple[int, int]:

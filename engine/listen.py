@@ -22,8 +22,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import zmq
 
@@ -68,9 +69,14 @@ class Subscriber:
     schema version or fields that do not match the topic's schema: skipped).
     """
 
-    def __init__(self, endpoint: str, topics: Iterable[str] = (events.TOPIC_PREFIX,), rcvhwm: int = 1000,
-                 on_gap: Callable[[Gap], None] | None = None,
-                 on_reject: Callable[[str, dict[str, Any], events.SchemaError], None] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        topics: Iterable[str] = (events.TOPIC_PREFIX,),
+        rcvhwm: int = 1000,
+        on_gap: Callable[[Gap], None] | None = None,
+        on_reject: Callable[[str, dict[str, Any], events.SchemaError], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.topics = tuple(topics)
         self.on_gap = on_gap
@@ -91,7 +97,9 @@ class Subscriber:
                 socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
         except zmq.ZMQError as exc:
             socket.close(linger=0)
-            raise ValueError(f"cannot connect to {endpoint!r}: {exc}; expected tcp://HOST:PORT or ipc:///path") from None
+            raise ValueError(
+                f"cannot connect to {endpoint!r}: {exc}; expected tcp://HOST:PORT or ipc:///path"
+            ) from None
         self._socket: zmq.Socket | None = socket
 
     def recv(self, timeout_ms: int | None = None) -> tuple[str, dict[str, Any]] | None:
@@ -129,7 +137,7 @@ class Subscriber:
             self._socket.close(linger=0)
             self._socket = None
 
-    def __enter__(self) -> "Subscriber":
+    def __enter__(self) -> Subscriber:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -152,8 +160,14 @@ class Subscriber:
                 self.on_gap(gap)
         else:
             self.restarts += 1
-            log.info("subscriber to %s: %s %s seq went back from %d to %d; publisher restarted?",
-                     self.endpoint, topic, camera, last, seq)
+            log.info(
+                "subscriber to %s: %s %s seq went back from %d to %d; publisher restarted?",
+                self.endpoint,
+                topic,
+                camera,
+                last,
+                seq,
+            )
 
 
 def check_schema(topic: str, payload: dict[str, Any]) -> None:
@@ -175,20 +189,40 @@ NO_MESSAGE_WARN_S = 3.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("endpoint", metavar="ENDPOINT", help="the engine's endpoint, e.g. tcp://127.0.0.1:5556")
-    parser.add_argument("--jsonl", metavar="FILE",
-                        help="also append every event to FILE as JSON lines; '-' writes JSON lines to stdout instead of the summary lines")
-    parser.add_argument("--topic", metavar="PREFIX", action="append",
-                        help=f"topic prefix to subscribe to; repeatable (default: {events.TOPIC_PREFIX})")
+    parser.add_argument(
+        "endpoint", metavar="ENDPOINT", help="the engine's endpoint, e.g. tcp://127.0.0.1:5556"
+    )
+    parser.add_argument(
+        "--jsonl",
+        metavar="FILE",
+        help="also append every event to FILE as JSON lines; '-' writes JSON lines to stdout instead of the summary lines",
+    )
+    parser.add_argument(
+        "--topic",
+        metavar="PREFIX",
+        action="append",
+        help=f"topic prefix to subscribe to; repeatable (default: {events.TOPIC_PREFIX})",
+    )
     parser.add_argument("--count", type=int, metavar="N", help="exit after N events")
-    parser.add_argument("--duration", type=float, metavar="S",
-                        help="exit after S seconds; the exit code is 1 if no valid event arrived")
-    parser.add_argument("--until-stopped", action="store_true",
-                        help="exit once every camera seen has published its 'stopped' health event (the "
-                             "engine's run ended); the exit code is 1 if no valid event arrived")
-    parser.add_argument("--warn-after", type=float, metavar="S", default=NO_MESSAGE_WARN_S,
-                        help="warn on stderr when nothing arrived for S seconds "
-                             "(default %(default)g; 0: never)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="exit after S seconds; the exit code is 1 if no valid event arrived",
+    )
+    parser.add_argument(
+        "--until-stopped",
+        action="store_true",
+        help="exit once every camera seen has published its 'stopped' health event (the "
+        "engine's run ended); the exit code is 1 if no valid event arrived",
+    )
+    parser.add_argument(
+        "--warn-after",
+        type=float,
+        metavar="S",
+        default=NO_MESSAGE_WARN_S,
+        help="warn on stderr when nothing arrived for S seconds (default %(default)g; 0: never)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,8 +234,12 @@ def run(args: argparse.Namespace) -> int:
     log_sink = JsonlSink(args.jsonl, name="listen") if args.jsonl and not to_stdout else None
 
     def warn_gap(gap: Gap) -> None:
-        print(f"mestream listen: gap on {gap.topic} {gap.camera}: {gap.missed} missed "
-              f"(seq {gap.expected}..{gap.got - 1})", file=sys.stderr, flush=True)
+        print(
+            f"mestream listen: gap on {gap.topic} {gap.camera}: {gap.missed} missed "
+            f"(seq {gap.expected}..{gap.got - 1})",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def warn_reject(topic: str, payload: dict[str, Any], error: events.SchemaError) -> None:
         where = f"{topic} {payload.get('camera', '?')} #{payload.get('seq', '?')}"
@@ -219,7 +257,11 @@ def run(args: argparse.Namespace) -> int:
         subscriber.close()
         print(f"mestream listen: {exc}", file=sys.stderr)
         return 2
-    print(f"mestream listen: subscribed to {', '.join(prefixes)} on {args.endpoint}", file=sys.stderr, flush=True)
+    print(
+        f"mestream listen: subscribed to {', '.join(prefixes)} on {args.endpoint}",
+        file=sys.stderr,
+        flush=True,
+    )
     counts: collections.Counter[str] = collections.Counter()
     try:
         _loop(subscriber, args, prefixes, counts, log_sink, to_stdout)
@@ -234,8 +276,11 @@ def run(args: argparse.Namespace) -> int:
     print(_summary(counts, subscriber), file=sys.stderr, flush=True)
     if (args.duration is not None or args.until_stopped) and subscriber.received == 0:
         rejected = f" ({subscriber.rejected} rejected)" if subscriber.rejected else ""
-        print(f"mestream listen: no valid event arrived from {args.endpoint}{rejected}", file=sys.stderr,
-              flush=True)
+        print(
+            f"mestream listen: no valid event arrived from {args.endpoint}{rejected}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     return 0
 
@@ -244,8 +289,14 @@ def _shown(topic: str, prefixes: list[str]) -> bool:
     return any(topic.startswith(prefix) for prefix in prefixes)
 
 
-def _loop(subscriber: Subscriber, args: argparse.Namespace, prefixes: list[str],
-          counts: collections.Counter[str], log_sink: JsonlSink | None, to_stdout: bool) -> None:
+def _loop(
+    subscriber: Subscriber,
+    args: argparse.Namespace,
+    prefixes: list[str],
+    counts: collections.Counter[str],
+    log_sink: JsonlSink | None,
+    to_stdout: bool,
+) -> None:
     started = time.monotonic()
     deadline = None if args.duration is None else started + args.duration
     warn_at = started + args.warn_after if args.warn_after and args.warn_after > 0 else None
@@ -261,9 +312,13 @@ def _loop(subscriber: Subscriber, args: argparse.Namespace, prefixes: list[str],
         if warn_at is not None and now >= warn_at:
             warn_at = None
             if subscriber.received + subscriber.rejected + subscriber.errors == 0:
-                print(f"mestream listen: nothing received from {args.endpoint} in {args.warn_after:g} s: "
-                      f"is no engine publishing there? start one with `mestream run` (it publishes on "
-                      f"{DEFAULT_ENDPOINT} unless --publish says otherwise)", file=sys.stderr, flush=True)
+                print(
+                    f"mestream listen: nothing received from {args.endpoint} in {args.warn_after:g} s: "
+                    f"is no engine publishing there? start one with `mestream run` (it publishes on "
+                    f"{DEFAULT_ENDPOINT} unless --publish says otherwise)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         message = subscriber.recv(timeout_ms)
         if message is None:
             continue
@@ -282,8 +337,13 @@ def _loop(subscriber: Subscriber, args: argparse.Namespace, prefixes: list[str],
             return
 
 
-def _show(topic: str, payload: dict[str, Any], counts: collections.Counter[str], log_sink: JsonlSink | None,
-          to_stdout: bool) -> None:
+def _show(
+    topic: str,
+    payload: dict[str, Any],
+    counts: collections.Counter[str],
+    log_sink: JsonlSink | None,
+    to_stdout: bool,
+) -> None:
     counts[topic] += 1
     if log_sink is not None:
         try:
@@ -319,15 +379,19 @@ def _ms(latency: Any) -> str:
 
 def _stats(p: dict[str, Any]) -> str:
     drops = ",".join(f"{k}:{v}" for k, v in sorted(p["drops"].items()) if v)
-    return (f"fps_in={p['fps_in']:.1f} fps_out={p['fps_out']:.1f} frames={p['frames_in']}/{p['frames_out']} "
-            f"ring={p['ring_fill']:.2f} lag={p['lag_frames']}f/{p['lag_ms']:.1f}ms drops={drops or 0} "
-            f"up={p['uptime_s']:.0f}s")
+    return (
+        f"fps_in={p['fps_in']:.1f} fps_out={p['fps_out']:.1f} frames={p['frames_in']}/{p['frames_out']} "
+        f"ring={p['ring_fill']:.2f} lag={p['lag_frames']}f/{p['lag_ms']:.1f}ms drops={drops or 0} "
+        f"up={p['uptime_s']:.0f}s"
+    )
 
 
 def _spot(p: dict[str, Any]) -> str:
     kind = "micro" if p["is_micro"] else "macro"
-    return (f"id={p['event_id']} {kind} frames={p['onset_frame']}-{p['apex_frame']}-{p['offset_frame']} "
-            f"score={p['score']:.2f} scale={p['scale']}{_ms(p['latency'])}")
+    return (
+        f"id={p['event_id']} {kind} frames={p['onset_frame']}-{p['apex_frame']}-{p['offset_frame']} "
+        f"score={p['score']:.2f} scale={p['scale']}{_ms(p['latency'])}"
+    )
 
 
 def _recog(p: dict[str, Any]) -> str:
@@ -363,4 +427,3 @@ def format_event(topic: str, payload: dict[str, Any]) -> str:
             pass
     body = {k: v for k, v in payload.items() if k not in events.HEADER_FIELDS}
     return f"{head} {json.dumps(body, default=str, separators=(',', ':'))}"
-

@@ -108,12 +108,16 @@ class SubgraphInfo:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SubgraphInfo:
-        return cls(model=str(data["model"]), name=str(data["name"]), file=str(data["file"]),
-                   sha256=str(data["sha256"]),
-                   inputs=tuple(TensorInfo.from_dict(t) for t in data["inputs"]),
-                   outputs=tuple(TensorInfo.from_dict(t) for t in data["outputs"]),
-                   dims={k: (int(v[0]), int(v[1]), int(v[2])) for k, v in data.get("dims", {}).items()},
-                   parity={k: dict(v) for k, v in data.get("parity", {}).items()})
+        return cls(
+            model=str(data["model"]),
+            name=str(data["name"]),
+            file=str(data["file"]),
+            sha256=str(data["sha256"]),
+            inputs=tuple(TensorInfo.from_dict(t) for t in data["inputs"]),
+            outputs=tuple(TensorInfo.from_dict(t) for t in data["outputs"]),
+            dims={k: (int(v[0]), int(v[1]), int(v[2])) for k, v in data.get("dims", {}).items()},
+            parity={k: dict(v) for k, v in data.get("parity", {}).items()},
+        )
 
 
 # -- what the engine reads of each model ---------------------------------------------------------
@@ -202,14 +206,20 @@ class ModelInfo:
         for subgraph in self.subgraphs:
             if subgraph.name == name:
                 return subgraph
-        raise ManifestError(f"model {self.name}: no subgraph {name!r}; subgraphs: "
-                            f"{', '.join(s.name for s in self.subgraphs)}")
+        raise ManifestError(
+            f"model {self.name}: no subgraph {name!r}; subgraphs: {', '.join(s.name for s in self.subgraphs)}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "preset": self.preset, "checkpoint": self.checkpoint,
-                "checkpoint_sha256": self.checkpoint_sha256, "config": dict(self.recorded_config),
-                "preprocessing": dict(self.recorded_preprocessing),
-                "subgraphs": [dataclasses.asdict(s) for s in self.subgraphs]}
+        return {
+            "name": self.name,
+            "preset": self.preset,
+            "checkpoint": self.checkpoint,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "config": dict(self.recorded_config),
+            "preprocessing": dict(self.recorded_preprocessing),
+            "subgraphs": [dataclasses.asdict(s) for s in self.subgraphs],
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,17 +243,27 @@ def model_info(data: Mapping[str, Any], where: str = "models.?") -> ModelInfo:
     the typed `MESNetInfo` / `AKMNetInfo`. Raises `ManifestError` naming the field (``where``
     is the entry's path in the manifest) when a field the engine reads is missing or mistyped."""
     common: dict[str, Any] = dict(
-        name=str(data["name"]), preset=str(data["preset"]), checkpoint=str(data["checkpoint"]),
-        checkpoint_sha256=str(data["checkpoint_sha256"]), recorded_config=dict(data["config"]),
+        name=str(data["name"]),
+        preset=str(data["preset"]),
+        checkpoint=str(data["checkpoint"]),
+        checkpoint_sha256=str(data["checkpoint_sha256"]),
+        recorded_config=dict(data["config"]),
         recorded_preprocessing=dict(data["preprocessing"]),
-        subgraphs=tuple(SubgraphInfo.from_dict(s) for s in data["subgraphs"]))
+        subgraphs=tuple(SubgraphInfo.from_dict(s) for s in data["subgraphs"]),
+    )
     config, prep = data["config"], data["preprocessing"]
     if common["name"] == MESNET:
-        return MESNetInfo(**common, config=parse_fields(MESNetModelConfig, config, f"{where}.config"),
-                          preprocessing=parse_fields(MESNetPreprocessing, prep, f"{where}.preprocessing"))
+        return MESNetInfo(
+            **common,
+            config=parse_fields(MESNetModelConfig, config, f"{where}.config"),
+            preprocessing=parse_fields(MESNetPreprocessing, prep, f"{where}.preprocessing"),
+        )
     if common["name"] == AKMNET:
-        return AKMNetInfo(**common, config=parse_fields(AKMNetModelConfig, config, f"{where}.config"),
-                          preprocessing=parse_fields(AKMNetPreprocessing, prep, f"{where}.preprocessing"))
+        return AKMNetInfo(
+            **common,
+            config=parse_fields(AKMNetModelConfig, config, f"{where}.config"),
+            preprocessing=parse_fields(AKMNetPreprocessing, prep, f"{where}.preprocessing"),
+        )
     return ModelInfo(**common)  # a family the engine does not run: described, not interpreted
 
 
@@ -314,8 +334,9 @@ class Manifest:
     def subgraph(self, key: str) -> SubgraphInfo:
         subgraphs = self.subgraphs
         if key not in subgraphs:
-            raise ManifestError(f"{self.root / MANIFEST_NAME}: no subgraph {key!r}; subgraphs: "
-                                f"{', '.join(subgraphs)}")
+            raise ManifestError(
+                f"{self.root / MANIFEST_NAME}: no subgraph {key!r}; subgraphs: {', '.join(subgraphs)}"
+            )
         return subgraphs[key]
 
     @property
@@ -331,8 +352,9 @@ class Manifest:
     def _typed(self, name: str, cls: type[T]) -> T:
         info = self.models.get(name)
         if not isinstance(info, cls):
-            raise ManifestError(f"{self.root / MANIFEST_NAME}: no {name} model (it holds "
-                                f"{', '.join(self.models) or 'none'})")
+            raise ManifestError(
+                f"{self.root / MANIFEST_NAME}: no {name} model (it holds {', '.join(self.models) or 'none'})"
+            )
         return info
 
     def path(self, key: str) -> Path:
@@ -346,18 +368,25 @@ class Manifest:
         try:
             actual = file_sha256(path)
         except OSError as exc:  # unreadable (permissions, I/O error): named like a missing file
-            raise ManifestError(f"model {key}: ONNX file {path} cannot be read ({exc.strerror or exc})"
-                                ) from None
+            raise ManifestError(
+                f"model {key}: ONNX file {path} cannot be read ({exc.strerror or exc})"
+            ) from None
         if actual != subgraph.sha256:
-            raise ManifestError(f"model {key}: ONNX file {path} does not match its manifest (sha256 "
-                                f"{actual[:12]}…, manifest says {subgraph.sha256[:12]}…); the file was "
-                                f"changed or damaged after export, re-run `mestream export`")
+            raise ManifestError(
+                f"model {key}: ONNX file {path} does not match its manifest (sha256 "
+                f"{actual[:12]}…, manifest says {subgraph.sha256[:12]}…); the file was "
+                f"changed or damaged after export, re-run `mestream export`"
+            )
         return path
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "opset": self.opset, "exporter": self.exporter,
-                "producer": dict(self.producer),
-                "models": {name: m.as_dict() for name, m in self.models.items()}}
+        return {
+            "format": self.format,
+            "opset": self.opset,
+            "exporter": self.exporter,
+            "producer": dict(self.producer),
+            "models": {name: m.as_dict() for name, m in self.models.items()},
+        }
 
     def save(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -376,13 +405,16 @@ class Manifest:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ManifestError(f"{path}: no export manifest here (run `mestream export --out {path.parent}`)"
-                                ) from None
+            raise ManifestError(
+                f"{path}: no export manifest here (run `mestream export --out {path.parent}`)"
+            ) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ManifestError(f"{path}: not a readable export manifest: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ManifestError(f"{path}: format {data.get('format') if isinstance(data, dict) else '?'!r}, "
-                                f"this mestream reads format {FORMAT}; re-run `mestream export`")
+            raise ManifestError(
+                f"{path}: format {data.get('format') if isinstance(data, dict) else '?'!r}, "
+                f"this mestream reads format {FORMAT}; re-run `mestream export`"
+            )
         problem = _malformed(data)
         if problem:
             raise ManifestError(f"{path}: malformed manifest: {problem}; re-run `mestream export`")
@@ -390,14 +422,20 @@ class Manifest:
             models = {name: model_info(m, f"models.{name}") for name, m in data["models"].items()}
         except ManifestError as exc:
             raise ManifestError(f"{path}: {exc}; re-run `mestream export`") from None
-        return cls(root=path.parent, opset=int(data["opset"]), exporter=str(data["exporter"]),
-                   producer=dict(data.get("producer", {})), models=models)
+        return cls(
+            root=path.parent,
+            opset=int(data["opset"]),
+            exporter=str(data["exporter"]),
+            producer=dict(data.get("producer", {})),
+            models=models,
+        )
 
 
 # -- shape of a manifest file ------------------------------------------------------------------------
 # Checked field by field before the dataclasses are built, so that a hand-edited or truncated
 # manifest is refused naming the field (``models.mesnet.subgraphs[1].inputs[0].shape``) rather
 # than with a bare KeyError, or accepted with a string where a list belongs (``tuple("abc")``).
+
 
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
@@ -430,15 +468,29 @@ def _malformed_tensor(data: Any, where: str) -> str | None:
         return problem
     for axis, dim in enumerate(data["shape"]):
         if not ((_is_int(dim) and dim >= 0) or (isinstance(dim, str) and dim)):
-            return (f"{where}.shape[{axis}] must be an axis length (int >= 0) or an axis name, "
-                    f"got {_kind(dim)} {dim!r:.60}")
+            return (
+                f"{where}.shape[{axis}] must be an axis length (int >= 0) or an axis name, "
+                f"got {_kind(dim)} {dim!r:.60}"
+            )
     return None
 
 
 def _malformed_subgraph(data: Any, where: str) -> str | None:
-    problem = _fields(data, where, {"model": str, "name": str, "file": str, "sha256": str, "inputs": list,
-                                    "outputs": list, "dims": dict, "parity": dict},
-                      optional=("dims", "parity"))
+    problem = _fields(
+        data,
+        where,
+        {
+            "model": str,
+            "name": str,
+            "file": str,
+            "sha256": str,
+            "inputs": list,
+            "outputs": list,
+            "dims": dict,
+            "parity": dict,
+        },
+        optional=("dims", "parity"),
+    )
     if problem:
         return problem
     for kind in ("inputs", "outputs"):
@@ -448,33 +500,55 @@ def _malformed_subgraph(data: Any, where: str) -> str | None:
                 return problem
     dims = data.get("dims", {})
     for name, triple in dims.items():
-        if not (isinstance(triple, list) and len(triple) == 3 and all(_is_int(d) for d in triple)
-                and 0 <= triple[0] <= triple[1] <= triple[2]):
-            return (f"{where}.dims.{name} must be [min, opt, max] with 0 <= min <= opt <= max, "
-                    f"got {triple!r:.60}")
+        if not (
+            isinstance(triple, list)
+            and len(triple) == 3
+            and all(_is_int(d) for d in triple)
+            and 0 <= triple[0] <= triple[1] <= triple[2]
+        ):
+            return (
+                f"{where}.dims.{name} must be [min, opt, max] with 0 <= min <= opt <= max, got {triple!r:.60}"
+            )
     for i, tensor in enumerate(data["inputs"]):
         for axis, dim in enumerate(tensor["shape"]):
             if isinstance(dim, str) and dim != BATCH and dim not in dims:
-                return (f"{where}.inputs[{i}].shape[{axis}] is the dynamic axis {dim!r}, which has no "
-                        f"[min, opt, max] in {where}.dims")
+                return (
+                    f"{where}.inputs[{i}].shape[{axis}] is the dynamic axis {dim!r}, which has no "
+                    f"[min, opt, max] in {where}.dims"
+                )
     for group, values in data.get("parity", {}).items():
-        if not isinstance(values, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                   for v in values.values()):
+        if not isinstance(values, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
+        ):
             return f"{where}.parity.{group} must map outputs to numbers, got {values!r:.60}"
     return None
 
 
 def _malformed(data: Mapping[str, Any]) -> str | None:
     """The first problem with a manifest's JSON (format already checked), or None."""
-    problem = _fields(data, "manifest", {"opset": int, "exporter": str, "producer": dict, "models": dict},
-                      optional=("producer",))
+    problem = _fields(
+        data,
+        "manifest",
+        {"opset": int, "exporter": str, "producer": dict, "models": dict},
+        optional=("producer",),
+    )
     if problem:
         return problem.replace("manifest.", "", 1)
     for name, model in data["models"].items():
         where = f"models.{name}"
-        problem = _fields(model, where, {"name": str, "preset": str, "checkpoint": str,
-                                         "checkpoint_sha256": str, "config": dict, "preprocessing": dict,
-                                         "subgraphs": list})
+        problem = _fields(
+            model,
+            where,
+            {
+                "name": str,
+                "preset": str,
+                "checkpoint": str,
+                "checkpoint_sha256": str,
+                "config": dict,
+                "preprocessing": dict,
+                "subgraphs": list,
+            },
+        )
         if problem:
             return problem
         for i, subgraph in enumerate(model["subgraphs"]):

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import numbers
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,16 +62,26 @@ class Interval:
         for name in ("onset", "offset"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise MetricError(f"interval {self.video!r}: {name} must be an integer frame number, got {value!r}")
+                raise MetricError(
+                    f"interval {self.video!r}: {name} must be an integer frame number, got {value!r}"
+                )
             object.__setattr__(self, name, int(value))
         if self.offset < self.onset:
             raise MetricError(f"interval {self.video!r}: offset {self.offset} is before onset {self.onset}")
         if self.kind not in KINDS:
-            raise MetricError(f"interval {self.video!r} [{self.onset}, {self.offset}]: kind must be one of "
-                              f"{', '.join(KINDS)}, got {self.kind!r}")
-        if not isinstance(self.score, numbers.Real) or isinstance(self.score, bool) or not np.isfinite(self.score):
-            raise MetricError(f"interval {self.video!r} [{self.onset}, {self.offset}]: score must be a finite "
-                              f"number, got {self.score!r}")
+            raise MetricError(
+                f"interval {self.video!r} [{self.onset}, {self.offset}]: kind must be one of "
+                f"{', '.join(KINDS)}, got {self.kind!r}"
+            )
+        if (
+            not isinstance(self.score, numbers.Real)
+            or isinstance(self.score, bool)
+            or not np.isfinite(self.score)
+        ):
+            raise MetricError(
+                f"interval {self.video!r} [{self.onset}, {self.offset}]: score must be a finite "
+                f"number, got {self.score!r}"
+            )
         object.__setattr__(self, "video", str(self.video))
         object.__setattr__(self, "score", float(self.score))
 
@@ -117,8 +128,9 @@ def _check_threshold(name: str, value: float) -> float:
     return float(value)
 
 
-def mesnet_metric(pred: Iterable[Interval], truth: Iterable[Interval], t_eval: float = 0.5,
-                  kind: str | None = None) -> dict[str, float]:
+def mesnet_metric(
+    pred: Iterable[Interval], truth: Iterable[Interval], t_eval: float = 0.5, kind: str | None = None
+) -> dict[str, float]:
     """MESNet's spotting metric (Eq. 15): recall = a/m, precision = b/n, F1 = 2ab / (an + bm).
 
     ``a`` ground truths (of ``m``) are found by at least one spotted interval with IoU >= t_eval in
@@ -148,19 +160,34 @@ def mesnet_metric(pred: Iterable[Interval], truth: Iterable[Interval], t_eval: f
     m = sum(len(v) for v in truths.values())
     n = sum(len(v) for v in preds.values())
     recall, precision = _ratio(a, m), _ratio(b, n)
-    return {"a": a, "m": m, "b": b, "n": n, "recall": recall, "precision": precision,
-            "f1": _ratio(2 * a * b, a * n + b * m)}
+    return {
+        "a": a,
+        "m": m,
+        "b": b,
+        "n": n,
+        "recall": recall,
+        "precision": precision,
+        "f1": _ratio(2 * a * b, a * n + b * m),
+    }
 
 
 def _counts(tp: int, fp: int, fn: int) -> dict[str, float]:
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
-            "f1": _ratio(2 * tp, 2 * tp + fp + fn)}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
 
 
 MATCH_POLICIES = ("greedy", "next_best")
 
 
-def _match_one_to_one(pred: Sequence[Interval], truth: Sequence[Interval], threshold: float, policy: str) -> int:
+def _match_one_to_one(
+    pred: Sequence[Interval], truth: Sequence[Interval], threshold: float, policy: str
+) -> int:
     """Number of one-to-one matches, predictions visited by descending score (ties: earlier onset)."""
     ious = _iou_matrix(pred, truth)
     if not ious.size:
@@ -177,8 +204,9 @@ def _match_one_to_one(pred: Sequence[Interval], truth: Sequence[Interval], thres
     return matches
 
 
-def megc_metric(pred: Iterable[Interval], truth: Iterable[Interval],
-                iou_threshold: float = 0.5, policy: str = "greedy") -> dict[str, dict[str, float]]:
+def megc_metric(
+    pred: Iterable[Interval], truth: Iterable[Interval], iou_threshold: float = 0.5, policy: str = "greedy"
+) -> dict[str, dict[str, float]]:
     """MEGC's pooled spotting metric: one-to-one matches per video and kind, counts summed over videos.
 
     Matching follows the public MEGC spotting code (SoftNet-SpotME's evaluation, a VOC-style
@@ -216,6 +244,7 @@ def megc_metric(pred: Iterable[Interval], truth: Iterable[Interval],
 
 # --------------------------------------------------------------------------- recognition
 
+
 def _label_indices(labels: Sequence[Any], classes: Sequence[str], what: str) -> np.ndarray:
     index = {name: i for i, name in enumerate(classes)}
     out = np.empty(len(labels), dtype=np.int64)
@@ -233,7 +262,9 @@ def _label_indices(labels: Sequence[Any], classes: Sequence[str], what: str) -> 
     return out
 
 
-def recognition_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[str]) -> dict[str, Any]:
+def recognition_metrics(
+    y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[str]
+) -> dict[str, Any]:
     """ACC, UF1 (macro F1) and UAR (unweighted average recall) as DFME defines them (Eq. 9-11).
 
     Labels are class names or integer indices into ``classes``. A class with no support and no
@@ -262,8 +293,12 @@ def recognition_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], classes: S
     per_class: dict[str, dict[str, float]] = {}
     for i, name in enumerate(classes):
         fp, fn = predicted[i] - tp[i], support[i] - tp[i]
-        per_class[name] = {"precision": _ratio(tp[i], predicted[i]), "recall": _ratio(tp[i], support[i]),
-                           "f1": _ratio(2 * tp[i], 2 * tp[i] + fp + fn), "support": int(support[i])}
+        per_class[name] = {
+            "precision": _ratio(tp[i], predicted[i]),
+            "recall": _ratio(tp[i], support[i]),
+            "f1": _ratio(2 * tp[i], 2 * tp[i] + fp + fn),
+            "support": int(support[i]),
+        }
     uf1_classes = [c for i, c in enumerate(classes) if support[i] or predicted[i]]
     uar_classes = [c for i, c in enumerate(classes) if support[i]]
     return {
@@ -282,8 +317,9 @@ def _positions(true_apex: Any, pred_apex: Any, length: Any, length_name: str) ->
     try:
         t, p, n = (np.asarray(x, dtype=np.float64) for x in (true_apex, pred_apex, length))
     except (TypeError, ValueError) as exc:
-        raise MetricError(f"apex positions and {length_name} must be numbers (drop clips without an apex "
-                          f"first): {exc}") from exc
+        raise MetricError(
+            f"apex positions and {length_name} must be numbers (drop clips without an apex first): {exc}"
+        ) from exc
     try:
         t, p, n = np.broadcast_arrays(t, p, n)
     except ValueError as exc:
@@ -336,8 +372,10 @@ def keyframe_deviation(f_re: Any, f_orig: Any, L: Any, fps: Any) -> dict[str, fl
         raise MetricError(f"fps must be positive, got {fps!r}")
     delta = np.abs(re - orig)
     inputs = (f_re, f_orig, L, fps)
-    return {"d_percent": _scalar_or_array(delta / length * 100.0, *inputs),
-            "d_ms": _scalar_or_array(delta * 1000.0 / rate, *inputs)}
+    return {
+        "d_percent": _scalar_or_array(delta / length * 100.0, *inputs),
+        "d_ms": _scalar_or_array(delta * 1000.0 / rate, *inputs),
+    }
 
 
 def mean_deviation_ms(d_ms: Mapping[str, Any]) -> float:
@@ -362,6 +400,7 @@ def within_tolerance(true_apex: Any, pred_apex: Any, clip_length: Any, fraction:
 
 # --------------------------------------------------------------------------- printing
 
+
 def _cell(value: Any, digits: int) -> str:
     if isinstance(value, bool):
         return str(value)
@@ -375,8 +414,10 @@ def _cell(value: Any, digits: int) -> str:
 def _grid(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int) -> list[str]:
     cells = [[str(h) for h in header]] + [[_cell(v, digits) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
 
@@ -394,9 +435,11 @@ def format_table(metrics: Mapping[str, Any], title: str | None = None, digits: i
         lines += _grid(summary, [[metrics[k] for k in summary]], digits)
         per_class = metrics["per_class"]
         names = list(per_class)
-        lines += [""] + _grid(["class", "precision", "recall", "f1", "support"],
-                              [[c] + [per_class[c][k] for k in ("precision", "recall", "f1", "support")]
-                               for c in names], digits)
+        lines += [""] + _grid(
+            ["class", "precision", "recall", "f1", "support"],
+            [[c] + [per_class[c][k] for k in ("precision", "recall", "f1", "support")] for c in names],
+            digits,
+        )
         lines += ["", "confusion (rows = true, columns = predicted)"]
         lines += _grid([""] + names, [[c] + list(row) for c, row in zip(names, metrics["confusion"])], digits)
         return "\n".join(lines)
@@ -406,7 +449,9 @@ def format_table(metrics: Mapping[str, Any], title: str | None = None, digits: i
         columns: list[str] = []
         for row in nested.values():
             columns += [c for c in row if c not in columns and not isinstance(row[c], (Mapping, list, tuple))]
-        lines += _grid([""] + columns, [[k] + [row.get(c, "") for c in columns] for k, row in nested.items()], digits)
+        lines += _grid(
+            [""] + columns, [[k] + [row.get(c, "") for c in columns] for k, row in nested.items()], digits
+        )
     if flat:
         if nested:
             lines.append("")

@@ -21,9 +21,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from tqdm import tqdm
 
@@ -37,13 +38,13 @@ from mestream.engine.events import TOPIC_RECOG, TOPIC_SPOT, TOPIC_STATS, Event, 
 from mestream.engine.face_stage import FaceStage
 from mestream.engine.recognise import CLIP_HEAD, ENCODER, RecogStage
 from mestream.engine.ring import FrameRing
+from mestream.engine.sampling import READ_BLOCK, keep_frames
 from mestream.engine.scoring import latency_summary, score_run
 from mestream.engine.sinks import ConsoleSink, JsonlSink, RecordSink, ZmqSink
-from mestream.engine.sampling import READ_BLOCK, keep_frames
 from mestream.engine.spot import SUBGRAPHS as SPOT_SUBGRAPHS
 from mestream.engine.spot import SpotStage, hop_steps, model_config
-from mestream.engine.summary import Summary
 from mestream.engine.stages import Context, IngestStage, LatencyTap, RunContext, Stage, StatsStage
+from mestream.engine.summary import Summary
 from mestream.engine.trace import INGEST_STAGES as INGEST_TRACE
 from mestream.engine.trace import SPOT_STAGES as SPOT_TRACE
 from mestream.engine.trace import FrameTrace
@@ -67,8 +68,10 @@ def build_sinks(config: RunConfig) -> list[Any]:
         sinks.append(JsonlSink(publish.log))
     if publish.console:
         sinks.append(ConsoleSink())
-    sinks += [make_sink(extra.kind, extra.options) if isinstance(extra, SinkConfig) else extra
-              for extra in publish.sinks]
+    sinks += [
+        make_sink(extra.kind, extra.options) if isinstance(extra, SinkConfig) else extra
+        for extra in publish.sinks
+    ]
     taken: set[str] = set()
     for sink in sinks:  # a second jsonl sink beside --log is "jsonl-1": drop counters stay apart
         name, n = sink.name, 0
@@ -121,8 +124,9 @@ class Pipeline:
     ``on_event(event)`` is called with every published event (`mestream.engine.events`), on the
     bus's publisher thread, after the other sinks; see `mestream.engine.callback.CallbackSink`."""
 
-    def __init__(self, config: RunConfig, *, on_event: Callable[[Event], object] | None = None,
-                 trace_frames: int = 0) -> None:
+    def __init__(
+        self, config: RunConfig, *, on_event: Callable[[Event], object] | None = None, trace_frames: int = 0
+    ) -> None:
         self.config = config
         self.trace_frames = trace_frames
         self.traces: dict[str, FrameTrace] = {}  # camera id → per-frame stage times (``trace_frames`` > 0)
@@ -175,17 +179,23 @@ class Pipeline:
         wanted = ["mesnet"] + (["akmnet"] if self.config.recognise.enabled else [])
         missing = [m for m in wanted if m not in self.manifest.models]
         if missing:
-            raise ConfigError(f"the export {self.manifest.root} has no {', '.join(missing)} model (it holds "
-                              f"{', '.join(self.manifest.models)}); export it, or turn off "
-                              f"{'recognition (recognise.enabled = false)' if missing == ['akmnet'] else 'spotting'}")
+            raise ConfigError(
+                f"the export {self.manifest.root} has no {', '.join(missing)} model (it holds "
+                f"{', '.join(self.manifest.models)}); export it, or turn off "
+                f"{'recognition (recognise.enabled = false)' if missing == ['akmnet'] else 'spotting'}"
+            )
         keys = list(SPOT_SUBGRAPHS) + ([ENCODER, CLIP_HEAD] if self.config.recognise.enabled else [])
         absent = [key for key in keys if key not in self.manifest.subgraphs]
         if absent:
-            raise ConfigError(f"the export {self.manifest.root} lacks the subgraph(s) {', '.join(absent)} "
-                              f"(it has {', '.join(self.manifest.subgraphs)}); re-export it with `mestream export`")
+            raise ConfigError(
+                f"the export {self.manifest.root} lacks the subgraph(s) {', '.join(absent)} "
+                f"(it has {', '.join(self.manifest.subgraphs)}); re-export it with `mestream export`"
+            )
         self.models, backend_note = open_subgraphs(self.config.inference, keys, manifest=self.manifest)
         kinds = sorted({runner.name for runner in self.models.values()})
-        return [f"models: {', '.join(kinds)} backend, subgraphs {', '.join(self.models)}"] + ([backend_note] if backend_note else [])
+        return [f"models: {', '.join(kinds)} backend, subgraphs {', '.join(self.models)}"] + (
+            [backend_note] if backend_note else []
+        )
 
     def _crop_size(self) -> int:
         if self.config.face.crop_size is not None:
@@ -201,16 +211,26 @@ class Pipeline:
         stage holds plus a read block (a shorter ring would leave the face stage waiting forever)."""
         model = model_config(self.manifest.mesnet, self.config.spot)
         held = keep_frames(model, fps, hop_steps(self.config.spot, model))
-        return max(math.ceil(max(self.config.ring.seconds, CROP_RING_SECONDS) * fps), held + READ_BLOCK + math.ceil(fps))
+        return max(
+            math.ceil(max(self.config.ring.seconds, CROP_RING_SECONDS) * fps),
+            held + READ_BLOCK + math.ceil(fps),
+        )
 
-    def _camera(self, source_config: SourceConfig, source: Any, stop: threading.Event, errors: list[str]) -> Camera:
+    def _camera(
+        self, source_config: SourceConfig, source: Any, stop: threading.Event, errors: list[str]
+    ) -> Camera:
         config = self.config
         fps = float(source.fps)
         wait = wait_when_full(config, source_config)
         shm = config.ring.shared_memory
-        ring = FrameRing(max(2, math.ceil(config.ring.seconds * fps)), source.shape,
-                         shm_name=(f"{shm}-{len(self.cameras)}" if self.cameras else shm) if shm else None)
-        ctx = RunContext(camera=source_config.name, fps=fps, ring=ring, bus=self.bus, stop=stop, errors=errors)
+        ring = FrameRing(
+            max(2, math.ceil(config.ring.seconds * fps)),
+            source.shape,
+            shm_name=(f"{shm}-{len(self.cameras)}" if self.cameras else shm) if shm else None,
+        )
+        ctx = RunContext(
+            camera=source_config.name, fps=fps, ring=ring, bus=self.bus, stop=stop, errors=errors
+        )
         max_frames = round(config.duration * fps) if config.duration > 0 else 0
         ingest = IngestStage(ctx, source, max_frames, wait_when_full=wait)
         trace = None
@@ -237,15 +257,29 @@ class Pipeline:
         waits = {c.ctx.camera: wait_when_full(config, c.config) for c in cams}
         if config.spot.enabled and config.recognise.enabled:
             # the queue waits only when every camera is a replay: a live camera's clips are never held up
-            self.clips = ClipQueue(waits, config.recognise.queue, wait_when_full=all(waits.values()),
-                                   stop=stop)
-            self.recog = RecogStage(shared, self.clips, {c.ctx.camera: c.crops for c in cams},
-                                    {c.ctx.camera: c.ctx.ring for c in cams}, self.models,
-                                    self.manifest.akmnet, config.recognise)
+            self.clips = ClipQueue(
+                waits, config.recognise.queue, wait_when_full=all(waits.values()), stop=stop
+            )
+            self.recog = RecogStage(
+                shared,
+                self.clips,
+                {c.ctx.camera: c.crops for c in cams},
+                {c.ctx.camera: c.ctx.ring for c in cams},
+                self.models,
+                self.manifest.akmnet,
+                config.recognise,
+            )
         if config.spot.enabled:
-            self.spot = SpotStage(shared, {c.ctx.camera: (c.crops, c.ctx.fps, waits[c.ctx.camera]) for c in cams},
-                                  self.models, self.manifest.mesnet, config.spot, clips=self.clips,
-                                  max_batch=config.inference.max_batch, traces=self.traces)
+            self.spot = SpotStage(
+                shared,
+                {c.ctx.camera: (c.crops, c.ctx.fps, waits[c.ctx.camera]) for c in cams},
+                self.models,
+                self.manifest.mesnet,
+                config.spot,
+                clips=self.clips,
+                max_batch=config.inference.max_batch,
+                traces=self.traces,
+            )
         for i, cam in enumerate(cams):
             stages: list[Any] = [cam.reader]
             if self.spot is not None:
@@ -264,8 +298,12 @@ class Pipeline:
         for cam in self.cameras:
             ctx = cam.ctx
             message = f"reading {self._describe(cam)}" + (f"; {weights}" if weights else "")
-            detail = {"fps": ctx.fps, "shape": list(ctx.ring.shape), "models": self.backend_notes,
-                      "weights": weights or self.config.inference.models}
+            detail = {
+                "fps": ctx.fps,
+                "shape": list(ctx.ring.shape),
+                "models": self.backend_notes,
+                "weights": weights or self.config.inference.models,
+            }
             ctx.bus.emit(health(ctx.camera, "started", message, detail))
         with _StopOnSignal(stop) as signals:
             try:
@@ -283,12 +321,21 @@ class Pipeline:
         errors = self.cameras[0].ctx.errors
         self.summary = Summary(
             camera=", ".join(c.ctx.camera for c in self.cameras),
-            source="; ".join(self._describe(c) for c in self.cameras), seconds=seconds, frames_in=frames_in,
-            frames_out=sum(c.reader.cursor.consumed for c in self.cameras), fps=frames_in / max(seconds, 1e-9),
-            drops=drops, events={t: n for t, n in self.record.counts.items() if t != TOPIC_STATS},
-            stats_messages=self.record.counts.get(TOPIC_STATS, 0), spots=len(spots),
-            recognitions=len(recogs), scores=self._scores(spots, recogs), outputs=self._outputs,
-            notes=self._notes(), error="; ".join(errors), interrupted=signals.received,
+            source="; ".join(self._describe(c) for c in self.cameras),
+            seconds=seconds,
+            frames_in=frames_in,
+            frames_out=sum(c.reader.cursor.consumed for c in self.cameras),
+            fps=frames_in / max(seconds, 1e-9),
+            drops=drops,
+            events={t: n for t, n in self.record.counts.items() if t != TOPIC_STATS},
+            stats_messages=self.record.counts.get(TOPIC_STATS, 0),
+            spots=len(spots),
+            recognitions=len(recogs),
+            scores=self._scores(spots, recogs),
+            outputs=self._outputs,
+            notes=self._notes(),
+            error="; ".join(errors),
+            interrupted=signals.received,
         )
         return self.summary
 
@@ -305,7 +352,9 @@ class Pipeline:
     def drops(self) -> dict[str, int]:
         """Every drop and skip counter so far, summed over the cameras (safe while running)."""
         drops: dict[str, int] = {}
-        shared = set(self.bus.drops())  # the bus's and sinks' counters, in every camera's stats: count them once
+        shared = set(
+            self.bus.drops()
+        )  # the bus's and sinks' counters, in every camera's stats: count them once
         for cam in self.cameras:
             for key, value in (cam.stats.drops() if cam.stats else {}).items():
                 drops[key] = value if key in shared else drops.get(key, 0) + value
@@ -325,7 +374,9 @@ class Pipeline:
 
     def _describe(self, cam: Camera) -> str:
         src = cam.source
-        return f"{cam.config.kind} {'x'.join(map(str, src.shape[1::-1]))} {src.pixel_format} at {src.fps:g} fps"
+        return (
+            f"{cam.config.kind} {'x'.join(map(str, src.shape[1::-1]))} {src.pixel_format} at {src.fps:g} fps"
+        )
 
     def _wait(self) -> None:
         bar = self._progress()
@@ -346,8 +397,13 @@ class Pipeline:
         total = sum(c.ingest.max_frames for c in self.cameras)
         if not self.config.progress or not all(c.ingest.max_frames > 0 for c in self.cameras):
             return None
-        return tqdm(total=total, unit="frame", desc=", ".join(c.ctx.camera for c in self.cameras), mininterval=0.5,
-                    leave=False)
+        return tqdm(
+            total=total,
+            unit="frame",
+            desc=", ".join(c.ctx.camera for c in self.cameras),
+            mininterval=0.5,
+            leave=False,
+        )
 
     def _drain(self) -> None:
         """The sources ended (or the duration did): let every stage finish what was captured."""
@@ -368,7 +424,9 @@ class Pipeline:
                 cam.source.close()  # never started; otherwise ingest closes the source it reads
             cam.ingest.join(5.0)  # the ingest loop checks stop on every frame
             if cam.ingest.is_alive():
-                errors.append(f"source {cam.source.name!r} did not return a frame within 5 s of the stop; left open")
+                errors.append(
+                    f"source {cam.source.name!r} did not return a frame within 5 s of the stop; left open"
+                )
             cam.ctx.ring.finish()
         hung = []
         for stage in [c.reader for c in self.cameras] + [s for s in (self.spot, self.recog) if s is not None]:
@@ -377,7 +435,9 @@ class Pipeline:
                 if stage.is_alive():
                     hung.append(stage.stage)
         if hung:
-            errors.append(f"stage(s) {', '.join(hung)} still running 5 s after the stop; their models are left loaded")
+            errors.append(
+                f"stage(s) {', '.join(hung)} still running 5 s after the stop; their models are left loaded"
+            )
         for cam in self.cameras:
             if cam.stats is not None and cam.stats.ident is not None:
                 cam.stats.join(5.0)
@@ -431,12 +491,20 @@ class Pipeline:
         truth = self._truth()
         if not truth:
             return latency
-        classes = (list(self.manifest.akmnet.config.classes) if "akmnet" in self.manifest.models
-                   else sorted({e.four_class for events in truth.values() for e in events}))
+        classes = (
+            list(self.manifest.akmnet.config.classes)
+            if "akmnet" in self.manifest.models
+            else sorted({e.four_class for events in truth.values() for e in events})
+        )
         frames = {c.ctx.camera: c.ctx.ring.frames_written for c in self.cameras if c.ctx.camera in truth}
         try:
-            scores = score_run([s for s in spots if s["camera"] in truth], [r for r in recogs if r["camera"] in truth],
-                               truth, frames, classes)
+            scores = score_run(
+                [s for s in spots if s["camera"] in truth],
+                [r for r in recogs if r["camera"] in truth],
+                truth,
+                frames,
+                classes,
+            )
         except ValueError as exc:  # scoring is a report: it never hides the run's own outcome
             log.warning("could not score the run against the ground truth: %s", exc)
             return latency
@@ -463,7 +531,11 @@ class Pipeline:
             if writer is None:
                 log.warning("--ground-truth: source %r has no ground truth; nothing written", cam.config.kind)
                 continue
-            target = Path(path) if i == 0 else Path(path).with_name(f"{Path(path).stem}-{cam.ctx.camera}{Path(path).suffix}")
+            target = (
+                Path(path)
+                if i == 0
+                else Path(path).with_name(f"{Path(path).stem}-{cam.ctx.camera}{Path(path).suffix}")
+            )
             target.parent.mkdir(parents=True, exist_ok=True)
             writer(target)
             written.append(str(target))
@@ -500,7 +572,7 @@ class _StopOnSignal:
         self.stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def __enter__(self) -> "_StopOnSignal":
+    def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -80,9 +81,16 @@ class RecogStage(Stage):
 
     WINDOW = 256  # per-clip costs kept for ``recog.ms_p50``
 
-    def __init__(self, ctx: Context, clips: ClipQueue, crops: Mapping[str, CropRing],
-                 frames: Mapping[str, FrameRing], runners: Mapping[str, Any], model: AKMNetInfo,
-                 config: RecogConfig) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        clips: ClipQueue,
+        crops: Mapping[str, CropRing],
+        frames: Mapping[str, FrameRing],
+        runners: Mapping[str, Any],
+        model: AKMNetInfo,
+        config: RecogConfig,
+    ) -> None:
         super().__init__("recognise", ctx)
         self.queue, self.crops, self.frames = clips, crops, frames
         self.encoder, self.head = runners[ENCODER], runners[CLIP_HEAD]
@@ -92,16 +100,24 @@ class RecogStage(Stage):
         self.max_frames = cfg.max_frames
         self.image_size = cfg.image_size
         self.crop_side = prep.crop_side
-        self._clip_args = {"max_frames": self.max_frames, "magnify_alpha": cfg.magnify_alpha,
-                           "magnify_sigma": cfg.magnify_sigma, "input_mode": cfg.input_mode}
+        self._clip_args = {
+            "max_frames": self.max_frames,
+            "magnify_alpha": cfg.magnify_alpha,
+            "magnify_sigma": cfg.magnify_sigma,
+            "input_mode": cfg.input_mode,
+        }
         frames_spec = self.encoder.subgraph.inputs[0]
         feature_spec = self.head.subgraph.inputs[0]
         if tuple(frames_spec.shape[1:]) != (1, self.image_size, self.image_size):
-            raise ValueError(f"{ENCODER} takes frames {frames_spec.shape}, the model config says image_size "
-                             f"{self.image_size}: the export and its manifest disagree")
+            raise ValueError(
+                f"{ENCODER} takes frames {frames_spec.shape}, the model config says image_size "
+                f"{self.image_size}: the export and its manifest disagree"
+            )
         if feature_spec.shape[1] != self.max_frames:
-            raise ValueError(f"{CLIP_HEAD} takes {feature_spec.shape[1]} frames per clip, the model config says "
-                             f"max_frames {self.max_frames}: the export and its manifest disagree")
+            raise ValueError(
+                f"{CLIP_HEAD} takes {feature_spec.shape[1]} frames per clip, the model config says "
+                f"max_frames {self.max_frames}: the export and its manifest disagree"
+            )
         self.encoder_batch = max_batch(self.encoder)
         self.batch = min(config.batch, max_batch(self.head))  # clips per head call
         feature_shape = tuple(int(d) for d in feature_spec.shape[2:])
@@ -182,22 +198,24 @@ class RecogStage(Stage):
             p = probabilities[i]
             keys = [clip.source[j] for j in np.flatnonzero(key_mask[i, :n])]
             now = time.monotonic_ns()
-            self.ctx.bus.emit(RecogEvent(
-                camera=job.camera,
-                event_id=job.event_id,
-                label=self.classes[int(np.argmax(p))],
-                probabilities={c: float(v) for c, v in zip(self.classes, p)},
-                key_frames=keys,
-                max_key_frame=clip.source[min(max(int(max_key[i]), 0), n - 1)],
-                latency={
-                    "capture_to_publish_ms": _ms(now - job.offset_host_ns),
-                    "spot_ms": _ms(job.spot_published_ns - job.offset_host_ns),
-                    "queue_ms": _ms(clip.queue_ns),
-                    "prepare_ms": _ms(clip.prepare_ns),
-                    "encoder_ms": _ms(encoder_ns),
-                    "head_ms": _ms(head_ns),
-                },
-            ))
+            self.ctx.bus.emit(
+                RecogEvent(
+                    camera=job.camera,
+                    event_id=job.event_id,
+                    label=self.classes[int(np.argmax(p))],
+                    probabilities={c: float(v) for c, v in zip(self.classes, p)},
+                    key_frames=keys,
+                    max_key_frame=clip.source[min(max(int(max_key[i]), 0), n - 1)],
+                    latency={
+                        "capture_to_publish_ms": _ms(now - job.offset_host_ns),
+                        "spot_ms": _ms(job.spot_published_ns - job.offset_host_ns),
+                        "queue_ms": _ms(clip.queue_ns),
+                        "prepare_ms": _ms(clip.prepare_ns),
+                        "encoder_ms": _ms(encoder_ns),
+                        "head_ms": _ms(head_ns),
+                    },
+                )
+            )
             self.published += 1
             # what this clip cost the stage: its own preparation and its share of the batch's calls
             self._cost_ns[self.clips % self.WINDOW] = clip.prepare_ns + (encoder_ns + head_ns) // b
@@ -236,16 +254,31 @@ class RecogStage(Stage):
             # timing: keep the crops, so a replay gives the same result every run
             self.recut_missed += int(moved.size)
         elif moved.size:
-            self._recut(ring, job.camera, clip, Box(*(int(v) for v in boxes[0])), moved, got.source_seq[keep],
-                        kept_ids)
+            self._recut(
+                ring,
+                job.camera,
+                clip,
+                Box(*(int(v) for v in boxes[0])),
+                moved,
+                got.source_seq[keep],
+                kept_ids,
+            )
         if ring.size != self.crop_side:
             side = self.crop_side
             clip = np.stack([cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in clip])
         frames, runs = prepare_clip(clip, **self._clip_args)
         return frames, [int(kept_ids[r[len(r) // 2]]) for r in runs]
 
-    def _recut(self, ring: CropRing, camera: str, clip: np.ndarray, box: Box, moved: np.ndarray,
-               sources: np.ndarray, frame_ids: np.ndarray) -> None:
+    def _recut(
+        self,
+        ring: CropRing,
+        camera: str,
+        clip: np.ndarray,
+        box: Box,
+        moved: np.ndarray,
+        sources: np.ndarray,
+        frame_ids: np.ndarray,
+    ) -> None:
         """Cut the crops at ``moved`` again from their frames with the onset ``box``, in place;
         a frame the frame ring no longer holds keeps the crop it had (counted)."""
         frames = self.frames.get(camera)
@@ -270,8 +303,12 @@ class RecogStage(Stage):
     # -- reporting -------------------------------------------------------------------------------
 
     def figures(self) -> dict[str, float]:
-        out = {"recog.queue": self.queue.qsize(), "recog.clips": self.clips, "recog.recut": self.recut,
-               "recog.recut_missed": self.recut_missed}
+        out = {
+            "recog.queue": self.queue.qsize(),
+            "recog.clips": self.clips,
+            "recog.recut": self.recut,
+            "recog.recut_missed": self.recut_missed,
+        }
         count = min(self.clips, self.WINDOW)
         if count:
             out["recog.ms_p50"] = round(float(np.median(self._cost_ns[:count])) / 1e6, 3)

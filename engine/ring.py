@@ -47,9 +47,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -213,15 +214,21 @@ def _create_shared(name: str, size: int) -> shared_memory.SharedMemory:
         stat = os.statvfs("/dev/shm")
         free = stat.f_bavail * stat.f_frsize
         if free < size:
-            raise MemoryError(f"shared-memory ring {name!r} needs {size / 1e6:.0f} MB but /dev/shm has "
-                              f"{free / 1e6:.0f} MB free: shorten the ring (ring.seconds) or enlarge /dev/shm")
+            raise MemoryError(
+                f"shared-memory ring {name!r} needs {size / 1e6:.0f} MB but /dev/shm has "
+                f"{free / 1e6:.0f} MB free: shorten the ring (ring.seconds) or enlarge /dev/shm"
+            )
     try:
         return shared_memory.SharedMemory(name=name, create=True, size=size)
     except FileExistsError:
-        raise FileExistsError(f"shared-memory ring {name!r} already exists: another mestream uses that name, or a "
-                              f"crashed run left it behind (remove /dev/shm/{name.lstrip('/')})") from None
+        raise FileExistsError(
+            f"shared-memory ring {name!r} already exists: another mestream uses that name, or a "
+            f"crashed run left it behind (remove /dev/shm/{name.lstrip('/')})"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise OSError(f"cannot create shared-memory ring {name!r}: {exc} (use a plain name such as mestream-cam0)") from None
+        raise OSError(
+            f"cannot create shared-memory ring {name!r}: {exc} (use a plain name such as mestream-cam0)"
+        ) from None
 
 
 class FrameRing:
@@ -241,7 +248,12 @@ class FrameRing:
     """
 
     def __init__(
-        self, capacity: int, shape: tuple[int, ...], dtype: npt.DTypeLike = np.uint8, *, shm_name: str | None = None
+        self,
+        capacity: int,
+        shape: tuple[int, ...],
+        dtype: npt.DTypeLike = np.uint8,
+        *,
+        shm_name: str | None = None,
     ) -> None:
         capacity, shape, dtype = int(capacity), tuple(int(s) for s in shape), np.dtype(dtype)
         if capacity < 1:
@@ -288,7 +300,12 @@ class FrameRing:
         buf = np.ndarray((shm.size,), np.uint8, buffer=shm.buf)
         buf.flags.writeable = False
         hdr = buf[:_PAGE].view(np.int64) if shm.size >= _PAGE else None
-        if hdr is None or hdr[_H_MAGIC] != _MAGIC or hdr[_H_VERSION] != _LAYOUT_VERSION or hdr[_H_TOTAL] > shm.size:
+        if (
+            hdr is None
+            or hdr[_H_MAGIC] != _MAGIC
+            or hdr[_H_VERSION] != _LAYOUT_VERSION
+            or hdr[_H_TOTAL] > shm.size
+        ):
             del buf, hdr
             shm.close()
             raise ValueError(
@@ -389,8 +406,10 @@ class FrameRing:
         """Notify ``waker`` too on every commit, `finish` and `close`: a stage reading several
         rings shares one waker between them and sleeps until any of them has news."""
         if self._waker is None:
-            raise RuntimeError("an attached ring's writer is in another process and cannot notify a waker "
-                               "here: poll the ring instead")
+            raise RuntimeError(
+                "an attached ring's writer is in another process and cannot notify a waker "
+                "here: poll the ring instead"
+            )
         if waker not in self._wakers:
             self._wakers = (*self._wakers, waker)  # one store: a write in flight notifies the old tuple
 
@@ -409,7 +428,12 @@ class FrameRing:
         return f"FrameRing(capacity={self.capacity}, shape={self.shape}, dtype={self.dtype}{where}, head={self.head}{state})"
 
     def write(
-        self, pixels: np.ndarray, frame_id: int, device_ns: int, host_ns: int | None = None, wall_ns: int | None = None
+        self,
+        pixels: np.ndarray,
+        frame_id: int,
+        device_ns: int,
+        host_ns: int | None = None,
+        wall_ns: int | None = None,
     ) -> int:
         """Copy one frame into the next slot and return its seq.
 
@@ -446,7 +470,9 @@ class FrameRing:
         self._pending = slot
         return self._wslots[slot]
 
-    def commit(self, frame_id: int, device_ns: int, host_ns: int | None = None, wall_ns: int | None = None) -> int:
+    def commit(
+        self, frame_id: int, device_ns: int, host_ns: int | None = None, wall_ns: int | None = None
+    ) -> int:
         """Publish the slot claimed by `begin_write` and return its seq; clocks default to now."""
         host_ns = time.monotonic_ns() if host_ns is None else host_ns
         wall_ns = time.time_ns() if wall_ns is None else wall_ns
@@ -462,7 +488,9 @@ class FrameRing:
         """Give up the slot claimed by `begin_write`; the frame it used to hold stays lost."""
         self._pending = None
 
-    def _publish(self, slot: int, seq: int, frame_id: int, device_ns: int, host_ns: int, wall_ns: int) -> None:
+    def _publish(
+        self, slot: int, seq: int, frame_id: int, device_ns: int, host_ns: int, wall_ns: int
+    ) -> None:
         self._fid_col[slot] = frame_id
         self._dev_col[slot] = device_ns
         self._host_col[slot] = host_ns
@@ -487,7 +515,9 @@ class FrameRing:
             got = f"shape {pixels.shape} dtype {pixels.dtype}"
         else:
             got = f"a {type(pixels).__name__}"
-        return ValueError(f"frame does not fit the ring: expected shape {self.shape} dtype {self.dtype}, got {got}")
+        return ValueError(
+            f"frame does not fit the ring: expected shape {self.shape} dtype {self.dtype}, got {got}"
+        )
 
     def _write_state_error(self) -> RuntimeError:
         if not self._owner:
@@ -511,7 +541,9 @@ class FrameRing:
         src = slots[slot]
         if out is not None:
             if out.shape != self.shape or out.dtype != self.dtype:
-                raise ValueError(f"out must have shape {self.shape} dtype {self.dtype}, got {out.shape} {out.dtype}")
+                raise ValueError(
+                    f"out must have shape {self.shape} dtype {self.dtype}, got {out.shape} {out.dtype}"
+                )
             np.copyto(out, src)
             pixels = out
         else:
@@ -528,7 +560,9 @@ class FrameRing:
         """
         n = stop - start
         if start < 0 or not 0 <= n <= self.capacity:
-            raise ValueError(f"range [{start}, {stop}) must be non-negative and span 0..{self.capacity} frames")
+            raise ValueError(
+                f"range [{start}, {stop}) must be non-negative and span 0..{self.capacity} frames"
+            )
         full = (n, *self.shape)
         if out is None:
             out = np.empty(full, self.dtype)
@@ -617,9 +651,16 @@ class FrameRing:
         head = self.head
         readers = {name: cursor.stats() for name, cursor in list(self._readers.items())}
         fill = max((r["lag"] for r in readers.values()), default=0) / self.capacity
-        return {"capacity": self.capacity, "frames_written": head + 1, "head": head,
-                "oldest": max(0, head - self.capacity + 1), "camera_drops": self.camera_drops,
-                "frame_id_resets": self.frame_id_resets, "readers": readers, "fill": fill}
+        return {
+            "capacity": self.capacity,
+            "frames_written": head + 1,
+            "head": head,
+            "oldest": max(0, head - self.capacity + 1),
+            "camera_drops": self.camera_drops,
+            "frame_id_resets": self.frame_id_resets,
+            "readers": readers,
+            "fill": fill,
+        }
 
     def finish(self) -> None:
         """Tell readers no more frames will come: `ReaderCursor.next` drains, then returns None."""
@@ -731,7 +772,11 @@ class ReaderCursor:
             return frame
 
     def next(
-        self, timeout: float | None = None, copy: bool = True, out: np.ndarray | None = None, poll_interval: float = 1e-4
+        self,
+        timeout: float | None = None,
+        copy: bool = True,
+        out: np.ndarray | None = None,
+        poll_interval: float = 1e-4,
     ) -> RingFrame | None:
         """Wait for the next frame: None on timeout, or once the writer finished and all is read.
 
@@ -814,8 +859,13 @@ class ReaderCursor:
 
     def stats(self) -> dict:
         """position, consumed, overruns, skipped (by `seek_latest`) and lag."""
-        return {"position": self._pos, "consumed": self.consumed, "overruns": self.overruns,
-                "skipped": self.skipped, "lag": self.lag}
+        return {
+            "position": self._pos,
+            "consumed": self.consumed,
+            "overruns": self.overruns,
+            "skipped": self.skipped,
+            "lag": self.lag,
+        }
 
     def close(self) -> None:
         self._ring.unregister_reader(self.name)

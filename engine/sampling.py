@@ -52,15 +52,21 @@ class MESNetGeometry:
     t_nms: float
 
     @classmethod
-    def from_model(cls, config: MESNetModelConfig, spot: Any) -> "MESNetGeometry":
+    def from_model(cls, config: MESNetModelConfig, spot: Any) -> MESNetGeometry:
         def pick(override: float | None, key: str) -> float:
             return float(getattr(config, key)) if override is None else override
 
-        return cls(window_steps=config.window_steps, temporal_kernel=config.temporal_kernel,
-                   temporal_padding=config.temporal_padding,
-                   receptive_fields=receptive_fields(config.temporal_kernel, config.cpn_layers),
-                   max_proposals=config.max_proposals, crn_steps=config.crn_steps,
-                   t_cpn=pick(spot.t_cpn, "t_cpn"), t_crn=pick(spot.t_crn, "t_crn"), t_nms=pick(spot.t_nms, "t_nms"))
+        return cls(
+            window_steps=config.window_steps,
+            temporal_kernel=config.temporal_kernel,
+            temporal_padding=config.temporal_padding,
+            receptive_fields=receptive_fields(config.temporal_kernel, config.cpn_layers),
+            max_proposals=config.max_proposals,
+            crn_steps=config.crn_steps,
+            t_cpn=pick(spot.t_cpn, "t_cpn"),
+            t_crn=pick(spot.t_crn, "t_crn"),
+            t_nms=pick(spot.t_nms, "t_nms"),
+        )
 
 
 def keep_frames(model: MESNetModelConfig, fps: float, hop_steps: int) -> int:
@@ -77,7 +83,7 @@ class Window:
     """One window due for the heads: its stream, end step (exclusive) and length; ``final``
     when it is the stream's last (no settle margin: nothing comes after it)."""
 
-    cam: "CameraStream"
+    cam: CameraStream
     end: int
     steps: int
     final: bool = False
@@ -90,9 +96,20 @@ class CameraStream:
     (read, `store_features`, `due_windows` / `window_features`, `count_event`, `end_stream`,
     `hold_crops`) and reads its figures, but never writes its state."""
 
-    def __init__(self, name: str, crops: CropRing, fps: float, model: MESNetModelConfig, geometry: MESNetGeometry,
-                 hop_steps: int, feature_size: int, *, wait: bool, max_lag_ms: float,
-                 trace: FrameTrace | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        crops: CropRing,
+        fps: float,
+        model: MESNetModelConfig,
+        geometry: MESNetGeometry,
+        hop_steps: int,
+        feature_size: int,
+        *,
+        wait: bool,
+        max_lag_ms: float,
+        trace: FrameTrace | None = None,
+    ) -> None:
         self.name, self.crops, self.fps = name, crops, fps
         self.trace = trace  # per-frame stage times (`mestream.engine.trace`), when measured
         self.cursor = crops.register_reader("spot")
@@ -113,7 +130,9 @@ class CameraStream:
         self.hop = hop_steps
         self.window_steps = geometry.window_steps
         # the samples of one read block, the window and the look-ahead must all fit
-        self.cap = cap = geometry.window_steps + gap + 4 * hop_steps + int(math.ceil(READ_BLOCK / self.step)) + 32
+        self.cap = cap = (
+            geometry.window_steps + gap + 4 * hop_steps + int(math.ceil(READ_BLOCK / self.step)) + 32
+        )
         size = crops.size
         self.features = np.zeros((cap, feature_size), np.float32)
         self.samples = np.zeros((cap, self.flow_crop, self.flow_crop), np.uint8)
@@ -196,8 +215,9 @@ class CameraStream:
         self.resets += 1
         self._reset()  # a carry (crops after a gap) is the next `read`'s block: one block per pass
 
-    def _accumulate(self, meta: np.ndarray, pixels: np.ndarray, boxes: np.ndarray,
-                    written: np.ndarray) -> None:
+    def _accumulate(
+        self, meta: np.ndarray, pixels: np.ndarray, boxes: np.ndarray, written: np.ndarray
+    ) -> None:
         """Add a block of crops (with each crop's box and write time) to their samples, closing
         each sample as the next one starts."""
         ids = meta["frame_id"]
@@ -282,8 +302,12 @@ class CameraStream:
         """Trace: ``stage`` finished now with the frames of steps lo..hi-1 (one stream's frames
         are added in order, so theirs are one run of trace positions)."""
         if self.trace is not None and hi > lo:
-            self.trace.mark(stage, int(self.trace_lo[lo % self.cap]), int(self.trace_hi[(hi - 1) % self.cap]),
-                            time.monotonic_ns())
+            self.trace.mark(
+                stage,
+                int(self.trace_lo[lo % self.cap]),
+                int(self.trace_hi[(hi - 1) % self.cap]),
+                time.monotonic_ns(),
+            )
 
     def window_ran(self, end: int) -> None:
         """Trace: a window ran that decided every step before ``end`` (its end, less the settle
@@ -418,9 +442,13 @@ class CameraStream:
         """This stream's part of ``mestream.stats`` ``stages``; the latency percentiles cover
         the events since the last call."""
         recent, self.latency_ms = self.latency_ms, []
-        out: dict[str, float] = {"spot.events": self.events, "spot.steps": self.encoded,
-                                 "spot.resets": self.resets, "spot.zeroed_steps": self.zeroed_steps,
-                                 "spot.untimed_events": self.untimed}
+        out: dict[str, float] = {
+            "spot.events": self.events,
+            "spot.steps": self.encoded,
+            "spot.resets": self.resets,
+            "spot.zeroed_steps": self.zeroed_steps,
+            "spot.untimed_events": self.untimed,
+        }
         if recent:
             p50, p99 = np.percentile(recent, [50, 99])
             out["spot.latency_ms_p50"] = round(float(p50), 3)

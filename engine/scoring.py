@@ -12,7 +12,8 @@ Ground truth is duck-typed (``camera``, ``kind``, ``onset_frame``, ``offset_fram
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,15 +47,24 @@ def _require(event: Mapping[str, Any], fields: Sequence[str], topic: str) -> Non
         raise ScoringError(f"{_where(event, topic)}: field 'latency' must be a dict with {LATENCY_KEY!r}")
     for key, value in latency.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
-            raise ScoringError(f"{_where(event, topic)}: latency[{key!r}] must be a finite number, got {value!r}")
+            raise ScoringError(
+                f"{_where(event, topic)}: latency[{key!r}] must be a finite number, got {value!r}"
+            )
 
 
 def _spot_interval(spot: Mapping[str, Any]) -> Interval:
     if not isinstance(spot["is_micro"], (bool, np.bool_)):
-        raise ScoringError(f"{_where(spot, 'spot')}: field 'is_micro' must be a bool, got {spot['is_micro']!r}")
+        raise ScoringError(
+            f"{_where(spot, 'spot')}: field 'is_micro' must be a bool, got {spot['is_micro']!r}"
+        )
     try:  # Interval checks the frame numbers and score; re-raise naming the event they came from
-        return Interval(str(spot["camera"]), spot["onset_frame"], spot["offset_frame"], spot["score"],
-                        "micro" if spot["is_micro"] else "macro")
+        return Interval(
+            str(spot["camera"]),
+            spot["onset_frame"],
+            spot["offset_frame"],
+            spot["score"],
+            "micro" if spot["is_micro"] else "macro",
+        )
     except MetricError as exc:
         raise ScoringError(f"{_where(spot, 'spot')}: {exc}") from None
 
@@ -71,6 +81,7 @@ def _best(pred: Interval, truth: Sequence[Interval]) -> tuple[float, int]:
 def latency_summary(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Percentiles of capture-to-publish and of every other stage key; zeros (not NaN) when empty.
     A negative value means unknown (an event whose crops were gone before it was timed): left out."""
+
     def stats(values: list[float]) -> dict[str, float]:
         if not values:
             return {"p50": 0.0, "p99": 0.0, "max": 0.0}
@@ -83,8 +94,11 @@ def latency_summary(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for key, value in e["latency"].items():
             if key != LATENCY_KEY and float(value) >= 0:
                 stages.setdefault(key, []).append(float(value))
-    return {"n": len(totals), **stats(totals),
-            "stages": {k: {q: v for q, v in stats(vs).items() if q != "max"} for k, vs in sorted(stages.items())}}
+    return {
+        "n": len(totals),
+        **stats(totals),
+        "stages": {k: {q: v for q, v in stats(vs).items() if q != "max"} for k, vs in sorted(stages.items())},
+    }
 
 
 def _rounded(value: Any, digits: int = 4) -> Any:
@@ -102,10 +116,15 @@ def _rounded(value: Any, digits: int = 4) -> Any:
     return value
 
 
-def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, Any]],
-              truth: Mapping[str, Sequence[Event]], frames_seen: Mapping[str, int],
-              classes: Sequence[str], iou_threshold: float = IOU_THRESHOLD, macro_model: bool = False
-              ) -> dict[str, Any]:
+def score_run(
+    spots: Sequence[Mapping[str, Any]],
+    recogs: Sequence[Mapping[str, Any]],
+    truth: Mapping[str, Sequence[Event]],
+    frames_seen: Mapping[str, int],
+    classes: Sequence[str],
+    iou_threshold: float = IOU_THRESHOLD,
+    macro_model: bool = False,
+) -> dict[str, Any]:
     """Spotting (MEGC), recognition (UF1 on matched spots), latency and per-camera counts of one run.
 
     A ground-truth event counts only if it ended before the run stopped reading its camera
@@ -125,7 +144,9 @@ def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, 
     for event in recogs:
         _require(event, RECOG_FIELDS, "recog")
         if event["label"] not in classes:
-            raise ScoringError(f"{_where(event, 'recog')}: label {event['label']!r} is not one of {list(classes)}")
+            raise ScoringError(
+                f"{_where(event, 'recog')}: label {event['label']!r} is not one of {list(classes)}"
+            )
     expected: dict[str, list[Interval]] = {"micro": [], "macro": [], "blink": []}
     micro_class: list[str] = []  # four_class of expected["micro"][k]
     left_out: dict[str, dict[str, int]] = {}  # camera → micro and macro truth {"cut_off": n, "after_end": n}
@@ -144,8 +165,15 @@ def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, 
             if ev.kind == "micro" and ev.four_class not in classes:
                 raise ScoringError(f"truth {ev!r}: class {ev.four_class!r} is not one of {list(classes)}")
             try:  # blinks are scored as "micro" only to get a valid Interval
-                expected[ev.kind].append(Interval(str(camera), ev.onset_frame, ev.offset_frame, 1.0,
-                                                  "macro" if ev.kind == "macro" else "micro"))
+                expected[ev.kind].append(
+                    Interval(
+                        str(camera),
+                        ev.onset_frame,
+                        ev.offset_frame,
+                        1.0,
+                        "macro" if ev.kind == "macro" else "micro",
+                    )
+                )
             except MetricError as exc:
                 raise ScoringError(f"truth of camera {camera!r}: {exc}") from None
             if ev.kind == "micro":
@@ -173,33 +201,50 @@ def score_run(spots: Sequence[Mapping[str, Any]], recogs: Sequence[Mapping[str, 
         if best >= iou_threshold:
             y_true.append(micro_class[k])
             y_pred.append(rec["label"])
-    recognition = {**recognition_metrics(y_true, y_pred, classes), "events": len(recogs), "scored": len(y_true),
-                   "unmatched": len(recogs) - len(y_true), "no_spot": no_spot}
+    recognition = {
+        **recognition_metrics(y_true, y_pred, classes),
+        "events": len(recogs),
+        "scored": len(y_true),
+        "unmatched": len(recogs) - len(y_true),
+        "no_spot": no_spot,
+    }
     if not y_true:  # nothing matched: no figure, rather than a zero that reads as all wrong
         recognition.update(acc=None, uf1=None, uar=None)
     micro = spot["micro"]
 
     names = sorted({*map(str, frames_seen), *(p.video for p in pred), *(str(r["camera"]) for r in recogs)})
-    cameras = {c: {"spots": sum(p.video == c for p in pred), "micro": sum(p.video == c for p in micro_pred),
-                   "recogs": sum(str(r["camera"]) == c for r in recogs),
-                   "truth_micro": sum(t.video == c for t in expected["micro"]),
-                   "truth_macro": sum(t.video == c for t in expected["macro"]),
-                   "truth_left_out": left_out.get(c, {"cut_off": 0, "after_end": 0})} for c in names}
+    cameras = {
+        c: {
+            "spots": sum(p.video == c for p in pred),
+            "micro": sum(p.video == c for p in micro_pred),
+            "recogs": sum(str(r["camera"]) == c for r in recogs),
+            "truth_micro": sum(t.video == c for t in expected["micro"]),
+            "truth_macro": sum(t.video == c for t in expected["macro"]),
+            "truth_left_out": left_out.get(c, {"cut_off": 0, "after_end": 0}),
+        }
+        for c in names
+    }
 
-    return _rounded({
-        "iou_threshold": iou_threshold,
-        "spot_f1": micro["f1"] if micro["tp"] + micro["fp"] + micro["fn"] else None,
-        "recog_uf1": recognition["uf1"],
-        "spot": spot,
-        "macro_model": macro_model,
-        "truth_left_out": {k: sum(c[k] for c in left_out.values()) for k in ("cut_off", "after_end")},
-        "macro_published_as_micro": sum(_best(p, expected["macro"])[0] >= iou_threshold for p in micro_pred),
-        "blinks_published_as_micro": sum(_best(p, expected["blink"])[0] >= iou_threshold for p in micro_pred),
-        "recognition": recognition,
-        "spot_latency_ms": latency_summary(spots),
-        "recog_latency_ms": latency_summary(recogs),
-        "cameras": cameras,
-    })
+    return _rounded(
+        {
+            "iou_threshold": iou_threshold,
+            "spot_f1": micro["f1"] if micro["tp"] + micro["fp"] + micro["fn"] else None,
+            "recog_uf1": recognition["uf1"],
+            "spot": spot,
+            "macro_model": macro_model,
+            "truth_left_out": {k: sum(c[k] for c in left_out.values()) for k in ("cut_off", "after_end")},
+            "macro_published_as_micro": sum(
+                _best(p, expected["macro"])[0] >= iou_threshold for p in micro_pred
+            ),
+            "blinks_published_as_micro": sum(
+                _best(p, expected["blink"])[0] >= iou_threshold for p in micro_pred
+            ),
+            "recognition": recognition,
+            "spot_latency_ms": latency_summary(spots),
+            "recog_latency_ms": latency_summary(recogs),
+            "cameras": cameras,
+        }
+    )
 
 
 def _f(value: float | None) -> str:
@@ -224,8 +269,11 @@ def format_scores(scores: Mapping[str, Any]) -> list[str]:
     parts = []
     for name, key in (("spot", "spot_latency_ms"), ("recog", "recog_latency_ms")):
         lat = scores[key]
-        parts.append(f"{name} p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms (n {lat['n']})" if lat["n"]
-                     else f"{name} n/a (no {name} events)")
+        parts.append(
+            f"{name} p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms (n {lat['n']})"
+            if lat["n"]
+            else f"{name} n/a (no {name} events)"
+        )
     lines.append("latency: " + "; ".join(parts))
     return lines
 
@@ -238,11 +286,18 @@ def _score_lines(scores: Mapping[str, Any]) -> list[str]:
         macro_part = f"macro: not spotted by this model ({macro['fn'] + macro['tp']} in the ground truth)"
     cameras = scores.get("cameras") or {}
     left = scores.get("truth_left_out") or {}
-    cut = (f"; left out {left.get('cut_off', 0)} cut off by the run's end and "
-           f"{left.get('after_end', 0)} after it" if left.get("cut_off") or left.get("after_end") else "")
+    cut = (
+        f"; left out {left.get('cut_off', 0)} cut off by the run's end and "
+        f"{left.get('after_end', 0)} after it"
+        if left.get("cut_off") or left.get("after_end")
+        else ""
+    )
     scored = rec["scored"]
-    recognised = (f"UF1 {_f(rec['uf1'])}, ACC {_f(rec['acc'])} over {scored} matched clips" if scored
-                  else "UF1 n/a (no recognised clip matched a micro-expression)")
+    recognised = (
+        f"UF1 {_f(rec['uf1'])}, ACC {_f(rec['acc'])} over {scored} matched clips"
+        if scored
+        else "UF1 n/a (no recognised clip matched a micro-expression)"
+    )
     return [
         f"scored cameras {', '.join(cameras) or 'none'} against their ground truth "
         f"({_plural(sum(c['truth_micro'] for c in cameras.values()), 'micro-expression')}{cut})",

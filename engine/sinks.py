@@ -13,8 +13,9 @@ import errno
 import json
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import zmq
 from tqdm import tqdm
@@ -90,8 +91,14 @@ class ZmqSink:
 
     OPTIONS = ("endpoint", "hwm", "heartbeat_ms", "linger_ms", "name")
 
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5556", hwm: int = 1000, heartbeat_ms: int = 2000,
-                 linger_ms: int = 1000, name: str = "zmq") -> None:
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:5556",
+        hwm: int = 1000,
+        heartbeat_ms: int = 2000,
+        linger_ms: int = 1000,
+        name: str = "zmq",
+    ) -> None:
         if hwm < 1:
             raise ValueError(f"zmq sink: hwm must be >= 1, got {hwm} (0 would mean unbounded)")
         self.endpoint = endpoint
@@ -107,7 +114,7 @@ class ZmqSink:
         self._context: zmq.Context | None = None
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> "ZmqSink":
+    def from_options(cls, options: Mapping[str, Any]) -> ZmqSink:
         """Build from a config table: keys ``endpoint``, ``hwm`` (and ``heartbeat_ms``, ``linger_ms``, ``name``)."""
         _check_options("zmq", options, cls.OPTIONS)
         return cls(**options)
@@ -181,7 +188,7 @@ class ZmqSink:
                 self.subscriptions += 1
                 log.debug("zmq sink %r: subscription %r", self.name, message[1:])
 
-    def __enter__(self) -> "ZmqSink":
+    def __enter__(self) -> ZmqSink:
         self.open()
         return self
 
@@ -225,7 +232,7 @@ class JsonlSink:
         self._file: Any = None
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> "JsonlSink":
+    def from_options(cls, options: Mapping[str, Any]) -> JsonlSink:
         """Build from a config table: key ``path`` (and ``name``)."""
         _check_options("jsonl", options, cls.OPTIONS)
         if "path" not in options:
@@ -254,7 +261,7 @@ class JsonlSink:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> "JsonlSink":
+    def __enter__(self) -> JsonlSink:
         self.open()
         return self
 
@@ -288,7 +295,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 if not line.endswith("\n"):  # only the last line can lack its newline
-                    log.warning("%s:%d: skipping a truncated last line (%d characters)", path, number, len(line))
+                    log.warning(
+                        "%s:%d: skipping a truncated last line (%d characters)", path, number, len(line)
+                    )
                     return
                 raise events.SchemaError(f"{path}:{number}: not valid JSON: {exc}") from None
             if not isinstance(record, dict) or not isinstance(record.get("topic"), str):
@@ -310,7 +319,7 @@ class ConsoleSink:
         self.dropped = 0
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> "ConsoleSink":
+    def from_options(cls, options: Mapping[str, Any]) -> ConsoleSink:
         _check_options("console", options, cls.OPTIONS)
         return cls(**options)
 
@@ -344,8 +353,10 @@ def console_line(topic: str, p: Mapping[str, Any]) -> str:
     if topic == events.TOPIC_RECOG:
         probabilities = p["probabilities"]
         prob = probabilities.get(p["label"], 0.0)
-        return (f"[{p['camera']}] recog #{p['event_id']} emotion class \"{p['label']}\" (p {prob:.2f}; "
-                f"classes: {', '.join(probabilities)}), max key frame {p['max_key_frame']}  ({after})")
+        return (
+            f'[{p["camera"]}] recog #{p["event_id"]} emotion class "{p["label"]}" (p {prob:.2f}; '
+            f"classes: {', '.join(probabilities)}), max key frame {p['max_key_frame']}  ({after})"
+        )
     return ""
 
 

@@ -24,8 +24,9 @@ Backpressure: see `CameraStream` (skips of a live spotter, holds of a replay's).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,11 @@ def hop_steps(config: SpotConfig, model: MESNetModelConfig) -> int:
 
 def model_config(model: MESNetInfo, config: SpotConfig) -> MESNetModelConfig:
     """MESNet's config from the manifest, with the run's spotting rate when it sets one."""
-    return replace(model.config, sample_hz=float(config.sample_hz)) if config.sample_hz is not None else model.config
+    return (
+        replace(model.config, sample_hz=float(config.sample_hz))
+        if config.sample_hz is not None
+        else model.config
+    )
 
 
 class SpotStage(Stage):
@@ -65,27 +70,49 @@ class SpotStage(Stage):
         traces: camera id → its `FrameTrace`, for the cameras whose per-frame latency is measured.
     """
 
-    def __init__(self, ctx: Context, cameras: Mapping[str, tuple[CropRing, float, bool]],
-                 runners: Mapping[str, Any], model: MESNetInfo, config: SpotConfig, *,
-                 clips: ClipQueue | None = None, max_batch: int = 16,
-                 traces: Mapping[str, FrameTrace] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        cameras: Mapping[str, tuple[CropRing, float, bool]],
+        runners: Mapping[str, Any],
+        model: MESNetInfo,
+        config: SpotConfig,
+        *,
+        clips: ClipQueue | None = None,
+        max_batch: int = 16,
+        traces: Mapping[str, FrameTrace] | None = None,
+    ) -> None:
         super().__init__("spot", ctx)
         self.config, self.runners, self.clips = config, runners, clips
         cfg = model_config(model, config)
         rate = cfg.sample_hz
         for name, (_, fps, _) in cameras.items():
             if fps < rate:
-                raise ConfigError(f"camera {name!r} runs at {fps:g} fps, below the spotting rate of {rate:g} Hz: "
-                                  f"set spot.sample_hz to at most {fps:g} (the model was trained at "
-                                  f"{model.config.sample_hz:g} Hz)")
+                raise ConfigError(
+                    f"camera {name!r} runs at {fps:g} fps, below the spotting rate of {rate:g} Hz: "
+                    f"set spot.sample_hz to at most {fps:g} (the model was trained at "
+                    f"{model.config.sample_hz:g} Hz)"
+                )
         self.geometry = geo = MESNetGeometry.from_model(cfg, config)
         hop = hop_steps(config, cfg)
         subgraphs = {subgraph.name: subgraph for subgraph in model.subgraphs}
         self.feature_size = int(subgraphs["encoder"].outputs[0].shape[-1])
         traces = traces or {}
-        self.cams = [CameraStream(name, crops, fps, cfg, geo, hop, self.feature_size, wait=wait,
-                                  max_lag_ms=config.max_lag_ms, trace=traces.get(name))
-                     for name, (crops, fps, wait) in cameras.items()]
+        self.cams = [
+            CameraStream(
+                name,
+                crops,
+                fps,
+                cfg,
+                geo,
+                hop,
+                self.feature_size,
+                wait=wait,
+                max_lag_ms=config.max_lag_ms,
+                trace=traces.get(name),
+            )
+            for name, (crops, fps, wait) in cameras.items()
+        ]
         self.max_batch = max_batch
         self.min_steps = int(subgraphs["window_head"].dims["time"][0])
         self.score_names = subgraphs["window_head"].output_names  # one per CPN scale, in scale order
@@ -110,7 +137,9 @@ class SpotStage(Stage):
     def loop(self) -> None:
         stop, waker, cams = self.ctx.stop, self._waker, self.cams
         while not stop.is_set():
-            seen = sum(cam.crop_updates for cam in cams)  # before the pass: a crop written in it ends the wait
+            seen = sum(
+                cam.crop_updates for cam in cams
+            )  # before the pass: a crop written in it ends the wait
             read = self.run_pass()
             if all(cam.flushed for cam in self.cams):
                 return
@@ -165,7 +194,9 @@ class SpotStage(Stage):
                 cam.flow_step(i, self._flow[len(self._pending)])
                 self._timing["flow_ms"] += (time.perf_counter() - t0) * 1e3
                 self._pending.append((cam, i))
-        if self._pending and self._gathered(len({c for c, _ in self._pending}), self._pending_since, now, ending):
+        if self._pending and self._gathered(
+            len({c for c, _ in self._pending}), self._pending_since, now, ending
+        ):
             self._encode()
 
     def _encode(self) -> None:
@@ -195,37 +226,39 @@ class SpotStage(Stage):
             by_length.setdefault(w.steps, []).append(w)
         for steps, group in sorted(by_length.items()):  # a camera's windows only grow: its order is kept
             for i in range(0, len(group), self.max_batch):
-                self._heads(group[i:i + self.max_batch], steps, started_ns)
+                self._heads(group[i : i + self.max_batch], steps, started_ns)
 
     def _heads(self, group: list[Window], steps: int, started_ns: int) -> None:
         geo = self.geometry
         t0 = time.perf_counter()
-        feats = self._windows[:len(group), :steps]
+        feats = self._windows[: len(group), :steps]
         for row, w in enumerate(group):
             w.cam.window_features(w.end, steps, out=feats[row])
         scores = self.runners["mesnet.window_head"].infer({"features": feats})
         self.calls["window_head"] += 1
         names = self.score_names
-        props = [cpn_proposals([scores[k][row] for k in names], geo, geo.t_cpn, steps)
-                 for row in range(len(group))]
+        props = [
+            cpn_proposals([scores[k][row] for k in names], geo, geo.t_cpn, steps) for row in range(len(group))
+        ]
         rows = [(row, k) for row, p in enumerate(props) for k in range(len(p))]
         probs = np.zeros((len(rows), 2), np.float32)
         offsets = np.zeros((len(rows), 2), np.float32)
         for i in range(0, len(rows), self.max_batch):
-            chunk = rows[i:i + self.max_batch]
-            batch = self._proposals[:len(chunk)]
+            chunk = rows[i : i + self.max_batch]
+            batch = self._proposals[: len(chunk)]
             for j, (row, k) in enumerate(chunk):
                 a, b = props[row].intervals[k]
                 batch[j] = resample(feats[row], int(a), int(b), geo.crn_steps)
             out = self.runners["mesnet.crn"].infer({"proposals": batch})
             self.calls["crn"] += 1
-            probs[i:i + len(chunk)], offsets[i:i + len(chunk)] = out["probabilities"], out["offsets"]
+            probs[i : i + len(chunk)], offsets[i : i + len(chunk)] = out["probabilities"], out["offsets"]
         self._timing["heads_ms"] += (time.perf_counter() - t0) * 1e3
         start = 0
         for row, w in enumerate(group):
             n = len(props[row])
-            spots = crn_intervals(props[row], probs[start:start + n], offsets[start:start + n], geo.t_crn,
-                                  geo.t_nms)
+            spots = crn_intervals(
+                props[row], probs[start : start + n], offsets[start : start + n], geo.t_crn, geo.t_nms
+            )
             start += n
             self._publish_final(w, spots, started_ns)
             # a frame is decided once no later window can publish about it: the settle margin waits a hop
@@ -264,40 +297,71 @@ class SpotStage(Stage):
             onset_ns, apex_ns, offset_ns = (crops.captured_ns(seq) for seq in (first_seq, apex_seq, last_seq))
             span = int(round((apex - onset) * self.config.refine_lambda))
             if span > 0:
-                r_onset, r_apex = self._refine(cam, onset, apex, first_seq, apex_seq, min(apex_seq + span, last_seq), span)
+                r_onset, r_apex = self._refine(
+                    cam, onset, apex, first_seq, apex_seq, min(apex_seq + span, last_seq), span
+                )
             clip_first = first_seq if r_onset == onset else cam.crop_seq(r_onset, int(a))
             face_ms = (crops.written_ns(last_seq) - offset_ns) / 1e6
             gone = False
-        except RingError:  # the crops are gone (the stage fell a crop ring behind): publish what the steps say
+        except (
+            RingError
+        ):  # the crops are gone (the stage fell a crop ring behind): publish what the steps say
             onset_ns = apex_ns = offset_ns = 0
             first_seq = last_seq = clip_first = -1
             face_ms = -1.0
             gone = True
         self._timing["refine_ms"] += (time.perf_counter() - t0) * 1e3
-        micro = is_micro(r_onset, r_apex, offset, cam.fps, self.config.micro_max_ms, self.config.micro_rise_ms)
+        micro = is_micro(
+            r_onset, r_apex, offset, cam.fps, self.config.micro_max_ms, self.config.micro_rise_ms
+        )
         now = time.monotonic_ns()
         timed = offset_ns > 0
-        latency = {"capture_to_publish_ms": round((now - offset_ns) / 1e6, 3) if timed else -1.0,
-                   "face_ms": round(face_ms, 3),
-                   "wait_ms": round((started_ns - offset_ns) / 1e6 - face_ms, 3) if timed else -1.0,
-                   **{k: round(v, 3) for k, v in self._timing.items()}}
+        latency = {
+            "capture_to_publish_ms": round((now - offset_ns) / 1e6, 3) if timed else -1.0,
+            "face_ms": round(face_ms, 3),
+            "wait_ms": round((started_ns - offset_ns) / 1e6 - face_ms, 3) if timed else -1.0,
+            **{k: round(v, 3) for k, v in self._timing.items()},
+        }
         event_id = cam.next_event_id()
-        self.ctx.bus.emit(SpotEvent(
-            camera=cam.name, event_id=event_id, onset_frame=onset, apex_frame=apex, offset_frame=offset,
-            onset_ns=onset_ns, apex_ns=apex_ns, offset_ns=offset_ns, score=round(float(score), 4),
-            scale=float(offset - onset + 1), is_micro=micro,
-            refined={"onset_frame": r_onset, "apex_frame": r_apex}, latency=latency))
+        self.ctx.bus.emit(
+            SpotEvent(
+                camera=cam.name,
+                event_id=event_id,
+                onset_frame=onset,
+                apex_frame=apex,
+                offset_frame=offset,
+                onset_ns=onset_ns,
+                apex_ns=apex_ns,
+                offset_ns=offset_ns,
+                score=round(float(score), 4),
+                scale=float(offset - onset + 1),
+                is_micro=micro,
+                refined={"onset_frame": r_onset, "apex_frame": r_apex},
+                latency=latency,
+            )
+        )
         cam.count_event(latency["capture_to_publish_ms"] if timed else None, crops_gone=gone)
         clips = self.clips
         if micro and not timed and clips is not None:
             clips.note_lost()
         if micro and timed and clips is not None:
-            clips.put(ClipJob(camera=cam.name, event_id=event_id, onset_frame=r_onset, apex_frame=r_apex,
-                                           offset_frame=offset, first_seq=clip_first,
-                                           last_seq=last_seq, offset_host_ns=offset_ns, spot_published_ns=now))
+            clips.put(
+                ClipJob(
+                    camera=cam.name,
+                    event_id=event_id,
+                    onset_frame=r_onset,
+                    apex_frame=r_apex,
+                    offset_frame=offset,
+                    first_seq=clip_first,
+                    last_seq=last_seq,
+                    offset_host_ns=offset_ns,
+                    spot_published_ns=now,
+                )
+            )
 
-    def _refine(self, cam: CameraStream, onset: int, apex: int, first: int, apex_seq: int, last: int,
-                span: int) -> tuple[int, int]:
+    def _refine(
+        self, cam: CameraStream, onset: int, apex: int, first: int, apex_seq: int, last: int, span: int
+    ) -> tuple[int, int]:
         """GAMDSS on the crops it compares: the onset band and the apex band, read into one
         frame-indexed buffer whose rows between the bands are never touched (a long interval
         would otherwise copy every crop of its rise). Frames missing inside (a camera drop)
@@ -309,7 +373,7 @@ class SpotStage(Stage):
             bands = [(first, last)]
         ids = []
         for lo, hi in bands:
-            clip = crops.read_clip(lo, hi, out=buffer[lo - first:hi - first + 1])
+            clip = crops.read_clip(lo, hi, out=buffer[lo - first : hi - first + 1])
             ids.append(clip.frame_id - (np.arange(lo, hi + 1) - first))
         if any(np.any(part != onset) for part in ids):  # frame id = onset + position, or a frame is missing
             return onset, apex

@@ -88,7 +88,9 @@ class IngestStage(Stage):
 
     ctx: RunContext
 
-    def __init__(self, ctx: RunContext, source: Source, max_frames: int = 0, wait_when_full: bool = False) -> None:
+    def __init__(
+        self, ctx: RunContext, source: Source, max_frames: int = 0, wait_when_full: bool = False
+    ) -> None:
         super().__init__("ingest", ctx)
         self.source = source
         self.max_frames = max_frames
@@ -168,8 +170,9 @@ class StatsStage(Stage):
 
     ctx: RunContext
 
-    def __init__(self, ctx: RunContext, interval: float, stages: list[Stage],
-                 out_cursor: ReaderCursor) -> None:
+    def __init__(
+        self, ctx: RunContext, interval: float, stages: list[Stage], out_cursor: ReaderCursor
+    ) -> None:
         super().__init__("stats", ctx)
         self.interval = interval
         self.stages = stages
@@ -184,7 +187,11 @@ class StatsStage(Stage):
 
     def drops(self) -> dict[str, int]:
         """Every drop counter of the run, cumulative: camera gaps, ring overruns, bus and sinks."""
-        counts = {"camera": self.ctx.ring.camera_drops, "ring_overrun": self.out_cursor.overruns, **self.ctx.bus.drops()}
+        counts = {
+            "camera": self.ctx.ring.camera_drops,
+            "ring_overrun": self.out_cursor.overruns,
+            **self.ctx.bus.drops(),
+        }
         for stage in self.stages:
             counts.update(stage.drops())
         return counts

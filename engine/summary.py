@@ -21,8 +21,11 @@ def frames_dropped(drops: dict[str, int]) -> int:
 def events_dropped(drops: dict[str, int]) -> int:
     """Events lost from the drop counters: bus and sink drops, and recognition clips dropped
     from a full queue, lost, or abandoned at a stop."""
-    return sum(v for k, v in drops.items()
-               if k in ("bus", "invalid", "recog_backlog", "recog_lost", "recog_abandoned") or k.startswith("sink:"))
+    return sum(
+        v
+        for k, v in drops.items()
+        if k in ("bus", "invalid", "recog_backlog", "recog_lost", "recog_abandoned") or k.startswith("sink:")
+    )
 
 
 @dataclass
@@ -75,10 +78,13 @@ class Summary:
         scores = self.scores or {}
         spot_lat, recog_lat = scores.get("spot_latency_ms", {}), scores.get("recog_latency_ms", {})
         return {
-            "frames_in": self.frames_in, "frames_out": self.frames_out,
-            "frames_dropped": frames_dropped(self.drops), "skips": self.drops.get("spot_skip", 0),
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "frames_dropped": frames_dropped(self.drops),
+            "skips": self.drops.get("spot_skip", 0),
             "events_dropped": events_dropped(self.drops),
-            "spot_f1": scores.get("spot_f1"), "recog_uf1": scores.get("recog_uf1"),
+            "spot_f1": scores.get("spot_f1"),
+            "recog_uf1": scores.get("recog_uf1"),
             "spot_latency_ms": {k: spot_lat.get(k) if spot_lat.get("n") else None for k in ("p50", "p99")},
             "recog_latency_ms": {k: recog_lat.get(k) if recog_lat.get("n") else None for k in ("p50", "p99")},
             **{k: v for k, v in asdict(self).items() if k not in ("frames_in", "frames_out")},

@@ -42,10 +42,10 @@ class FrameTrace:
         keep = max(0, min(n, self.capacity - start))
         self.overflow += n - keep
         if keep:
-            self.frame_id[start:start + keep] = frame_ids[:keep]
-            self.times[0, start:start + keep] = capture_ns[:keep]
+            self.frame_id[start : start + keep] = frame_ids[:keep]
+            self.times[0, start : start + keep] = capture_ns[:keep]
             for row, values in enumerate(first_stage_ns, start=1):
-                self.times[row, start:start + keep] = values[:keep]
+                self.times[row, start : start + keep] = values[:keep]
         return start
 
     def add_frame(self, frame_id: int, capture_ns: int, *stage_ns: int) -> None:
@@ -63,7 +63,7 @@ class FrameTrace:
     def mark(self, stage: str, lo: int, hi: int, now_ns: int) -> None:
         """Stage ``stage`` finished, at ``now_ns``, with the frames at positions lo..hi-1 that it
         had not finished before (a frame in several windows counts its first)."""
-        row = self.times[self.row[stage], lo:min(hi, self.capacity)]
+        row = self.times[self.row[stage], lo : min(hi, self.capacity)]
         row[row == 0] = now_ns
 
     def finished(self, since_frame: int = 0, until_frame: int | None = None) -> np.ndarray:
@@ -75,7 +75,7 @@ class FrameTrace:
         """Per-frame latency of every frame with an id in since_frame..until_frame-1 that went
         through every stage: ``total`` (capture → last stage) and each stage's share, in ms."""
         done = self.finished(since_frame, until_frame)
-        t = self.times[:, :len(done)][:, done]
+        t = self.times[:, : len(done)][:, done]
         out = {"total": (t[-1] - t[0]) / 1e6}
         for name, row in self.row.items():
             out[name] = (t[row] - t[row - 1]) / 1e6
@@ -84,7 +84,9 @@ class FrameTrace:
     def unfinished(self, since_frame: int = 0, until_frame: int | None = None) -> int:
         """Traced frames with ids in since_frame..until_frame-1 that some stage never finished."""
         n = min(self.count, self.capacity)
-        return int(np.sum(self._between(n, since_frame, until_frame) & np.any(self.times[:, :n] == 0, axis=0)))
+        return int(
+            np.sum(self._between(n, since_frame, until_frame) & np.any(self.times[:, :n] == 0, axis=0))
+        )
 
     def _between(self, n: int, since_frame: int, until_frame: int | None) -> np.ndarray:
         ids = self.frame_id[:n]

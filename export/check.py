@@ -21,9 +21,10 @@ Only numpy and the engine's backend seam here: this runs on a runtime-only insta
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,10 @@ class Row:
 
 # -- inputs ----------------------------------------------------------------------------------------
 
-def random_feed(subgraph: SubgraphInfo, batch: int, rng: np.random.Generator, which: int = 1) -> dict[str, np.ndarray]:
+
+def random_feed(
+    subgraph: SubgraphInfo, batch: int, rng: np.random.Generator, which: int = 1
+) -> dict[str, np.ndarray]:
     """Random inputs with dynamic axes at their min (0) or opt (1): floats uniform in [0, 1) as
     `example_feed`'s; a (batch, T) bool mask gets valid-first rows of random lengths 1..T, with
     the full and the 1-frame clip among them once the batch has room."""
@@ -71,8 +75,11 @@ def random_feed(subgraph: SubgraphInfo, batch: int, rng: np.random.Generator, wh
         feed = {}
         for spec in subgraph.inputs:
             shape = concrete_shape(spec, subgraph, batch, which)
-            feed[spec.name] = (np.ones(shape, bool) if spec.dtype == "bool"
-                               else rng.random(shape, dtype=np.float64).astype(spec.dtype))
+            feed[spec.name] = (
+                np.ones(shape, bool)
+                if spec.dtype == "bool"
+                else rng.random(shape, dtype=np.float64).astype(spec.dtype)
+            )
     for spec in subgraph.inputs:
         array = feed[spec.name]
         if spec.dtype == "bool" and array.ndim == 2:
@@ -96,7 +103,9 @@ def random_sets(subgraph: SubgraphInfo, seed: int = 0) -> list[tuple[str, dict[s
     return sets
 
 
-def load_inputs(root: Path, manifest: Manifest) -> dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+def load_inputs(
+    root: Path, manifest: Manifest
+) -> dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """Per subgraph, the camera inputs saved at export and the torch outputs recorded on them
     (empty when none were recorded); subgraphs missing from the file are left out."""
     path = Path(root) / INPUTS_NAME
@@ -106,20 +115,26 @@ def load_inputs(root: Path, manifest: Manifest) -> dict[str, tuple[dict[str, np.
         with np.load(path) as z:
             stored = {k: z[k] for k in z.files}
     except Exception as exc:  # zipfile, pickle and format errors: a damaged file, named
-        raise ManifestError(f"{path}: the camera inputs cannot be read ({type(exc).__name__}: {exc}); "
-                            f"re-run `mestream export`") from None
+        raise ManifestError(
+            f"{path}: the camera inputs cannot be read ({type(exc).__name__}: {exc}); "
+            f"re-run `mestream export`"
+        ) from None
     out = {}
     for key, subgraph in manifest.subgraphs.items():
         names = [f"{key}/{t.name}" for t in subgraph.inputs]
         if all(n in stored for n in names):
             feed = {t.name: stored[f"{key}/{t.name}"] for t in subgraph.inputs}
-            want = {t.name: stored[f"{RECORDED}/{key}/{t.name}"] for t in subgraph.outputs
-                    if f"{RECORDED}/{key}/{t.name}" in stored}
+            want = {
+                t.name: stored[f"{RECORDED}/{key}/{t.name}"]
+                for t in subgraph.outputs
+                if f"{RECORDED}/{key}/{t.name}" in stored
+            }
             out[key] = (feed, want)
     return out
 
 
 # -- comparison ------------------------------------------------------------------------------------
+
 
 def difference(got: Any, want: Any) -> tuple[float, float, str]:
     """(max, mean, metric) between two arrays of one shape (see `Row`).
@@ -139,14 +154,30 @@ def difference(got: Any, want: Any) -> tuple[float, float, str]:
     return float(count), count / max(want.size, 1), "mismatches"
 
 
-def compare(subgraph: SubgraphInfo, backend: str, label: str, got: Mapping[str, np.ndarray],
-            want: Mapping[str, np.ndarray], reference: str, tol: float) -> list[Row]:
+def compare(
+    subgraph: SubgraphInfo,
+    backend: str,
+    label: str,
+    got: Mapping[str, np.ndarray],
+    want: Mapping[str, np.ndarray],
+    reference: str,
+    tol: float,
+) -> list[Row]:
     rows = []
     for spec in subgraph.outputs:
-        common = dict(subgraph=subgraph.key, backend=backend, inputs=label, output=spec.name, reference=reference)
+        common = dict(
+            subgraph=subgraph.key, backend=backend, inputs=label, output=spec.name, reference=reference
+        )
         if spec.name not in want:  # not compared is not passed: say so rather than leave the output out
-            rows.append(Row(**common, max_diff=np.nan, mean_diff=np.nan, ok=False,
-                            error=f"no {reference} output {spec.name!r} to compare with"))
+            rows.append(
+                Row(
+                    **common,
+                    max_diff=np.nan,
+                    mean_diff=np.nan,
+                    ok=False,
+                    error=f"no {reference} output {spec.name!r} to compare with",
+                )
+            )
             continue
         value = got.get(spec.name)
         if value is None:
@@ -154,8 +185,15 @@ def compare(subgraph: SubgraphInfo, backend: str, label: str, got: Mapping[str, 
             continue
         value, expected = np.asarray(value), np.asarray(want[spec.name])
         if value.dtype != np.dtype(spec.dtype) or value.shape != expected.shape:
-            rows.append(Row(**common, max_diff=np.nan, mean_diff=np.nan, ok=False,
-                            error=f"{value.dtype} {value.shape}, expected {spec.dtype} {expected.shape}"))
+            rows.append(
+                Row(
+                    **common,
+                    max_diff=np.nan,
+                    mean_diff=np.nan,
+                    ok=False,
+                    error=f"{value.dtype} {value.shape}, expected {spec.dtype} {expected.shape}",
+                )
+            )
             continue
         peak, mean, metric = difference(value, expected)
         ok = peak <= tol if metric == "abs" else peak == 0
@@ -174,7 +212,9 @@ def runnable_backends(kinds: Iterable[str] | None, echo: Callable[[str], None]) 
     wanted = list(kinds) if kinds else known
     unknown = [k for k in wanted if k not in known]
     if unknown:
-        raise backends.BackendError(f"no backend kind {', '.join(map(repr, unknown))}; kinds: {', '.join(known)}")
+        raise backends.BackendError(
+            f"no backend kind {', '.join(map(repr, unknown))}; kinds: {', '.join(known)}"
+        )
     out = []
     for kind in wanted:
         try:
@@ -190,8 +230,13 @@ def runnable_backends(kinds: Iterable[str] | None, echo: Callable[[str], None]) 
     return out
 
 
-def run_backend(cls: Any, manifest: Manifest, key: str, sets: list[tuple[str, dict[str, np.ndarray]]],
-                config: InferenceConfig) -> dict[str, Any]:
+def run_backend(
+    cls: Any,
+    manifest: Manifest,
+    key: str,
+    sets: list[tuple[str, dict[str, np.ndarray]]],
+    config: InferenceConfig,
+) -> dict[str, Any]:
     """Outputs (copied: runners reuse their buffers) per input set, or the error's text."""
     results: dict[str, Any] = {}
     runner = cls(manifest, key, config)
@@ -209,8 +254,14 @@ def run_backend(cls: Any, manifest: Manifest, key: str, sets: list[tuple[str, di
     return results
 
 
-def check_backends(manifest: Manifest, kinds: Iterable[str] | None = None, *, tol: float = 1e-4,
-                   config: InferenceConfig | None = None, echo: Callable[[str], None] = print) -> list[Row]:
+def check_backends(
+    manifest: Manifest,
+    kinds: Iterable[str] | None = None,
+    *,
+    tol: float = 1e-4,
+    config: InferenceConfig | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[Row]:
     """Every subgraph of ``manifest`` on every runnable backend of ``kinds`` (default: all
     registered), compared on random and camera inputs; see the module docstring."""
     config = config or InferenceConfig()
@@ -252,10 +303,23 @@ def format_rows(rows: list[Row], tol: float = 1e-4) -> str:
     head = ("", "subgraph", "backend", "inputs", "output", "max", "mean", "vs")
     table = [head]
     for r in rows:
-        mean = f"{r.mean_diff:.2%}" if r.metric == "mismatches" and not np.isnan(r.mean_diff) else _figure(r.mean_diff, r.metric)
-        table.append(("[PASSED]" if r.ok else "[FAILED]", r.subgraph, r.backend, r.inputs, r.output,
-                      _figure(r.max_diff, r.metric) + (" mism." if r.metric == "mismatches" else ""),
-                      mean, r.reference or "-"))
+        mean = (
+            f"{r.mean_diff:.2%}"
+            if r.metric == "mismatches" and not np.isnan(r.mean_diff)
+            else _figure(r.mean_diff, r.metric)
+        )
+        table.append(
+            (
+                "[PASSED]" if r.ok else "[FAILED]",
+                r.subgraph,
+                r.backend,
+                r.inputs,
+                r.output,
+                _figure(r.max_diff, r.metric) + (" mism." if r.metric == "mismatches" else ""),
+                mean,
+                r.reference or "-",
+            )
+        )
     widths = [max(len(str(line[i])) for line in table) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
     for r in rows:
@@ -266,9 +330,13 @@ def format_rows(rows: list[Row], tol: float = 1e-4) -> str:
     if not rows:
         lines = ["nothing compared"]
     elif failed:
-        lines.append(f"[FAILED] {failed} of {len(rows)} comparisons differ beyond {tol:g} (float: max abs difference; "
-                     f"bool/int: any mismatch); backends: {', '.join(used)}")
+        lines.append(
+            f"[FAILED] {failed} of {len(rows)} comparisons differ beyond {tol:g} (float: max abs difference; "
+            f"bool/int: any mismatch); backends: {', '.join(used)}"
+        )
     else:
-        lines.append(f"[PASSED] {len(rows)} comparisons within {tol:g} (bool/int outputs identical); "
-                     f"backends: {', '.join(used)}")
+        lines.append(
+            f"[PASSED] {len(rows)} comparisons within {tol:g} (bool/int outputs identical); "
+            f"backends: {', '.join(used)}"
+        )
     return "\n".join(lines)

@@ -46,19 +46,39 @@ class UsageError(ValueError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="[MODEL=]PATH",
-                        help="a checkpoint to export (repeatable); MODEL (mesnet, akmnet) is read from the file when "
-                             "omitted; default: both shipped demo checkpoints")
-    parser.add_argument("--out", default=None,
-                        help="export folder (default runs/export; with --check alone: check the shipped export)")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="[MODEL=]PATH",
+        help="a checkpoint to export (repeatable); MODEL (mesnet, akmnet) is read from the file when "
+        "omitted; default: both shipped demo checkpoints",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="export folder (default runs/export; with --check alone: check the shipped export)",
+    )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17, the lowest supported)")
-    parser.add_argument("--check", action="store_true",
-                        help="compare every backend that can run here on the export (random and camera inputs)")
-    parser.add_argument("--backends", default="", metavar="A,B",
-                        help="the backends --check runs (default: every registered kind)")
-    parser.add_argument("--if-stale", action="store_true",
-                        help="export only when the export in --out is missing or older than its checkpoints")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="--check's max abs difference (default 1e-4)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="compare every backend that can run here on the export (random and camera inputs)",
+    )
+    parser.add_argument(
+        "--backends",
+        default="",
+        metavar="A,B",
+        help="the backends --check runs (default: every registered kind)",
+    )
+    parser.add_argument(
+        "--if-stale",
+        action="store_true",
+        help="export only when the export in --out is missing or older than its checkpoints",
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-4, help="--check's max abs difference (default 1e-4)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -117,8 +137,10 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else Path("runs/export")
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
         missing = "PyTorch" if importlib.util.find_spec("torch") is None else "the onnx package"
-        raise UsageError(f"exporting needs {missing}, from the 'train' extra: pip install 'mestream[train]'"
-                         + ("; --check alone checks the shipped export without it" if args.check else ""))
+        raise UsageError(
+            f"exporting needs {missing}, from the 'train' extra: pip install 'mestream[train]'"
+            + ("; --check alone checks the shipped export without it" if args.check else "")
+        )
     import torch  # lazy: torch is in the train extra
 
     torch.set_num_threads(args.threads)
@@ -139,22 +161,32 @@ def summary(manifest: object, seconds: float) -> str:
     """One line per subgraph: file, parity figures; then where the manifest is."""
     lines = []
     for key, subgraph in manifest.subgraphs.items():  # type: ignore[attr-defined]
-        figures = ", ".join(f"{group} {max(values.values()):.2g}" for group, values in subgraph.parity.items() if values)
+        figures = ", ".join(
+            f"{group} {max(values.values()):.2g}" for group, values in subgraph.parity.items() if values
+        )
         lines.append(f"  {key:<20} {subgraph.file:<28} max diff vs torch: {figures}")
-    lines.append(f"exported {len(lines)} subgraphs in {seconds:.1f} s; manifest {manifest.root}/manifest.json")  # type: ignore[attr-defined]
+    lines.append(
+        f"exported {len(lines)} subgraphs in {seconds:.1f} s; manifest {manifest.root}/manifest.json"
+    )  # type: ignore[attr-defined]
     return "\n".join(lines)
 
 
 def check(root: Path, kinds: list[str], args: argparse.Namespace) -> int:
     manifest = Manifest.load(root)
-    rows = check_backends(manifest, kinds or None, tol=args.tolerance, config=InferenceConfig(threads=args.threads))
+    rows = check_backends(
+        manifest, kinds or None, tol=args.tolerance, config=InferenceConfig(threads=args.threads)
+    )
     if not rows:
         asked = kinds or backend_kinds()
         able = [k for k in asked if why_unavailable(backend_class(k)) is None]
         if not able:
-            raise UsageError(f"{root}: nothing to compare: none of the backends asked for ({', '.join(asked)}) can run "
-                             f"here (see [SKIP] above)")
-        raise UsageError(f"{root}: nothing to compare: only {', '.join(able)} can run here and the export has no "
-                         f"camera inputs with recorded torch outputs (inputs.npz) to compare it with")
+            raise UsageError(
+                f"{root}: nothing to compare: none of the backends asked for ({', '.join(asked)}) can run "
+                f"here (see [SKIP] above)"
+            )
+        raise UsageError(
+            f"{root}: nothing to compare: only {', '.join(able)} can run here and the export has no "
+            f"camera inputs with recorded torch outputs (inputs.npz) to compare it with"
+        )
     print(format_rows(rows, args.tolerance))
     return 0 if all(r.ok for r in rows) else 1

@@ -25,8 +25,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -84,22 +85,37 @@ def checkpoint_family(path: str | Path) -> str:
 
 # -- one subgraph -------------------------------------------------------------------------------------
 
+
 def export_subgraph(subgraph: Any, path: Path, opset: int) -> None:
     """Trace ``subgraph`` (a `SubgraphSpec`) to ``path`` and run the ONNX checker on the file."""
     import onnx  # lazy: onnx is in the train extra
     import torch  # lazy: torch is in the train extra
 
-    example = random_feed(subgraph.info(), 2, np.random.default_rng(0))  # batch 2: a batch of 1 can be folded into the graph as a constant
+    example = random_feed(
+        subgraph.info(), 2, np.random.default_rng(0)
+    )  # batch 2: a batch of 1 can be folded into the graph as a constant
     args = tuple(torch.from_numpy(example[t.name]) for t in subgraph.inputs)
     subgraph.module.eval()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices; see the module docstring
-            torch.onnx.export(subgraph.module, args, str(path), dynamo=False, opset_version=opset,
-                              input_names=[t.name for t in subgraph.inputs], output_names=[t.name for t in subgraph.outputs],
-                              dynamic_axes=subgraph.dynamic_axes(), do_constant_folding=True)
+            warnings.simplefilter(
+                "ignore"
+            )  # the TorchScript exporter's deprecation notices; see the module docstring
+            torch.onnx.export(
+                subgraph.module,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[t.name for t in subgraph.inputs],
+                output_names=[t.name for t in subgraph.outputs],
+                dynamic_axes=subgraph.dynamic_axes(),
+                do_constant_folding=True,
+            )
     except Exception as exc:
-        raise ExportError(f"model {subgraph.key}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
+        raise ExportError(
+            f"model {subgraph.key}: torch.onnx.export failed: {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         subgraph.module.eval()  # the exporter restores the module's previous mode on the way out
     try:
@@ -120,21 +136,28 @@ def torch_outputs(subgraph: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np
     import torch  # lazy: torch is in the train extra
 
     with torch.inference_mode():
-        out = subgraph.module(*(torch.from_numpy(np.ascontiguousarray(feed[t.name])) for t in subgraph.inputs))
+        out = subgraph.module(
+            *(torch.from_numpy(np.ascontiguousarray(feed[t.name])) for t in subgraph.inputs)
+        )
     out = out if isinstance(out, tuple) else (out,)
     return {t.name: v.numpy() for t, v in zip(subgraph.outputs, out)}
 
 
 def _signature(subgraph: Any, session: Any, path: Path) -> None:
     """The graph's names and shapes are the spec's: the manifest must describe the file."""
-    for kind, got, want in (("inputs", session.get_inputs(), subgraph.inputs), ("outputs", session.get_outputs(), subgraph.outputs)):
+    for kind, got, want in (
+        ("inputs", session.get_inputs(), subgraph.inputs),
+        ("outputs", session.get_outputs(), subgraph.outputs),
+    ):
         have = [(t.name, tuple(t.shape)) for t in got]
         expect = [(t.name, tuple(t.shape)) for t in want]
         if have != expect:
             raise ExportError(f"model {subgraph.key}: {path.name} has {kind} {have}, expected {expect}")
 
 
-def verify_subgraph(subgraph: Any, path: Path, camera: Mapping[str, np.ndarray]) -> tuple[SubgraphInfo, dict[str, np.ndarray]]:
+def verify_subgraph(
+    subgraph: Any, path: Path, camera: Mapping[str, np.ndarray]
+) -> tuple[SubgraphInfo, dict[str, np.ndarray]]:
     """Parity of the ONNX file against the torch module on random and camera inputs.
 
     Returns the subgraph's manifest entry (with the output dtypes ONNX Runtime actually gives)
@@ -152,15 +175,19 @@ def verify_subgraph(subgraph: Any, path: Path, camera: Mapping[str, np.ndarray])
         group = "camera" if label == "camera" else "random"
         for name in names:
             if got[name].dtype != want[name].dtype or got[name].shape != want[name].shape:
-                raise ParityError(f"model {subgraph.key}: output {name!r} is {got[name].dtype} {got[name].shape} in "
-                                  f"ONNX Runtime but {want[name].dtype} {want[name].shape} in torch ({label} inputs)")
+                raise ParityError(
+                    f"model {subgraph.key}: output {name!r} is {got[name].dtype} {got[name].shape} in "
+                    f"ONNX Runtime but {want[name].dtype} {want[name].shape} in torch ({label} inputs)"
+                )
             dtypes[name] = got[name].dtype.name
             peak, _, metric = difference(got[name], want[name])
             parity[group][name] = max(parity[group].get(name, 0.0), peak)
             if (metric == "abs" and not peak <= TOL) or (metric == "mismatches" and peak):
                 what = f"max abs difference {peak:.3g}" if metric == "abs" else f"{int(peak)} elements differ"
-                raise ParityError(f"model {subgraph.key}: output {name!r} of {path.name} differs from torch on {label} "
-                                  f"inputs: {what} (tolerance {TOL:g}; bool/int outputs must be identical)")
+                raise ParityError(
+                    f"model {subgraph.key}: output {name!r} of {path.name} differs from torch on {label} "
+                    f"inputs: {what} (tolerance {TOL:g}; bool/int outputs must be identical)"
+                )
         if label == "camera":
             recorded = want
     outputs = tuple(TensorInfo(t.name, t.shape, dtypes[t.name]) for t in subgraph.outputs)
@@ -171,13 +198,21 @@ def verify_subgraph(subgraph: Any, path: Path, camera: Mapping[str, np.ndarray])
 
 # -- real inputs -----------------------------------------------------------------------------------
 
+
 def _render(seconds: float, size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Face crops of every frame of the camera subject, and its micro-expressions (onset, offset)."""
-    camera = make_camera(CAMERA_SUBJECT, fps=CAMERA_FPS, duration_s=seconds,
-                         scene=SceneConfig(micro_per_min=CAMERA_MICRO_PER_MIN))
+    camera = make_camera(
+        CAMERA_SUBJECT,
+        fps=CAMERA_FPS,
+        duration_s=seconds,
+        scene=SceneConfig(micro_per_min=CAMERA_MICRO_PER_MIN),
+    )
     crops = render_crops(camera, np.arange(camera.n_frames), size)
-    micro = [(e.onset_frame, e.offset_frame) for e in camera.ground_truth
-             if e.kind == "micro" and e.offset_frame < len(crops)]
+    micro = [
+        (e.onset_frame, e.offset_frame)
+        for e in camera.ground_truth
+        if e.kind == "micro" and e.offset_frame < len(crops)
+    ]
     return crops, micro
 
 
@@ -187,21 +222,34 @@ def mesnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
     import torch  # lazy: torch is in the train extra
 
     cfg = spec.net.config
-    crops, _ = _render(max(CAMERA_SECONDS, (cfg.window_steps + cfg.flow_gap + 1) / cfg.sample_hz), cfg.flow_crop)
+    crops, _ = _render(
+        max(CAMERA_SECONDS, (cfg.window_steps + cfg.flow_gap + 1) / cfg.sample_hz), cfg.flow_crop
+    )
     flow = flow_steps(crops, sample_starts(len(crops), CAMERA_FPS, cfg.sample_hz), cfg).astype(np.float32)
     window = np.zeros((cfg.window_steps, *flow.shape[1:]), np.float32)
-    window[:min(len(flow), cfg.window_steps)] = flow[:cfg.window_steps]
+    window[: min(len(flow), cfg.window_steps)] = flow[: cfg.window_steps]
     with torch.inference_mode():
         features = spec.subgraph("encoder").module(torch.from_numpy(window)).numpy()
         scores = [s[0].numpy() for s in spec.subgraph("window_head").module(torch.from_numpy(features)[None])]
     positions = np.concatenate(intervals.cpn_positions(cfg))
     best = np.argsort(-np.concatenate(scores), kind="stable")[:CRN_PROPOSALS]
-    proposals = np.stack([intervals.resample(features, int(a), int(b), cfg.crn_steps) for a, b in positions[best]])
+    proposals = np.stack(
+        [intervals.resample(features, int(a), int(b), cfg.crn_steps) for a, b in positions[best]]
+    )
     motion = np.abs(flow).mean(axis=(1, 2, 3))
-    picks = np.unique(np.concatenate([np.argsort(-motion, kind="stable")[:ENCODER_SAMPLES // 2],
-                                      np.linspace(0, len(flow) - 1, ENCODER_SAMPLES // 2).round().astype(int)]))
-    return {"encoder": {"flow": flow[picks]}, "window_head": {"features": features[None]},
-            "crn": {"proposals": proposals.astype(np.float32)}}
+    picks = np.unique(
+        np.concatenate(
+            [
+                np.argsort(-motion, kind="stable")[: ENCODER_SAMPLES // 2],
+                np.linspace(0, len(flow) - 1, ENCODER_SAMPLES // 2).round().astype(int),
+            ]
+        )
+    )
+    return {
+        "encoder": {"flow": flow[picks]},
+        "window_head": {"features": features[None]},
+        "crn": {"proposals": proposals.astype(np.float32)},
+    }
 
 
 def akmnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
@@ -215,8 +263,19 @@ def akmnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
     spans = (micro + [(0, min(43, len(crops) - 1)), (len(crops) // 2, len(crops) - 1)])[:2]
     short = max(1, cfg.max_frames // 2)
     spans[1] = (spans[1][0], min(spans[1][0] + short - 1, spans[1][1]))
-    clips = [sample_from_crops(crops[a:b + 1], np.arange(a, b + 1), cfg, label=0, onset=a, apex=a, offset=b,
-                               subject=str(CAMERA_SUBJECT)) for a, b in spans]
+    clips = [
+        sample_from_crops(
+            crops[a : b + 1],
+            np.arange(a, b + 1),
+            cfg,
+            label=0,
+            onset=a,
+            apex=a,
+            offset=b,
+            subject=str(CAMERA_SUBJECT),
+        )
+        for a, b in spans
+    ]
     frames, mask, _ = collate(clips, cfg.image_size, train=False, pad_to=cfg.max_frames)
     with torch.inference_mode():
         valid = spec.subgraph("encoder").module(torch.from_numpy(frames[mask])).numpy()
@@ -232,12 +291,19 @@ CAMERA = {"mesnet": mesnet_camera, "akmnet": akmnet_camera}
 
 # -- everything ------------------------------------------------------------------------------------
 
+
 def producer() -> dict[str, str]:
     import onnx  # lazy: onnx is in the train extra
     import torch  # lazy: torch is in the train extra
 
-    return {"torch": str(torch.__version__), "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "numpy": np.__version__, "mestream": __version__, "git_sha": git_sha() or "unknown"}
+    return {
+        "torch": str(torch.__version__),
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "mestream": __version__,
+        "git_sha": git_sha() or "unknown",
+    }
 
 
 def relative_to(path: Path, root: Path) -> str:
@@ -248,8 +314,13 @@ def relative_to(path: Path, root: Path) -> str:
         return str(path.resolve())
 
 
-def export_all(checkpoints: Mapping[str, str | Path] | None = None, out: str | Path = DEFAULT_OUT, *,
-               opset: int = MIN_OPSET, progress: bool = True) -> Manifest:
+def export_all(
+    checkpoints: Mapping[str, str | Path] | None = None,
+    out: str | Path = DEFAULT_OUT,
+    *,
+    opset: int = MIN_OPSET,
+    progress: bool = True,
+) -> Manifest:
     """Export, check and describe every subgraph of each checkpoint (model → path; default: both
     shipped demo checkpoints) into ``out``; the manifest is written last, so an export that
     fails leaves no manifest claiming its files."""
@@ -284,21 +355,33 @@ def export_all(checkpoints: Mapping[str, str | Path] | None = None, out: str | P
                 bar.update()
             path = checkpoints[model]
             # parsed as the runtime will load it: an export lacking a field the engine reads fails here
-            entry = {"name": model, "preset": spec.preset, "checkpoint": relative_to(path, out),
-                     "checkpoint_sha256": file_sha256(path), "config": spec.config,
-                     "preprocessing": spec.preprocessing, "subgraphs": [dataclasses.asdict(s) for s in subgraphs]}
+            entry = {
+                "name": model,
+                "preset": spec.preset,
+                "checkpoint": relative_to(path, out),
+                "checkpoint_sha256": file_sha256(path),
+                "config": spec.config,
+                "preprocessing": spec.preprocessing,
+                "subgraphs": [dataclasses.asdict(s) for s in subgraphs],
+            }
             models[model] = model_info(entry, f"models.{model}")
     tmp = out / (INPUTS_NAME + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(out / INPUTS_NAME)
-    manifest = Manifest(root=out, opset=opset, exporter=f"{EXPORTER} torch {torch.__version__}", producer=producer(),
-                        models=models)
+    manifest = Manifest(
+        root=out,
+        opset=opset,
+        exporter=f"{EXPORTER} torch {torch.__version__}",
+        producer=producer(),
+        models=models,
+    )
     manifest.save()
     return manifest
 
 
-def is_stale(out: str | Path, checkpoints: Mapping[str, str | Path] | None = None, *,
-             opset: int | None = None) -> str | None:
+def is_stale(
+    out: str | Path, checkpoints: Mapping[str, str | Path] | None = None, *, opset: int | None = None
+) -> str | None:
     """Why the export in ``out`` does not match ``checkpoints`` (default: the shipped demo
     ones), or None when it does: no manifest, a model missing, a checkpoint or an ONNX file
     changed since the export, the camera inputs missing, another opset. Code changes to the
@@ -313,13 +396,17 @@ def is_stale(out: str | Path, checkpoints: Mapping[str, str | Path] | None = Non
     for model, path in checkpoints.items():
         info = manifest.models.get(model)
         if info is None:
-            return f"model {model} is not in the export in {out} (it has {', '.join(manifest.models) or 'none'})"
+            return (
+                f"model {model} is not in the export in {out} (it has {', '.join(manifest.models) or 'none'})"
+            )
         if not Path(path).is_file():
             return f"checkpoint {path}: no such file"
         sha = file_sha256(path)
         if sha != info.checkpoint_sha256:
-            return (f"checkpoint {path} (sha256 {sha[:12]}…) is not the one model {model} was exported from "
-                    f"(sha256 {info.checkpoint_sha256[:12]}…)")
+            return (
+                f"checkpoint {path} (sha256 {sha[:12]}…) is not the one model {model} was exported from "
+                f"(sha256 {info.checkpoint_sha256[:12]}…)"
+            )
     for key in manifest.subgraphs:
         try:
             manifest.verify(key)

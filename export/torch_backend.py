@@ -11,8 +11,9 @@ other weights, and comparing the two would report a mismatch that is only a stal
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -54,13 +55,17 @@ class TorchBackend(Runner):
         info = self.manifest.models[model]
         path = checkpoint_path(self.manifest, model)
         if not path.is_file():
-            raise BackendError(f"torch backend for {self.key}: checkpoint {path} (named in {self.manifest.root}/"
-                               f"manifest.json) is missing")
+            raise BackendError(
+                f"torch backend for {self.key}: checkpoint {path} (named in {self.manifest.root}/"
+                f"manifest.json) is missing"
+            )
         sha = file_sha256(path)
         if sha != info.checkpoint_sha256:
-            raise BackendError(f"torch backend for {self.key}: checkpoint {path} (sha256 {sha[:12]}…) is not the one "
-                               f"{self.manifest.root / 'manifest.json'} was exported from (sha256 "
-                               f"{info.checkpoint_sha256[:12]}…): the export is stale, re-run `mestream export`")
+            raise BackendError(
+                f"torch backend for {self.key}: checkpoint {path} (sha256 {sha[:12]}…) is not the one "
+                f"{self.manifest.root / 'manifest.json'} was exported from (sha256 "
+                f"{info.checkpoint_sha256[:12]}…): the export is stale, re-run `mestream export`"
+            )
         cache_key = (model, str(path.resolve()), sha)
         spec = _SPECS.get(cache_key)
         if spec is None:
@@ -83,14 +88,20 @@ class TorchBackend(Runner):
         # from_numpy shares memory; a read-only array (np.load's mmap, a frozen buffer) is copied
         # once rather than letting torch warn on every call, and so is one with negative strides
         # (a reversed view), which from_numpy refuses
-        args = [torch.from_numpy(a if a.flags.writeable and all(s >= 0 for s in a.strides) else np.array(a, order="C"))
-                for a in (np.asarray(feed[t.name]) for t in self.inputs)]
+        args = [
+            torch.from_numpy(
+                a if a.flags.writeable and all(s >= 0 for s in a.strides) else np.array(a, order="C")
+            )
+            for a in (np.asarray(feed[t.name]) for t in self.inputs)
+        ]
         with torch.inference_mode():
             out = self.module(*args)
         out = out if isinstance(out, tuple) else (out,)
         if len(out) != len(self.outputs):
-            raise BackendError(f"torch backend for {self.key}: the subgraph gave {len(out)} outputs, the manifest names "
-                               f"{len(self.outputs)}; re-run `mestream export`")
+            raise BackendError(
+                f"torch backend for {self.key}: the subgraph gave {len(out)} outputs, the manifest names "
+                f"{len(self.outputs)}; re-run `mestream export`"
+            )
         return {spec.name: value.numpy() for spec, value in zip(self.outputs, out)}
 
     def _deactivate(self) -> None:

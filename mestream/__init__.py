@@ -41,8 +41,20 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "ConfigError", "Event", "HealthEvent", "Pipeline", "PublishConfig", "RecogEvent", "RunConfig", "Sink",
-    "SinkConfig", "SourceConfig", "SpotEvent", "StatsEvent", "Summary", "__version__",
+    "ConfigError",
+    "Event",
+    "HealthEvent",
+    "Pipeline",
+    "PublishConfig",
+    "RecogEvent",
+    "RunConfig",
+    "Sink",
+    "SinkConfig",
+    "SourceConfig",
+    "SpotEvent",
+    "StatsEvent",
+    "Summary",
+    "__version__",
 ]  # spelled out (the keys of _EXPORTS, checked by a test) so that linters and IDEs can read it
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` provides them

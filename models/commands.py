@@ -19,8 +19,11 @@ _STEPS = {"train": "train", "eval": "evaluate"}
 
 def _add(parser: argparse.ArgumentParser, verb: str) -> None:
     parser.add_argument("model", choices=FAMILIES, help="which network")
-    parser.add_argument("options", nargs=argparse.REMAINDER,
-                        help=f"the model's own options; see `mestream {verb} <model> --help`")
+    parser.add_argument(
+        "options",
+        nargs=argparse.REMAINDER,
+        help=f"the model's own options; see `mestream {verb} <model> --help`",
+    )
     parser.set_defaults(_verb=verb)
 
 
@@ -32,7 +35,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"mestream {verb}: {exc}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"mestream.models.{model}.{_STEPS[verb]}")
-    parser = argparse.ArgumentParser(prog=f"mestream {verb} {model}", description=(module.__doc__ or "").strip().split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=f"mestream {verb} {model}", description=(module.__doc__ or "").strip().split("\n\n")[0]
+    )
     module.add_arguments(parser)
     return int(module.run(parser.parse_args(args.options)) or 0)
 
@@ -51,5 +56,11 @@ class _Verb:
         return _run(args)
 
 
-train = _Verb("train", "Train a network on synthetic subjects (or a dataset you hold) and write a checkpoint with its model card.")
-evaluate = _Verb("eval", "Evaluate a checkpoint (the shipped one by default) on held-out synthetic subjects and write metrics.")
+train = _Verb(
+    "train",
+    "Train a network on synthetic subjects (or a dataset you hold) and write a checkpoint with its model card.",
+)
+evaluate = _Verb(
+    "eval",
+    "Evaluate a checkpoint (the shipped one by default) on held-out synthetic subjects and write metrics.",
+)

@@ -17,8 +17,10 @@ FAMILIES = ("mesnet", "akmnet")
 def _family(name: str) -> tuple[Any, str]:
     family, _, preset = name.partition(".")
     if family not in FAMILIES or not preset:
-        raise ValueError(f"unknown model {name!r}: names are <family>.<preset> with family one of {', '.join(FAMILIES)} "
-                         f"(see list_models())")
+        raise ValueError(
+            f"unknown model {name!r}: names are <family>.<preset> with family one of {', '.join(FAMILIES)} "
+            f"(see list_models())"
+        )
     module = importlib.import_module(f"mestream.models.{family}")
     if preset not in module.PRESETS:
         raise ValueError(f"unknown model {name!r}: {family} presets are {', '.join(sorted(module.PRESETS))}")
@@ -42,5 +44,8 @@ def create_model(name: str, **overrides: Any) -> Any:
 
 
 def list_models() -> list[str]:
-    return [f"{family}.{preset}" for family in FAMILIES
-            for preset in sorted(importlib.import_module(f"mestream.models.{family}").PRESETS)]
+    return [
+        f"{family}.{preset}"
+        for family in FAMILIES
+        for preset in sorted(importlib.import_module(f"mestream.models.{family}").PRESETS)
+    ]

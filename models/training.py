@@ -17,8 +17,9 @@ import math
 import random
 import shutil
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -39,8 +40,10 @@ def require_torch(what: str) -> None:
     try:
         import torch  # noqa: F401
     except ImportError as exc:
-        raise MissingExtra(f"{what} needs PyTorch, from the 'train' extra: pip install 'mestream[train]' "
-                           f"(pins torch==2.13.0)") from exc
+        raise MissingExtra(
+            f"{what} needs PyTorch, from the 'train' extra: pip install 'mestream[train]' "
+            f"(pins torch==2.13.0)"
+        ) from exc
 
 
 def seed_everything(seed: int) -> None:
@@ -66,7 +69,9 @@ class EarlyStopping:
 
     def step(self, value: float) -> bool:
         """Record one check; True when it is the best so far (save the weights then)."""
-        better = value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+        better = (
+            value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+        )
         if better:
             self.best, self.bad = value, 0
         else:
@@ -86,9 +91,13 @@ def plot_curves(history: dict[str, list[float]], path: str | Path, title: str = 
     import matplotlib.pyplot as plt  # lazy: matplotlib is in the train extra
 
     names = [k for k, v in history.items() if len(v)]
-    fig, axes = plt.subplots(len(names) or 1, 1, figsize=(6, 2.2 * max(len(names), 1)), sharex=False, squeeze=False)
+    fig, axes = plt.subplots(
+        len(names) or 1, 1, figsize=(6, 2.2 * max(len(names), 1)), sharex=False, squeeze=False
+    )
     for ax, name in zip(axes[:, 0], names):
-        ax.plot(range(1, len(history[name]) + 1), history[name], marker="." if len(history[name]) < 50 else None)
+        ax.plot(
+            range(1, len(history[name]) + 1), history[name], marker="." if len(history[name]) < 50 else None
+        )
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("check (epoch)")
@@ -103,6 +112,7 @@ def plot_curves(history: dict[str, list[float]], path: str | Path, title: str = 
 
 
 # --------------------------------------------------------------------------- shared command options
+
 
 class OptionError(ValueError):
     """Command options that cannot be honoured together (or at all); the message names them."""
@@ -146,30 +156,61 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, model: str, *, presets: Iterable[str],
-                         config_class: str, set_example: str, datasets: Sequence[str]) -> None:
+def add_common_arguments(
+    parser: argparse.ArgumentParser,
+    model: str,
+    *,
+    presets: Iterable[str],
+    config_class: str,
+    set_example: str,
+    datasets: Sequence[str],
+) -> None:
     """The options both train commands take, with one wording.
 
     The dataset-only options default to None (or empty) so that `check_data_options` can tell
     "given" from "default" and refuse the ones the chosen data would ignore.
     """
-    parser.add_argument("--preset", default="paper", choices=sorted(presets),
-                        help="config preset (default paper: the paper's recipe, long on a CPU; "
-                             "--preset demo trains on 2 CPU cores in minutes)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help=f"override any {config_class} field (repeatable; VALUE is JSON or a bare string), "
-                             f"e.g. {set_example}")
-    parser.add_argument("--dataset", choices=datasets,
-                        help="train on a licensed dataset you hold instead of synthetic subjects")
+    parser.add_argument(
+        "--preset",
+        default="paper",
+        choices=sorted(presets),
+        help="config preset (default paper: the paper's recipe, long on a CPU; "
+        "--preset demo trains on 2 CPU cores in minutes)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help=f"override any {config_class} field (repeatable; VALUE is JSON or a bare string), "
+        f"e.g. {set_example}",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=datasets,
+        help="train on a licensed dataset you hold instead of synthetic subjects",
+    )
     parser.add_argument("--root", help="the dataset's folder (with --dataset)")
-    parser.add_argument("--folds", type=positive_int, default=None,
-                        help=f"with --dataset: subject-independent k-fold; the first fold validates (default {DEFAULT_FOLDS})")
-    parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --dataset: an option of the dataset's reader (repeatable; VALUE is JSON or a "
-                             "bare string), e.g. annotations=codes.xlsx, frames_dir=Cropped, errors=skip, "
-                             "columns='{\"subject\": \"Subject\"}'")
-    parser.add_argument("--ship", action="store_true",
-                        help=f"also copy the checkpoint and its card to models/weights/{model}-<preset>.pt")
+    parser.add_argument(
+        "--folds",
+        type=positive_int,
+        default=None,
+        help=f"with --dataset: subject-independent k-fold; the first fold validates (default {DEFAULT_FOLDS})",
+    )
+    parser.add_argument(
+        "--dataset-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --dataset: an option of the dataset's reader (repeatable; VALUE is JSON or a "
+        "bare string), e.g. annotations=codes.xlsx, frames_dir=Cropped, errors=skip, "
+        'columns=\'{"subject": "Subject"}\'',
+    )
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help=f"also copy the checkpoint and its card to models/weights/{model}-<preset>.pt",
+    )
 
 
 def _flag(dest: str) -> str:
@@ -219,8 +260,9 @@ def config_with_overrides(config: C, items: Sequence[str] = (), **explicit: Any)
     return type(config).from_dict({**dataclasses.asdict(config), **changes})  # type: ignore[attr-defined]
 
 
-def dataset_split(name: str, root: str | None, folds: int | None, seed: int,
-                  **options: Any) -> tuple[list[Any], list[Any], dict[str, Any]]:
+def dataset_split(
+    name: str, root: str | None, folds: int | None, seed: int, **options: Any
+) -> tuple[list[Any], list[Any], dict[str, Any]]:
     """(training records, validation records, the card's data) of a licensed dataset: the first
     subject-independent fold validates, the others train. ``options`` go to ``read_dataset``
     (and to the card, so that the run can be repeated)."""
@@ -229,8 +271,15 @@ def dataset_split(name: str, root: str | None, folds: int | None, seed: int,
     folds = DEFAULT_FOLDS if folds is None else folds
     records = read_dataset(name, root, **options)
     fold, train, val = next(kfold_splits(records, folds, seed=seed))
-    data = {"source": "dataset", "dataset": name, "root": str(root), "fold": fold, "folds": folds,
-            "train_subjects": [s for _, s in subjects(train)], "val_subjects": [s for _, s in subjects(val)]}
+    data = {
+        "source": "dataset",
+        "dataset": name,
+        "root": str(root),
+        "fold": fold,
+        "folds": folds,
+        "train_subjects": [s for _, s in subjects(train)],
+        "val_subjects": [s for _, s in subjects(val)],
+    }
     if options:
         data["options"] = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
     return train, val, data
@@ -257,6 +306,7 @@ def report_errors(command: str, body: Callable[[], int], errors: tuple[type[Exce
 
 # --------------------------------------------------------------------------- shared evaluation
 
+
 def check_eval_seed(seed: int, card: dict[str, Any], checkpoint: str | Path) -> None:
     """Refuse the seed whose subjects trained or validated the model, in one wording for both models."""
     try:
@@ -265,10 +315,17 @@ def check_eval_seed(seed: int, card: dict[str, Any], checkpoint: str | Path) -> 
         raise EvalError(str(exc)) from None
 
 
-def eval_provenance(*, seed: int, subjects: Sequence[int], duration_s: float, checkpoint: str | Path,
-                    card: dict[str, Any]) -> dict[str, Any]:
+def eval_provenance(
+    *, seed: int, subjects: Sequence[int], duration_s: float, checkpoint: str | Path, card: dict[str, Any]
+) -> dict[str, Any]:
     """What an evaluation ran on, for its metrics.json: the data, the weights, the code that
     trained them (from the card) and the code that scored them, which may differ."""
-    return {"seed": int(seed), "subjects": len(subjects), "subject_ids": [int(s) for s in subjects],
-            "duration_s": float(duration_s), "checkpoint": str(checkpoint),
-            "trained_git_sha": card.get("git_sha"), "eval_git_sha": git_sha()}
+    return {
+        "seed": int(seed),
+        "subjects": len(subjects),
+        "subject_ids": [int(s) for s in subjects],
+        "duration_s": float(duration_s),
+        "checkpoint": str(checkpoint),
+        "trained_git_sha": card.get("git_sha"),
+        "eval_git_sha": git_sha(),
+    }

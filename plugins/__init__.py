@@ -23,14 +23,16 @@ and says so (`NotInstalled`) rather than falling back on a second list that coul
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Mapping
+from typing import Any
 
 SOURCE_GROUP = "mestream.sources"
 SINK_GROUP = "mestream.sinks"
 BACKEND_GROUP = "mestream.backends"
 NOUNS = {SOURCE_GROUP: "source", SINK_GROUP: "sink", BACKEND_GROUP: "backend"}
+
 
 class PluginError(LookupError):
     """A kind is not registered, or its entry point failed to load."""
@@ -53,7 +55,9 @@ class Plugin:
         try:
             obj = metadata.EntryPoint(self.name, self.target, self.group).load()
         except Exception as exc:  # a broken plugin must not hide which one it was
-            raise PluginError(f"{self.group} {self.name!r} ({self.target}, from {self.origin}) failed to load: {exc}") from exc
+            raise PluginError(
+                f"{self.group} {self.name!r} ({self.target}, from {self.origin}) failed to load: {exc}"
+            ) from exc
         return obj
 
 
@@ -64,20 +68,27 @@ def scan(group: str) -> tuple[dict[str, Plugin], dict[str, str]]:
 
     Raises `NotInstalled` when mestream itself registered nothing in ``group``."""
     entry_points = list(metadata.entry_points(group=group))
-    found = {ep.name: Plugin(group, ep.name, ep.value, "mestream")
-             for ep in entry_points if _origin(ep) == "mestream"}
+    found = {
+        ep.name: Plugin(group, ep.name, ep.value, "mestream")
+        for ep in entry_points
+        if _origin(ep) == "mestream"
+    }
     if not found:
-        raise NotInstalled(f"mestream's own {NOUNS.get(group, group)} kinds are not registered (entry point "
-                           f"group {group!r}): this source tree was not installed. Run `pip install -e .` in "
-                           f"it (or `make demo`), which registers the entry points pyproject.toml declares")
+        raise NotInstalled(
+            f"mestream's own {NOUNS.get(group, group)} kinds are not registered (entry point "
+            f"group {group!r}): this source tree was not installed. Run `pip install -e .` in "
+            f"it (or `make demo`), which registers the entry points pyproject.toml declares"
+        )
     clashes: dict[str, str] = {}
     for ep in entry_points:
         dist = _origin(ep)
         if dist == "mestream":
             continue
         if ep.name in found:
-            clashes[ep.name] = (f"{group} {ep.name!r} from {dist} ({ep.value}) clashes with the one from "
-                                f"{found[ep.name].origin} ({found[ep.name].target}); uninstall one of them")
+            clashes[ep.name] = (
+                f"{group} {ep.name!r} from {dist} ({ep.value}) clashes with the one from "
+                f"{found[ep.name].origin} ({found[ep.name].target}); uninstall one of them"
+            )
             continue
         found[ep.name] = Plugin(group, ep.name, ep.value, dist)
     return found, clashes
@@ -99,7 +110,9 @@ def lookup(group: str, kind: str) -> Any:
     if kind in clashing:
         raise PluginError(clashing[kind])
     if kind not in kinds:
-        raise PluginError(f"no {NOUNS.get(group, group)} kind {kind!r}; available: {', '.join(sorted(kinds))}")
+        raise PluginError(
+            f"no {NOUNS.get(group, group)} kind {kind!r}; available: {', '.join(sorted(kinds))}"
+        )
     return kinds[kind].load()
 
 

@@ -31,7 +31,7 @@ def imported_modules(path: Path, root: Path = CHECKOUT) -> list[tuple[int, str]]
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - node.level + 1]
+                base = package[: len(package) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
@@ -49,25 +49,31 @@ def test_the_static_check_sees_what_it_must(tmp_path):
     """The checker itself can fail: plain, from-, relative and function-local imports are all seen."""
     probe = tmp_path / "engine" / "probe.py"
     probe.parent.mkdir()
-    probe.write_text("import torch.nn\nfrom mestream.export import onnx_export\n"
-                     "def f():\n    from ..models import checkpoint\n    from . import ring\n")
+    probe.write_text(
+        "import torch.nn\nfrom mestream.export import onnx_export\n"
+        "def f():\n    from ..models import checkpoint\n    from . import ring\n"
+    )
     seen = [m for _, m in imported_modules(probe, tmp_path) if forbidden(m, FORBIDDEN_IN_ENGINE)]
     assert "torch.nn" in seen and "mestream.export" in seen and "mestream.models" in seen
     assert not any(m.startswith("mestream.engine") for m in seen)
 
 
 def test_engine_imports_neither_export_nor_models_nor_torch():
-    bad = [f"{path.relative_to(CHECKOUT)}:{line}: imports {module}"
-           for path in sorted((CHECKOUT / "engine").rglob("*.py"))
-           for line, module in imported_modules(path) if forbidden(module, FORBIDDEN_IN_ENGINE)]
+    bad = [
+        f"{path.relative_to(CHECKOUT)}:{line}: imports {module}"
+        for path in sorted((CHECKOUT / "engine").rglob("*.py"))
+        for line, module in imported_modules(path)
+        if forbidden(module, FORBIDDEN_IN_ENGINE)
+    ]
     assert not bad, "\n".join(bad)
 
 
 def _loaded_after(code: str) -> list[str]:
     """The modules a fresh interpreter holds after running ``code``."""
     probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
-                            cwd=CHECKOUT)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=CHECKOUT
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])
 

@@ -5,7 +5,14 @@ macro-expressions, blinks, head motion, flicker and sensor noise, and reports th
 truth of every event. See `mestream.cameras.synthetic.camera` for the rendering model.
 """
 
-from mestream.cameras.synthetic.aus import AU_COMBINATIONS, EMOTIONS, FOUR_CLASS, FOUR_CLASSES, NO_EMOTION, four_class
+from mestream.cameras.synthetic.aus import (
+    AU_COMBINATIONS,
+    EMOTIONS,
+    FOUR_CLASS,
+    FOUR_CLASSES,
+    NO_EMOTION,
+    four_class,
+)
 from mestream.cameras.synthetic.camera import SyntheticCamera
 from mestream.cameras.synthetic.schedule import GROUND_TRUTH_KINDS, LABELS, Event, SceneConfig, dfme_is_micro
 from mestream.cameras.synthetic.subject import Subject

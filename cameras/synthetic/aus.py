@@ -57,7 +57,22 @@ SHARED_NEGATIVE: tuple[tuple[str, ...], ...] = (("AU4",), ("AU4", "AU7"), ("AU7"
 SHARING_EMOTIONS: tuple[str, ...] = ("anger", "disgust", "fear", "sadness")
 """The classes that also draw from `SHARED_NEGATIVE` (contempt, though negative, does not)."""
 
-KNOWN_AUS = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24", "AU45")
+KNOWN_AUS = (
+    "AU1",
+    "AU2",
+    "AU4",
+    "AU5",
+    "AU6",
+    "AU7",
+    "AU10",
+    "AU12",
+    "AU14",
+    "AU15",
+    "AU17",
+    "AU23",
+    "AU24",
+    "AU45",
+)
 
 
 def four_class(emotion: str) -> str:
@@ -124,15 +139,22 @@ def _side_blobs(au: str, side: str, fm: FaceModel) -> list[Blob]:
         # Centred above the lid line so the lid, not the iris, carries the motion.
         return [Blob(ex, ey - 1.35 * eh, 0.85 * ew, 0.7 * eh, 0.0, -0.8)]
     if au == "AU6":
-        return [Blob(*lm[f"{side}_cheek"], 0.14 * a, 0.1 * b, 0.0, -1.0),
-                Blob(ex + 0.7 * out * ew, ey + eh, 0.5 * ew, eh, 0.0, -0.5)]
+        return [
+            Blob(*lm[f"{side}_cheek"], 0.14 * a, 0.1 * b, 0.0, -1.0),
+            Blob(ex + 0.7 * out * ew, ey + eh, 0.5 * ew, eh, 0.0, -0.5),
+        ]
     if au == "AU7":
-        return [Blob(ex, ey + eh, 0.8 * ew, 0.7 * eh, 0.0, -0.9), Blob(ex, ey - eh, 0.8 * ew, 0.7 * eh, 0.0, 0.35)]
+        return [
+            Blob(ex, ey + eh, 0.8 * ew, 0.7 * eh, 0.0, -0.9),
+            Blob(ex, ey - eh, 0.8 * ew, 0.7 * eh, 0.0, 0.35),
+        ]
     if au == "AU10":
         return [Blob(fm.cx + 0.45 * (mx - fm.cx), my - lh, 0.12 * a, 1.3 * lh, 0.0, -1.0)]
     if au == "AU12":
-        return [Blob(mx, my, 0.11 * a, 0.08 * b, 0.75 * out, -0.7),  # the corner, up and out
-                Blob(mx + 0.05 * out * a, my - 0.12 * b, 0.12 * a, 0.08 * b, 0.2 * out, -0.4)]  # the cheek above it
+        return [
+            Blob(mx, my, 0.11 * a, 0.08 * b, 0.75 * out, -0.7),  # the corner, up and out
+            Blob(mx + 0.05 * out * a, my - 0.12 * b, 0.12 * a, 0.08 * b, 0.2 * out, -0.4),
+        ]  # the cheek above it
     if au == "AU14":
         return [Blob(mx, my, 0.08 * a, 0.06 * b, 0.8 * out, 0.05)]
     if au == "AU15":
@@ -148,13 +170,22 @@ def _midline_blobs(au: str, fm: FaceModel) -> list[Blob]:
     if au == "AU4":
         return [Blob(*lm["glabella"], 0.08 * a, 0.06 * b, 0.0, 0.4)]
     if au == "AU17":
-        return [Blob(cx, lm["chin"][1] - 0.1 * b, 0.2 * a, 0.1 * b, 0.0, -1.0), Blob(*lm["lower_lip"], 0.18 * a, 1.2 * lh, 0.0, -0.6)]
+        return [
+            Blob(cx, lm["chin"][1] - 0.1 * b, 0.2 * a, 0.1 * b, 0.0, -1.0),
+            Blob(*lm["lower_lip"], 0.18 * a, 1.2 * lh, 0.0, -0.6),
+        ]
     if au == "AU23":
         mw = cx - lm["R_mouth"][0]
-        return [Blob(cx, my - 0.5 * lh, 0.45 * mw, lh, 0.0, 0.5), Blob(cx, my + 0.7 * lh, 0.45 * mw, lh, 0.0, -0.5)]
+        return [
+            Blob(cx, my - 0.5 * lh, 0.45 * mw, lh, 0.0, 0.5),
+            Blob(cx, my + 0.7 * lh, 0.45 * mw, lh, 0.0, -0.5),
+        ]
     if au == "AU24":
         mw = cx - lm["R_mouth"][0]
-        return [Blob(*lm["upper_lip"], 0.5 * mw, lh, 0.0, 0.8), Blob(*lm["lower_lip"], 0.5 * mw, 1.2 * lh, 0.0, -0.8)]
+        return [
+            Blob(*lm["upper_lip"], 0.5 * mw, lh, 0.0, 0.8),
+            Blob(*lm["lower_lip"], 0.5 * mw, 1.2 * lh, 0.0, -0.8),
+        ]
     return []
 
 
@@ -202,14 +233,20 @@ class Field:
         return self.delta.shape[1], self.delta.shape[0]
 
 
-def _patch(x0: float, y0: float, x1: float, y1: float, fm: FaceModel, margin: float) -> tuple[int, int, int, int]:
+def _patch(
+    x0: float, y0: float, x1: float, y1: float, fm: FaceModel, margin: float
+) -> tuple[int, int, int, int]:
     H, W = fm.image.shape[:2]
-    return (max(0, int(np.floor(x0 - margin))), max(0, int(np.floor(y0 - margin))),
-            min(W, int(np.ceil(x1 + margin))), min(H, int(np.ceil(y1 + margin))))
+    return (
+        max(0, int(np.floor(x0 - margin))),
+        max(0, int(np.floor(y0 - margin))),
+        min(W, int(np.ceil(x1 + margin))),
+        min(H, int(np.ceil(y1 + margin))),
+    )
 
 
 def _grid(x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:y1 - y0, 0:x1 - x0].astype(np.float32)
+    ys, xs = np.mgrid[0 : y1 - y0, 0 : x1 - x0].astype(np.float32)
     return xs, ys, np.dstack([xs, ys])
 
 
@@ -220,15 +257,21 @@ def au_field(aus: tuple[str, ...], fm: FaceModel, margin: float = 2.0) -> Field:
     blobs = [bl for au in aus for bl in au_blobs(au, fm)]
     if not blobs:
         raise ValueError(f"AU combination {aus!r} has no displacement model")
-    x0, y0, x1, y1 = _patch(min(bl.x - 3 * bl.sx for bl in blobs), min(bl.y - 3 * bl.sy for bl in blobs),
-                            max(bl.x + 3 * bl.sx for bl in blobs), max(bl.y + 3 * bl.sy for bl in blobs), fm, margin)
+    x0, y0, x1, y1 = _patch(
+        min(bl.x - 3 * bl.sx for bl in blobs),
+        min(bl.y - 3 * bl.sy for bl in blobs),
+        max(bl.x + 3 * bl.sx for bl in blobs),
+        max(bl.y + 3 * bl.sy for bl in blobs),
+        fm,
+        margin,
+    )
     xs, ys, grid = _grid(x0, y0, x1, y1)
     d = np.zeros(grid.shape, np.float32)
     for bl in blobs:
         g = np.exp(-0.5 * (((xs + x0 - bl.x) / bl.sx) ** 2 + ((ys + y0 - bl.y) / bl.sy) ** 2))
         d[..., 0] += bl.dx * g
         d[..., 1] += bl.dy * g
-    peak = float(np.sqrt((d ** 2).sum(axis=2)).max())
+    peak = float(np.sqrt((d**2).sum(axis=2)).max())
     return Field(x0, y0, grid, (-d / max(peak, 1e-6)).astype(np.float32))
 
 
@@ -241,8 +284,14 @@ def blink_field(fm: FaceModel, margin: float = 2.0) -> Field:
     ew, eh = fm.landmarks["eye_half"]
     eyes = [fm.landmarks["R_eye"], fm.landmarks["L_eye"]]
     lid = 1.6 * eh
-    x0, y0, x1, y1 = _patch(min(e[0] for e in eyes) - 1.3 * ew, eyes[0][1] - eh - lid,
-                            max(e[0] for e in eyes) + 1.3 * ew, eyes[0][1] + eh + 3.0, fm, margin)
+    x0, y0, x1, y1 = _patch(
+        min(e[0] for e in eyes) - 1.3 * ew,
+        eyes[0][1] - eh - lid,
+        max(e[0] for e in eyes) + 1.3 * ew,
+        eyes[0][1] + eh + 3.0,
+        fm,
+        margin,
+    )
     xs, ys, grid = _grid(x0, y0, x1, y1)
     X, Y = xs + x0, ys + y0
     d = np.zeros(grid.shape, np.float32)

@@ -33,20 +33,41 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
-from mestream.cameras.base import PIXEL_FORMATS, Frame, Pacer, SourceBase, frame_shape, now_ns, parse_resolution
+from mestream.cameras.base import (
+    PIXEL_FORMATS,
+    Frame,
+    Pacer,
+    SourceBase,
+    frame_shape,
+    now_ns,
+    parse_resolution,
+)
 from mestream.cameras.synthetic.aus import BLINK_AUS, Field, au_field, blink_travel, combinations
 from mestream.cameras.synthetic.schedule import (
-    CHUNK_FRAMES, GROUND_TRUTH_KINDS, HEAD_TURN, NOISE_BANKS, NOISE_MARGIN, REFERENCE_FACE_PX, Event, Planner,
-    SceneConfig, Track)
+    CHUNK_FRAMES,
+    GROUND_TRUTH_KINDS,
+    HEAD_TURN,
+    NOISE_BANKS,
+    NOISE_MARGIN,
+    REFERENCE_FACE_PX,
+    Event,
+    Planner,
+    SceneConfig,
+    Track,
+)
 from mestream.cameras.synthetic.subject import FaceModel, Subject, render_face
 from mestream.cameras.synthetic.truth import FrameTruth, write_csv, write_json
 
-MIN_FPS, MAX_FPS = 25.0, 4000.0  # past any ME camera's rate: `mestream bench` searches the engine's capacity with it
+MIN_FPS, MAX_FPS = (
+    25.0,
+    4000.0,
+)  # past any ME camera's rate: `mestream bench` searches the engine's capacity with it
 DESIGN_FPS = (200.0, 500.0)
 _NOISE_STREAM = 0x401CE
 
@@ -78,28 +99,55 @@ class SyntheticCamera(SourceBase):
     Not thread-safe: ask for ground truth from the thread that iterates, or after it stops.
     """
 
-    def __init__(self, *, fps: float = 500.0, resolution: Sequence[int] | str = (640, 480), seed: int = 0,
-                 subject: int | Subject | None = None, duration_s: float | None = None, pace: bool = True,
-                 name: str = "synthetic", pixel_format: str = "mono8", scene: SceneConfig | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fps: float = 500.0,
+        resolution: Sequence[int] | str = (640, 480),
+        seed: int = 0,
+        subject: int | Subject | None = None,
+        duration_s: float | None = None,
+        pace: bool = True,
+        name: str = "synthetic",
+        pixel_format: str = "mono8",
+        scene: SceneConfig | None = None,
+    ) -> None:
         super().__init__()
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or not MIN_FPS <= fps <= MAX_FPS:
-            raise ValueError(f"synthetic camera: fps must be a number within {MIN_FPS:g}-{MAX_FPS:g} "
-                             f"(designed for {DESIGN_FPS[0]:g}-{DESIGN_FPS[1]:g}), got {fps!r}")
+        if (
+            isinstance(fps, bool)
+            or not isinstance(fps, (int, float))
+            or not math.isfinite(fps)
+            or not MIN_FPS <= fps <= MAX_FPS
+        ):
+            raise ValueError(
+                f"synthetic camera: fps must be a number within {MIN_FPS:g}-{MAX_FPS:g} "
+                f"(designed for {DESIGN_FPS[0]:g}-{DESIGN_FPS[1]:g}), got {fps!r}"
+            )
         width, height = parse_resolution(resolution)
         if not (160 <= width <= 4096 and 120 <= height <= 4096 and 0.9 <= width / height <= 2.5):
-            raise ValueError(f"synthetic camera: resolution must be 160x120 to 4096x4096 with width/height "
-                             f"within 0.9-2.5, got {width}x{height}")
+            raise ValueError(
+                f"synthetic camera: resolution must be 160x120 to 4096x4096 with width/height "
+                f"within 0.9-2.5, got {width}x{height}"
+            )
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"synthetic camera: seed must be a non-negative int, got {seed!r}")
         if subject is None:
             subject = Subject.from_seed(int(seed))
         elif not isinstance(subject, Subject):
             subject = Subject.from_seed(subject)  # validates the number
-        if duration_s is not None and (isinstance(duration_s, bool) or not isinstance(duration_s, (int, float))
-                                       or not math.isfinite(duration_s) or duration_s <= 0):
-            raise ValueError(f"synthetic camera: duration_s must be a positive number of seconds or None, got {duration_s!r}")
+        if duration_s is not None and (
+            isinstance(duration_s, bool)
+            or not isinstance(duration_s, (int, float))
+            or not math.isfinite(duration_s)
+            or duration_s <= 0
+        ):
+            raise ValueError(
+                f"synthetic camera: duration_s must be a positive number of seconds or None, got {duration_s!r}"
+            )
         if pixel_format not in PIXEL_FORMATS:
-            raise ValueError(f"synthetic camera: pixel_format must be one of {sorted(PIXEL_FORMATS)}, got {pixel_format!r}")
+            raise ValueError(
+                f"synthetic camera: pixel_format must be one of {sorted(PIXEL_FORMATS)}, got {pixel_format!r}"
+            )
         if not isinstance(name, str) or not name:
             raise ValueError(f"synthetic camera: name must be a non-empty string, got {name!r}")
         if scene is None:
@@ -112,8 +160,9 @@ class SyntheticCamera(SourceBase):
         self.duration_s = None if duration_s is None else float(duration_s)
         self.n_frames = None if duration_s is None else max(1, int(round(duration_s * self.fps)))
         self.scale = subject.face_height * height / REFERENCE_FACE_PX
-        self.planner = Planner(seed=self.seed, fps=self.fps, scene=scene, camera=name, scale=self.scale,
-                               n_frames=self.n_frames)
+        self.planner = Planner(
+            seed=self.seed, fps=self.fps, scene=scene, camera=name, scale=self.scale, n_frames=self.n_frames
+        )
         self.frames_rendered = 0
         self._face: FaceModel | None = None
         self._fields: dict[tuple[str, ...], Field] | None = None
@@ -123,16 +172,24 @@ class SyntheticCamera(SourceBase):
         self._first_chunk: _Columns | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> "SyntheticCamera":
+    def from_config(cls, config: Any) -> SyntheticCamera:
         """Build from a `SourceConfig`: fps 0 and an empty resolution mean 500 and 640x480;
         ``options`` may hold ``subject``, ``duration_s`` and any `SceneConfig` field."""
         options = dict(getattr(config, "options", {}) or {})
         subject = options.pop("subject", None)
         duration_s = options.pop("duration_s", None)
         scene = SceneConfig.from_dict(options) if options else None
-        return cls(fps=float(config.fps) or 500.0, resolution=config.resolution or (640, 480), seed=config.seed,
-                   subject=subject, duration_s=duration_s, pace=config.pace, name=config.name,
-                   pixel_format=config.pixel_format, scene=scene)
+        return cls(
+            fps=float(config.fps) or 500.0,
+            resolution=config.resolution or (640, 480),
+            seed=config.seed,
+            subject=subject,
+            duration_s=duration_s,
+            pace=config.pace,
+            name=config.name,
+            pixel_format=config.pixel_format,
+            scene=scene,
+        )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -147,14 +204,18 @@ class SyntheticCamera(SourceBase):
 
     # -- ground truth ----------------------------------------------------------------------
 
-    def events_between(self, start_frame: int, stop_frame: int, kinds: Sequence[str] = GROUND_TRUTH_KINDS) -> list[Event]:
+    def events_between(
+        self, start_frame: int, stop_frame: int, kinds: Sequence[str] = GROUND_TRUTH_KINDS
+    ) -> list[Event]:
         """Events of ``kinds`` whose [onset, offset] overlaps frames [start_frame, stop_frame).
 
         Works for frames not rendered yet (the schedule is planned ahead); pass
         ``kinds=("head_turn",)`` for the head-turn distractors.
         """
         if start_frame < 0 or stop_frame < start_frame:
-            raise ValueError(f"events_between needs 0 <= start_frame <= stop_frame, got {start_frame}, {stop_frame}")
+            raise ValueError(
+                f"events_between needs 0 <= start_frame <= stop_frame, got {start_frame}, {stop_frame}"
+            )
         return [e for e in self.planner.events_between(start_frame, stop_frame) if e.kind in kinds]
 
     @property
@@ -171,7 +232,9 @@ class SyntheticCamera(SourceBase):
     def frame_truth(self, start_frame: int, stop_frame: int) -> FrameTruth:
         """Per-frame labels, intensity, planned pose and gain for frames [start_frame, stop_frame)."""
         if start_frame < 0 or stop_frame < start_frame:
-            raise ValueError(f"frame_truth needs 0 <= start_frame <= stop_frame, got {start_frame}, {stop_frame}")
+            raise ValueError(
+                f"frame_truth needs 0 <= start_frame <= stop_frame, got {start_frame}, {stop_frame}"
+            )
         t = self.planner.track(start_frame, stop_frame)
         return FrameTruth(start=start_frame, label=t.label, intensity=t.intensity, pose=t.pose, gain=t.gain)
 
@@ -204,7 +267,9 @@ class SyntheticCamera(SourceBase):
             rng = np.random.default_rng([self.seed, _NOISE_STREAM, w, h])
             shape = (NOISE_BANKS, h + NOISE_MARGIN, w + NOISE_MARGIN)
             sigma = self.scene.noise_sigma / math.sqrt(2.0)  # a frame adds two of them
-            self._noise = np.clip(np.rint(128.0 + sigma * rng.standard_normal(shape, np.float32)), 0, 255).astype(np.uint8)
+            self._noise = np.clip(
+                np.rint(128.0 + sigma * rng.standard_normal(shape, np.float32)), 0, 255
+            ).astype(np.uint8)
         if self._first_chunk is None:  # so that frame 0 costs no more than any other
             self._first_chunk = _columns(self.planner, 0, self.scene.noise_sigma > 0)
 
@@ -274,8 +339,14 @@ class _Patch:
         if (fx, fy) != self.shift:
             w, h = self.field.size
             m = np.array([[1.0, 0.0, fx], [0.0, 1.0, fy]])
-            cv2.warpAffine(self.field.delta, m, (w, h), dst=self.shifted, flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
+            cv2.warpAffine(
+                self.field.delta,
+                m,
+                (w, h),
+                dst=self.shifted,
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
             self.shift = (fx, fy)
         return self.shifted
 
@@ -324,7 +395,9 @@ class _Renderer:
         """Get chunk ``index`` ready in steps, one per call, spread over the current chunk's
         frames, so that no frame pays for a block plan and a chunk at once."""
         a = index * CHUNK_FRAMES
-        for b in range(a // self.planner.block_frames, (a + CHUNK_FRAMES - 1) // self.planner.block_frames + 1):
+        for b in range(
+            a // self.planner.block_frames, (a + CHUNK_FRAMES - 1) // self.planner.block_frames + 1
+        ):
             self.planner.block(b)  # plan the next block ahead
         yield
         track = self.planner.track(a, a + CHUNK_FRAMES)
@@ -339,7 +412,9 @@ class _Renderer:
         cv2.scaleAdd(m.wrx, roll, mx, dst=mx)
         cv2.scaleAdd(m.w, -ty, m.base_y, dst=my)
         cv2.scaleAdd(m.wry, -roll, my, dst=my)
-        cv2.remap(self.neutral, mx, my, cv2.INTER_LINEAR, dst=self.clean[m.box], borderMode=cv2.BORDER_REPLICATE)
+        cv2.remap(
+            self.neutral, mx, my, cv2.INTER_LINEAR, dst=self.clean[m.box], borderMode=cv2.BORDER_REPLICATE
+        )
         self.pose = (tx, ty, yaw, roll)
 
     def _deform(self, aus: tuple[str, ...], amount: float) -> None:
@@ -358,7 +433,14 @@ class _Renderer:
         x0, y0 = min(max(f.x0 + ix, 0), W - w), min(max(f.y0 + iy, 0), H - h)
         region = (slice(y0, y0 + h), slice(x0, x0 + w))
         cv2.scaleAdd(p.delta(ox - ix, oy - iy), amount, f.grid, dst=p.map)
-        cv2.remap(self.clean[region], p.map, None, cv2.INTER_LINEAR, dst=self.work[region], borderMode=cv2.BORDER_REPLICATE)
+        cv2.remap(
+            self.clean[region],
+            p.map,
+            None,
+            cv2.INTER_LINEAR,
+            dst=self.work[region],
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         self.dirty.append(region)
 
     def render(self, fid: int) -> np.ndarray:
@@ -391,8 +473,14 @@ class _Renderer:
             b1, r1, c1, b2, r2, c2, signs = (col[k] for col in self.noise_idx)
             H, W = self.gray.shape
             s2 = -1.0 if signs & 1 else 1.0  # 128 + e1 + s2 * e2: exact integers, clipped only past ~3 sigma
-            cv2.addWeighted(self.noise[b1, r1:r1 + H, c1:c1 + W], 1.0, self.noise[b2, r2:r2 + H, c2:c2 + W], s2,
-                            -128.0 * s2, dst=self.noise_sum)
+            cv2.addWeighted(
+                self.noise[b1, r1 : r1 + H, c1 : c1 + W],
+                1.0,
+                self.noise[b2, r2 : r2 + H, c2 : c2 + W],
+                s2,
+                -128.0 * s2,
+                dst=self.noise_sum,
+            )
             s = -1.0 if signs & 2 else 1.0
             cv2.addWeighted(self.work, gain, self.noise_sum, s, -128.0 * s, dst=self.gray)
         elif gain != 1.0:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -79,16 +80,24 @@ class Event:
         return four_class(self.emotion)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"camera": self.camera, "kind": self.kind, "onset_frame": self.onset_frame,
-                "apex_frame": self.apex_frame, "offset_frame": self.offset_frame,
-                "class": self.emotion, "aus": list(self.aus)}
+        return {
+            "camera": self.camera,
+            "kind": self.kind,
+            "onset_frame": self.onset_frame,
+            "apex_frame": self.apex_frame,
+            "offset_frame": self.offset_frame,
+            "class": self.emotion,
+            "aus": list(self.aus),
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Event":
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
         """Build from `as_dict`'s form or a CSV row (``aus`` joined with "+"); a missing or
         malformed field raises ValueError that names it ("field 'onset_frame': ...")."""
         if not isinstance(d, Mapping):
-            raise ValueError(f"expected an object with the keys {', '.join(_FIELD_TYPES)}, got {type(d).__name__}")
+            raise ValueError(
+                f"expected an object with the keys {', '.join(_FIELD_TYPES)}, got {type(d).__name__}"
+            )
         values = {}
         for key, convert in _FIELD_TYPES.items():
             if key not in d:
@@ -97,9 +106,15 @@ class Event:
                 values[key] = convert(d[key])
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"field {key!r}: {exc}") from None
-        return cls(camera=values["camera"], kind=values["kind"], onset_frame=values["onset_frame"],
-                   apex_frame=values["apex_frame"], offset_frame=values["offset_frame"],
-                   emotion=values["class"], aus=values["aus"])
+        return cls(
+            camera=values["camera"],
+            kind=values["kind"],
+            onset_frame=values["onset_frame"],
+            apex_frame=values["apex_frame"],
+            offset_frame=values["offset_frame"],
+            emotion=values["class"],
+            aus=values["aus"],
+        )
 
 
 def _text(value: Any) -> str:
@@ -130,8 +145,14 @@ def _au_list(value: Any) -> tuple[str, ...]:
 
 
 _FIELD_TYPES: dict[str, Callable[[Any], Any]] = {
-    "camera": _text, "kind": _text, "onset_frame": _frame_number, "apex_frame": _frame_number,
-    "offset_frame": _frame_number, "class": _text, "aus": _au_list}
+    "camera": _text,
+    "kind": _text,
+    "onset_frame": _frame_number,
+    "apex_frame": _frame_number,
+    "offset_frame": _frame_number,
+    "class": _text,
+    "aus": _au_list,
+}
 
 
 def dfme_is_micro(onset: int, apex: int, offset: int, fps: float) -> bool:
@@ -187,16 +208,29 @@ class SceneConfig:
     pose_step_px: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("micro_per_min", "macro_per_min", "blink_per_min", "turn_per_min", "min_gap_s", "block_s",
-                     "noise_sigma", "flicker", "mains_hz", "drift_px", "pose_step_px"):
+        for name in (
+            "micro_per_min",
+            "macro_per_min",
+            "blink_per_min",
+            "turn_per_min",
+            "min_gap_s",
+            "block_s",
+            "noise_sigma",
+            "flicker",
+            "mains_hz",
+            "drift_px",
+            "pose_step_px",
+        ):
             value = getattr(self, name)
             if not _is_number(value) or value < 0:
                 raise ValueError(f"SceneConfig.{name} must be a finite number >= 0, got {value!r}")
         if not 2.0 <= self.block_s <= 600.0:
             raise ValueError(f"SceneConfig.block_s must be within 2-600 s, got {self.block_s!r}")
         if not self.min_gap_s < 0.5 * self.block_s:
-            raise ValueError(f"SceneConfig.min_gap_s must be less than half of block_s ({0.5 * self.block_s:g} s), "
-                             f"got {self.min_gap_s!r}")
+            raise ValueError(
+                f"SceneConfig.min_gap_s must be less than half of block_s ({0.5 * self.block_s:g} s), "
+                f"got {self.min_gap_s!r}"
+            )
         if self.noise_sigma > 40 or self.flicker > 0.2:
             raise ValueError("SceneConfig: noise_sigma must be <= 40 grey levels and flicker <= 0.2")
         if not 0.0 < self.pose_step_px <= 1.0:
@@ -207,17 +241,27 @@ class SceneConfig:
                 raise ValueError(f"SceneConfig.{name} must be a pair of numbers (low, high), got {pair!r}")
             lo, hi = pair
             if not 0 <= lo <= hi <= 50:
-                raise ValueError(f"SceneConfig.{name} must be (low, high) with 0 <= low <= high <= 50, got {(lo, hi)!r}")
-        if not isinstance(self.emotions, (tuple, list)) or not self.emotions or any(e not in EMOTIONS for e in self.emotions):
-            raise ValueError(f"SceneConfig.emotions must be a non-empty tuple of names from {EMOTIONS}, got {self.emotions!r}")
+                raise ValueError(
+                    f"SceneConfig.{name} must be (low, high) with 0 <= low <= high <= 50, got {(lo, hi)!r}"
+                )
+        if (
+            not isinstance(self.emotions, (tuple, list))
+            or not self.emotions
+            or any(e not in EMOTIONS for e in self.emotions)
+        ):
+            raise ValueError(
+                f"SceneConfig.emotions must be a non-empty tuple of names from {EMOTIONS}, got {self.emotions!r}"
+            )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SceneConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SceneConfig:
         """Build from a config table; unknown keys are an error that names them."""
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown scene option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"unknown scene option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kw)
 
@@ -294,8 +338,17 @@ class Planner:
     end of the stream is left out of its block, so it is neither rendered nor reported.
     """
 
-    def __init__(self, *, seed: int, fps: float, scene: SceneConfig, camera: str, scale: float,
-                 n_frames: int | None = None, cache: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        fps: float,
+        scene: SceneConfig,
+        camera: str,
+        scale: float,
+        n_frames: int | None = None,
+        cache: int = 8,
+    ) -> None:
         self.seed, self.fps, self.scene, self.camera, self.scale = seed, fps, scene, camera, scale
         self.n_frames = n_frames
         self.block_frames = max(1, int(round(scene.block_s * fps)))
@@ -305,14 +358,16 @@ class Planner:
         g = np.random.default_rng([seed, _GLOBAL_STREAM])
         # Slow drift: three sinusoids per axis, periods 12-100 s (at most ~1 px/s at the
         # default amplitude); roll and yaw drift less. Rows: tx, ty, yaw, roll.
-        drift = [(g.uniform(0.01, 0.08, 3), g.uniform(0, 2 * np.pi, 3), g.dirichlet(np.ones(3))) for _ in range(4)]
+        drift = [
+            (g.uniform(0.01, 0.08, 3), g.uniform(0, 2 * np.pi, 3), g.dirichlet(np.ones(3))) for _ in range(4)
+        ]
         amp = np.array([1.0, 0.6, 0.3, 0.004]) * scene.drift_px * np.array([scale, scale, scale, 1.0])
         self._drift_freq = np.array([2 * np.pi * f for f, _, _ in drift])[:, :, None]  # (4, 3, 1) rad/s
         self._drift_phase = np.array([p for _, p, _ in drift])[:, :, None]
         self._drift_weight = (np.array([w for _, _, w in drift]) * amp[:, None])[:, :, None]
         self.mains_hz = scene.mains_hz or float(g.choice([100.0, 120.0]))
         self._flicker_phase = g.uniform(0, 2 * np.pi)
-        self._noise_key = np.uint64(g.integers(0, 2 ** 63))
+        self._noise_key = np.uint64(g.integers(0, 2**63))
 
     def block(self, index: int) -> Block:
         block = self._cache.get(index)
@@ -352,8 +407,8 @@ class Planner:
         chunks = [self._chunk(c) for c in range(first, last + 1)]
         lo = start - first * CHUNK_FRAMES
         if len(chunks) == 1:
-            return Track(*(a[lo:lo + stop - start] for a in chunks[0]))
-        return Track(*(np.concatenate(parts)[lo:lo + stop - start] for parts in zip(*chunks)))
+            return Track(*(a[lo : lo + stop - start] for a in chunks[0]))
+        return Track(*(np.concatenate(parts)[lo : lo + stop - start] for parts in zip(*chunks)))
 
     def noise(self, start: int, stop: int) -> np.ndarray:
         """Per frame of [start, stop): ``(bank1, row1, col1, bank2, row2, col2, signs)``.
@@ -390,11 +445,11 @@ class Planner:
                 if onset >= b:
                     break
                 lo, hi = max(onset, a), min(offset + 1, b)
-                seg = p.profile[lo - onset:hi - onset]
-                label[lo - a:hi - a] = LABELS[p.event.kind]
-                intensity[lo - a:hi - a] = seg
+                seg = p.profile[lo - onset : hi - onset]
+                label[lo - a : hi - a] = LABELS[p.event.kind]
+                intensity[lo - a : hi - a] = seg
                 if p.direction:
-                    pose[lo - a:hi - a] += np.outer(seg * p.amplitude, p.direction)
+                    pose[lo - a : hi - a] += np.outer(seg * p.amplitude, p.direction)
         gain = 1.0 + self.scene.flicker * np.sin(2 * np.pi * self.mains_hz * t + self._flicker_phase)
         return Track(pose.astype(np.float32), gain.astype(np.float32), label, intensity)
 
@@ -415,7 +470,9 @@ class Planner:
         rise = max(int(round(rng.uniform(0.25, 0.45) * span)), int(math.ceil(0.27 * fps)))
         emotion = str(rng.choice(self.scene.emotions))
         amp = rng.uniform(*self.scene.macro_amplitude_px) * self.scale
-        return Draw("macro", span, min(rise, span - 1), rng.uniform(0.2, 0.5), emotion, choose_aus(emotion, rng), amp)
+        return Draw(
+            "macro", span, min(rise, span - 1), rng.uniform(0.2, 0.5), emotion, choose_aus(emotion, rng), amp
+        )
 
     def _draw_blink(self, rng: np.random.Generator) -> Draw:
         fps = self.fps
@@ -435,8 +492,12 @@ class Planner:
         rng = np.random.default_rng([self.seed, _SCHEDULE_STREAM, index])
         minutes = n / fps / 60.0
         draws: list[Draw] = []
-        for rate, draw in ((sc.micro_per_min, self._draw_micro), (sc.macro_per_min, self._draw_macro),
-                           (sc.blink_per_min, self._draw_blink), (sc.turn_per_min, self._draw_turn)):
+        for rate, draw in (
+            (sc.micro_per_min, self._draw_micro),
+            (sc.macro_per_min, self._draw_macro),
+            (sc.blink_per_min, self._draw_blink),
+            (sc.turn_per_min, self._draw_turn),
+        ):
             draws += [draw(rng) for _ in range(rng.poisson(rate * minutes))]
         gap = max(1, int(round(sc.min_gap_s * fps)))
         # An item that cannot fit even alone would only push others out in the drop loop.
@@ -445,7 +506,11 @@ class Planner:
         while order and sum(draws[i].span + 1 for i in order) + gap * len(order) > n:
             order.pop(int(rng.integers(len(order))))  # too much for one block: drop at random
         slack = n - sum(draws[i].span + 1 for i in order) - gap * len(order)
-        extra = np.floor(rng.dirichlet(np.ones(len(order) + 1)) * slack).astype(int) if slack > 0 else np.zeros(len(order) + 1, int)
+        extra = (
+            np.floor(rng.dirichlet(np.ones(len(order) + 1)) * slack).astype(int)
+            if slack > 0
+            else np.zeros(len(order) + 1, int)
+        )
         first = index * n
         # floor(gap / 2) free frames before the first item, at least ceil(gap / 2) after the last.
         cursor = first + gap // 2 + int(extra[0])
@@ -463,5 +528,7 @@ class Planner:
             if self.n_frames is not None and offset >= self.n_frames:
                 continue  # cut by the end of the stream
             event = Event(self.camera, d.kind, onset, apex, offset, d.emotion, tuple(d.aus))
-            items.append(Planned(event, intensity_profile(onset, apex, offset, d.hold), float(d.amplitude), direction))
+            items.append(
+                Planned(event, intensity_profile(onset, apex, offset, d.hold), float(d.amplitude), direction)
+            )
         return Block(first_frame=first, items=tuple(items))

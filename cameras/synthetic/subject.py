@@ -80,7 +80,7 @@ class Subject:
     texture: float
 
     @classmethod
-    def from_seed(cls, k: int) -> "Subject":
+    def from_seed(cls, k: int) -> Subject:
         """Subject number ``k`` (any non-negative int): the same k always gives the same person."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise ValueError(f"subject seed must be a non-negative int, got {k!r}")
@@ -209,7 +209,11 @@ def render_face(subject: Subject, width: int, height: int) -> FaceModel:
     r = np.sqrt(u * u + v * v)
 
     # Static scene: smooth blotches, a few soft-edged shapes (shelves, a door), fine grain.
-    img = s.background * 255.0 * (1.0 + 0.08 * _smooth_noise(rng, H, W, 60 * px) + 0.03 * _smooth_noise(rng, H, W, 12 * px))
+    img = (
+        s.background
+        * 255.0
+        * (1.0 + 0.08 * _smooth_noise(rng, H, W, 60 * px) + 0.03 * _smooth_noise(rng, H, W, 12 * px))
+    )
     img *= 1.0 + 0.15 * (x / W - 0.5) * rng.uniform(-1, 1)
     for _ in range(rng.integers(2, 5)):
         x0, y0 = rng.uniform(-0.1, 0.9) * W, rng.uniform(-0.1, 0.8) * H
@@ -239,7 +243,9 @@ def render_face(subject: Subject, width: int, height: int) -> FaceModel:
     # Ears, in front of the back hair unless the hair is long.
     ear_img = s.skin * 255.0 * 0.78
     for side in (-1.0, 1.0):
-        er = np.sqrt(((x - (cx + side * 0.98 * a)) / (0.13 * a)) ** 2 + ((y - (cy - 0.02 * b)) / (0.2 * b)) ** 2)
+        er = np.sqrt(
+            ((x - (cx + side * 0.98 * a)) / (0.13 * a)) ** 2 + ((y - (cy - 0.02 * b)) / (0.2 * b)) ** 2
+        )
         ear = _inside((1.0 - er) * 0.13 * a, 1.2 * px) * (1.0 - 0.8 * hair_mask * (s.hair_length > 0.3))
         img = img * (1 - ear) + ear * ear_img
 
@@ -261,15 +267,30 @@ def render_face(subject: Subject, width: int, height: int) -> FaceModel:
         f *= 1.0 + 0.06 * _gauss(x, y, ex + np.sign(ex - cx) * 0.1 * a, ey + 0.33 * b, 0.2 * a, 0.12 * b)
     # Nose: bright bridge and tip, darker flanks and nostrils, wings.
     ny = cy + s.nose_y * b
-    bridge = np.exp(-0.5 * ((x - cx) / (0.06 * a)) ** 2) * smoothstep((y - ey) / (0.3 * b)) * smoothstep((ny - y) / (0.05 * b) + 1)
+    bridge = (
+        np.exp(-0.5 * ((x - cx) / (0.06 * a)) ** 2)
+        * smoothstep((y - ey) / (0.3 * b))
+        * smoothstep((ny - y) / (0.05 * b) + 1)
+    )
     f *= 1.0 + 0.10 * bridge
     f *= 1.0 + 0.08 * _gauss(x, y, cx, ny - 0.02 * b, 0.09 * a, 0.05 * b)
     for side in (-1.0, 1.0):
         flank = _gauss(x, y, cx + side * 0.13 * a, 0.5 * (ey + ny), 0.06 * a, 0.2 * b)
         f *= 1.0 - (0.1 + 0.08 * side * s.light_x) * flank
         f *= 1.0 - 0.55 * _gauss(x, y, cx + side * 0.09 * a, ny + 0.035 * b, 0.045 * a, 0.018 * b)
-        f *= 1.0 - 0.18 * np.exp(-0.5 * (_segment_distance(x, y, (cx + side * s.nose_w * a, ny - 0.08 * b),
-                                                              (cx + side * (s.nose_w - 0.03) * a, ny + 0.03 * b)) / (1.2 * px)) ** 2)
+        f *= 1.0 - 0.18 * np.exp(
+            -0.5
+            * (
+                _segment_distance(
+                    x,
+                    y,
+                    (cx + side * s.nose_w * a, ny - 0.08 * b),
+                    (cx + side * (s.nose_w - 0.03) * a, ny + 0.03 * b),
+                )
+                / (1.2 * px)
+            )
+            ** 2
+        )
     # Mouth: lips, the dark mouth line, a shadow under the lower lip, nasolabial folds.
     my, mw, lh = cy + s.mouth_y * b, s.mouth_w * a, s.lip_h * b
     t = np.clip((x - cx) / mw, -1.0, 1.0)
@@ -277,19 +298,25 @@ def render_face(subject: Subject, width: int, height: int) -> FaceModel:
     line_y = my + 0.15 * lh * t * t
     upper = line_y - lh * span * (1.0 - 0.25 * np.exp(-0.5 * (t / 0.12) ** 2))
     lower = line_y + 1.35 * lh * span
-    in_mouth = (np.abs(x - cx) < mw)
+    in_mouth = np.abs(x - cx) < mw
     lips = _inside(np.minimum(y - upper, lower - y), 0.8 * px) * in_mouth
     f *= 1.0 - s.lip_dark * lips
     f *= 1.0 + 0.08 * lips * _gauss(x, y, cx, line_y + 0.8 * lh, 0.35 * mw, 0.35 * lh)
     f *= 1.0 - 0.6 * np.exp(-0.5 * ((y - line_y) / (0.9 * px)) ** 2) * smoothstep((1.0 - np.abs(t)) * 6.0)
     f *= 1.0 - 0.14 * _gauss(x, y, cx, lower + 0.9 * lh, 0.45 * mw, 0.5 * lh)
     for side in (-1.0, 1.0):
-        fold = _segment_distance(x, y, (cx + side * (s.nose_w + 0.03) * a, ny - 0.03 * b),
-                                 (cx + side * (s.mouth_w + 0.1) * a, my + 0.1 * b))
+        fold = _segment_distance(
+            x,
+            y,
+            (cx + side * (s.nose_w + 0.03) * a, ny - 0.03 * b),
+            (cx + side * (s.mouth_w + 0.1) * a, my + 0.1 * b),
+        )
         f *= 1.0 - 0.12 * np.exp(-0.5 * (fold / (1.6 * px)) ** 2)
     # Brows: tapered arcs with a hair texture.
     brow_y = ey - s.brow_gap * b
-    brow_tex = 0.8 + 0.2 * np.clip(cv2.blur(rng.standard_normal((H, W)).astype(np.float32), (max(3, int(5 * px)), 1)), -1, 1)
+    brow_tex = 0.8 + 0.2 * np.clip(
+        cv2.blur(rng.standard_normal((H, W)).astype(np.float32), (max(3, int(5 * px)), 1)), -1, 1
+    )
     brow_half = 1.25 * ew
     for ex in (ex_r, ex_l):
         side = np.sign(ex - cx)
@@ -336,23 +363,43 @@ def render_face(subject: Subject, width: int, height: int) -> FaceModel:
     outside = cv2.distanceTransform((~head).astype(np.uint8), cv2.DIST_L2, 5)
     weight = (1.0 - smoothstep(outside / band)).astype(np.float32)
     depth = np.sqrt(np.clip(1.0 - r * r, 0.0, 1.0)) * 0.8
-    depth += 0.35 * np.exp(-0.5 * ((x - cx) / (0.1 * a)) ** 2) * smoothstep((y - ey) / (0.25 * b)) * smoothstep((ny + 0.05 * b - y) / (0.05 * b))
+    depth += (
+        0.35
+        * np.exp(-0.5 * ((x - cx) / (0.1 * a)) ** 2)
+        * smoothstep((y - ey) / (0.25 * b))
+        * smoothstep((ny + 0.05 * b - y) / (0.05 * b))
+    )
     depth = (np.clip(depth / max(float(depth.max()), 1e-6), 0, 1) * weight).astype(np.float32)
     ys, xs = np.nonzero(weight > 0)
     head_box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
     landmarks = {
-        "R_eye": (ex_r, ey), "L_eye": (ex_l, ey),
+        "R_eye": (ex_r, ey),
+        "L_eye": (ex_l, ey),
         "eye_half": (ew, eh),
-        "R_brow_inner": (ex_r + 0.8 * ew, brow_y), "R_brow_outer": (ex_r - 1.0 * ew, brow_y),
-        "L_brow_inner": (ex_l - 0.8 * ew, brow_y), "L_brow_outer": (ex_l + 1.0 * ew, brow_y),
+        "R_brow_inner": (ex_r + 0.8 * ew, brow_y),
+        "R_brow_outer": (ex_r - 1.0 * ew, brow_y),
+        "L_brow_inner": (ex_l - 0.8 * ew, brow_y),
+        "L_brow_outer": (ex_l + 1.0 * ew, brow_y),
         "glabella": (cx, brow_y + 0.02 * b),
         "nose_tip": (cx, ny),
-        "R_cheek": (ex_r - 0.05 * a, ey + 0.3 * b), "L_cheek": (ex_l + 0.05 * a, ey + 0.3 * b),
-        "R_mouth": (cx - mw, my), "L_mouth": (cx + mw, my),
-        "upper_lip": (cx, my - lh), "lower_lip": (cx, my + 1.2 * lh),
+        "R_cheek": (ex_r - 0.05 * a, ey + 0.3 * b),
+        "L_cheek": (ex_l + 0.05 * a, ey + 0.3 * b),
+        "R_mouth": (cx - mw, my),
+        "L_mouth": (cx + mw, my),
+        "upper_lip": (cx, my - lh),
+        "lower_lip": (cx, my + 1.2 * lh),
         "chin": (cx, cy + 0.85 * b),
         "lip_h": (lh, lh),
     }
-    return FaceModel(image=image, weight=weight, depth=depth, head_box=head_box,
-                     landmarks=landmarks, cx=cx, cy=cy, a=a, b=b)
+    return FaceModel(
+        image=image,
+        weight=weight,
+        depth=depth,
+        head_box=head_box,
+        landmarks=landmarks,
+        cx=cx,
+        cy=cy,
+        a=a,
+        b=b,
+    )

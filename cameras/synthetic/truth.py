@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
@@ -73,8 +73,10 @@ def read_ground_truth(path: str | os.PathLike[str]) -> list[Event]:
     out = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise ValueError(f"{path}: event {i}: expected an object with the keys {', '.join(FIELDS)}, "
-                             f"got {type(row).__name__}")
+            raise ValueError(
+                f"{path}: event {i}: expected an object with the keys {', '.join(FIELDS)}, "
+                f"got {type(row).__name__}"
+            )
         missing = [k for k in FIELDS if k not in row]
         if missing:
             raise ValueError(f"{path}: event {i} lacks {', '.join(missing)}")

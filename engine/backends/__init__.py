@@ -15,14 +15,32 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mestream.engine.backends.base import (Backend, BackendError, BackendUnavailable, InputError, Runner,
-                                           example_feed)
+from mestream.engine.backends.base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    InputError,
+    Runner,
+    example_feed,
+)
 from mestream.engine.config import InferenceConfig
 from mestream.engine.manifest import Manifest, shipped_export_dir
 from mestream.plugins import BACKEND_GROUP, PluginError, lookup, registered
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "InputError", "Runner", "example_feed", "backend_kinds",
-           "backend_class", "why_unavailable", "select_backend", "open_subgraphs", "load_manifest"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "InputError",
+    "Runner",
+    "example_feed",
+    "backend_kinds",
+    "backend_class",
+    "why_unavailable",
+    "select_backend",
+    "open_subgraphs",
+    "load_manifest",
+]
 
 DEFAULT = "onnxruntime"
 log = logging.getLogger("mestream.backends")
@@ -65,8 +83,13 @@ def load_manifest(config: InferenceConfig) -> Manifest:
     return Manifest.load(config.models or shipped_export_dir())
 
 
-def open_subgraphs(config: InferenceConfig, keys: list[str] | None = None, *, warmup: bool = True,
-                   manifest: Manifest | None = None) -> tuple[dict[str, Any], str | None]:
+def open_subgraphs(
+    config: InferenceConfig,
+    keys: list[str] | None = None,
+    *,
+    warmup: bool = True,
+    manifest: Manifest | None = None,
+) -> tuple[dict[str, Any], str | None]:
     """Every subgraph of the configured export (or ``keys``) on the configured backend, activated
     and warmed up, plus the fallback note if the backend was replaced. On an error the subgraphs
     already activated are released. ``manifest``: the export already loaded (else the

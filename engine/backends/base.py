@@ -15,7 +15,8 @@ TensorRT gives an error that names neither the model nor the expected shape.
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Mapping, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -109,7 +110,7 @@ class Runner:
         finally:
             self.active = False
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         self.activate()
         return self
 
@@ -140,9 +141,11 @@ class Runner:
             array = feed[spec.name]
             shape = getattr(array, "shape", None)
             if getattr(array, "dtype", None) != spec.dtype or shape is None or len(shape) != len(spec.shape):
-                raise InputError(f"model {self.key}: input {spec.name!r} must be {spec.dtype} {describe(spec)}, "
-                                 f"got {getattr(array, 'dtype', type(array).__name__)} "
-                                 f"{tuple(shape) if shape is not None else '(no shape)'}")
+                raise InputError(
+                    f"model {self.key}: input {spec.name!r} must be {spec.dtype} {describe(spec)}, "
+                    f"got {getattr(array, 'dtype', type(array).__name__)} "
+                    f"{tuple(shape) if shape is not None else '(no shape)'}"
+                )
             for axis, (want, got) in enumerate(zip(spec.shape, shape)):
                 if isinstance(want, int):
                     ok = got == want
@@ -152,15 +155,19 @@ class Runner:
                     lo, _, hi = self.subgraph.dims.get(want, (1, 0, 1 << 30))
                     ok = lo <= got <= hi
                 if not ok:
-                    raise InputError(f"model {self.key}: input {spec.name!r} has shape {tuple(shape)}, expected "
-                                     f"{describe(spec, self.subgraph, self.config.max_batch)} (axis {axis}: {want})")
+                    raise InputError(
+                        f"model {self.key}: input {spec.name!r} has shape {tuple(shape)}, expected "
+                        f"{describe(spec, self.subgraph, self.config.max_batch)} (axis {axis}: {want})"
+                    )
                 if isinstance(want, str):
                     # a named axis (batch, time) is one size across all inputs: the graph combines them
                     size, first = seen.setdefault(want, (got, spec.name))
                     if got != size:
-                        raise InputError(f"model {self.key}: input {spec.name!r} has shape {tuple(shape)}, expected "
-                                         f"{describe(spec, self.subgraph, self.config.max_batch)} with {want} {size} as "
-                                         f"in input {first!r} (axis {axis}: {want})")
+                        raise InputError(
+                            f"model {self.key}: input {spec.name!r} has shape {tuple(shape)}, expected "
+                            f"{describe(spec, self.subgraph, self.config.max_batch)} with {want} {size} as "
+                            f"in input {first!r} (axis {axis}: {want})"
+                        )
 
     # -- subclass hooks --------------------------------------------------------------------------
 
@@ -192,10 +199,14 @@ def describe(spec: TensorInfo, subgraph: SubgraphInfo | None = None, max_batch: 
 
 def concrete_shape(spec: TensorInfo, subgraph: SubgraphInfo, batch: int, which: int = 1) -> tuple[int, ...]:
     """The spec's shape at ``batch`` with other dynamic axes at their min (0), opt (1) or max (2)."""
-    return tuple(d if isinstance(d, int) else batch if d == BATCH else subgraph.dims[d][which] for d in spec.shape)
+    return tuple(
+        d if isinstance(d, int) else batch if d == BATCH else subgraph.dims[d][which] for d in spec.shape
+    )
 
 
-def example_feed(subgraph: SubgraphInfo, batch: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+def example_feed(
+    subgraph: SubgraphInfo, batch: int, rng: np.random.Generator | None = None
+) -> dict[str, np.ndarray]:
     """Inputs of the right names, shapes (dynamic axes at opt) and dtypes: zeros, or random
     values when ``rng`` is given (uniform [0, 1) floats, all-true masks)."""
     feed = {}
@@ -212,8 +223,10 @@ def example_feed(subgraph: SubgraphInfo, batch: int, rng: np.random.Generator | 
 
 def missing_package(backend: str, package: str, extra: str) -> str:
     """The one wording of "install this" every backend uses."""
-    return (f"the {backend} backend needs the Python package {package!r}, which is not installed: "
-            f"pip install 'mestream[{extra}]' (from a source checkout: pip install -e '.[{extra}]')")
+    return (
+        f"the {backend} backend needs the Python package {package!r}, which is not installed: "
+        f"pip install 'mestream[{extra}]' (from a source checkout: pip install -e '.[{extra}]')"
+    )
 
 
 def describe_runner(runner: Any) -> str:

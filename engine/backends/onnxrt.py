@@ -19,7 +19,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -31,10 +32,20 @@ log = logging.getLogger("mestream.backends")
 MAX_SHAPES = 64
 PROVIDERS = ("CPUExecutionProvider",)
 
-ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-             "tensor(bool)": "bool", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16",
-             "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(uint16)": "uint16",
-             "tensor(uint32)": "uint32", "tensor(uint64)": "uint64"}
+ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(bool)": "bool",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+}
 """ONNX Runtime's type names of the numpy dtypes a manifest can name."""
 
 
@@ -54,13 +65,16 @@ def load_session(path: str, threads: int, providers: tuple[str, ...] = PROVIDERS
     available = ort.get_available_providers()
     missing = [p for p in providers if p not in available]
     if missing:
-        raise BackendUnavailable(f"{what or path}: onnxruntime has no {', '.join(missing)}; available: "
-                                 f"{', '.join(available)}")
+        raise BackendUnavailable(
+            f"{what or path}: onnxruntime has no {', '.join(missing)}; available: {', '.join(available)}"
+        )
     try:
         return ort.InferenceSession(path, sess_options=session_options(threads), providers=list(providers))
     except Exception as exc:  # ORT raises its own Fail / InvalidProtobuf / InvalidGraph kinds
-        raise BackendError(f"{what or path}: onnxruntime cannot load {path}: the file is damaged or not an ONNX "
-                           f"model ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from None
+        raise BackendError(
+            f"{what or path}: onnxruntime cannot load {path}: the file is damaged or not an ONNX "
+            f"model ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})"
+        ) from None
 
 
 def _c_array(value: Any) -> np.ndarray:
@@ -91,7 +105,11 @@ class OnnxRuntimeBackend(Runner):
 
     @classmethod
     def unavailable(cls) -> str | None:
-        return None if importlib.util.find_spec("onnxruntime") else missing_package("onnxruntime", "onnxruntime", "")
+        return (
+            None
+            if importlib.util.find_spec("onnxruntime")
+            else missing_package("onnxruntime", "onnxruntime", "")
+        )
 
     def _activate(self) -> None:
         path = self.manifest.verify(self.key)
@@ -104,20 +122,31 @@ class OnnxRuntimeBackend(Runner):
         """The file's inputs and outputs are the manifest's: names, dtypes, ranks and fixed axes
         (once, at activation; a disagreement would otherwise surface as ORT's own error on
         every call, or as outputs of another shape than the manifest says)."""
-        for kind, got, want in (("inputs", self.session.get_inputs(), self.inputs),
-                                ("outputs", self.session.get_outputs(), self.outputs)):
+        for kind, got, want in (
+            ("inputs", self.session.get_inputs(), self.inputs),
+            ("outputs", self.session.get_outputs(), self.outputs),
+        ):
             names = [t.name for t in got]
             if names != [t.name for t in want]:
-                raise BackendError(f"model {self.key}: the ONNX file's {kind} are {names}, the manifest says "
-                                   f"{[t.name for t in want]}; re-run `mestream export`")
+                raise BackendError(
+                    f"model {self.key}: the ONNX file's {kind} are {names}, the manifest says "
+                    f"{[t.name for t in want]}; re-run `mestream export`"
+                )
             for arg, spec in zip(got, want):
                 dtype = ORT_TYPES.get(arg.type, arg.type)
                 shape = tuple(arg.shape) if arg.shape is not None else None
-                fixed_differ = shape is not None and (len(shape) != len(spec.shape) or any(
-                    isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(shape, spec.shape)))
+                fixed_differ = shape is not None and (
+                    len(shape) != len(spec.shape)
+                    or any(
+                        isinstance(a, int) and isinstance(b, int) and a != b
+                        for a, b in zip(shape, spec.shape)
+                    )
+                )
                 if dtype != spec.dtype or fixed_differ:
-                    raise BackendError(f"model {self.key}: {kind[:-1]} {spec.name!r} is {dtype} {shape} in the ONNX "
-                                       f"file, the manifest says {spec.dtype} {spec.shape}; re-run `mestream export`")
+                    raise BackendError(
+                        f"model {self.key}: {kind[:-1]} {spec.name!r} is {dtype} {shape} in the ONNX "
+                        f"file, the manifest says {spec.dtype} {spec.shape}; re-run `mestream export`"
+                    )
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         key = tuple(feed[t.name].shape for t in self.inputs)
@@ -132,8 +161,10 @@ class OnnxRuntimeBackend(Runner):
                 binding.bind_cpu_input(spec.name, _c_array(feed[spec.name]))
             self.session.run_with_iobinding(binding)
         except Exception as exc:  # ORT's own Fail / InvalidArgument / RuntimeError kinds name no model
-            raise BackendError(f"model {self.key}: onnxruntime failed on inputs of shapes {list(key)}: "
-                               f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") from exc
+            raise BackendError(
+                f"model {self.key}: onnxruntime failed on inputs of shapes {list(key)}: "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
+            ) from exc
         # a new dict (not the bound one): a caller replacing an entry must not swap out the
         # buffer the next call writes into
         return dict(bound.outputs)

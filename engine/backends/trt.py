@@ -26,9 +26,10 @@ import functools
 import importlib.util
 import logging
 from collections import deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -81,8 +82,9 @@ def _trt_logger(trt: Any) -> Any:
     return Logger()
 
 
-def build_engine(onnx_path: str | Path, subgraph: SubgraphInfo, config: InferenceConfig, timing_cache_path: str | Path
-                 ) -> bytes:
+def build_engine(
+    onnx_path: str | Path, subgraph: SubgraphInfo, config: InferenceConfig, timing_cache_path: str | Path
+) -> bytes:
     """Parse the subgraph's ONNX file and build a serialized engine with one optimization profile
     (batch 1 / opt / max, other axes from the manifest), reusing and updating the timing cache."""
     import tensorrt as trt  # lazy: the gpu extra
@@ -96,11 +98,15 @@ def build_engine(onnx_path: str | Path, subgraph: SubgraphInfo, config: Inferenc
     data = Path(onnx_path).read_bytes()
     if not parser.parse(data, str(onnx_path)):  # the path lets the parser find external weights
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BackendError(f"{where}: TensorRT cannot parse the ONNX file: " + "; ".join(errors or list(logger.errors)))
+        raise BackendError(
+            f"{where}: TensorRT cannot parse the ONNX file: " + "; ".join(errors or list(logger.errors))
+        )
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     expected = {spec.name for spec in subgraph.inputs}
     if names != expected:
-        raise BackendError(f"{where}: the ONNX graph's inputs {sorted(names)} are not the manifest's {sorted(expected)}")
+        raise BackendError(
+            f"{where}: the ONNX graph's inputs {sorted(names)} are not the manifest's {sorted(expected)}"
+        )
 
     builder_config = builder.create_builder_config()
     # TensorRT 10 removed max_workspace_size; the workspace is a memory pool (migration guide,
@@ -117,14 +123,19 @@ def build_engine(onnx_path: str | Path, subgraph: SubgraphInfo, config: Inferenc
     for name, (lo, opt, hi) in trt_plan.profile_shapes(subgraph, config).items():
         profile.set_shape(name, lo, opt, hi)
     if builder_config.add_optimization_profile(profile) < 0:
-        raise BackendError(f"{where}: TensorRT rejected the optimization profile: " + "; ".join(logger.errors))
+        raise BackendError(
+            f"{where}: TensorRT rejected the optimization profile: " + "; ".join(logger.errors)
+        )
 
     cache = None  # must stay referenced until the build returns
     with contextlib.suppress(Exception):  # a damaged file: no cache is better than no engine
         cache = builder_config.create_timing_cache(trt_plan.read_timing_cache(timing_cache_path))
     if cache is None or not builder_config.set_timing_cache(cache, False):  # False: refuse another GPU's
-        log.info("%s: timing cache %s is unusable here (other device or version, or damaged); starting afresh",
-                 where, timing_cache_path)
+        log.info(
+            "%s: timing cache %s is unusable here (other device or version, or damaged); starting afresh",
+            where,
+            timing_cache_path,
+        )
         cache = builder_config.create_timing_cache(b"")
         builder_config.set_timing_cache(cache, False)
 
@@ -132,7 +143,9 @@ def build_engine(onnx_path: str | Path, subgraph: SubgraphInfo, config: Inferenc
     if plan is None:  # the Python binding returns None where C++ returns nullptr
         raise BackendError(f"{where}: TensorRT failed to build an engine: " + "; ".join(logger.errors))
     try:
-        trt_plan.store_timing_cache(timing_cache_path, memoryview(builder_config.get_timing_cache().serialize()))
+        trt_plan.store_timing_cache(
+            timing_cache_path, memoryview(builder_config.get_timing_cache().serialize())
+        )
     except OSError as exc:
         log.warning("%s: cannot save the timing cache to %s: %s", where, timing_cache_path, exc)
     return bytes(memoryview(plan))
@@ -202,8 +215,11 @@ class TensorRTBackend(Runner):
             import tensorrt as trt
         except ImportError as exc:
             package = "pycuda" if (exc.name or "").startswith("pycuda") else "tensorrt"
-            reason = (missing_package("tensorrt", package, "gpu") if importlib.util.find_spec(package) is None
-                      else f"the tensorrt backend cannot import {package!r}: {exc}")
+            reason = (
+                missing_package("tensorrt", package, "gpu")
+                if importlib.util.find_spec(package) is None
+                else f"the tensorrt backend cannot import {package!r}: {exc}"
+            )
             raise BackendUnavailable(f"model {self.key}: {reason}") from None
         try:
             onnx_path = self.manifest.verify(self.key)
@@ -216,12 +232,16 @@ class TensorRTBackend(Runner):
         except Exception as exc:  # pycuda.driver.Error, or a pycuda built against another CUDA
             raise BackendUnavailable(f"model {self.key}: no CUDA device initializes: {exc}") from None
         if tc.device >= count:
-            raise BackendUnavailable(f"model {self.key}: inference.tensorrt.device = {tc.device}, but only {count} "
-                                     f"CUDA device(s) are present")
+            raise BackendUnavailable(
+                f"model {self.key}: inference.tensorrt.device = {tc.device}, but only {count} "
+                f"CUDA device(s) are present"
+            )
         if tc.cuda_graph and not hasattr(cuda.Stream, "begin_capture"):
-            raise self._fail("inference.tensorrt.cuda_graph = true needs a pycuda with CUDA-graph stream capture "
-                             "(Stream.begin_capture / end_capture, CUDA >= 10); the installed pycuda has none. "
-                             "Upgrade pycuda or set cuda_graph = false")
+            raise self._fail(
+                "inference.tensorrt.cuda_graph = true needs a pycuda with CUDA-graph stream capture "
+                "(Stream.begin_capture / end_capture, CUDA >= 10); the installed pycuda has none. "
+                "Upgrade pycuda or set cuda_graph = false"
+            )
         self._cuda = cuda
         try:
             device = cuda.Device(tc.device)
@@ -241,8 +261,14 @@ class TensorRTBackend(Runner):
 
     def _engine_bytes(self, trt: Any, device: Any, onnx_path: Path) -> tuple[bytes, Path, bool]:
         profiles = trt_plan.profile_shapes(self.subgraph, self.config)
-        fields = trt_plan.key_fields(self.subgraph.sha256, trt.__version__, device.name(), device.compute_capability(),
-                                     trt_plan.precision(self.config), profiles)
+        fields = trt_plan.key_fields(
+            self.subgraph.sha256,
+            trt.__version__,
+            device.name(),
+            device.compute_capability(),
+            trt_plan.precision(self.config),
+            profiles,
+        )
         key = trt_plan.fields_key(fields)
         path = trt_plan.engine_path(self.config, self.subgraph, key)
         data = trt_plan.cached_engine(path, key)
@@ -281,8 +307,10 @@ class TensorRTBackend(Runner):
         for k in range(self.config.tensorrt.streams):
             context = engine.create_execution_context()
             if context is None:
-                raise self._fail(f"cannot create execution context {k + 1} of {self.config.tensorrt.streams} "
-                                 f"(out of device memory?)")
+                raise self._fail(
+                    f"cannot create execution context {k + 1} of {self.config.tensorrt.streams} "
+                    f"(out of device memory?)"
+                )
             self._slots.append(_Slot(context, cuda.Stream(), {}, {}))
         nbytes = self._size_outputs(self._slots[0].context, plan)
         for slot in self._slots:
@@ -294,8 +322,12 @@ class TensorRTBackend(Runner):
                 # migration guide, "Migrating from enqueueV2 to enqueueV3"); the addresses never change.
                 if not slot.context.set_tensor_address(name, int(slot.device[name])):
                     raise self._fail(f"set_tensor_address({name!r}) failed")
-        log.info("tensorrt: %s ready: %d stream(s), buffers %s", self.key, len(self._slots),
-                 ", ".join(f"{n} {nbytes[n]} B" for n in names))
+        log.info(
+            "tensorrt: %s ready: %d stream(s), buffers %s",
+            self.key,
+            len(self._slots),
+            ", ".join(f"{n} {nbytes[n]} B" for n in names),
+        )
 
     def _size_outputs(self, context: Any, plan: Mapping[str, trt_plan.TensorPlan]) -> dict[str, int]:
         """Bytes per tensor: inputs from the plan; outputs from the engine with the inputs at
@@ -307,10 +339,14 @@ class TensorRTBackend(Runner):
         for name in self._outputs:
             shape = tuple(context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                raise self._fail(f"output {name!r} has a data-dependent shape {shape}; this backend needs output "
-                                 f"shapes that follow from the input shapes")
+                raise self._fail(
+                    f"output {name!r} has a data-dependent shape {shape}; this backend needs output "
+                    f"shapes that follow from the input shapes"
+                )
             if plan[name].max_shape is not None and shape != plan[name].max_shape:
-                raise self._fail(f"output {name!r} is {shape} at max inputs, the manifest says {plan[name].max_shape}")
+                raise self._fail(
+                    f"output {name!r} is {shape} at max inputs, the manifest says {plan[name].max_shape}"
+                )
             nbytes[name] = trt_plan.buffer_nbytes(shape, plan[name].dtype)
             upper = getattr(context, "get_max_output_size", None)  # TensorRT >= 10.x: bound over the profile
             if upper is not None:
@@ -359,7 +395,7 @@ class TensorRTBackend(Runner):
                 changed = False
                 for name in self._inputs:
                     array = feed[name]
-                    view = slot.host[name][:array.size].reshape(array.shape)
+                    view = slot.host[name][: array.size].reshape(array.shape)
                     np.copyto(view, array, casting="no")
                     if slot.shapes.get(name) != array.shape:
                         if not slot.context.set_input_shape(name, array.shape):
@@ -393,8 +429,13 @@ class TensorRTBackend(Runner):
         """
         key = tuple(slot.shapes[name] for name in self._inputs)
         graph = slot.graphs.get(key)
-        if (graph is None and self.config.tensorrt.cuda_graph and not changed and key not in slot.no_graph
-                and len(slot.graphs) < MAX_GRAPHS):
+        if (
+            graph is None
+            and self.config.tensorrt.cuda_graph
+            and not changed
+            and key not in slot.no_graph
+            and len(slot.graphs) < MAX_GRAPHS
+        ):
             graph = self._capture(slot, key)
         if graph is not None:
             graph.launch(slot.stream)
@@ -414,8 +455,11 @@ class TensorRTBackend(Runner):
         except self._cuda.Error as exc:
             log.debug("tensorrt: %s: stream capture: %s", self.key, exc)
         if not ok or graph is None:
-            log.warning("tensorrt: %s: CUDA graph capture failed for input shapes %s; running them without",
-                        self.key, key)
+            log.warning(
+                "tensorrt: %s: CUDA graph capture failed for input shapes %s; running them without",
+                self.key,
+                key,
+            )
             slot.no_graph.add(key)
             return None
         slot.graphs[key] = graph = graph.instantiate()

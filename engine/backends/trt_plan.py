@@ -20,9 +20,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,7 @@ def precision(config: InferenceConfig) -> str:
 
 # -- optimization profile -----------------------------------------------------------------------
 
+
 def profile_shapes(subgraph: SubgraphInfo, config: InferenceConfig) -> dict[str, Profile]:
     """``{input: (min, opt, max)}`` for the subgraph's one optimization profile.
 
@@ -66,12 +68,16 @@ def profile_shapes(subgraph: SubgraphInfo, config: InferenceConfig) -> dict[str,
             elif dim in subgraph.dims:
                 triple = tuple(int(d) for d in subgraph.dims[dim])
                 if len(triple) != 3 or not 1 <= triple[0] <= triple[1] <= triple[2]:
-                    raise BackendError(f"model {subgraph.key}: input {spec.name!r} axis {axis} ({dim!r}) has dims "
-                                       f"{subgraph.dims[dim]!r}; expected (min, opt, max) with 1 <= min <= opt <= max")
+                    raise BackendError(
+                        f"model {subgraph.key}: input {spec.name!r} axis {axis} ({dim!r}) has dims "
+                        f"{subgraph.dims[dim]!r}; expected (min, opt, max) with 1 <= min <= opt <= max"
+                    )
             else:
-                raise BackendError(f"model {subgraph.key}: input {spec.name!r} axis {axis} is dynamic ({dim!r}) but the "
-                                   f"manifest gives no (min, opt, max) for it in the subgraph's dims "
-                                   f"(known: {', '.join(subgraph.dims) or 'none'}); re-run `mestream export`")
+                raise BackendError(
+                    f"model {subgraph.key}: input {spec.name!r} axis {axis} is dynamic ({dim!r}) but the "
+                    f"manifest gives no (min, opt, max) for it in the subgraph's dims "
+                    f"(known: {', '.join(subgraph.dims) or 'none'}); re-run `mestream export`"
+                )
             lo.append(triple[0])
             opt.append(triple[1])
             hi.append(triple[2])
@@ -81,8 +87,15 @@ def profile_shapes(subgraph: SubgraphInfo, config: InferenceConfig) -> dict[str,
 
 # -- engine cache -------------------------------------------------------------------------------
 
-def key_fields(onnx_sha256: str, trt_version: str, gpu_name: str, compute_capability: Any, precision: str,
-               profiles: Mapping[str, Profile]) -> dict[str, Any]:
+
+def key_fields(
+    onnx_sha256: str,
+    trt_version: str,
+    gpu_name: str,
+    compute_capability: Any,
+    precision: str,
+    profiles: Mapping[str, Profile],
+) -> dict[str, Any]:
     """The fields an engine depends on, in plain JSON types (what the sidecar records)."""
     if isinstance(compute_capability, (tuple, list)):
         compute_capability = ".".join(str(int(x)) for x in compute_capability)
@@ -97,8 +110,14 @@ def key_fields(onnx_sha256: str, trt_version: str, gpu_name: str, compute_capabi
     }
 
 
-def cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_capability: Any, precision: str,
-              profiles: Mapping[str, Profile]) -> str:
+def cache_key(
+    onnx_sha256: str,
+    trt_version: str,
+    gpu_name: str,
+    compute_capability: Any,
+    precision: str,
+    profiles: Mapping[str, Profile],
+) -> str:
     """sha256 hex of the canonical JSON of `key_fields`.
 
     Why these fields: an engine is only valid for the exact ONNX file, TensorRT version and GPU
@@ -153,8 +172,13 @@ def cached_engine(path: str | os.PathLike[str], expected_key: str) -> bytes | No
         log.warning("tensorrt: cached engine %s has an unreadable sidecar (%s); rebuilding", path, exc)
         return None
     if recorded_key != expected_key:
-        log.info("tensorrt: cached engine %s was built for another configuration (key %.12s…, want %.12s…); "
-                 "rebuilding", path, recorded_key, expected_key)
+        log.info(
+            "tensorrt: cached engine %s was built for another configuration (key %.12s…, want %.12s…); "
+            "rebuilding",
+            path,
+            recorded_key,
+            expected_key,
+        )
         return None
     try:
         data = path.read_bytes()
@@ -162,8 +186,12 @@ def cached_engine(path: str | os.PathLike[str], expected_key: str) -> bytes | No
         log.warning("tensorrt: cannot read cached engine %s (%s); rebuilding", path, exc)
         return None
     if len(data) != recorded_size or hashlib.sha256(data).hexdigest() != recorded_sha:
-        log.warning("tensorrt: cached engine %s is truncated or damaged (%d bytes, sidecar says %d); rebuilding",
-                    path, len(data), recorded_size)
+        log.warning(
+            "tensorrt: cached engine %s is truncated or damaged (%d bytes, sidecar says %d); rebuilding",
+            path,
+            len(data),
+            recorded_size,
+        )
         return None
     return data
 
@@ -178,13 +206,20 @@ def _atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def store_engine(path: str | os.PathLike[str], data: bytes, key: str, fields: Mapping[str, Any] | None = None) -> None:
+def store_engine(
+    path: str | os.PathLike[str], data: bytes, key: str, fields: Mapping[str, Any] | None = None
+) -> None:
     """Write the engine, then its sidecar, each atomically. A crash between the two leaves an
     engine whose bytes do not match the old sidecar's sha256, which `cached_engine` rejects."""
     path = Path(path)
     data = bytes(data)
     _atomic_write(path, data)
-    meta = {"key": key, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "fields": dict(fields or {})}
+    meta = {
+        "key": key,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "fields": dict(fields or {}),
+    }
     _atomic_write(sidecar_path(path), (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
 
 
@@ -204,6 +239,7 @@ def store_timing_cache(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 # -- buffers ------------------------------------------------------------------------------------
+
 
 def buffer_nbytes(shape: tuple[int, ...], dtype: Any) -> int:
     """Bytes of a C-contiguous array of ``shape`` and ``dtype`` (a scalar is one element)."""
@@ -252,7 +288,9 @@ def io_plan(subgraph: SubgraphInfo, config: InferenceConfig) -> dict[str, Tensor
     return plans
 
 
-def io_mismatch(subgraph: SubgraphInfo, inputs: list[str], outputs: list[str], dtypes: Mapping[str, Any]) -> str | None:
+def io_mismatch(
+    subgraph: SubgraphInfo, inputs: list[str], outputs: list[str], dtypes: Mapping[str, Any]
+) -> str | None:
     """Why an engine's I/O tensors (names by mode, numpy dtypes) are not the manifest's, or None.
     Checked at activation because a mismatch would otherwise surface as wrong buffer sizes."""
     want_in, want_out = [s.name for s in subgraph.inputs], [s.name for s in subgraph.outputs]

@@ -27,4 +27,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["PRESETS", "AKMNetConfig", "build", "AKMNet", "FrameEncoder", "ClipHead", "ClipOutput", "MaskedBiGRU"]
+__all__ = [
+    "PRESETS",
+    "AKMNetConfig",
+    "build",
+    "AKMNet",
+    "FrameEncoder",
+    "ClipHead",
+    "ClipOutput",
+    "MaskedBiGRU",
+]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # The same names in the same order as the class maps of `mestream.models.datasets` (paper4,
 # smic3, dfme7): a label index means one class whichever path built the model.
@@ -81,33 +82,68 @@ class AKMNetConfig:
     input_mode: str = "magnified"
 
     def __post_init__(self) -> None:
-        for name in ("num_classes", "in_channels", "image_size", "train_resize", "gru_hidden", "gru_layers",
-                     "batch_size", "epochs", "max_frames"):
+        for name in (
+            "num_classes",
+            "in_channels",
+            "image_size",
+            "train_resize",
+            "gru_hidden",
+            "gru_layers",
+            "batch_size",
+            "epochs",
+            "max_frames",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"AKMNetConfig.{name} must be a positive int, got {value!r}")
         if self.classes and len(self.classes) != self.num_classes:
-            raise ConfigError(f"AKMNetConfig.classes names {len(self.classes)} classes but num_classes is {self.num_classes}")
+            raise ConfigError(
+                f"AKMNetConfig.classes names {len(self.classes)} classes but num_classes is {self.num_classes}"
+            )
         if not self.classes and self.num_classes < 2:
             raise ConfigError(f"AKMNetConfig.num_classes must be >= 2, got {self.num_classes}")
         for name in ("widths", "blocks"):
             value = getattr(self, name)
-            if (not isinstance(value, tuple) or len(value) != 4
-                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+            if (
+                not isinstance(value, tuple)
+                or len(value) != 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+            ):
                 raise ConfigError(f"AKMNetConfig.{name} must be four positive ints, got {value!r}")
         if self.image_size % 32 or self.image_size < 32:
-            raise ConfigError(f"AKMNetConfig.image_size must be a multiple of 32 (the ResNet divides by 32), got {self.image_size}")
+            raise ConfigError(
+                f"AKMNetConfig.image_size must be a multiple of 32 (the ResNet divides by 32), got {self.image_size}"
+            )
         if self.train_resize < self.image_size:
-            raise ConfigError(f"AKMNetConfig.train_resize ({self.train_resize}) must be >= image_size ({self.image_size})")
-        for name in ("dropout", "lambda_gs", "lambda_mmm", "margin", "lr", "lr_min", "momentum", "weight_decay",
-                     "magnify_alpha", "magnify_sigma"):
+            raise ConfigError(
+                f"AKMNetConfig.train_resize ({self.train_resize}) must be >= image_size ({self.image_size})"
+            )
+        for name in (
+            "dropout",
+            "lambda_gs",
+            "lambda_mmm",
+            "margin",
+            "lr",
+            "lr_min",
+            "momentum",
+            "weight_decay",
+            "magnify_alpha",
+            "magnify_sigma",
+        ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise ConfigError(f"AKMNetConfig.{name} must be a finite number >= 0, got {value!r}")
         if not self.dropout < 1:
             raise ConfigError(f"AKMNetConfig.dropout must be < 1, got {self.dropout!r}")
         if self.input_mode not in INPUT_MODES:
-            raise ConfigError(f"AKMNetConfig.input_mode must be one of {', '.join(INPUT_MODES)}, got {self.input_mode!r}")
+            raise ConfigError(
+                f"AKMNetConfig.input_mode must be one of {', '.join(INPUT_MODES)}, got {self.input_mode!r}"
+            )
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -121,14 +157,16 @@ class AKMNetConfig:
         return self.image_size // 32
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AKMNetConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> AKMNetConfig:
         """Build from a plain dict (a model card's ``config``); an unknown key is an error naming it."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"AKMNetConfig: expected a mapping, got {type(d).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
-            raise ConfigError(f"AKMNetConfig: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"AKMNetConfig: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+            )
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kw)
 

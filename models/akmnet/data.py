@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -84,23 +85,42 @@ def prepare_clip(crops: np.ndarray, config: AKMNetConfig) -> tuple[np.ndarray, l
     """(L, S, S) uint8 face crops, onset first → (n, S, S) uint8 network frames and the runs
     of input indices each one averages (`mestream.engine.clips.prepare_clip`, shared with the runtime)."""
     try:
-        return clips.prepare_clip(crops, max_frames=config.max_frames, magnify_alpha=config.magnify_alpha,
-                                  magnify_sigma=config.magnify_sigma, input_mode=config.input_mode)
+        return clips.prepare_clip(
+            crops,
+            max_frames=config.max_frames,
+            magnify_alpha=config.magnify_alpha,
+            magnify_sigma=config.magnify_sigma,
+            input_mode=config.input_mode,
+        )
     except ValueError as exc:
         raise DataError(str(exc)) from None
 
 
-def sample_from_crops(crops: np.ndarray, frame_ids: np.ndarray, config: AKMNetConfig, *, label: int, onset: int,
-                      apex: int, offset: int, subject: str, video: str = "", emotion: str = "") -> ClipSample:
+def sample_from_crops(
+    crops: np.ndarray,
+    frame_ids: np.ndarray,
+    config: AKMNetConfig,
+    *,
+    label: int,
+    onset: int,
+    apex: int,
+    offset: int,
+    subject: str,
+    video: str = "",
+    emotion: str = "",
+) -> ClipSample:
     ids = np.asarray(frame_ids, dtype=np.int64)
     if ids.shape != (len(crops),):
-        raise DataError(f"clip {subject}/{video} (onset {onset}): {len(crops)} frames but {ids.size} frame numbers")
+        raise DataError(
+            f"clip {subject}/{video} (onset {onset}): {len(crops)} frames but {ids.size} frame numbers"
+        )
     frames, runs = prepare_clip(crops, config)
     source = np.array([int(ids[r[len(r) // 2]]) for r in runs], dtype=np.int64)
     return ClipSample(frames, source, int(label), int(onset), int(apex), int(offset), subject, video, emotion)
 
 
 # -- synthetic clips ---------------------------------------------------------------------------
+
 
 def _cache_dir(cache: str | os.PathLike[str] | None) -> Path:
     if cache is not None:
@@ -115,30 +135,54 @@ def _key(parts: dict[str, Any]) -> str:
 PREP_FIELDS = ("train_resize", "max_frames", "magnify_alpha", "magnify_sigma", "input_mode")
 
 
-def subject_clips(subject: int, data: SyntheticData, config: AKMNetConfig, *,
-                  cache: str | os.PathLike[str] | None = None) -> list[ClipSample]:
+def subject_clips(
+    subject: int, data: SyntheticData, config: AKMNetConfig, *, cache: str | os.PathLike[str] | None = None
+) -> list[ClipSample]:
     """Every micro-expression clip of one synthetic subject's video, prepared and cached on disk.
 
     Labels index ``config.class_names`` (the event's 4-class label); with another class list
     the event's 7-class emotion is used.
     """
     names = config.class_names
-    parts = {"subject": subject, "fps": data.fps, "duration_s": data.duration_s, "micro_per_min": data.micro_per_min,
-             **{k: getattr(config, k) for k in PREP_FIELDS}, "version": 1}
+    parts = {
+        "subject": subject,
+        "fps": data.fps,
+        "duration_s": data.duration_s,
+        "micro_per_min": data.micro_per_min,
+        **{k: getattr(config, k) for k in PREP_FIELDS},
+        "version": 1,
+    }
     path = _cache_dir(cache) / f"subject{subject:05d}-{_key(parts)}.npz"
     if path.is_file():
         return _load(path, names)
-    camera = make_camera(subject, fps=data.fps, duration_s=data.duration_s, scene=SceneConfig(micro_per_min=data.micro_per_min))
+    camera = make_camera(
+        subject, fps=data.fps, duration_s=data.duration_s, scene=SceneConfig(micro_per_min=data.micro_per_min)
+    )
     events = [e for e in camera.ground_truth if e.kind == "micro"]
-    ids = np.unique(np.concatenate([np.arange(e.onset_frame, e.offset_frame + 1) for e in events])) if events else np.zeros(0, np.int64)
+    ids = (
+        np.unique(np.concatenate([np.arange(e.onset_frame, e.offset_frame + 1) for e in events]))
+        if events
+        else np.zeros(0, np.int64)
+    )
     crops = render_crops(camera, ids, config.train_resize)
     where = {int(f): i for i, f in enumerate(ids)}
     samples = []
     for e in events:
         span = np.arange(e.onset_frame, e.offset_frame + 1)
-        samples.append(sample_from_crops(crops[[where[int(f)] for f in span]], span, config, label=-1,
-                                         onset=e.onset_frame, apex=e.apex_frame, offset=e.offset_frame,
-                                         subject=str(subject), video=camera.name, emotion=e.emotion))
+        samples.append(
+            sample_from_crops(
+                crops[[where[int(f)] for f in span]],
+                span,
+                config,
+                label=-1,
+                onset=e.onset_frame,
+                apex=e.apex_frame,
+                offset=e.offset_frame,
+                subject=str(subject),
+                video=camera.name,
+                emotion=e.emotion,
+            )
+        )
     _save(path, samples)
     return _load(path, names)
 
@@ -167,8 +211,15 @@ def _load(path: Path, names: Sequence[str]) -> list[ClipSample]:
     return out
 
 
-def synthetic_clips(subjects: Iterable[int], data: SyntheticData, config: AKMNetConfig, *,
-                    cache: str | os.PathLike[str] | None = None, progress: bool = True, desc: str = "clips") -> list[ClipSample]:
+def synthetic_clips(
+    subjects: Iterable[int],
+    data: SyntheticData,
+    config: AKMNetConfig,
+    *,
+    cache: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    desc: str = "clips",
+) -> list[ClipSample]:
     """The clips of several subjects (rendered once, then read from the cache)."""
     out: list[ClipSample] = []
     subjects = list(subjects)
@@ -178,6 +229,7 @@ def synthetic_clips(subjects: Iterable[int], data: SyntheticData, config: AKMNet
 
 
 # -- real datasets ---------------------------------------------------------------------------
+
 
 def dataset_clips(records: Iterable[Any], config: AKMNetConfig) -> list[ClipSample]:
     """Clips from `mestream.models.datasets` records that carry a ``label`` (apply a class map
@@ -189,15 +241,28 @@ def dataset_clips(records: Iterable[Any], config: AKMNetConfig) -> list[ClipSamp
     out = []
     for rec in records:
         if rec.label not in names:
-            raise DataError(f"{rec.source or rec.name}: label {rec.label!r} is not one of the model's classes {list(names)}"
-                            " (apply a class map first)")
+            raise DataError(
+                f"{rec.source or rec.name}: label {rec.label!r} is not one of the model's classes {list(names)}"
+                " (apply a class map first)"
+            )
         crops = load_frames(rec.frames, config.train_resize)
         ids = np.asarray(rec.frame_numbers, dtype=np.int64)
         apex = rec.apex if rec.apex is not None else int(ids[len(ids) // 2])
         try:
-            out.append(sample_from_crops(crops, ids, config, label=names.index(rec.label), onset=rec.onset, apex=apex,
-                                         offset=rec.offset, subject=f"{rec.dataset}/{rec.subject}", video=rec.clip,
-                                         emotion=rec.emotion))
+            out.append(
+                sample_from_crops(
+                    crops,
+                    ids,
+                    config,
+                    label=names.index(rec.label),
+                    onset=rec.onset,
+                    apex=apex,
+                    offset=rec.offset,
+                    subject=f"{rec.dataset}/{rec.subject}",
+                    video=rec.clip,
+                    emotion=rec.emotion,
+                )
+            )
         except DataError as exc:
             raise DataError(f"{rec.source or rec.name}: {exc}") from exc
     return out
@@ -205,8 +270,15 @@ def dataset_clips(records: Iterable[Any], config: AKMNetConfig) -> list[ClipSamp
 
 # -- batches -----------------------------------------------------------------------------------
 
-def collate(samples: Sequence[ClipSample], size: int, *, train: bool, rng: np.random.Generator | None = None,
-            pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def collate(
+    samples: Sequence[ClipSample],
+    size: int,
+    *,
+    train: bool,
+    rng: np.random.Generator | None = None,
+    pad_to: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames (B, T, 1, size, size) float32 in [0, 1], mask (B, T) bool, labels (B,).
 
     Training: one random ``size`` crop per clip (the same for all its frames); otherwise
@@ -222,7 +294,7 @@ def collate(samples: Sequence[ClipSample], size: int, *, train: bool, rng: np.ra
         if train and S > size:
             rng = rng or np.random.default_rng()
             y0, x0 = (int(v) for v in rng.integers(0, S - size + 1, 2))
-            out[b, :n, 0] = s.frames[:, y0:y0 + size, x0:x0 + size] / 255.0
+            out[b, :n, 0] = s.frames[:, y0 : y0 + size, x0 : x0 + size] / 255.0
         else:
             clips.network_frames(s.frames, size, out=out[b, :n, 0])
         mask[b, :n] = True

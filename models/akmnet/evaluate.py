@@ -32,15 +32,26 @@ from mestream.models.training import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=1, help="subjects of this seed (default 1); not the training seed")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="subjects of this seed (default 1); not the training seed"
+    )
     parser.add_argument("--out", default="runs/akmnet-eval", help="output folder (default runs/akmnet-eval)")
-    parser.add_argument("--checkpoint", help="checkpoint to evaluate (default: the shipped models/weights/akmnet-demo.pt)")
+    parser.add_argument(
+        "--checkpoint", help="checkpoint to evaluate (default: the shipped models/weights/akmnet-demo.pt)"
+    )
     parser.add_argument("--subjects", type=positive_int, default=10, help="how many subjects (default 10)")
-    parser.add_argument("--duration", type=positive_float, help="seconds of video per subject (default: as in training)")
-    parser.add_argument("--cache", help="clip cache folder (default ~/.cache/mestream/akmnet or $MESTREAM_CACHE)")
+    parser.add_argument(
+        "--duration", type=positive_float, help="seconds of video per subject (default: as in training)"
+    )
+    parser.add_argument(
+        "--cache", help="clip cache folder (default ~/.cache/mestream/akmnet or $MESTREAM_CACHE)"
+    )
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--record", action="store_true",
-                        help="also write the figures into the checkpoint's model card (metrics.test_seed<S>)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="also write the figures into the checkpoint's model card (metrics.test_seed<S>)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -79,30 +90,61 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_eval_seed(args.seed, card, path)
     data = evaluation_data(card, args.seed, args.duration)
     ids = subject_ids(args.seed, args.subjects)
-    clips = synthetic_clips(ids, data, config, cache=args.cache, progress=not args.no_progress,
-                            desc=f"seed {args.seed} clips")
+    clips = synthetic_clips(
+        ids, data, config, cache=args.cache, progress=not args.no_progress, desc=f"seed {args.seed} clips"
+    )
     rows = evaluate_clips(model, clips, config)
     metrics = summarize(rows, config.class_names)
     names = config.class_names
-    predictions = [{"subject": r["subject"], "video": r["video"], "onset": r["onset"], "offset": r["offset"],
-                    "true_apex": r["apex"], "true_class": names[r["true"]], "predicted_class": names[r["pred"]],
-                    "emotion": r["emotion"], "probabilities": dict(zip(names, r["probabilities"])),
-                    "key_frames": r["key_frames"], "max_key_frame": r["max_key_frame"]} for r in rows]
+    predictions = [
+        {
+            "subject": r["subject"],
+            "video": r["video"],
+            "onset": r["onset"],
+            "offset": r["offset"],
+            "true_apex": r["apex"],
+            "true_class": names[r["true"]],
+            "predicted_class": names[r["pred"]],
+            "emotion": r["emotion"],
+            "probabilities": dict(zip(names, r["probabilities"])),
+            "key_frames": r["key_frames"],
+            "max_key_frame": r["max_key_frame"],
+        }
+        for r in rows
+    ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {**metrics, **eval_provenance(seed=args.seed, subjects=ids, duration_s=data.duration_s, checkpoint=path,
-                                            card=card), "clips": len(rows)}
+    summary = {
+        **metrics,
+        **eval_provenance(
+            seed=args.seed, subjects=ids, duration_s=data.duration_s, checkpoint=path, card=card
+        ),
+        "clips": len(rows),
+    }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "predictions.json").write_text(json.dumps(predictions, indent=1) + "\n")
-    print(format_table(metrics, title=f"AKMNet {card.get('preset', '?')} on seed {args.seed}: {len(rows)} clips, "
-                                      f"{args.subjects} subjects"))
-    print(f"\nmax-key frame within ±10% of the clip length of the true apex: {metrics.get('apex_within_10pct', 0.0):.3f}")
+    print(
+        format_table(
+            metrics,
+            title=f"AKMNet {card.get('preset', '?')} on seed {args.seed}: {len(rows)} clips, "
+            f"{args.subjects} subjects",
+        )
+    )
+    print(
+        f"\nmax-key frame within ±10% of the clip length of the true apex: {metrics.get('apex_within_10pct', 0.0):.3f}"
+    )
     print(f"apex error |p_gt - p| / clip length (mean): {metrics.get('apex_error', 0.0):.3f}")
     print(f"wrote {out / 'metrics.json'} and {out / 'predictions.json'}")
     if args.record:
         keep = ("acc", "uf1", "uar", "n", "confusion", "apex_within_10pct", "apex_error")
-        record_metrics(path, model="akmnet", key=f"test_seed{args.seed}", figures={
-            **{k: metrics[k] for k in keep if k in metrics},
-            **{k: summary[k] for k in ("subjects", "duration_s", "eval_git_sha")}})
+        record_metrics(
+            path,
+            model="akmnet",
+            key=f"test_seed{args.seed}",
+            figures={
+                **{k: metrics[k] for k in keep if k in metrics},
+                **{k: summary[k] for k in ("subjects", "duration_s", "eval_git_sha")},
+            },
+        )
         print(f"recorded in the model card of {path}")
     return 0

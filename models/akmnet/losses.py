@@ -40,8 +40,17 @@ def mmm_loss(beta: torch.Tensor, key: torch.Tensor, mask: torch.Tensor, margin: 
     return margin - (key_mean - rest_mean)
 
 
-def akmnet_loss(logits: torch.Tensor, target: torch.Tensor, beta: torch.Tensor, key: torch.Tensor,
-                mask: torch.Tensor, *, lambda_gs: float = 0.1, lambda_mmm: float = 1.0, margin: float = 2.0) -> Losses:
+def akmnet_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    beta: torch.Tensor,
+    key: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    lambda_gs: float = 0.1,
+    lambda_mmm: float = 1.0,
+    margin: float = 2.0,
+) -> Losses:
     """Ω of Eq. 13 averaged over the batch, with its terms for logging."""
     ce = F.cross_entropy(logits, target)
     gate = KeyFrameGate.apply(beta, key) if beta.requires_grad else key.to(beta.dtype)

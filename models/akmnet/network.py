@@ -54,7 +54,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample: nn.Module | None = None
         if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -110,7 +112,9 @@ class KeyFrameGate(torch.autograd.Function):
         return grad * key.to(grad.dtype), None
 
 
-def mine_key_frames(pooled: torch.Tensor, mask: torch.Tensor, attention: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def mine_key_frames(
+    pooled: torch.Tensor, mask: torch.Tensor, attention: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Eqs. 5-8 over the valid frames: β (B, T) and the key mask (B, T), both 0 on padding.
 
     α_t = σ(W·P̄_t); P̃ = Σ_t α_t·P̄_t over valid t; β_t = cos(P̄_t, P̃); key: β_t ≥ mean of β.
@@ -161,7 +165,7 @@ class MaskedBiGRU(nn.Module):
         gi = F.linear(x, w_ih, b_ih)  # (N, T, 3H): every step's input projection at once
         h = x.new_zeros(n, H)
         outs: list[torch.Tensor] = [h] * T
-        for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        for t in range(T - 1, -1, -1) if reverse else range(T):
             gh = F.linear(h, w_hh, b_hh)
             i_r, i_z, i_n = gi[:, t].chunk(3, dim=1)
             h_r, h_z, h_n = gh.chunk(3, dim=1)
@@ -169,14 +173,16 @@ class MaskedBiGRU(nn.Module):
             z = torch.sigmoid(i_z + h_z)
             cand = torch.tanh(i_n + r * h_n)
             new = (1.0 - z) * cand + z * h
-            h = torch.where(valid[:, t:t + 1], new, h)  # frozen on steps past the sequence's end
+            h = torch.where(valid[:, t : t + 1], new, h)  # frozen on steps past the sequence's end
             outs[t] = h
         return torch.stack(outs, dim=1)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``x`` (N, T, input), ``valid`` (N, T) bool with the valid steps first."""
         for layer in range(self.layers):
-            x = torch.cat([self._direction(x, valid, layer, False), self._direction(x, valid, layer, True)], dim=-1)
+            x = torch.cat(
+                [self._direction(x, valid, layer, False), self._direction(x, valid, layer, True)], dim=-1
+            )
         w = valid.to(x.dtype).unsqueeze(-1)
         return (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
 
@@ -206,10 +212,14 @@ class ClipHead(nn.Module):
         else:
             gate = key.to(features.dtype)
         selected = features * gate.view(B, T, 1, 1, 1)  # Eq. 9: F_key = F ⊙ B
-        packed = torch.einsum("bjt,btk->bjk", pack_to_front(key).to(features.dtype), selected.reshape(B, T, C * S * S))
+        packed = torch.einsum(
+            "bjt,btk->bjk", pack_to_front(key).to(features.dtype), selected.reshape(B, T, C * S * S)
+        )
         n_key = key.sum(dim=1, keepdim=True)
         steps = torch.arange(T, device=features.device).view(1, T) < n_key  # (B, T): packed key steps
-        seq = packed.view(B, T, C, S * S).permute(0, 3, 1, 2).reshape(B * S * S, T, C)  # one sequence per position
+        seq = (
+            packed.view(B, T, C, S * S).permute(0, 3, 1, 2).reshape(B * S * S, T, C)
+        )  # one sequence per position
         pos_valid = steps.unsqueeze(1).expand(B, S * S, T).reshape(B * S * S, T)
         g = self.temporal(seq, pos_valid).view(B, S * S * 2 * self.temporal.hidden)
         logits = self.fc(self.dropout(g))

@@ -8,9 +8,10 @@ spotting. Each reader module's docstring gives the folder and spreadsheet layout
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from mestream.models.datasets.base import (
     Clip,
@@ -49,14 +50,30 @@ READERS: dict[str, Callable[..., list[Any]]] = {
 }
 
 __all__ = [
-    "CLASS_MAPS", "DFME_7CLASS", "PAPER_4CLASS", "READERS", "SMIC_3CLASS", "ClassMap", "ClassMapError", "Clip",
-    "DatasetError", "LabeledInterval", "LongVideo", "apply_class_map", "get_class_map", "kfold_splits",
-    "load_frames", "loso_splits", "read_dataset", "read_table",
+    "CLASS_MAPS",
+    "DFME_7CLASS",
+    "PAPER_4CLASS",
+    "READERS",
+    "SMIC_3CLASS",
+    "ClassMap",
+    "ClassMapError",
+    "Clip",
+    "DatasetError",
+    "LabeledInterval",
+    "LongVideo",
+    "apply_class_map",
+    "get_class_map",
+    "kfold_splits",
+    "load_frames",
+    "loso_splits",
+    "read_dataset",
+    "read_table",
 ]
 
 
-def apply_class_map(clips: list[Clip], class_map: str | ClassMap | Mapping[str, Any],
-                    unmapped: str = "raise") -> list[Clip]:
+def apply_class_map(
+    clips: list[Clip], class_map: str | ClassMap | Mapping[str, Any], unmapped: str = "raise"
+) -> list[Clip]:
     """The clips with ``label`` set by ``class_map``.
 
     ``unmapped="raise"`` stops at the first clip whose emotion the map does not cover, naming the
@@ -72,17 +89,30 @@ def apply_class_map(clips: list[Clip], class_map: str | ClassMap | Mapping[str, 
             if unmapped == "skip":
                 dropped += 1
                 continue
-            raise ClassMapError(f"{clip.source or clip.name}: emotion {clip.emotion!r} is not in class map "
-                                f"{mapping.name!r} (known: {', '.join(sorted(mapping.mapping))}); "
-                                "pass unmapped='skip' to leave such clips out")
+            raise ClassMapError(
+                f"{clip.source or clip.name}: emotion {clip.emotion!r} is not in class map "
+                f"{mapping.name!r} (known: {', '.join(sorted(mapping.mapping))}); "
+                "pass unmapped='skip' to leave such clips out"
+            )
         out.append(replace(clip, label=mapping(clip.emotion)))
     if dropped:
-        log.info("class map %s: %d clip(s) with unmapped emotions left out, %d kept", mapping.name, dropped, len(out))
+        log.info(
+            "class map %s: %d clip(s) with unmapped emotions left out, %d kept",
+            mapping.name,
+            dropped,
+            len(out),
+        )
     return out
 
 
-def read_dataset(name: str, root: str | Path, *, class_map: str | ClassMap | Mapping[str, Any] | None = None,
-                 unmapped: str = "raise", **options: Any) -> list[Any]:
+def read_dataset(
+    name: str,
+    root: str | Path,
+    *,
+    class_map: str | ClassMap | Mapping[str, Any] | None = None,
+    unmapped: str = "raise",
+    **options: Any,
+) -> list[Any]:
     """Read dataset ``name`` (a key of :data:`READERS`) from ``root``.
 
     ``options`` go to the reader (annotations=, frames_dir=, columns=, fps=, errors=, ...); an
@@ -95,8 +125,10 @@ def read_dataset(name: str, root: str | Path, *, class_map: str | ClassMap | Map
     params = [p for p in inspect.signature(reader).parameters if p != "root"]
     unknown = sorted(set(options) - set(params))
     if unknown:
-        raise DatasetError(f"dataset {name!r}: unknown option(s) {', '.join(map(repr, unknown))}; "
-                           f"it takes: {', '.join(params)}")
+        raise DatasetError(
+            f"dataset {name!r}: unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"it takes: {', '.join(params)}"
+        )
     records = reader(root, **options)
     if class_map is None:
         return records

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from mestream.models.datasets.base import (
     Clip,
@@ -35,9 +35,16 @@ class ClipColumns:
     aus: str = "Action Units"
 
 
-def read_clip_table(table: Table, columns: ClipColumns, *, dataset: str, subject_of: Callable[[str], str],
-                    folder_of: Callable[[Row, str, str], Path], fps_of: Callable[[Row], float],
-                    errors: str = "raise") -> list[Clip]:
+def read_clip_table(
+    table: Table,
+    columns: ClipColumns,
+    *,
+    dataset: str,
+    subject_of: Callable[[str], str],
+    folder_of: Callable[[Row, str, str], Path],
+    fps_of: Callable[[Row], float],
+    errors: str = "raise",
+) -> list[Clip]:
     """Clips from ``table``: one per row, frames onset..offset taken from ``folder_of(row, subject, clip)``.
 
     Every needed column is checked before the first row, so a renamed header fails at once and
@@ -57,11 +64,22 @@ def read_clip_table(table: Table, columns: ClipColumns, *, dataset: str, subject
         folder = folder_of(row, subject, clip)
         if folder not in cache:
             cache[folder] = index_frames(folder, file=table.path, row=row.number)
-        paths, numbers = clip_frames(cache[folder], onset, apex, offset, folder=folder, file=table.path,
-                                     row=row.number)
-        return Clip(dataset=dataset, subject=subject, clip=clip, frames=paths, frame_numbers=numbers,
-                    onset=onset, apex=apex, offset=offset, emotion=cell_str(table, row, columns.emotion),
-                    aus=parse_aus(table.value(row, columns.aus)) if columns.aus else (), fps=fps,
-                    source=table.where(row))
+        paths, numbers = clip_frames(
+            cache[folder], onset, apex, offset, folder=folder, file=table.path, row=row.number
+        )
+        return Clip(
+            dataset=dataset,
+            subject=subject,
+            clip=clip,
+            frames=paths,
+            frame_numbers=numbers,
+            onset=onset,
+            apex=apex,
+            offset=offset,
+            emotion=cell_str(table, row, columns.emotion),
+            aus=parse_aus(table.value(row, columns.aus)) if columns.aus else (),
+            fps=fps,
+            source=table.where(row),
+        )
 
     return collect((lambda row=row: build(row) for row in table.rows), errors, f"{dataset} ({table.path})")

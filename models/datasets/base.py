@@ -16,9 +16,10 @@ import csv
 import dataclasses
 import logging
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -36,8 +37,14 @@ MAX_HEADER_SCAN = 50
 class DatasetError(ValueError):
     """A dataset that does not match its documented layout; the message names file, row and column."""
 
-    def __init__(self, message: str, *, file: str | Path | None = None, row: int | None = None,
-                 column: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
         self.file, self.row, self.column = (str(file) if file is not None else None), row, column
         where = [str(file)] if file is not None else []
         if row is not None:
@@ -48,6 +55,7 @@ class DatasetError(ValueError):
 
 
 # --------------------------------------------------------------------------- records
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -127,7 +135,9 @@ class LongVideo:
         try:
             return self.frame_numbers.index(frame_number)
         except ValueError:
-            raise DatasetError(f"video {self.video!r} has no frame {frame_number}", file=self.frames_dir) from None
+            raise DatasetError(
+                f"video {self.video!r} has no frame {frame_number}", file=self.frames_dir
+            ) from None
 
     def path(self, frame_number: int) -> Path:
         """The file holding ``frame_number``."""
@@ -136,7 +146,7 @@ class LongVideo:
     def paths_between(self, first: int, last: int) -> list[Path]:
         """The files of frames ``first``..``last`` (both included, as stored; gaps are not filled)."""
         start, stop = self._position(first), self._position(last)
-        return [self.frames_dir / name for name in self.frame_names[start:stop + 1]]
+        return [self.frames_dir / name for name in self.frame_names[start : stop + 1]]
 
     @property
     def paths(self) -> list[Path]:
@@ -145,7 +155,9 @@ class LongVideo:
 
     def to_intervals(self, kinds: Sequence[str] = KINDS) -> list[Any]:
         """The ground truth as :class:`mestream.engine.metrics.Interval` (video = ``self.video``)."""
-        return [Interval(self.video, i.onset, i.offset, kind=i.kind) for i in self.intervals if i.kind in kinds]
+        return [
+            Interval(self.video, i.onset, i.offset, kind=i.kind) for i in self.intervals if i.kind in kinds
+        ]
 
 
 # --------------------------------------------------------------------------- column options
@@ -153,7 +165,9 @@ class LongVideo:
 C = TypeVar("C")
 
 
-def columns_from(cls: type[C], overrides: Mapping[str, Any] | C | None, where: str, defaults: C | None = None) -> C:
+def columns_from(
+    cls: type[C], overrides: Mapping[str, Any] | C | None, where: str, defaults: C | None = None
+) -> C:
     """``defaults`` (or ``cls()``) with ``overrides`` applied; an unknown key is an error naming it."""
     start = defaults if defaults is not None else cls()
     if overrides is None:
@@ -161,16 +175,21 @@ def columns_from(cls: type[C], overrides: Mapping[str, Any] | C | None, where: s
     if isinstance(overrides, cls):
         return overrides
     if not isinstance(overrides, Mapping):
-        raise DatasetError(f"{where}: columns must be a mapping or {cls.__name__}, got {type(overrides).__name__}")
+        raise DatasetError(
+            f"{where}: columns must be a mapping or {cls.__name__}, got {type(overrides).__name__}"
+        )
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise DatasetError(f"{where}: unknown column option(s) {', '.join(map(repr, unknown))}; "
-                           f"known: {', '.join(sorted(known))}")
+        raise DatasetError(
+            f"{where}: unknown column option(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
     return dataclasses.replace(start, **dict(overrides))  # type: ignore[type-var]
 
 
 # --------------------------------------------------------------------------- tables
+
 
 def _norm(name: Any) -> str:
     """Header cells compared without case or repeated whitespace ("Onset  frame" == "onset frame")."""
@@ -203,9 +222,16 @@ class Table:
         """The header spelling of ``name`` (case- and whitespace-insensitive); error naming the file."""
         found = self._lookup.get(_norm(name))
         if found is None:
-            where = f" (sheet {self.sheet!r}, header row {self.header_row})" if self.sheet or self.header_row else ""
-            raise DatasetError(f"missing column{where}; the columns are: "
-                               f"{', '.join(repr(c) for c in self.columns if c)}", file=self.path, column=name)
+            where = (
+                f" (sheet {self.sheet!r}, header row {self.header_row})"
+                if self.sheet or self.header_row
+                else ""
+            )
+            raise DatasetError(
+                f"missing column{where}; the columns are: {', '.join(repr(c) for c in self.columns if c)}",
+                file=self.path,
+                column=name,
+            )
         return found
 
     def has(self, name: str) -> bool:
@@ -227,8 +253,11 @@ def _open_xlsx(path: Path, sheet: str | int | None) -> tuple[str, Iterable[Seque
     try:
         import openpyxl  # lazy: openpyxl is in the train extra
     except ImportError:
-        raise DatasetError("reading .xlsx annotations needs openpyxl, which comes with the train extra: "
-                           "pip install 'mestream[train]' (or save the sheet as CSV)", file=path) from None
+        raise DatasetError(
+            "reading .xlsx annotations needs openpyxl, which comes with the train extra: "
+            "pip install 'mestream[train]' (or save the sheet as CSV)",
+            file=path,
+        ) from None
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many types for a broken or non-xlsx file
@@ -253,13 +282,20 @@ def _open_xlsx(path: Path, sheet: str | int | None) -> tuple[str, Iterable[Seque
 def _open_csv(path: Path) -> list[list[str]]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            return [[None if cell.strip() == "" else cell.strip() for cell in row] for row in csv.reader(handle)]
+            return [
+                [None if cell.strip() == "" else cell.strip() for cell in row] for row in csv.reader(handle)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"cannot read CSV: {exc}", file=path) from exc
 
 
-def read_table(path: str | Path, *, header_hint: Sequence[str] = (), names: Sequence[str] | None = None,
-               sheet: str | int | None = None) -> Table:
+def read_table(
+    path: str | Path,
+    *,
+    header_hint: Sequence[str] = (),
+    names: Sequence[str] | None = None,
+    sheet: str | int | None = None,
+) -> Table:
     """Read an .xlsx sheet (openpyxl, read-only) or a .csv file into a :class:`Table`.
 
     Args:
@@ -279,8 +315,10 @@ def read_table(path: str | Path, *, header_hint: Sequence[str] = (), names: Sequ
     elif suffix == ".csv":
         sheet_name, raw = None, _open_csv(path)
     else:
-        raise DatasetError(f"unsupported annotation format {suffix!r}: use .xlsx or .csv "
-                           "(save an old .xls as one of these)", file=path)
+        raise DatasetError(
+            f"unsupported annotation format {suffix!r}: use .xlsx or .csv (save an old .xls as one of these)",
+            file=path,
+        )
     numbered = [(i + 1, row) for i, row in enumerate(raw) if any(c not in (None, "") for c in row)]
     if not numbered:
         raise DatasetError("the sheet is empty", file=path)
@@ -292,13 +330,16 @@ def read_table(path: str | Path, *, header_hint: Sequence[str] = (), names: Sequ
             if hints <= {_norm(c) for c in row}:
                 break
         else:
-            raise DatasetError(f"no header row with the columns {list(header_hint)} in the first "
-                               f"{MAX_HEADER_SCAN} rows", file=path)
+            raise DatasetError(
+                f"no header row with the columns {list(header_hint)} in the first {MAX_HEADER_SCAN} rows",
+                file=path,
+            )
         header_row = number
         columns = tuple("" if c is None else " ".join(str(c).split()) for c in row)
-        data = numbered[k + 1:]
-    rows = tuple(Row(n, {c: (r[i] if i < len(r) else None) for i, c in enumerate(columns) if c})
-                 for n, r in data)
+        data = numbered[k + 1 :]
+    rows = tuple(
+        Row(n, {c: (r[i] if i < len(r) else None) for i, c in enumerate(columns) if c}) for n, r in data
+    )
     return Table(path, columns, rows, sheet=sheet_name, header_row=header_row)
 
 
@@ -323,17 +364,23 @@ def find_annotation(root: Path, patterns: Sequence[str], given: str | Path | Non
             raise DatasetError(f"{dataset}: annotation file not found", file=path)
         return path
     # "~$name.xlsx" is the lock file Excel leaves beside a workbook it has open
-    found = sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_file() and not p.name.startswith("~$")})
+    found = sorted(
+        {p for pattern in patterns for p in root.glob(pattern) if p.is_file() and not p.name.startswith("~$")}
+    )
     if len(found) == 1:
         return found[0]
     if not found:
-        raise DatasetError(f"{dataset}: no annotation file matching {list(patterns)}; pass annotations=PATH",
-                           file=root)
-    raise DatasetError(f"{dataset}: several annotation files match: {[p.name for p in found]}; "
-                       "pass annotations=PATH", file=root)
+        raise DatasetError(
+            f"{dataset}: no annotation file matching {list(patterns)}; pass annotations=PATH", file=root
+        )
+    raise DatasetError(
+        f"{dataset}: several annotation files match: {[p.name for p in found]}; pass annotations=PATH",
+        file=root,
+    )
 
 
 # --------------------------------------------------------------------------- cells
+
 
 def cell_int(table: Table, row: Row, column: str, *, missing: tuple[Any, ...] = ()) -> int | None:
     """An integer cell; values in ``missing`` (e.g. "/", -1, None) give None, anything else non-integer is an error."""
@@ -345,11 +392,19 @@ def cell_int(table: Table, row: Row, column: str, *, missing: tuple[Any, ...] = 
     try:
         number = float(value)  # xlsx numbers arrive as float, CSV as text
     except (TypeError, ValueError):
-        raise DatasetError(f"expected a frame number, got {value!r}", file=table.path, row=row.number,
-                           column=table.column(column)) from None
+        raise DatasetError(
+            f"expected a frame number, got {value!r}",
+            file=table.path,
+            row=row.number,
+            column=table.column(column),
+        ) from None
     if not number.is_integer():
-        raise DatasetError(f"expected a whole frame number, got {value!r}", file=table.path, row=row.number,
-                           column=table.column(column))
+        raise DatasetError(
+            f"expected a whole frame number, got {value!r}",
+            file=table.path,
+            row=row.number,
+            column=table.column(column),
+        )
     if int(number) in missing:
         return None
     return int(number)
@@ -377,6 +432,7 @@ def parse_aus(value: Any) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- frames
 
+
 def frame_number(path: Path) -> int | None:
     """The trailing number of a frame file's stem (img46.jpg -> 46, 006_05562.jpg -> 5562)."""
     match = re.search(r"(\d+)$", path.stem)
@@ -393,8 +449,9 @@ def index_frames(folder: Path, *, file: str | Path | None = None, row: int | Non
         if number is None:
             continue
         if number in frames:
-            raise DatasetError(f"frames {frames[number].name} and {path.name} both carry number {number}",
-                               file=folder)
+            raise DatasetError(
+                f"frames {frames[number].name} and {path.name} both carry number {number}", file=folder
+            )
         frames[number] = path
     return frames
 
@@ -404,23 +461,41 @@ def check_keyframes(onset: int, apex: int | None, offset: int, *, file: str | Pa
     if offset < onset:
         raise DatasetError(f"offset frame {offset} is before onset frame {onset}", file=file, row=row)
     if apex is not None and not onset <= apex <= offset:
-        raise DatasetError(f"apex frame {apex} is outside onset..offset {onset}..{offset}", file=file, row=row)
+        raise DatasetError(
+            f"apex frame {apex} is outside onset..offset {onset}..{offset}", file=file, row=row
+        )
 
 
-def clip_frames(frames: Mapping[int, Path], onset: int, apex: int | None, offset: int, *, folder: Path,
-                file: str | Path, row: int | None) -> tuple[tuple[Path, ...], tuple[int, ...]]:
+def clip_frames(
+    frames: Mapping[int, Path],
+    onset: int,
+    apex: int | None,
+    offset: int,
+    *,
+    folder: Path,
+    file: str | Path,
+    row: int | None,
+) -> tuple[tuple[Path, ...], tuple[int, ...]]:
     """The files of frames onset..offset; every one must exist (a gap would shift the time axis)."""
     check_keyframes(onset, apex, offset, file=file, row=row)
     numbers = tuple(range(onset, offset + 1))
     missing = [n for n in numbers if n not in frames]
     if missing:
-        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        shown = ", ".join(map(str, missing[:5])) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
         raise DatasetError(f"frame(s) {shown} of {onset}..{offset} not found in {folder}", file=file, row=row)
     return tuple(frames[n] for n in numbers), numbers
 
 
-def collect(items: Iterable[Callable[[], Any]], errors: str, what: str, *, progress: bool = False,
-            total: int | None = None) -> list[Any]:
+def collect(
+    items: Iterable[Callable[[], Any]],
+    errors: str,
+    what: str,
+    *,
+    progress: bool = False,
+    total: int | None = None,
+) -> list[Any]:
     """Run each record builder; with ``errors="skip"`` a bad record is logged and dropped instead of raised."""
     if errors not in ("raise", "skip"):
         raise DatasetError(f"errors must be 'raise' or 'skip', got {errors!r}")
@@ -443,8 +518,9 @@ def collect(items: Iterable[Callable[[], Any]], errors: str, what: str, *, progr
     return out
 
 
-def load_frames(paths: Sequence[str | Path], size: int | tuple[int, int] | None = None, *,
-                progress: bool = False) -> np.ndarray:
+def load_frames(
+    paths: Sequence[str | Path], size: int | tuple[int, int] | None = None, *, progress: bool = False
+) -> np.ndarray:
     """Grey uint8 frames, shape (N, H, W); ``size`` resizes to ``size`` x ``size`` or (width, height).
 
     Without ``size`` all frames must share one shape. An unreadable file is an error naming it.
@@ -464,7 +540,10 @@ def load_frames(paths: Sequence[str | Path], size: int | tuple[int, int] | None 
         if out is None:
             out = np.empty((len(paths), *image.shape), np.uint8)
         elif image.shape != out.shape[1:]:
-            raise DatasetError(f"frame is {image.shape[1]}x{image.shape[0]} but the first is "
-                               f"{out.shape[2]}x{out.shape[1]}; pass size=", file=path)
+            raise DatasetError(
+                f"frame is {image.shape[1]}x{image.shape[0]} but the first is "
+                f"{out.shape[2]}x{out.shape[1]}; pass size=",
+                file=path,
+            )
         out[i] = image
     return out if out is not None else np.empty((0, 0, 0), np.uint8)

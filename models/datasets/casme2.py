@@ -13,8 +13,9 @@ Layout (as distributed; ``root`` is the folder holding both)::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mestream.models.datasets.annotated import ClipColumns, read_clip_table
 from mestream.models.datasets.base import (
@@ -48,13 +49,21 @@ def _frames_root(root: Path, frames_dir: str | Path | None) -> Path:
             return root / name
     if any(p.is_dir() and p.name.lower().startswith("sub") for p in root.iterdir()):
         return root
-    raise DatasetError(f"CASME II: no frame folder ({', '.join(FRAME_FOLDERS)} or sub*/) under {root}; "
-                       "pass frames_dir=", file=root)
+    raise DatasetError(
+        f"CASME II: no frame folder ({', '.join(FRAME_FOLDERS)} or sub*/) under {root}; pass frames_dir=",
+        file=root,
+    )
 
 
-def read_casme2(root: str | Path, *, annotations: str | Path | None = None, frames_dir: str | Path | None = None,
-                columns: Mapping[str, Any] | ClipColumns | None = None, fps: float = FPS,
-                errors: str = "raise") -> list[Clip]:
+def read_casme2(
+    root: str | Path,
+    *,
+    annotations: str | Path | None = None,
+    frames_dir: str | Path | None = None,
+    columns: Mapping[str, Any] | ClipColumns | None = None,
+    fps: float = FPS,
+    errors: str = "raise",
+) -> list[Clip]:
     """CASME II clips, one per annotation row.
 
     Args:
@@ -68,9 +77,17 @@ def read_casme2(root: str | Path, *, annotations: str | Path | None = None, fram
     """
     root = require_dir(root, "CASME II")
     cols = columns_from(ClipColumns, columns, "CASME II")
-    table = read_table(find_annotation(root, ("CASME2-coding*.xlsx", "CASME2-coding*.csv"), annotations, "CASME II"),
-                       header_hint=(cols.subject, cols.clip, cols.onset))
+    table = read_table(
+        find_annotation(root, ("CASME2-coding*.xlsx", "CASME2-coding*.csv"), annotations, "CASME II"),
+        header_hint=(cols.subject, cols.clip, cols.onset),
+    )
     base = _frames_root(root, frames_dir)
-    return read_clip_table(table, cols, dataset=NAME, subject_of=subject_folder,
-                           folder_of=lambda row, subject, clip: base / subject / clip,
-                           fps_of=lambda row: fps, errors=errors)
+    return read_clip_table(
+        table,
+        cols,
+        dataset=NAME,
+        subject_of=subject_folder,
+        folder_of=lambda row, subject, clip: base / subject / clip,
+        fps_of=lambda row: fps,
+        errors=errors,
+    )

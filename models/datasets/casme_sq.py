@@ -23,9 +23,10 @@ interval at ``2 * apex - onset`` (clamped to the video's last frame). SoftNet en
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from mestream.images import natural_key
 from mestream.models.datasets.base import (
@@ -93,12 +94,15 @@ def _positional(path: Path, sheet: str | int | None, width: int) -> Table:
     return read_table(path, names=[str(i) for i in range(width)], sheet=sheet)
 
 
-def _naming(root: Path, annotations: Path, sheet: str | Path, key: int, value: int, what: str) -> dict[str, str]:
+def _naming(
+    root: Path, annotations: Path, sheet: str | Path, key: int, value: int, what: str
+) -> dict[str, str]:
     if annotations.suffix.lower() == ".csv":
         path = Path(sheet) if Path(sheet).is_absolute() else root / sheet
         if path.suffix.lower() != ".csv":
-            raise DatasetError(f"CAS(ME)²: with CSV annotations, {what} must be a CSV path, got {sheet!r}",
-                               file=annotations)
+            raise DatasetError(
+                f"CAS(ME)²: with CSV annotations, {what} must be a CSV path, got {sheet!r}", file=annotations
+            )
         table = _positional(path, None, max(key, value) + 1)
     else:
         table = _positional(annotations, str(sheet), max(key, value) + 1)
@@ -129,53 +133,98 @@ def _video_code(folder: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def _read_entries(root: Path, annotations: str | Path | None, rawpic: Path, cols: CodeColumns,
-                  subjects_sheet: str | Path, videos_sheet: str | Path, errors: str) -> list[_Entry]:
+def _read_entries(
+    root: Path,
+    annotations: str | Path | None,
+    rawpic: Path,
+    cols: CodeColumns,
+    subjects_sheet: str | Path,
+    videos_sheet: str | Path,
+    errors: str,
+) -> list[_Entry]:
     path = find_annotation(root, ANNOTATION_PATTERNS, annotations, "CAS(ME)²")
-    width = max(cols.participant, cols.expression, cols.onset, cols.apex, cols.offset, cols.aus, cols.emotion,
-                cols.type) + 1
+    width = (
+        max(
+            cols.participant,
+            cols.expression,
+            cols.onset,
+            cols.apex,
+            cols.offset,
+            cols.aus,
+            cols.emotion,
+            cols.type,
+        )
+        + 1
+    )
     table = _positional(path, 0 if path.suffix.lower() != ".csv" else None, width)
-    participants = _naming(root, path, subjects_sheet, cols.naming_participant, cols.naming_subject,
-                           "subjects (naming rule1)")
-    codes = {v: f"{int(k):04d}" if k.isdigit() else k
-             for k, v in _naming(root, path, videos_sheet, cols.naming_code, cols.naming_video,
-                                 "videos (naming rule2)").items()}
+    participants = _naming(
+        root, path, subjects_sheet, cols.naming_participant, cols.naming_subject, "subjects (naming rule1)"
+    )
+    codes = {
+        v: f"{int(k):04d}" if k.isdigit() else k
+        for k, v in _naming(
+            root, path, videos_sheet, cols.naming_code, cols.naming_video, "videos (naming rule2)"
+        ).items()
+    }
     subject_dirs = _by_number(sorted((p for p in rawpic.iterdir() if p.is_dir()), key=natural_key))
     rows = list(table.rows)
-    if rows and isinstance(rows[0].cells.get(str(cols.onset)), str) and \
-            not rows[0].cells[str(cols.onset)].strip().isdigit():
+    if (
+        rows
+        and isinstance(rows[0].cells.get(str(cols.onset)), str)
+        and not rows[0].cells[str(cols.onset)].strip().isdigit()
+    ):
         rows = rows[1:]
-    c = {name: str(getattr(cols, name)) for name in ("participant", "expression", "onset", "apex", "offset",
-                                                       "aus", "emotion", "type")}
+    c = {
+        name: str(getattr(cols, name))
+        for name in ("participant", "expression", "onset", "apex", "offset", "aus", "emotion", "type")
+    }
 
     def entry(row: Row) -> _Entry:
         participant = cell_str(table, row, c["participant"])
         if participant not in participants:
-            raise DatasetError(f"participant {participant!r} is not in the subjects naming table", file=path,
-                               row=row.number)
+            raise DatasetError(
+                f"participant {participant!r} is not in the subjects naming table", file=path, row=row.number
+            )
         number = re.search(r"(\d+)(?:\.0)?$", participants[participant])  # 15, 15.0, "s15" or "casme_015"
         if number is None:
-            raise DatasetError(f"participant {participant!r}: the subjects naming table gives "
-                               f"{participants[participant]!r}, which holds no subject number", file=path,
-                               row=row.number)
+            raise DatasetError(
+                f"participant {participant!r}: the subjects naming table gives "
+                f"{participants[participant]!r}, which holds no subject number",
+                file=path,
+                row=row.number,
+            )
         subject_number = int(number.group(1))
         subject_dir = subject_dirs.get(subject_number)
         if subject_dir is None:
-            raise DatasetError(f"no folder for subject {subject_number} (e.g. s{subject_number}) in {rawpic}",
-                               file=path, row=row.number)
+            raise DatasetError(
+                f"no folder for subject {subject_number} (e.g. s{subject_number}) in {rawpic}",
+                file=path,
+                row=row.number,
+            )
         expression = cell_str(table, row, c["expression"])
         video_name = expression.split("_")[0]
         if video_name not in codes:
-            raise DatasetError(f"video {video_name!r} (from {expression!r}) is not in the videos naming table",
-                               file=path, row=row.number)
+            raise DatasetError(
+                f"video {video_name!r} (from {expression!r}) is not in the videos naming table",
+                file=path,
+                row=row.number,
+            )
         video_dirs = [d for d in subject_dir.iterdir() if d.is_dir() and _video_code(d) == codes[video_name]]
         if len(video_dirs) != 1:
-            raise DatasetError(f"expected one folder {subject_number}_{codes[video_name]}* in {subject_dir}, "
-                               f"found {len(video_dirs)}", file=path, row=row.number)
+            raise DatasetError(
+                f"expected one folder {subject_number}_{codes[video_name]}* in {subject_dir}, "
+                f"found {len(video_dirs)}",
+                file=path,
+                row=row.number,
+            )
         kind = TYPES.get(cell_str(table, row, c["type"]).lower())
         if kind is None:
-            raise DatasetError(f"type must be one of {', '.join(TYPES)}, got "
-                               f"{cell_str(table, row, c['type'])!r}", file=path, row=row.number, column=c["type"])
+            raise DatasetError(
+                f"type must be one of {', '.join(TYPES)}, got {cell_str(table, row, c['type'])!r}",
+                file=path,
+                row=row.number,
+                column=c["type"],
+            )
         onset = cell_int(table, row, c["onset"])
         apex = cell_int(table, row, c["apex"], missing=(None, "", "/", -1, 0))
         offset = cell_int(table, row, c["offset"], missing=(None, "", 0))
@@ -184,9 +233,20 @@ def _read_entries(root: Path, annotations: str | Path | None, rawpic: Path, cols
             if apex is None:
                 raise DatasetError("neither offset nor apex is given", file=path, row=row.number)
             offset = 2 * apex - onset
-        return _Entry(subject_dir.name, video_dirs[0], expression, onset, apex, offset, kind,
-                      cell_str(table, row, c["emotion"], required=False), parse_aus(row.cells.get(c["aus"])),
-                      path, row.number, derived)
+        return _Entry(
+            subject_dir.name,
+            video_dirs[0],
+            expression,
+            onset,
+            apex,
+            offset,
+            kind,
+            cell_str(table, row, c["emotion"], required=False),
+            parse_aus(row.cells.get(c["aus"])),
+            path,
+            row.number,
+            derived,
+        )
 
     return collect((lambda row=row: entry(row) for row in rows), errors, f"CAS(ME)² ({path})")
 
@@ -195,14 +255,24 @@ def _rawpic(root: Path, frames_dir: str | Path | None) -> Path:
     path = Path(frames_dir) if frames_dir is not None else Path("rawpic")
     path = path if path.is_absolute() else root / path
     if not path.is_dir():
-        raise DatasetError("CAS(ME)²: long-video frame folder (rawpic/) not found; pass frames_dir=", file=path)
+        raise DatasetError(
+            "CAS(ME)²: long-video frame folder (rawpic/) not found; pass frames_dir=", file=path
+        )
     return path
 
 
-def read_casme_sq_videos(root: str | Path, *, annotations: str | Path | None = None,
-                         frames_dir: str | Path | None = None, columns: Mapping[str, Any] | CodeColumns | None = None,
-                         subjects_sheet: str | Path = "naming rule1", videos_sheet: str | Path = "naming rule2",
-                         fps: float = FPS, errors: str = "raise", progress: bool = False) -> list[LongVideo]:
+def read_casme_sq_videos(
+    root: str | Path,
+    *,
+    annotations: str | Path | None = None,
+    frames_dir: str | Path | None = None,
+    columns: Mapping[str, Any] | CodeColumns | None = None,
+    subjects_sheet: str | Path = "naming rule1",
+    videos_sheet: str | Path = "naming rule2",
+    fps: float = FPS,
+    errors: str = "raise",
+    progress: bool = False,
+) -> list[LongVideo]:
     """CAS(ME)² long videos with their micro and macro intervals (every video folder, annotated or not).
 
     Args:
@@ -222,8 +292,13 @@ def read_casme_sq_videos(root: str | Path, *, annotations: str | Path | None = N
     by_video: dict[Path, list[_Entry]] = {}
     for e in entries:
         by_video.setdefault(e.video_dir, []).append(e)
-    folders = [(s, v) for s in sorted(rawpic.iterdir(), key=natural_key) if s.is_dir()
-               for v in sorted(s.iterdir(), key=natural_key) if v.is_dir()]
+    folders = [
+        (s, v)
+        for s in sorted(rawpic.iterdir(), key=natural_key)
+        if s.is_dir()
+        for v in sorted(s.iterdir(), key=natural_key)
+        if v.is_dir()
+    ]
 
     def build(subject: Path, folder: Path) -> LongVideo:
         frames = index_frames(folder)
@@ -235,21 +310,42 @@ def read_casme_sq_videos(root: str | Path, *, annotations: str | Path | None = N
             for n in (e.onset, e.apex, offset):
                 if n is not None and n not in frames:
                     raise DatasetError(f"frame {n} is not in {folder}", file=e.file, row=e.row)
-            intervals.append(LabeledInterval(e.onset, e.apex, offset, e.kind, e.emotion, e.aus,
-                                             f"{e.file}, row {e.row}"))
-        return LongVideo(dataset=NAME, subject=subject.name, video=folder.name, frames_dir=folder,
-                         frame_names=tuple(frames[n].name for n in numbers), frame_numbers=numbers, fps=fps,
-                         intervals=tuple(sorted(intervals, key=lambda i: (i.onset, i.offset))))
+            intervals.append(
+                LabeledInterval(e.onset, e.apex, offset, e.kind, e.emotion, e.aus, f"{e.file}, row {e.row}")
+            )
+        return LongVideo(
+            dataset=NAME,
+            subject=subject.name,
+            video=folder.name,
+            frames_dir=folder,
+            frame_names=tuple(frames[n].name for n in numbers),
+            frame_numbers=numbers,
+            fps=fps,
+            intervals=tuple(sorted(intervals, key=lambda i: (i.onset, i.offset))),
+        )
 
-    return collect((lambda s=s, v=v: build(s, v) for s, v in folders), errors, f"CAS(ME)² ({rawpic})",
-                   progress=progress, total=len(folders))
+    return collect(
+        (lambda s=s, v=v: build(s, v) for s, v in folders),
+        errors,
+        f"CAS(ME)² ({rawpic})",
+        progress=progress,
+        total=len(folders),
+    )
 
 
-def read_casme_sq_clips(root: str | Path, *, annotations: str | Path | None = None,
-                        frames_dir: str | Path | None = None, clips_dir: str | Path | None = None,
-                        kinds: Sequence[str] = ("micro",), columns: Mapping[str, Any] | CodeColumns | None = None,
-                        subjects_sheet: str | Path = "naming rule1", videos_sheet: str | Path = "naming rule2",
-                        fps: float = FPS, errors: str = "raise") -> list[Clip]:
+def read_casme_sq_clips(
+    root: str | Path,
+    *,
+    annotations: str | Path | None = None,
+    frames_dir: str | Path | None = None,
+    clips_dir: str | Path | None = None,
+    kinds: Sequence[str] = ("micro",),
+    columns: Mapping[str, Any] | CodeColumns | None = None,
+    subjects_sheet: str | Path = "naming rule1",
+    videos_sheet: str | Path = "naming rule2",
+    fps: float = FPS,
+    errors: str = "raise",
+) -> list[Clip]:
     """CAS(ME)² expressions as recognition clips (the 57 micro-expressions by default).
 
     Frames come from the long videos (``rawpic/``, cut at onset..offset) unless ``clips_dir`` names
@@ -262,10 +358,16 @@ def read_casme_sq_clips(root: str | Path, *, annotations: str | Path | None = No
     root = require_dir(root, "CAS(ME)²")
     cols = columns_from(CodeColumns, columns, "CAS(ME)²")
     rawpic = _rawpic(root, frames_dir)
-    entries = [e for e in _read_entries(root, annotations, rawpic, cols, subjects_sheet, videos_sheet, errors)
-               if e.kind in kinds]
-    clips_root = None if clips_dir is None else (Path(clips_dir) if Path(clips_dir).is_absolute()
-                                                 else root / clips_dir)
+    entries = [
+        e
+        for e in _read_entries(root, annotations, rawpic, cols, subjects_sheet, videos_sheet, errors)
+        if e.kind in kinds
+    ]
+    clips_root = (
+        None
+        if clips_dir is None
+        else (Path(clips_dir) if Path(clips_dir).is_absolute() else root / clips_dir)
+    )
     cache: dict[Path, dict] = {}
 
     def build(e: _Entry) -> Clip:
@@ -273,9 +375,23 @@ def read_casme_sq_clips(root: str | Path, *, annotations: str | Path | None = No
         if folder not in cache:
             cache[folder] = index_frames(folder, file=e.file, row=e.row)
         offset = min(e.offset, max(cache[folder])) if e.derived_offset and cache[folder] else e.offset
-        paths, numbers = clip_frames(cache[folder], e.onset, e.apex, offset, folder=folder, file=e.file, row=e.row)
-        return Clip(dataset=NAME, subject=e.subject, clip=e.expression, frames=paths, frame_numbers=numbers,
-                    onset=e.onset, apex=e.apex, offset=offset, emotion=e.emotion, aus=e.aus, fps=fps, kind=e.kind,
-                    source=f"{e.file}, row {e.row}")
+        paths, numbers = clip_frames(
+            cache[folder], e.onset, e.apex, offset, folder=folder, file=e.file, row=e.row
+        )
+        return Clip(
+            dataset=NAME,
+            subject=e.subject,
+            clip=e.expression,
+            frames=paths,
+            frame_numbers=numbers,
+            onset=e.onset,
+            apex=e.apex,
+            offset=offset,
+            emotion=e.emotion,
+            aus=e.aus,
+            fps=fps,
+            kind=e.kind,
+            source=f"{e.file}, row {e.row}",
+        )
 
     return collect((lambda e=e: build(e) for e in entries), errors, f"CAS(ME)² clips ({root})")

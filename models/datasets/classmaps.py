@@ -8,8 +8,9 @@ emotion it does not know, unless it was given a ``default`` class.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from mestream.models.datasets.base import DatasetError
 
@@ -42,31 +43,41 @@ class ClassMap:
     def __post_init__(self) -> None:
         classes = tuple(str(c) for c in self.classes)
         if not classes or len(set(classes)) != len(classes):
-            raise ClassMapError(f"class map {self.name!r}: classes must be distinct and non-empty, got {classes}")
+            raise ClassMapError(
+                f"class map {self.name!r}: classes must be distinct and non-empty, got {classes}"
+            )
         table = {_key(c): c for c in classes}
         for emotion, target in dict(self.mapping).items():
             if target not in classes:
-                raise ClassMapError(f"class map {self.name!r}: emotion {emotion!r} maps to {target!r}, "
-                                    f"which is not one of the classes {list(classes)}")
+                raise ClassMapError(
+                    f"class map {self.name!r}: emotion {emotion!r} maps to {target!r}, "
+                    f"which is not one of the classes {list(classes)}"
+                )
             table[_key(emotion)] = target
         if self.default is not None and self.default not in classes:
-            raise ClassMapError(f"class map {self.name!r}: default {self.default!r} is not one of {list(classes)}")
+            raise ClassMapError(
+                f"class map {self.name!r}: default {self.default!r} is not one of {list(classes)}"
+            )
         object.__setattr__(self, "classes", classes)
         object.__setattr__(self, "mapping", table)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ClassMap":
+    def from_dict(cls, data: Mapping[str, Any]) -> ClassMap:
         """Build from a config table: keys ``name``, ``classes``, ``mapping``, ``default``; others are errors."""
         known = {"name", "classes", "mapping", "default"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ClassMapError(f"class map: unknown key(s) {', '.join(map(repr, unknown))}; known: {sorted(known)}")
+            raise ClassMapError(
+                f"class map: unknown key(s) {', '.join(map(repr, unknown))}; known: {sorted(known)}"
+            )
         for key in ("name", "classes"):
             if key not in data:
                 raise ClassMapError(f"class map: missing key {key!r}")
         if not isinstance(data.get("mapping", {}), Mapping):
             raise ClassMapError(f"class map {data['name']!r}: 'mapping' must be a table of emotion = class")
-        return cls(str(data["name"]), tuple(data["classes"]), dict(data.get("mapping", {})), data.get("default"))
+        return cls(
+            str(data["name"]), tuple(data["classes"]), dict(data.get("mapping", {})), data.get("default")
+        )
 
     def covers(self, emotion: str) -> bool:
         """True when :meth:`__call__` would not raise."""
@@ -76,8 +87,10 @@ class ClassMap:
         """The class of ``emotion``; an unknown emotion is an error unless a default was given."""
         found = self.mapping.get(_key(emotion), self.default)
         if found is None:
-            raise ClassMapError(f"emotion {emotion!r} is not in class map {self.name!r} (known: "
-                                f"{', '.join(sorted(self.mapping))}); give the map a default or skip such clips")
+            raise ClassMapError(
+                f"emotion {emotion!r} is not in class map {self.name!r} (known: "
+                f"{', '.join(sorted(self.mapping))}); give the map a default or skip such clips"
+            )
         return found
 
     def index(self, emotion: str) -> int:
@@ -92,19 +105,31 @@ PAPER_4CLASS = ClassMap(
         # AKMNet / MECIA merge: positive = happiness; negative = disgust, sadness, contempt, anger,
         # fear; surprise; others = tense, repression. CASME II's "others" and SAMM's "Other" are
         # the others class by name.
-        "happiness": "positive", "happy": "positive",
-        "disgust": "negative", "sadness": "negative", "contempt": "negative", "anger": "negative",
+        "happiness": "positive",
+        "happy": "positive",
+        "disgust": "negative",
+        "sadness": "negative",
+        "contempt": "negative",
+        "anger": "negative",
         "fear": "negative",
         "surprise": "surprise",
-        "tense": "others", "repression": "others", "other": "others",
+        "tense": "others",
+        "repression": "others",
+        "other": "others",
     },
 )
 
 DFME_7CLASS = ClassMap(
     "dfme7",
     ("happiness", "anger", "contempt", "disgust", "fear", "sadness", "surprise"),
-    {"happy": "happiness", "angry": "anger", "disgusted": "disgust", "fearful": "fear", "sad": "sadness",
-     "surprised": "surprise"},
+    {
+        "happy": "happiness",
+        "angry": "anger",
+        "disgusted": "disgust",
+        "fearful": "fear",
+        "sad": "sadness",
+        "surprised": "surprise",
+    },
 )
 
 SMIC_3CLASS = ClassMap(

@@ -16,9 +16,10 @@ clips sit directly under ``frames_dir`` and all share ``fps``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mestream.models.datasets.annotated import ClipColumns, read_clip_table
 from mestream.models.datasets.base import (
@@ -45,10 +46,16 @@ class DFMEColumns(ClipColumns):
     part: str = "Part"
 
 
-def read_dfme(root: str | Path, *, annotations: str | Path | None = None, frames_dir: str | Path | None = None,
-              columns: Mapping[str, Any] | DFMEColumns | None = None,
-              part_fps: Mapping[str, float] | None = None, fps: float | None = None,
-              errors: str = "raise") -> list[Clip]:
+def read_dfme(
+    root: str | Path,
+    *,
+    annotations: str | Path | None = None,
+    frames_dir: str | Path | None = None,
+    columns: Mapping[str, Any] | DFMEColumns | None = None,
+    part_fps: Mapping[str, float] | None = None,
+    fps: float | None = None,
+    errors: str = "raise",
+) -> list[Clip]:
     """DFME clips, one per annotation row (layout chosen by us; see the module docstring).
 
     Args:
@@ -69,7 +76,11 @@ def read_dfme(root: str | Path, *, annotations: str | Path | None = None, frames
     table = read_table(path, header_hint=(cols.subject, cols.clip, cols.onset))
     if cols.part:
         table.require(cols.part)
-    base = root if frames_dir is None else (Path(frames_dir) if Path(frames_dir).is_absolute() else root / frames_dir)
+    base = (
+        root
+        if frames_dir is None
+        else (Path(frames_dir) if Path(frames_dir).is_absolute() else root / frames_dir)
+    )
 
     def part_of(row: Row) -> str:
         return cell_str(table, row, cols.part) if cols.part else ""
@@ -79,10 +90,20 @@ def read_dfme(root: str | Path, *, annotations: str | Path | None = None, frames
             return float(fps)
         part = part_of(row)
         if part not in rates:
-            raise DatasetError(f"part {part!r} has no frame rate (known: {', '.join(rates)}); pass part_fps= or fps=",
-                               file=path, row=row.number, column=table.column(cols.part))
+            raise DatasetError(
+                f"part {part!r} has no frame rate (known: {', '.join(rates)}); pass part_fps= or fps=",
+                file=path,
+                row=row.number,
+                column=table.column(cols.part),
+            )
         return float(rates[part])
 
-    return read_clip_table(table, cols, dataset=NAME, subject_of=str.strip,
-                           folder_of=lambda row, subject, clip: base / part_of(row) / clip,
-                           fps_of=fps_of, errors=errors)
+    return read_clip_table(
+        table,
+        cols,
+        dataset=NAME,
+        subject_of=str.strip,
+        folder_of=lambda row, subject, clip: base / part_of(row) / clip,
+        fps_of=fps_of,
+        errors=errors,
+    )

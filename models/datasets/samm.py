@@ -14,16 +14,24 @@ The header row is found by its column names, so the number of title rows does no
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mestream.models.datasets.annotated import ClipColumns, read_clip_table
 from mestream.models.datasets.base import Clip, columns_from, find_annotation, read_table, require_dir
 
 NAME = "samm"
 FPS = 200.0
-SAMM_COLUMNS = ClipColumns(subject="Subject", clip="Filename", onset="Onset Frame", apex="Apex Frame",
-                           offset="Offset Frame", emotion="Estimated Emotion", aus="Action Units")
+SAMM_COLUMNS = ClipColumns(
+    subject="Subject",
+    clip="Filename",
+    onset="Onset Frame",
+    apex="Apex Frame",
+    offset="Offset Frame",
+    emotion="Estimated Emotion",
+    aus="Action Units",
+)
 
 
 def subject_folder(subject: str) -> str:
@@ -31,9 +39,15 @@ def subject_folder(subject: str) -> str:
     return f"{int(subject):03d}" if subject.strip().isdigit() else subject.strip()
 
 
-def read_samm(root: str | Path, *, annotations: str | Path | None = None, frames_dir: str | Path | None = None,
-              columns: Mapping[str, Any] | ClipColumns | None = None, fps: float = FPS,
-              errors: str = "raise") -> list[Clip]:
+def read_samm(
+    root: str | Path,
+    *,
+    annotations: str | Path | None = None,
+    frames_dir: str | Path | None = None,
+    columns: Mapping[str, Any] | ClipColumns | None = None,
+    fps: float = FPS,
+    errors: str = "raise",
+) -> list[Clip]:
     """SAMM clips, one per annotation row.
 
     Args:
@@ -46,12 +60,20 @@ def read_samm(root: str | Path, *, annotations: str | Path | None = None, frames
     """
     root = require_dir(root, "SAMM")
     cols = columns_from(ClipColumns, columns, "SAMM", SAMM_COLUMNS)
-    path = find_annotation(root, ("SAMM_Micro_FACS_Codes*.xlsx", "SAMM_Micro_FACS_Codes*.csv"), annotations, "SAMM")
+    path = find_annotation(
+        root, ("SAMM_Micro_FACS_Codes*.xlsx", "SAMM_Micro_FACS_Codes*.csv"), annotations, "SAMM"
+    )
     table = read_table(path, header_hint=(cols.subject, cols.clip, cols.onset))
     if frames_dir is not None:
         base = Path(frames_dir) if Path(frames_dir).is_absolute() else root / frames_dir
     else:
         base = root / "SAMM" if (root / "SAMM").is_dir() else root
-    return read_clip_table(table, cols, dataset=NAME, subject_of=subject_folder,
-                           folder_of=lambda row, subject, clip: base / subject / clip,
-                           fps_of=lambda row: fps, errors=errors)
+    return read_clip_table(
+        table,
+        cols,
+        dataset=NAME,
+        subject_of=subject_folder,
+        folder_of=lambda row, subject, clip: base / subject / clip,
+        fps_of=lambda row: fps,
+        errors=errors,
+    )

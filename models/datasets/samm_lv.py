@@ -15,9 +15,10 @@ column. Apex -1 means none; offset 0 means none and, as for CAS(ME)², the inter
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mestream.images import natural_key
 from mestream.models.datasets.base import (
@@ -60,10 +61,16 @@ def _kind(text: str) -> str | None:
     return next((k for k in ("micro", "macro") if lowered.startswith(k)), None)
 
 
-def read_samm_long_videos(root: str | Path, *, annotations: str | Path | None = None,
-                          frames_dir: str | Path | None = None,
-                          columns: Mapping[str, Any] | LongVideoColumns | None = None, fps: float = FPS,
-                          errors: str = "raise", progress: bool = False) -> list[LongVideo]:
+def read_samm_long_videos(
+    root: str | Path,
+    *,
+    annotations: str | Path | None = None,
+    frames_dir: str | Path | None = None,
+    columns: Mapping[str, Any] | LongVideoColumns | None = None,
+    fps: float = FPS,
+    errors: str = "raise",
+    progress: bool = False,
+) -> list[LongVideo]:
     """SAMM long videos with their intervals (every video folder, annotated or not).
 
     Args:
@@ -77,13 +84,17 @@ def read_samm_long_videos(root: str | Path, *, annotations: str | Path | None = 
     """
     root = require_dir(root, "SAMM Long Videos")
     cols = columns_from(LongVideoColumns, columns, "SAMM Long Videos")
-    path = find_annotation(root, ("SAMM_LongVideos*.xlsx", "SAMM_LongVideos*.csv"), annotations, "SAMM Long Videos")
+    path = find_annotation(
+        root, ("SAMM_LongVideos*.xlsx", "SAMM_LongVideos*.csv"), annotations, "SAMM Long Videos"
+    )
     table = read_table(path, header_hint=(cols.subject, cols.name, cols.onset, cols.offset))
     table.require(cols.apex, cols.type, *(c for c in (cols.aus, cols.emotion) if c))
     base = Path(frames_dir) if frames_dir is not None else Path("SAMM_longvideos")
     base = base if base.is_absolute() else root / base
     if not base.is_dir():
-        raise DatasetError("SAMM Long Videos: video folder (SAMM_longvideos/) not found; pass frames_dir=", file=base)
+        raise DatasetError(
+            "SAMM Long Videos: video folder (SAMM_longvideos/) not found; pass frames_dir=", file=base
+        )
     videos = {d.name: d for d in sorted(base.iterdir(), key=natural_key) if d.is_dir()}
     frames_of: dict[str, dict] = {}
 
@@ -91,15 +102,20 @@ def read_samm_long_videos(root: str | Path, *, annotations: str | Path | None = 
         name = cell_str(table, row, cols.name)
         video = "_".join(name.split("_")[:2])
         if video not in videos:
-            raise DatasetError(f"video folder {video!r} (from {name!r}) not found in {base}", file=path,
-                               row=row.number)
+            raise DatasetError(
+                f"video folder {video!r} (from {name!r}) not found in {base}", file=path, row=row.number
+            )
         if video not in frames_of:
             frames_of[video] = index_frames(videos[video], file=path, row=row.number)
         frames = frames_of[video]
         kind = _kind(cell_str(table, row, cols.type))
         if kind is None:
-            raise DatasetError(f"type must start with Micro or Macro, got {cell_str(table, row, cols.type)!r}",
-                               file=path, row=row.number, column=table.column(cols.type))
+            raise DatasetError(
+                f"type must start with Micro or Macro, got {cell_str(table, row, cols.type)!r}",
+                file=path,
+                row=row.number,
+                column=table.column(cols.type),
+            )
         onset = cell_int(table, row, cols.onset)
         apex = cell_int(table, row, cols.apex, missing=(None, "", "/", -1))
         offset = cell_int(table, row, cols.offset, missing=(None, "", 0))
@@ -111,22 +127,40 @@ def read_samm_long_videos(root: str | Path, *, annotations: str | Path | None = 
         for n in (onset, apex, offset):
             if n is not None and n not in frames:
                 raise DatasetError(f"frame {n} is not in {videos[video]}", file=path, row=row.number)
-        return video, LabeledInterval(onset, apex, offset, kind,
-                                      cell_str(table, row, cols.emotion, required=False) if cols.emotion else "",
-                                      parse_aus(table.value(row, cols.aus)) if cols.aus else (),
-                                      table.where(row))
+        return video, LabeledInterval(
+            onset,
+            apex,
+            offset,
+            kind,
+            cell_str(table, row, cols.emotion, required=False) if cols.emotion else "",
+            parse_aus(table.value(row, cols.aus)) if cols.aus else (),
+            table.where(row),
+        )
 
     by_video: dict[str, list[LabeledInterval]] = {}
-    for video, item in collect((lambda row=row: interval(row) for row in table.rows), errors,
-                               f"SAMM Long Videos ({path})"):
+    for video, item in collect(
+        (lambda row=row: interval(row) for row in table.rows), errors, f"SAMM Long Videos ({path})"
+    ):
         by_video.setdefault(video, []).append(item)
 
     def build(video: str, folder: Path) -> LongVideo:
         frames = frames_of.get(video) or index_frames(folder)
         numbers = tuple(sorted(frames))
-        return LongVideo(dataset=NAME, subject=video.split("_")[0], video=video, frames_dir=folder,
-                         frame_names=tuple(frames[n].name for n in numbers), frame_numbers=numbers, fps=fps,
-                         intervals=tuple(sorted(by_video.get(video, []), key=lambda i: (i.onset, i.offset))))
+        return LongVideo(
+            dataset=NAME,
+            subject=video.split("_")[0],
+            video=video,
+            frames_dir=folder,
+            frame_names=tuple(frames[n].name for n in numbers),
+            frame_numbers=numbers,
+            fps=fps,
+            intervals=tuple(sorted(by_video.get(video, []), key=lambda i: (i.onset, i.offset))),
+        )
 
-    return collect((lambda v=v, f=f: build(v, f) for v, f in videos.items()), errors, f"SAMM Long Videos ({base})",
-                   progress=progress, total=len(videos))
+    return collect(
+        (lambda v=v, f=f: build(v, f) for v, f in videos.items()),
+        errors,
+        f"SAMM Long Videos ({base})",
+        progress=progress,
+        total=len(videos),
+    )

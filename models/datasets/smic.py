@@ -39,7 +39,9 @@ def _dirs(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir()), key=natural_key)
 
 
-def read_smic(root: str | Path, *, part: str = "HS", fps: float | None = None, errors: str = "raise") -> list[Clip]:
+def read_smic(
+    root: str | Path, *, part: str = "HS", fps: float | None = None, errors: str = "raise"
+) -> list[Clip]:
     """SMIC clips of one part, from the folder tree alone.
 
     Args:
@@ -59,7 +61,9 @@ def read_smic(root: str | Path, *, part: str = "HS", fps: float | None = None, e
         for emotion in _dirs(micro):
             folders += [(subject.name, emotion.name, clip) for clip in _dirs(emotion)]
     if not folders:
-        raise DatasetError(f"SMIC {part}: no clip folders of the form <subject>/micro/<emotion>/<clip>/", file=base)
+        raise DatasetError(
+            f"SMIC {part}: no clip folders of the form <subject>/micro/<emotion>/<clip>/", file=base
+        )
 
     def build(subject: str, emotion: str, folder: Path) -> Clip:
         frames = index_frames(folder)
@@ -69,8 +73,20 @@ def read_smic(root: str | Path, *, part: str = "HS", fps: float | None = None, e
         if numbers[-1] - numbers[0] + 1 != len(numbers):
             gaps = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
             raise DatasetError(f"frame numbers are not consecutive: missing {gaps[:5]}", file=folder)
-        return Clip(dataset=NAME, subject=subject, clip=folder.name, frames=tuple(frames[n] for n in numbers),
-                    frame_numbers=numbers, onset=numbers[0], apex=None, offset=numbers[-1], emotion=emotion,
-                    fps=rate, source=str(folder))
+        return Clip(
+            dataset=NAME,
+            subject=subject,
+            clip=folder.name,
+            frames=tuple(frames[n] for n in numbers),
+            frame_numbers=numbers,
+            onset=numbers[0],
+            apex=None,
+            offset=numbers[-1],
+            emotion=emotion,
+            fps=rate,
+            source=str(folder),
+        )
 
-    return collect((lambda s=s, e=e, f=f: build(s, e, f) for s, e, f in folders), errors, f"SMIC {part} ({base})")
+    return collect(
+        (lambda s=s, e=e, f=f: build(s, e, f) for s, e, f in folders), errors, f"SMIC {part} ({base})"
+    )

@@ -10,8 +10,18 @@ from typing import Any
 
 from mestream.models.mesnet.config import PRESETS, ConfigError, MESNetConfig
 
-_NETWORK = ("MESNet", "SpatialEncoder", "TemporalConv", "CPN", "CRN", "PretrainHead", "PretrainNet",
-            "EncoderSubgraph", "WindowHeadSubgraph", "CRNSubgraph")
+_NETWORK = (
+    "MESNet",
+    "SpatialEncoder",
+    "TemporalConv",
+    "CPN",
+    "CRN",
+    "PretrainHead",
+    "PretrainNet",
+    "EncoderSubgraph",
+    "WindowHeadSubgraph",
+    "CRNSubgraph",
+)
 
 __all__ = ["PRESETS", "ConfigError", "MESNetConfig", "build", *_NETWORK]
 
@@ -19,11 +29,13 @@ __all__ = ["PRESETS", "ConfigError", "MESNetConfig", "build", *_NETWORK]
 def build(config: MESNetConfig) -> Any:
     """A freshly initialised `MESNet` for ``config``."""
     from mestream.models.mesnet.network import MESNet  # lazy: imports torch (train extra)
+
     return MESNet(config)
 
 
 def __getattr__(name: str) -> Any:
     if name in _NETWORK:
         from mestream.models.mesnet import network  # lazy: imports torch (train extra)
+
         return getattr(network, name)
     raise AttributeError(f"module 'mestream.models.mesnet' has no attribute {name!r}")

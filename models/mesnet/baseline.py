@@ -10,14 +10,14 @@ as in MEGC's peak-based baselines, the spotted interval is the peak ± ``half`` 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from mestream.engine import intervals as post
-from mestream.models.mesnet.data import FlowVideo
 from mestream.engine.metrics import Interval, megc_metric
+from mestream.models.mesnet.data import FlowVideo
 
 P_GRID = tuple(float(p) for p in np.round(np.geomspace(0.0005, 0.5, 31), 5))
 HALF_GRID = (2, 3, 4, 5, 6, 7, 8)
@@ -29,8 +29,9 @@ def feature(video: FlowVideo, window: int = 3) -> np.ndarray:
     return np.array([cv2.blur(m, (window, window)).max() for m in mag])
 
 
-def spot(video: FlowVideo, p: float, gap: int, sample_hz: float, signal: np.ndarray | None = None,
-         half: int = 5) -> list[Interval]:
+def spot(
+    video: FlowVideo, p: float, gap: int, sample_hz: float, signal: np.ndarray | None = None, half: int = 5
+) -> list[Interval]:
     """Peaks of the runs above the video's threshold (1 step to 500 ms + ``gap`` long) ± ``half`` steps."""
     f = feature(video) if signal is None else signal
     mean = float(f.mean())
@@ -40,20 +41,32 @@ def spot(video: FlowVideo, p: float, gap: int, sample_hz: float, signal: np.ndar
     runs = [(a, b - 1) for a, b in zip(edges[::2], edges[1::2]) if b - a <= longest]
     if not runs:
         return []
-    peaks = np.array([a + int(np.argmax(f[a:b + 1])) for a, b in runs])
+    peaks = np.array([a + int(np.argmax(f[a : b + 1])) for a, b in runs])
     ivs = np.clip(np.stack([peaks - half, peaks + half], axis=1), 0, len(f) - 1).astype(np.float64)
     spots = post.Spots(ivs, f[peaks])
     return [Interval(video.name, a, b, s, "micro") for a, b, s in post.to_frames(spots, video.sample_frames)]
 
 
-def predict(videos: Sequence[FlowVideo], p: float, gap: int, sample_hz: float,
-            signals: Sequence[np.ndarray] | None = None, half: int = 5) -> list[Interval]:
+def predict(
+    videos: Sequence[FlowVideo],
+    p: float,
+    gap: int,
+    sample_hz: float,
+    signals: Sequence[np.ndarray] | None = None,
+    half: int = 5,
+) -> list[Interval]:
     signals = signals or [feature(v) for v in videos]
     return [iv for v, s in zip(videos, signals) for iv in spot(v, p, gap, sample_hz, s, half)]
 
 
-def tune(videos: Sequence[FlowVideo], truth: Sequence[Interval], gap: int, sample_hz: float,
-         grid: Sequence[float] = P_GRID, halves: Sequence[int] = HALF_GRID) -> tuple[float, int, float]:
+def tune(
+    videos: Sequence[FlowVideo],
+    truth: Sequence[Interval],
+    gap: int,
+    sample_hz: float,
+    grid: Sequence[float] = P_GRID,
+    halves: Sequence[int] = HALF_GRID,
+) -> tuple[float, int, float]:
     """(p, half, micro F1) with the best MEGC micro F1 on ``videos`` (training / validation subjects)."""
     signals = [feature(v) for v in videos]
     best = (float(grid[0]), int(halves[0]), -1.0)

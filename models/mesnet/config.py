@@ -28,8 +28,9 @@ Not stated by the paper, chosen here (each is a field):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from mestream.engine.intervals import receptive_fields
 
@@ -43,9 +44,27 @@ CPN_LAYERS: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = (
 """Table II: ((kernel, dilation) of layer 1, (kernel, dilation) of layer 2) per sub-network."""
 
 
-POSITIVE_INTS = ("input_size", "in_channels", "temporal_channels", "temporal_kernel", "cpn_channels", "window_steps",
-                 "pretrain_steps", "crn_steps", "fc_units", "max_proposals", "l_nol", "flow_crop", "flow_gap",
-                 "batch_size", "pretrain_epochs", "epochs", "patience", "train_subjects", "val_subjects")
+POSITIVE_INTS = (
+    "input_size",
+    "in_channels",
+    "temporal_channels",
+    "temporal_kernel",
+    "cpn_channels",
+    "window_steps",
+    "pretrain_steps",
+    "crn_steps",
+    "fc_units",
+    "max_proposals",
+    "l_nol",
+    "flow_crop",
+    "flow_gap",
+    "batch_size",
+    "pretrain_epochs",
+    "epochs",
+    "patience",
+    "train_subjects",
+    "val_subjects",
+)
 """The counts and sizes of which 0 means nothing to build, train or validate on."""
 
 
@@ -137,8 +156,9 @@ class MESNetConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"MESNetConfig.{name} must be an int >= 0, got {value!r}")
-        if not self.conv_channels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
-                                             for c in self.conv_channels):
+        if not self.conv_channels or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in self.conv_channels
+        ):
             raise ConfigError(f"MESNetConfig.conv_channels must be positive ints, got {self.conv_channels!r}")
         for name in ("lr", "duration_s", "flow_scale"):
             if not getattr(self, name) > 0:
@@ -149,12 +169,18 @@ class MESNetConfig:
         if self.input_size < 16:
             raise ConfigError(f"MESNetConfig.input_size must be >= 16, got {self.input_size!r}")
         if len(self.cpn_layers) != 5:
-            raise ConfigError(f"MESNetConfig.cpn_layers must hold the five sub-networks of Table II, got {len(self.cpn_layers)}")
+            raise ConfigError(
+                f"MESNetConfig.cpn_layers must hold the five sub-networks of Table II, got {len(self.cpn_layers)}"
+            )
         if self.window_steps <= max(self.receptive_fields) or not 0 <= self.overlap_steps < self.window_steps:
-            raise ConfigError(f"MESNetConfig.window_steps ({self.window_steps}) must exceed the largest receptive field "
-                              f"and overlap_steps ({self.overlap_steps}) must be within 0..window_steps-1")
+            raise ConfigError(
+                f"MESNetConfig.window_steps ({self.window_steps}) must exceed the largest receptive field "
+                f"and overlap_steps ({self.overlap_steps}) must be within 0..window_steps-1"
+            )
         if self.crn_steps < 5:
-            raise ConfigError(f"MESNetConfig.crn_steps must be >= 5 (two unpadded convs), got {self.crn_steps!r}")
+            raise ConfigError(
+                f"MESNetConfig.crn_steps must be >= 5 (two unpadded convs), got {self.crn_steps!r}"
+            )
         for name in ("cpn_iou", "crn_iou", "t_cpn", "t_crn", "t_nms", "dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"MESNetConfig.{name} must be within 0..1, got {getattr(self, name)!r}")
@@ -163,7 +189,9 @@ class MESNetConfig:
         if self.sample_hz <= 0:
             raise ConfigError(f"MESNetConfig.sample_hz must be > 0, got {self.sample_hz!r}")
         if self.flow_crop < self.input_size:
-            raise ConfigError(f"MESNetConfig.flow_crop ({self.flow_crop}) must be >= input_size ({self.input_size})")
+            raise ConfigError(
+                f"MESNetConfig.flow_crop ({self.flow_crop}) must be >= input_size ({self.input_size})"
+            )
 
     @property
     def feature_size(self) -> int:
@@ -179,7 +207,7 @@ class MESNetConfig:
         return receptive_fields(self.temporal_kernel, self.cpn_layers)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "MESNetConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> MESNetConfig:
         """Strict: an unknown key or a badly typed value raises ConfigError naming it."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"MESNetConfig: expected a mapping, got {type(data).__name__}")
@@ -222,8 +250,19 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 
 PAPER = MESNetConfig()
 DEMO = dataclasses.replace(
-    PAPER, optimizer="adam", lr=1e-3, l2=1e-3, batch_size=8, pretrain_epochs=8, epochs=1, patience=4, val_every=100,
-    train_subjects=24, val_subjects=6, duration_s=60.0)
+    PAPER,
+    optimizer="adam",
+    lr=1e-3,
+    l2=1e-3,
+    batch_size=8,
+    pretrain_epochs=8,
+    epochs=1,
+    patience=4,
+    val_every=100,
+    train_subjects=24,
+    val_subjects=6,
+    duration_s=60.0,
+)
 """Trains on 2 CPU cores in minutes; the architecture and losses are the paper's. Deviations:
 Adam at 1e-3 (the paper's SGD at 1e-4 needs thousands of epochs) with λ = 1e-3 (at 0.01 the
 L2 term holds every weight at zero under Adam: pre-training stays at chance), batch 8, one

@@ -16,10 +16,11 @@ import json
 import os
 import warnings
 import zipfile
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -78,13 +79,16 @@ def to_steps(frames: Iterable[int], starts: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(starts, np.asarray(list(frames)), side="right") - 1, 0, len(starts) - 1)
 
 
-def flow_steps(crops: np.ndarray, starts: np.ndarray, config: MESNetConfig, *, progress: bool = False,
-               desc: str = "flow") -> np.ndarray:
+def flow_steps(
+    crops: np.ndarray, starts: np.ndarray, config: MESNetConfig, *, progress: bool = False, desc: str = "flow"
+) -> np.ndarray:
     """Face crops (n_frames, S, S) uint8 → MESNet input (T, 2, H, W) float16 (module docstring)."""
     bounds = np.append(starts, len(crops))
     samples = np.empty((len(starts), *crops.shape[1:]), np.uint8)
     for i in range(len(starts)):
-        sample_image(crops[bounds[i]:bounds[i + 1]].mean(axis=0, dtype=np.float32), config.flow_blur, out=samples[i])
+        sample_image(
+            crops[bounds[i] : bounds[i + 1]].mean(axis=0, dtype=np.float32), config.flow_blur, out=samples[i]
+        )
     flow = OpticalFlow(config.flow_method, config.flow_preset)
     back, ahead = config.flow_gap // 2, config.flow_gap - config.flow_gap // 2
     size = config.input_size
@@ -97,14 +101,32 @@ def flow_steps(crops: np.ndarray, starts: np.ndarray, config: MESNetConfig, *, p
 
 
 def _cache_key(config: MESNetConfig, extra: dict[str, Any]) -> str:
-    fields = {k: getattr(config, k) for k in ("input_size", "sample_hz", "flow_crop", "flow_method", "flow_preset",
-                                                 "flow_gap", "flow_blur", "flow_scale")}
+    fields = {
+        k: getattr(config, k)
+        for k in (
+            "input_size",
+            "sample_hz",
+            "flow_crop",
+            "flow_method",
+            "flow_preset",
+            "flow_gap",
+            "flow_blur",
+            "flow_scale",
+        )
+    }
     blob = json.dumps({"v": CACHE_VERSION, **fields, **extra}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def synthetic_video(subject: int, config: MESNetConfig, *, fps: float = 200.0, duration_s: float | None = None,
-                    cache: Path | None = DEFAULT_CACHE, progress: bool = False) -> FlowVideo:
+def synthetic_video(
+    subject: int,
+    config: MESNetConfig,
+    *,
+    fps: float = 200.0,
+    duration_s: float | None = None,
+    cache: Path | None = DEFAULT_CACHE,
+    progress: bool = False,
+) -> FlowVideo:
     """One synthetic subject (default scene) as a `FlowVideo`, cached."""
     duration_s = config.duration_s if duration_s is None else duration_s
     path = None
@@ -116,8 +138,10 @@ def synthetic_video(subject: int, config: MESNetConfig, *, fps: float = 200.0, d
                 return _load(path)
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
                 # a truncated or foreign file (killed run, full disk): render it again and overwrite
-                warnings.warn(f"MESNet flow cache {path} is unreadable ({type(exc).__name__}: {exc}); rebuilding it",
-                              stacklevel=2)
+                warnings.warn(
+                    f"MESNet flow cache {path} is unreadable ({type(exc).__name__}: {exc}); rebuilding it",
+                    stacklevel=2,
+                )
     camera = make_camera(subject, fps=fps, duration_s=duration_s)
     crops = render_crops(camera, np.arange(camera.n_frames), config.flow_crop, progress=progress)
     starts = sample_starts(camera.n_frames, fps, config.sample_hz)
@@ -126,15 +150,30 @@ def synthetic_video(subject: int, config: MESNetConfig, *, fps: float = 200.0, d
     video = _build(camera.name, flow, starts, len(crops), events, fps)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # two runs filling one cache do not collide
-        np.savez(tmp, flow=video.flow, starts=starts, n_frames=len(crops), fps=fps, name=video.name,
-                 events=json.dumps(events))
+        tmp = path.with_name(
+            f"{path.stem}.{os.getpid()}.tmp.npz"
+        )  # two runs filling one cache do not collide
+        np.savez(
+            tmp,
+            flow=video.flow,
+            starts=starts,
+            n_frames=len(crops),
+            fps=fps,
+            name=video.name,
+            events=json.dumps(events),
+        )
         tmp.replace(path)
     return video
 
 
-def _build(name: str, flow: np.ndarray, starts: np.ndarray, n_frames: int,
-           events: Sequence[tuple[str, int, int, int]], fps: float) -> FlowVideo:
+def _build(
+    name: str,
+    flow: np.ndarray,
+    starts: np.ndarray,
+    n_frames: int,
+    events: Sequence[tuple[str, int, int, int]],
+    fps: float,
+) -> FlowVideo:
     ends = np.append(starts[1:], n_frames) - 1
     centres = (starts + ends) / 2.0
     exprs = []
@@ -146,19 +185,36 @@ def _build(name: str, flow: np.ndarray, starts: np.ndarray, n_frames: int,
 
 def _load(path: Path) -> FlowVideo:
     with np.load(path) as z:
-        return _build(str(z["name"]), z["flow"], z["starts"], int(z["n_frames"]),
-                      [tuple(e) for e in json.loads(str(z["events"]))], float(z["fps"]))
+        return _build(
+            str(z["name"]),
+            z["flow"],
+            z["starts"],
+            int(z["n_frames"]),
+            [tuple(e) for e in json.loads(str(z["events"]))],
+            float(z["fps"]),
+        )
 
 
-def synthetic_videos(subjects: Sequence[int], config: MESNetConfig, *, cache: Path | None = DEFAULT_CACHE,
-                     workers: int = 1, progress: bool = True, desc: str = "subjects",
-                     duration_s: float | None = None) -> list[FlowVideo]:
+def synthetic_videos(
+    subjects: Sequence[int],
+    config: MESNetConfig,
+    *,
+    cache: Path | None = DEFAULT_CACHE,
+    workers: int = 1,
+    progress: bool = True,
+    desc: str = "subjects",
+    duration_s: float | None = None,
+) -> list[FlowVideo]:
     """Several subjects, rendered in ``workers`` processes when not cached yet."""
     if workers <= 1 or len(subjects) <= 1:
-        return [synthetic_video(s, config, cache=cache, duration_s=duration_s)
-                for s in tqdm(subjects, desc=desc, disable=not progress)]
+        return [
+            synthetic_video(s, config, cache=cache, duration_s=duration_s)
+            for s in tqdm(subjects, desc=desc, disable=not progress)
+        ]
     with ProcessPoolExecutor(workers, initializer=_single_thread) as pool:
-        futures = [pool.submit(synthetic_video, s, config, cache=cache, duration_s=duration_s) for s in subjects]
+        futures = [
+            pool.submit(synthetic_video, s, config, cache=cache, duration_s=duration_s) for s in subjects
+        ]
         return [f.result() for f in tqdm(futures, desc=desc, disable=not progress)]
 
 
@@ -178,10 +234,14 @@ def long_video(video: Any, config: MESNetConfig, *, progress: bool = False) -> F
         raise DataError(f"long video {video.video!r} ({video.frames_dir}): no frames")
     crops = np.empty((len(video), config.flow_crop, config.flow_crop), np.uint8)
     box = None
-    for i, name in enumerate(tqdm(video.frame_names, desc=f"read {video.video}", disable=not progress, leave=False)):
+    for i, name in enumerate(
+        tqdm(video.frame_names, desc=f"read {video.video}", disable=not progress, leave=False)
+    ):
         gray = cv2.imread(str(Path(video.frames_dir) / name), cv2.IMREAD_GRAYSCALE)
         if gray is None:
-            raise DataError(f"long video {video.video!r}: cannot read frame file {Path(video.frames_dir) / name}")
+            raise DataError(
+                f"long video {video.video!r}: cannot read frame file {Path(video.frames_dir) / name}"
+            )
         if box is None:
             found = detect_face(gray)
             if found is None:
@@ -195,13 +255,18 @@ def long_video(video: Any, config: MESNetConfig, *, progress: bool = False) -> F
         # position of the frame in the folder, so a gap in the numbering does not shift the labels
         return int(np.clip(np.searchsorted(numbers, frame), 0, len(numbers) - 1))
 
-    events = [(iv.kind, index(iv.onset), index(iv.apex if iv.apex is not None else iv.onset), index(iv.offset))
-              for iv in video.intervals]
+    events = [
+        (iv.kind, index(iv.onset), index(iv.apex if iv.apex is not None else iv.onset), index(iv.offset))
+        for iv in video.intervals
+    ]
     flow = flow_steps(crops, starts, config, progress=progress)
-    return _build(f"{video.dataset}/{video.subject}/{video.video}", flow, starts, len(crops), events, video.fps)
+    return _build(
+        f"{video.dataset}/{video.subject}/{video.video}", flow, starts, len(crops), events, video.fps
+    )
 
 
 # --------------------------------------------------------------------------- training samples
+
 
 def _index_clip(start: int, end: int, steps: int) -> np.ndarray:
     return np.rint(np.linspace(start, end, steps)).astype(np.int64)
@@ -211,12 +276,13 @@ def _busy(video: FlowVideo, kinds: tuple[str, ...] = ("micro", "macro")) -> np.n
     busy = np.zeros(len(video.flow), bool)
     for e in video.expressions:
         if e.kind in kinds:
-            busy[max(e.onset_step - 2, 0):e.offset_step + 3] = True
+            busy[max(e.onset_step - 2, 0) : e.offset_step + 3] = True
     return busy
 
 
-def pretrain_clips(videos: Sequence[FlowVideo], config: MESNetConfig,
-                   rng: np.random.Generator) -> list[tuple[int, np.ndarray, int]]:
+def pretrain_clips(
+    videos: Sequence[FlowVideo], config: MESNetConfig, rng: np.random.Generator
+) -> list[tuple[int, np.ndarray, int]]:
     """Section III-A's samples as (video index, step indices (N_pre,), label 1 = ME): every ME,
     ``r_noL``·n_l unlabelled clips of ``l_noL`` steps, ``r_MaE``·n_l macro clips onset → apex+k."""
     me = [(v, e) for v, video in enumerate(videos) for e in video.expressions if e.kind == "micro"]
@@ -228,7 +294,7 @@ def pretrain_clips(videos: Sequence[FlowVideo], config: MESNetConfig,
             v = int(rng.integers(len(videos)))
             busy = _busy(videos[v])
             start = int(rng.integers(0, len(busy) - config.l_nol))
-            if not busy[start:start + config.l_nol].any():
+            if not busy[start : start + config.l_nol].any():
                 clips.append((v, _index_clip(start, start + config.l_nol - 1, n), 0))
                 break
     if macro:
@@ -239,8 +305,9 @@ def pretrain_clips(videos: Sequence[FlowVideo], config: MESNetConfig,
     return clips
 
 
-def training_windows(videos: Sequence[FlowVideo], config: MESNetConfig,
-                     rng: np.random.Generator) -> list[tuple[int, int]]:
+def training_windows(
+    videos: Sequence[FlowVideo], config: MESNetConfig, rng: np.random.Generator
+) -> list[tuple[int, int]]:
     """Section III-D's windows as (video index, first step): ``r_tME``·n_me around MEs (each ME
     whole inside), ``r_tMaE``·n_me around macro-expressions, ``r_tNL``·n_me anywhere.
 
@@ -260,7 +327,9 @@ def training_windows(videos: Sequence[FlowVideo], config: MESNetConfig,
     for _ in range(int(round(config.r_tme))):
         out += [around(v, e) for v, e in me]
     if macro:
-        out += [around(*macro[int(k)]) for k in rng.integers(len(macro), size=int(round(config.r_tmae * len(me))))]
+        out += [
+            around(*macro[int(k)]) for k in rng.integers(len(macro), size=int(round(config.r_tmae * len(me))))
+        ]
     for _ in range(int(round(config.r_tnl * len(me)))):
         v = int(rng.integers(len(videos)))
         out.append((v, int(rng.integers(0, max(len(videos[v].flow) - n, 0) + 1))))
@@ -269,7 +338,7 @@ def training_windows(videos: Sequence[FlowVideo], config: MESNetConfig,
 
 def window_flow(video: FlowVideo, start: int, steps: int) -> np.ndarray:
     """Steps start..start+steps-1 as float32, zero-padded past the end."""
-    part = video.flow[start:start + steps].astype(np.float32)
+    part = video.flow[start : start + steps].astype(np.float32)
     if len(part) < steps:
         part = np.concatenate([part, np.zeros((steps - len(part), *part.shape[1:]), np.float32)])
     return part

@@ -7,7 +7,7 @@ penalised.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,9 @@ def l2_penalty(modules: Iterable[nn.Module], l2: float) -> torch.Tensor:
     return 0.5 * l2 * torch.stack(terms).sum() if terms else torch.zeros(())
 
 
-def pretrain_loss(logits: torch.Tensor, target: torch.Tensor, net: nn.Module, head: nn.Module,
-                  l2: float) -> torch.Tensor:
+def pretrain_loss(
+    logits: torch.Tensor, target: torch.Tensor, net: nn.Module, head: nn.Module, l2: float
+) -> torch.Tensor:
     """Eq. 8: cross-entropy + L2 over the four 2D convs, the two 1D convs and the head's first two
     FC layers (not its last)."""
     reg = l2_penalty([net.encoder, net.temporal, head.fc1, head.fc2], l2)
@@ -37,8 +38,13 @@ def balance_mask(labels: torch.Tensor, generator: torch.Generator | None = None)
     return me | (~me & keep)
 
 
-def cpn_loss(logits: list[torch.Tensor], labels: list[torch.Tensor], net: nn.Module, l2: float,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+def cpn_loss(
+    logits: list[torch.Tensor],
+    labels: list[torch.Tensor],
+    net: nn.Module,
+    l2: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Eq. 11: masked cross-entropy over all positions of the five scales + L2 over all weights of
     the backbone and the CPN. ``logits[s]`` is (B, 2, N_s), ``labels[s]`` (B, N_s)."""
     flat_logits = torch.cat([lg.permute(0, 2, 1).reshape(-1, 2) for lg in logits])
@@ -49,8 +55,14 @@ def cpn_loss(logits: list[torch.Tensor], labels: list[torch.Tensor], net: nn.Mod
     return (ce * mask).sum() / mask.sum().clamp(min=1.0) + reg
 
 
-def crn_loss(logits: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
-             crn: nn.Module, l2: float) -> torch.Tensor:
+def crn_loss(
+    logits: torch.Tensor,
+    offsets: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor,
+    crn: nn.Module,
+    l2: float,
+) -> torch.Tensor:
     """Eq. 12-13: mean over proposals of cross-entropy + S·SmoothL1 of both offsets (S = 1 for ME
     proposals), + L2 over the CRN's weights except its last two (parallel) FC layers."""
     reg = l2_penalty([crn.conv1, crn.conv2, crn.fc1, crn.fc2], l2)
@@ -64,7 +76,9 @@ def crn_loss(logits: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor, 
 def regression_targets(proposals: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Eq. 12's targets ((a - a')/(b - a), (b - b')/(b - a)) for proposals [a', b'] and matched truths [a, b]."""
     length = (truth[:, 1] - truth[:, 0]).clamp(min=1).float()
-    return torch.stack([(truth[:, 0] - proposals[:, 0]) / length, (truth[:, 1] - proposals[:, 1]) / length], dim=1)
+    return torch.stack(
+        [(truth[:, 0] - proposals[:, 0]) / length, (truth[:, 1] - proposals[:, 1]) / length], dim=1
+    )
 
 
 def mesnet_loss(cpn: torch.Tensor, crn: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,11 @@ class SpatialEncoder(nn.Module):
         layers: list[nn.Module] = []
         channels = config.in_channels
         for out in config.conv_channels:
-            layers += [nn.Conv2d(channels, out, 3, padding=config.conv_padding), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=config.conv_padding),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             channels = out
         self.layers = nn.Sequential(*layers).to(memory_format=torch.channels_last)
 
@@ -65,7 +69,7 @@ class CPN(nn.Module):
         first = {layer1 for layer1, _ in config.cpn_layers[:4]}
         if len(first) != 1:
             raise ValueError(f"CPN: sub-networks 1-4 must share their first layer, got {sorted(first)}")
-        (k1, d1), = first
+        ((k1, d1),) = first
         self.shared = nn.Conv1d(c_in, c, k1, dilation=d1)
         (k5, d5), _ = config.cpn_layers[4]
         self.first5 = nn.Conv1d(c_in, c, k5, dilation=d5)
@@ -128,8 +132,9 @@ class MESNet(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = SpatialEncoder(config)
-        self.temporal = TemporalConv(config.feature_size, config.temporal_channels, config.temporal_kernel,
-                                     config.temporal_padding)
+        self.temporal = TemporalConv(
+            config.feature_size, config.temporal_channels, config.temporal_kernel, config.temporal_padding
+        )
         self.cpn = CPN(config)
         self.crn = CRN(config)
 
@@ -154,19 +159,24 @@ class MESNet(nn.Module):
 
     def subgraphs(self) -> dict[str, nn.Module]:
         """The three export subgraphs, sharing this module's weights (and its train / eval mode)."""
-        subgraphs = {"encoder": EncoderSubgraph(self), "window_head": WindowHeadSubgraph(self), "crn": CRNSubgraph(self)}
+        subgraphs = {
+            "encoder": EncoderSubgraph(self),
+            "window_head": WindowHeadSubgraph(self),
+            "crn": CRNSubgraph(self),
+        }
         return {name: subgraph.train(self.training) for name, subgraph in subgraphs.items()}
 
     @torch.no_grad()
-    def window_outputs(self, flow: np.ndarray | torch.Tensor,
-                       batch_windows: int = 8) -> tuple[list[int], torch.Tensor, list[np.ndarray]]:
+    def window_outputs(
+        self, flow: np.ndarray | torch.Tensor, batch_windows: int = 8
+    ) -> tuple[list[int], torch.Tensor, list[np.ndarray]]:
         """One video's flow (T, 2, H, W) → window starts, features (W, N, L), CPN scores per scale (W, N_s)."""
         cfg = self.config
         flow = torch.as_tensor(np.asarray(flow, dtype=np.float32))
         starts = post.window_starts(len(flow), cfg.window_steps, cfg.overlap_steps)
         features, scores = [], []
         for i in range(0, len(starts), batch_windows):
-            windows = torch.stack([_window(flow, s, cfg.window_steps) for s in starts[i:i + batch_windows]])
+            windows = torch.stack([_window(flow, s, cfg.window_steps) for s in starts[i : i + batch_windows]])
             feats = self.encode(windows)
             features.append(feats)
             scores.append([s.numpy() for s in self.window_scores(feats)])
@@ -174,8 +184,15 @@ class MESNet(nn.Module):
         return starts, torch.cat(features), per_scale
 
     @torch.no_grad()
-    def spot_windows(self, starts: list[int], features: torch.Tensor, scores: list[np.ndarray], total: int,
-                     t_cpn: float, t_crn: float) -> post.Spots:
+    def spot_windows(
+        self,
+        starts: list[int],
+        features: torch.Tensor,
+        scores: list[np.ndarray],
+        total: int,
+        t_cpn: float,
+        t_crn: float,
+    ) -> post.Spots:
         """Post-processing + CRN over `window_outputs`: the video's spots in steps."""
         cfg = self.config
         found: list[post.Spots] = []
@@ -189,8 +206,9 @@ class MESNet(nn.Module):
         return post.merge(found, cfg.t_nms)
 
     @torch.no_grad()
-    def spot(self, flow: np.ndarray | torch.Tensor, *, t_cpn: float | None = None,
-             t_crn: float | None = None) -> post.Spots:
+    def spot(
+        self, flow: np.ndarray | torch.Tensor, *, t_cpn: float | None = None, t_crn: float | None = None
+    ) -> post.Spots:
         """End to end on one video's flow (T, 2, H, W): spotted intervals in sample steps.
 
         The proposals' features are resampled with torch (`resample_features`); the staged
@@ -198,8 +216,14 @@ class MESNet(nn.Module):
         """
         cfg = self.config
         starts, features, scores = self.window_outputs(flow)
-        return self.spot_windows(starts, features, scores, len(flow), cfg.t_cpn if t_cpn is None else t_cpn,
-                                 cfg.t_crn if t_crn is None else t_crn)
+        return self.spot_windows(
+            starts,
+            features,
+            scores,
+            len(flow),
+            cfg.t_cpn if t_cpn is None else t_cpn,
+            cfg.t_crn if t_crn is None else t_crn,
+        )
 
 
 def resample_features(features: torch.Tensor, intervals: np.ndarray, steps: int) -> torch.Tensor:
@@ -215,7 +239,7 @@ def resample_features(features: torch.Tensor, intervals: np.ndarray, steps: int)
 
 def _window(flow: torch.Tensor, start: int, n: int) -> torch.Tensor:
     """Steps start..start+n-1, zero-padded past the end (a video shorter than a window)."""
-    part = flow[start:start + n]
+    part = flow[start : start + n]
     if len(part) < n:
         part = torch.cat([part, part.new_zeros((n - len(part), *part.shape[1:]))])
     return part

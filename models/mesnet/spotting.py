@@ -5,21 +5,28 @@ Shared by training (validation, threshold choice on validation subjects) and ``m
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from mestream.engine import intervals as post
-from mestream.models.mesnet.data import FlowVideo
 from mestream.engine.metrics import Interval, megc_metric, mesnet_metric
+from mestream.models.mesnet.data import FlowVideo
 
 T_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 
 
-def truth_intervals(videos: Sequence[FlowVideo], kinds: tuple[str, ...] = ("micro", "macro")) -> list[Interval]:
+def truth_intervals(
+    videos: Sequence[FlowVideo], kinds: tuple[str, ...] = ("micro", "macro")
+) -> list[Interval]:
     """Ground truth in source frames (onset/offset as the camera reports them)."""
-    return [Interval(v.name, e.onset_frame, e.offset_frame, 1.0, e.kind)
-            for v in videos for e in v.expressions if e.kind in kinds]
+    return [
+        Interval(v.name, e.onset_frame, e.offset_frame, 1.0, e.kind)
+        for v in videos
+        for e in v.expressions
+        if e.kind in kinds
+    ]
 
 
 def to_intervals(video: FlowVideo, spots: post.Spots) -> list[Interval]:
@@ -57,9 +64,12 @@ class VideoSpotter:
 
 def spotting_metrics(pred: Sequence[Interval], truth: Sequence[Interval]) -> dict[str, Any]:
     """MEGC pooled (micro/macro/overall at IoU 0.5) and MESNet's Eq. 15 (T_eval 0.5, micro only)."""
-    return {"megc": megc_metric(pred, truth, 0.5),
-            "mesnet_eq15": mesnet_metric([p for p in pred if p.kind == "micro"], [t for t in truth if t.kind == "micro"],
-                                         0.5)}
+    return {
+        "megc": megc_metric(pred, truth, 0.5),
+        "mesnet_eq15": mesnet_metric(
+            [p for p in pred if p.kind == "micro"], [t for t in truth if t.kind == "micro"], 0.5
+        ),
+    }
 
 
 def as_json(intervals: Sequence[Interval], with_score: bool) -> list[dict[str, Any]]:
@@ -78,5 +88,9 @@ def step_counts(videos: Sequence[FlowVideo]) -> dict[str, float]:
     for v in videos:
         for e in v.expressions:
             kinds[e.kind] = kinds.get(e.kind, 0) + 1
-    return {"videos": len(videos), "steps": steps, **{f"n_{k}": n for k, n in sorted(kinds.items())},
-            "minutes": round(float(np.sum([v.sample_frames[-1] / v.fps for v in videos])) / 60.0, 2)}
+    return {
+        "videos": len(videos),
+        "steps": steps,
+        **{f"n_{k}": n for k, n in sorted(kinds.items())},
+        "minutes": round(float(np.sum([v.sample_frames[-1] / v.fps for v in videos])) / 60.0, 2),
+    }

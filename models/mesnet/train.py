@@ -57,57 +57,122 @@ LONG_DATASETS = ("casme_sq_long", "samm_long")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, "mesnet", presets=PRESETS, config_class="MESNetConfig", datasets=LONG_DATASETS,
-                         set_example="--set optimizer=adam --set lr=1e-3 --set conv_channels=[8,16,32,64]")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="synthetic data seed (its subjects), initialisation / sampling seed, and the "
-                             "--dataset fold seed (default 0)")
+    add_common_arguments(
+        parser,
+        "mesnet",
+        presets=PRESETS,
+        config_class="MESNetConfig",
+        datasets=LONG_DATASETS,
+        set_example="--set optimizer=adam --set lr=1e-3 --set conv_channels=[8,16,32,64]",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="synthetic data seed (its subjects), initialisation / sampling seed, and the "
+        "--dataset fold seed (default 0)",
+    )
     parser.add_argument("--out", default="runs/mesnet", help="output directory (default runs/mesnet)")
-    parser.add_argument("--epochs", type=positive_int, default=None, help="joint-training epochs (default: the preset's)")
-    parser.add_argument("--pretrain-epochs", type=positive_int, default=None,
-                        help="pre-training epochs (default: the preset's)")
-    parser.add_argument("--train-subjects", type=positive_int, default=None,
-                        help="synthetic training subjects (default: the preset's)")
-    parser.add_argument("--val-subjects", type=positive_int, default=None,
-                        help="synthetic validation subjects (default: the preset's)")
-    parser.add_argument("--duration", type=positive_float, default=None,
-                        help="seconds per synthetic subject (default: the preset's)")
-    parser.add_argument("--cache", default=None, help="synthetic flow cache directory (default ~/.cache/mestream/mesnet)")
-    parser.add_argument("--no-cache", action="store_true", help="render synthetic subjects and compute their flow without caching")
-    parser.add_argument("--workers", type=positive_int, default=2, help="processes rendering synthetic subjects (default 2)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="joint-training epochs (default: the preset's)"
+    )
+    parser.add_argument(
+        "--pretrain-epochs",
+        type=positive_int,
+        default=None,
+        help="pre-training epochs (default: the preset's)",
+    )
+    parser.add_argument(
+        "--train-subjects",
+        type=positive_int,
+        default=None,
+        help="synthetic training subjects (default: the preset's)",
+    )
+    parser.add_argument(
+        "--val-subjects",
+        type=positive_int,
+        default=None,
+        help="synthetic validation subjects (default: the preset's)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=positive_float,
+        default=None,
+        help="seconds per synthetic subject (default: the preset's)",
+    )
+    parser.add_argument(
+        "--cache", default=None, help="synthetic flow cache directory (default ~/.cache/mestream/mesnet)"
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="render synthetic subjects and compute their flow without caching",
+    )
+    parser.add_argument(
+        "--workers", type=positive_int, default=2, help="processes rendering synthetic subjects (default 2)"
+    )
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--max-steps", type=positive_int, default=None,
-                        help="stop each phase after this many batches (CI; recorded in the card; not with --ship)")
+    parser.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=None,
+        help="stop each phase after this many batches (CI; recorded in the card; not with --ship)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _config(args: argparse.Namespace) -> MESNetConfig:
-    return config_with_overrides(PRESETS[args.preset], args.set, epochs=args.epochs,
-                                 pretrain_epochs=args.pretrain_epochs, train_subjects=args.train_subjects,
-                                 val_subjects=args.val_subjects, duration_s=args.duration)
+    return config_with_overrides(
+        PRESETS[args.preset],
+        args.set,
+        epochs=args.epochs,
+        pretrain_epochs=args.pretrain_epochs,
+        train_subjects=args.train_subjects,
+        val_subjects=args.val_subjects,
+        duration_s=args.duration,
+    )
 
 
-def _synthetic(args: argparse.Namespace, config: MESNetConfig, progress: bool) -> tuple[list, list, dict[str, Any]]:
+def _synthetic(
+    args: argparse.Namespace, config: MESNetConfig, progress: bool
+) -> tuple[list, list, dict[str, Any]]:
     """(training videos, validation videos, card data) from the synthetic subjects of ``--seed``."""
     cache = None if args.no_cache else Path(args.cache) if args.cache else DEFAULT_CACHE
     train_ids = subject_ids(args.seed, config.train_subjects)
     val_ids = subject_ids(args.seed, config.val_subjects, start=config.train_subjects)
-    train = synthetic_videos(train_ids, config, cache=cache, workers=args.workers, progress=progress, desc="train subjects")
-    val = synthetic_videos(val_ids, config, cache=cache, workers=args.workers, progress=progress, desc="val subjects")
-    data = {"source": "synthetic", "seed": args.seed, "train_subjects": train_ids, "val_subjects": val_ids,
-            "duration_s": config.duration_s, "fps": 200.0, "scene": "default SceneConfig (all distractors on)"}
+    train = synthetic_videos(
+        train_ids, config, cache=cache, workers=args.workers, progress=progress, desc="train subjects"
+    )
+    val = synthetic_videos(
+        val_ids, config, cache=cache, workers=args.workers, progress=progress, desc="val subjects"
+    )
+    data = {
+        "source": "synthetic",
+        "seed": args.seed,
+        "train_subjects": train_ids,
+        "val_subjects": val_ids,
+        "duration_s": config.duration_s,
+        "fps": 200.0,
+        "scene": "default SceneConfig (all distractors on)",
+    }
     return train, val, data
 
 
-def _dataset(args: argparse.Namespace, config: MESNetConfig, progress: bool) -> tuple[list, list, dict[str, Any]]:
+def _dataset(
+    args: argparse.Namespace, config: MESNetConfig, progress: bool
+) -> tuple[list, list, dict[str, Any]]:
     """(training videos, validation videos, card data) from a licensed long-video dataset.
 
     Not cached: the frames are the user's and may change; a CAS(ME)² video reads in seconds.
     """
-    train_recs, val_recs, data = dataset_split(args.dataset, args.root, args.folds, args.seed, **dataset_options(args))
+    train_recs, val_recs, data = dataset_split(
+        args.dataset, args.root, args.folds, args.seed, **dataset_options(args)
+    )
 
     def flow(records: list, desc: str) -> list:
-        return [long_video(r, config, progress=progress) for r in tqdm(records, desc=desc, disable=not progress)]
+        return [
+            long_video(r, config, progress=progress) for r in tqdm(records, desc=desc, disable=not progress)
+        ]
 
     return flow(train_recs, "train videos"), flow(val_recs, "val videos"), data
 
@@ -123,8 +188,10 @@ def _train(args: argparse.Namespace) -> int:
 
     check_data_options(args)
     if args.ship and args.max_steps is not None:
-        raise OptionError("--ship copies to models/weights/, which holds only complete runs: drop --max-steps "
-                          "(it cuts each phase short), or drop --ship")
+        raise OptionError(
+            "--ship copies to models/weights/, which holds only complete runs: drop --max-steps "
+            "(it cuts each phase short), or drop --ship"
+        )
     torch.set_num_threads(args.threads)
     config = _config(args)
     seed_everything(args.seed)
@@ -134,27 +201,54 @@ def _train(args: argparse.Namespace) -> int:
     data_s = time.perf_counter() - started
     net = MESNet(config)
     history: dict[str, list[float]] = {}
-    config, metrics = fit(net, train, val, config, history, seed=args.seed, progress=progress, max_steps=args.max_steps)
+    config, metrics = fit(
+        net, train, val, config, history, seed=args.seed, progress=progress, max_steps=args.max_steps
+    )
     train_s = time.perf_counter() - started
     out = Path(args.out)
     plot_curves(history, out / "curves.png", title=f"MESNet {args.preset}")
-    card = model_card(model="mesnet", preset=args.preset, config=config, seed=args.seed, metrics=metrics,
-                      data={**data, "train": step_counts(train), "val": step_counts(val)},
-                      extra={"timing_s": {"data": round(data_s, 1), "total": round(train_s, 1)},
-                             "torch_threads": args.threads,
-                             "training": {"max_steps": args.max_steps}})  # null: the preset's whole schedule
-    path = save_checkpoint(out / f"mesnet-{args.preset}.pt", model="mesnet", preset=args.preset, config=config,
-                           state_dict=net.state_dict(), card=card)
+    card = model_card(
+        model="mesnet",
+        preset=args.preset,
+        config=config,
+        seed=args.seed,
+        metrics=metrics,
+        data={**data, "train": step_counts(train), "val": step_counts(val)},
+        extra={
+            "timing_s": {"data": round(data_s, 1), "total": round(train_s, 1)},
+            "torch_threads": args.threads,
+            "training": {"max_steps": args.max_steps},
+        },
+    )  # null: the preset's whole schedule
+    path = save_checkpoint(
+        out / f"mesnet-{args.preset}.pt",
+        model="mesnet",
+        preset=args.preset,
+        config=config,
+        state_dict=net.state_dict(),
+        card=card,
+    )
     micro = metrics["validation"]["megc"]["micro"]
-    print(f"mesnet: validation micro F1 {micro['f1']:.3f} (P {micro['precision']:.3f} R {micro['recall']:.3f}) "
-          f"at T_CPN {config.t_cpn} T_CRN {config.t_crn}; {train_s / 60:.1f} min; wrote {path}")
+    print(
+        f"mesnet: validation micro F1 {micro['f1']:.3f} (P {micro['precision']:.3f} R {micro['recall']:.3f}) "
+        f"at T_CPN {config.t_cpn} T_CRN {config.t_crn}; {train_s / 60:.1f} min; wrote {path}"
+    )
     if args.ship:
         print(f"shipped {ship_checkpoint(path, 'mesnet', args.preset)}")
     return 0
 
 
-def fit(net: Any, train: list, val: list, config: MESNetConfig, history: dict[str, list[float]], *, seed: int = 0,
-        progress: bool = True, max_steps: int | None = None) -> tuple[MESNetConfig, dict[str, Any]]:
+def fit(
+    net: Any,
+    train: list,
+    val: list,
+    config: MESNetConfig,
+    history: dict[str, list[float]],
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> tuple[MESNetConfig, dict[str, Any]]:
     """Both training steps, then the thresholds and the baseline chosen on the given videos;
     returns the config with the chosen T_CPN / T_CRN (also set on ``net``) and the card's metrics."""
     rng = np.random.default_rng(seed)
@@ -165,16 +259,27 @@ def fit(net: Any, train: list, val: list, config: MESNetConfig, history: dict[st
     config = dataclasses.replace(config, t_cpn=t_cpn, t_crn=t_crn)
     net.config = config
     base_videos = train + val
-    p, half, base_f1 = baseline.tune(base_videos, truth_intervals(base_videos), config.flow_gap, config.sample_hz)
-    metrics = {"validation": spotter.score(t_cpn, t_crn), "pretrain_val_acc": pre, "joint_val_f1": joint,
-               "thresholds": {"t_cpn": t_cpn, "t_crn": t_crn, "chosen_on": "validation subjects"},
-               "baseline": {"p": p, "half": half, "train_val_micro_f1": base_f1,
-                            "chosen_on": "training + validation subjects"}}
+    p, half, base_f1 = baseline.tune(
+        base_videos, truth_intervals(base_videos), config.flow_gap, config.sample_hz
+    )
+    metrics = {
+        "validation": spotter.score(t_cpn, t_crn),
+        "pretrain_val_acc": pre,
+        "joint_val_f1": joint,
+        "thresholds": {"t_cpn": t_cpn, "t_crn": t_crn, "chosen_on": "validation subjects"},
+        "baseline": {
+            "p": p,
+            "half": half,
+            "train_val_micro_f1": base_f1,
+            "chosen_on": "training + validation subjects",
+        },
+    }
     return config, metrics
 
 
 def _optimizer(params: Any, config: MESNetConfig) -> Any:
     import torch  # lazy: torch is in the train extra
+
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr)
     return torch.optim.SGD(params, lr=config.lr)
@@ -182,11 +287,20 @@ def _optimizer(params: Any, config: MESNetConfig) -> Any:
 
 def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     order = rng.permutation(n)
-    return [order[i:i + size] for i in range(0, n, size)]
+    return [order[i : i + size] for i in range(0, n, size)]
 
 
-def pretrain(net: Any, train: list, val: list, config: MESNetConfig, rng: np.random.Generator,
-             history: dict[str, list[float]], *, progress: bool = True, max_steps: int | None = None) -> float:
+def pretrain(
+    net: Any,
+    train: list,
+    val: list,
+    config: MESNetConfig,
+    rng: np.random.Generator,
+    history: dict[str, list[float]],
+    *,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> float:
     """Eq. 8 on section III-A's clips; keeps the backbone of the best validation accuracy."""
     from mestream.models.mesnet.losses import pretrain_loss  # lazy: imports torch (train extra)
     from mestream.models.mesnet.network import PretrainNet
@@ -226,23 +340,34 @@ def pretrain(net: Any, train: list, val: list, config: MESNetConfig, rng: np.ran
 
 def _clip_batch(clips: list, videos: list) -> tuple[Any, Any]:
     import torch  # lazy: torch is in the train extra
+
     x = np.stack([videos[v].flow[steps].astype(np.float32) for v, steps, _ in clips])
     return torch.from_numpy(x), torch.tensor([label for _, _, label in clips])
 
 
 def _clip_accuracy(model: Any, clips: list, videos: list) -> float:
     import torch  # lazy: torch is in the train extra
+
     model.eval()
     right = 0
     with torch.no_grad():
         for i in range(0, len(clips), 32):
-            x, y = _clip_batch(clips[i:i + 32], videos)
+            x, y = _clip_batch(clips[i : i + 32], videos)
             right += int((model(x).argmax(1) == y).sum())
     return right / max(len(clips), 1)
 
 
-def train_joint(net: Any, train: list, val: list, config: MESNetConfig, rng: np.random.Generator,
-                history: dict[str, list[float]], *, progress: bool = True, max_steps: int | None = None) -> float:
+def train_joint(
+    net: Any,
+    train: list,
+    val: list,
+    config: MESNetConfig,
+    rng: np.random.Generator,
+    history: dict[str, list[float]],
+    *,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> float:
     """Eq. 14 on section III-D's windows; early stopping on the validation micro F1."""
     import torch  # lazy: torch is in the train extra
 
@@ -277,8 +402,10 @@ def train_joint(net: Any, train: list, val: list, config: MESNetConfig, rng: np.
             if stop.step(f1):
                 best = {k: v.detach().clone() for k, v in net.state_dict().items()}
             if progress:
-                tqdm.write(f"joint check {check} (epoch {epoch + 1}, batch {i + 1}/{len(batches)}): "
-                           f"cpn {history['cpn_loss'][-1]:.4f} crn {history['crn_loss'][-1]:.4f} val micro F1 {f1:.3f}")
+                tqdm.write(
+                    f"joint check {check} (epoch {epoch + 1}, batch {i + 1}/{len(batches)}): "
+                    f"cpn {history['cpn_loss'][-1]:.4f} crn {history['crn_loss'][-1]:.4f} val micro F1 {f1:.3f}"
+                )
             if stop.should_stop:
                 break
         if stop.should_stop:
@@ -289,8 +416,9 @@ def train_joint(net: Any, train: list, val: list, config: MESNetConfig, rng: np.
     return float(max(stop.best, 0.0))
 
 
-def joint_step(net: Any, windows: list[tuple[int, int]], videos: list, config: MESNetConfig,
-               gen: Any) -> tuple[Any, Any]:
+def joint_step(
+    net: Any, windows: list[tuple[int, int]], videos: list, config: MESNetConfig, gen: Any
+) -> tuple[Any, Any]:
     """One mini-batch of Eq. 14: the CPN loss over every position, the CRN loss over the proposals.
 
     Deviation: besides the CPN's own proposals (the paper's "every clip proposed by CPN"), up to
@@ -309,7 +437,9 @@ def joint_step(net: Any, windows: list[tuple[int, int]], videos: list, config: M
     positions = post.cpn_positions(config)
     all_pos = np.concatenate(positions)
     truths = [videos[v].truth("micro") - s for v, s in windows]
-    labels = [torch.from_numpy(np.stack([post.labels(p, t, config.cpn_iou)[0] for t in truths])) for p in positions]
+    labels = [
+        torch.from_numpy(np.stack([post.labels(p, t, config.cpn_iou)[0] for t in truths])) for p in positions
+    ]
     l_cpn = cpn_loss(logits, labels, net, config.l2, gen)
     with torch.no_grad():
         scores = [torch.softmax(lg, 1)[:, 1].numpy() for lg in logits]
@@ -319,7 +449,9 @@ def joint_step(net: Any, windows: list[tuple[int, int]], videos: list, config: M
         pos_lab = np.concatenate([lb[b].numpy() for lb in labels])
         positives = all_pos[pos_lab == 1]
         if len(positives):
-            pick = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).permutation(len(positives))[:4]
+            pick = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).permutation(
+                len(positives)
+            )[:4]
             props = np.concatenate([props.reshape(-1, 2), positives[pick]])
         if not len(props):
             continue
@@ -332,6 +464,12 @@ def joint_step(net: Any, windows: list[tuple[int, int]], videos: list, config: M
         logits_cr, offsets = net.crn(torch.cat(rows))
         l_crn = crn_loss(logits_cr, offsets, torch.cat(cls), torch.cat(tgt), net.crn, config.l2)
     else:
-        l_crn = crn_loss(torch.zeros(0, 2), torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), torch.zeros(0, 2),
-                         net.crn, config.l2)
+        l_crn = crn_loss(
+            torch.zeros(0, 2),
+            torch.zeros(0, 2),
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, 2),
+            net.crn,
+            config.l2,
+        )
     return l_cpn, l_crn

@@ -27,7 +27,9 @@ def unpaced() -> dict:
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # as a torch-backend run leaves it: the baseline sets its own, then restores this
+    torch.set_num_threads(
+        1
+    )  # as a torch-backend run leaves it: the baseline sets its own, then restores this
     try:
         out = bl.run_baseline(SHORT, hop_ms=100.0, paced=False, threads=2)
         assert torch.get_num_threads() == 1
@@ -87,7 +89,9 @@ def test_no_hop_is_the_papers_stride(offline: bl._Baseline) -> None:
 
 def test_events_are_the_streams_micro_expressions(offline: bl._Baseline) -> None:
     cam = SyntheticCamera(fps=EVENTS.fps, resolution=EVENTS.resolution, seed=EVENTS.seed, pace=False)
-    truth = [(e.onset_frame, e.offset_frame) for e in cam.events_between(0, EVENTS.n_frames, kinds=("micro",))]
+    truth = [
+        (e.onset_frame, e.offset_frame) for e in cam.events_between(0, EVENTS.n_frames, kinds=("micro",))
+    ]
     assert offline.published, "the demo model spots the first micro-expression of seed 1"
     for _a, _b, onset, offset, latency in offline.published:
         assert any(onset <= off and on <= offset for on, off in truth), (onset, offset, truth)

@@ -48,10 +48,22 @@ def test_grid_and_quick_plans():
     assert not ingest.capacity and not ingest.baseline  # nothing to search or compare without spotting
 
 
-@pytest.mark.parametrize("flags", [["--pipelines", "spot,bogus"], ["--fps", "fast"], ["--fps", ","], ["--fps", "0"],
-                                   ["--fps", "9000"], ["--cameras", "1,17"], ["--resolutions", "big"],
-                                   ["--backends", "tensorrt"], ["--repetitions", "0"], ["--threads", "0"],
-                                   ["--p99-bound-ms", "-1"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--pipelines", "spot,bogus"],
+        ["--fps", "fast"],
+        ["--fps", ","],
+        ["--fps", "0"],
+        ["--fps", "9000"],
+        ["--cameras", "1,17"],
+        ["--resolutions", "big"],
+        ["--backends", "tensorrt"],
+        ["--repetitions", "0"],
+        ["--threads", "0"],
+        ["--p99-bound-ms", "-1"],
+    ],
+)
 def test_bad_flags_are_refused_before_anything_runs_naming_the_flag(flags, tmp_path, capsys):
     with pytest.raises(suite.BenchError) as err:
         plan(*flags)
@@ -65,13 +77,28 @@ def test_a_results_page_that_cannot_be_updated_is_refused_before_the_run(tmp_pat
 
     page = tmp_path / "RESULTS.md"
     page.write_text(f"# results\n{BEGIN}\nno end marker\n")
-    assert main(["bench", "--quick", "--update-results", "--results-md", str(page), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            ["bench", "--quick", "--update-results", "--results-md", str(page), "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     assert "--results-md" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_the_headline_is_the_fullest_fastest_smallest_point_whatever_the_flag_order():
-    p, _ = plan("--fps", "500,200", "--resolutions", "1280x1024,640x480", "--cameras", "2,1", "--pipelines",
-                "spot+recog,ingest", "--backends", "onnxruntime")
+    p, _ = plan(
+        "--fps",
+        "500,200",
+        "--resolutions",
+        "1280x1024,640x480",
+        "--cameras",
+        "2,1",
+        "--pipelines",
+        "spot+recog,ingest",
+        "--backends",
+        "onnxruntime",
+    )
     assert p.head == Point(pipeline="spot+recog", fps=500.0, resolution="640x480", cameras=1)
     assert [c.cameras for c in p.capacity] == [1, 2]
 
@@ -81,8 +108,16 @@ def test_capacity_search_brackets_the_highest_passing_rate(monkeypatch):
 
     def fake_probe(point, method, seconds):
         ok = point.fps <= limit
-        return {"fps": point.fps, "dropped_frames": 0 if ok else 9, "skipped_frames": 0, "frame_p99_ms": 100.0,
-                "cpu_percent": 50.0, "ok": ok, "error": "", "interrupted": False}
+        return {
+            "fps": point.fps,
+            "dropped_frames": 0 if ok else 9,
+            "skipped_frames": 0,
+            "frame_p99_ms": 100.0,
+            "cpu_percent": 50.0,
+            "ok": ok,
+            "error": "",
+            "interrupted": False,
+        }
 
     monkeypatch.setattr(measure, "probe", fake_probe)
     result = measure.capacity(Point(), Method(), seconds=1.0, max_probes=12)
@@ -96,9 +131,13 @@ def test_capacity_search_brackets_the_highest_passing_rate(monkeypatch):
     limit = 1e9
     top = measure.capacity(Point(), Method(), seconds=1.0, max_probes=12)
     assert top["capacity_fps"] == 4000 and top["capped"]  # every probe passed: only a lower bound
-    monkeypatch.setattr(measure, "probe", lambda point, method, seconds: {**fake_probe(point, method, seconds), "ok": False})
+    monkeypatch.setattr(
+        measure, "probe", lambda point, method, seconds: {**fake_probe(point, method, seconds), "ok": False}
+    )
     nothing = measure.capacity(Point(), Method(), seconds=1.0, max_probes=12)
-    assert nothing["capacity_fps"] is None and min(p["fps"] for p in nothing["probes"]) >= 40  # never below 40 Hz
+    assert (
+        nothing["capacity_fps"] is None and min(p["fps"] for p in nothing["probes"]) >= 40
+    )  # never below 40 Hz
 
 
 def test_a_point_that_cannot_start_is_reported_and_the_others_kept(monkeypatch, tmp_path):
@@ -110,11 +149,22 @@ def test_a_point_that_cannot_start_is_reported_and_the_others_kept(monkeypatch, 
     monkeypatch.setattr(measure, "run_once", broken)
     failed = measure.measure_point(Point(), Method(repetitions=2))
     assert failed["error"] == "RuntimeError: camera unplugged" and failed["repetitions"] == []
-    assert failed["throughput_fps"] is None and failed["frame_latency_ms"]["n"] == 0 and not failed["interrupted"]
+    assert (
+        failed["throughput_fps"] is None
+        and failed["frame_latency_ms"]["n"] == 0
+        and not failed["interrupted"]
+    )
     probe = measure.probe(Point(), Method(), 1.0)
     assert not probe["ok"] and "camera unplugged" in probe["error"]
-    results = {"command": "mestream bench", "provenance": {}, "method": {}, "points": [failed], "capacity": [],
-               "baseline": None, "skipped": []}
+    results = {
+        "command": "mestream bench",
+        "provenance": {},
+        "method": {},
+        "points": [failed],
+        "capacity": [],
+        "baseline": None,
+        "skipped": [],
+    }
     written = report.write_all(results, tmp_path)  # the report copes with a point that has no figures
     assert "camera unplugged" in (tmp_path / "points.csv").read_text() and written
 
@@ -142,25 +192,57 @@ def test_an_interrupted_run_keeps_its_files_and_leaves_the_results_page_alone(mo
 def _fake_point(point, interrupted=False):
     from mestream.bench.stats import percentiles
 
-    return {"id": point.id, "pipeline": point.pipeline, "fps": point.fps, "resolution": point.resolution,
-            "cameras": point.cameras, "backend": point.backend, "paced": True, "throughput_fps": 500.0,
-            "dropped_frames": 0, "skipped_frames": 0, "frame_latency_ms": percentiles([1.0, 2.0]),
-            "frame_stages_ms": {}, "event_latency_ms": {}, "event_stages_ms": {}, "cdf_ms": {}, "repetitions": [],
-            "interrupted": interrupted, "error": ""}
+    return {
+        "id": point.id,
+        "pipeline": point.pipeline,
+        "fps": point.fps,
+        "resolution": point.resolution,
+        "cameras": point.cameras,
+        "backend": point.backend,
+        "paced": True,
+        "throughput_fps": 500.0,
+        "dropped_frames": 0,
+        "skipped_frames": 0,
+        "frame_latency_ms": percentiles([1.0, 2.0]),
+        "frame_stages_ms": {},
+        "event_latency_ms": {},
+        "event_stages_ms": {},
+        "cdf_ms": {},
+        "repetitions": [],
+        "interrupted": interrupted,
+        "error": "",
+    }
 
 
 def test_ratios_favour_the_faster_side():
     lat = lambda p50, p99: {"p50": p50, "p99": p99}  # noqa: E731
-    rows = [{"system": "mestream", "mode": "unpaced", "hop_ms": 100.0, "throughput_fps": 3000.0},
-            {"system": "mestream", "mode": "paced", "hop_ms": 100.0, "frame_latency_ms": lat(100.0, 200.0),
-             "event_latency_ms": lat(150.0, 250.0)},
-            {"system": "baseline", "mode": "unpaced", "hop_ms": 100.0, "throughput_fps": 1000.0},
-            {"system": "baseline", "mode": "paced", "hop_ms": 100.0, "frame_latency_ms": lat(400.0, 1000.0),
-             "event_latency_ms": None},
-            {"system": "baseline", "mode": "unpaced", "hop_ms": 2000.0, "throughput_fps": 9000.0}]
+    rows = [
+        {"system": "mestream", "mode": "unpaced", "hop_ms": 100.0, "throughput_fps": 3000.0},
+        {
+            "system": "mestream",
+            "mode": "paced",
+            "hop_ms": 100.0,
+            "frame_latency_ms": lat(100.0, 200.0),
+            "event_latency_ms": lat(150.0, 250.0),
+        },
+        {"system": "baseline", "mode": "unpaced", "hop_ms": 100.0, "throughput_fps": 1000.0},
+        {
+            "system": "baseline",
+            "mode": "paced",
+            "hop_ms": 100.0,
+            "frame_latency_ms": lat(400.0, 1000.0),
+            "event_latency_ms": None,
+        },
+        {"system": "baseline", "mode": "unpaced", "hop_ms": 2000.0, "throughput_fps": 9000.0},
+    ]
     r = suite.ratios(rows, 100.0)
-    assert r == {"throughput": 3.0, "frame_latency_p50": 4.0, "frame_latency_p99": 5.0,
-                 "event_latency_p50": None, "event_latency_p99": None}
+    assert r == {
+        "throughput": 3.0,
+        "frame_latency_p50": 4.0,
+        "frame_latency_p99": 5.0,
+        "event_latency_p50": None,
+        "event_latency_p99": None,
+    }
 
 
 def test_measured_seconds_reach_the_frame_minimum():
@@ -179,8 +261,21 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     page = out / "RESULTS.md"
     page.write_text("# Benchmark results\n\nkept as it is\n")
-    code = main(["bench", "--quick", "--seconds", "2", "--warmup", "0.5", "--out", str(out / "run"),
-                 "--update-results", "--results-md", str(page)])
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--seconds",
+            "2",
+            "--warmup",
+            "0.5",
+            "--out",
+            str(out / "run"),
+            "--update-results",
+            "--results-md",
+            str(page),
+        ]
+    )
     return code, out / "run", page
 
 
@@ -200,8 +295,17 @@ def test_quick_bench_writes_every_field_file_and_figure(quick):
         assert not p["error"] and p["frame_latency_ms"]["n"] > 0 and set(p["frame_latency_ms"]) == set(KEYS)
         assert ordered(p["frame_latency_ms"]), p["frame_latency_ms"]
         assert all(ordered(s) for s in p["frame_stages_ms"].values())
-        for key in ("throughput_fps", "cpu_percent", "peak_rss_mb", "dropped_frames", "skipped_frames", "backend",
-                    "backend_settings", "repetitions", "cdf_ms"):
+        for key in (
+            "throughput_fps",
+            "cpu_percent",
+            "peak_rss_mb",
+            "dropped_frames",
+            "skipped_frames",
+            "backend",
+            "backend_settings",
+            "repetitions",
+            "cdf_ms",
+        ):
             assert p[key] is not None, key
     assert set(points["ingest"]["frame_stages_ms"]) == {"ring"}
     assert set(points["spot+recog"]["frame_stages_ms"]) == {"face", "sample", "encode", "window"}
@@ -211,7 +315,12 @@ def test_quick_bench_writes_every_field_file_and_figure(quick):
     base = results["baseline"]
     assert not base["error"]
     systems = {(r["system"], r["mode"]) for r in base["rows"]}
-    assert systems == {("mestream", "paced"), ("mestream", "unpaced"), ("baseline", "paced"), ("baseline", "unpaced")}
+    assert systems == {
+        ("mestream", "paced"),
+        ("mestream", "unpaced"),
+        ("baseline", "paced"),
+        ("baseline", "unpaced"),
+    }
     assert base["ratios"]["throughput"] is not None and base["ratios"]["frame_latency_p50"] is not None
     for name in ("points.csv", "latency_cdf.png", "baseline.png"):
         assert (out / name).stat().st_size > 0, name
@@ -221,8 +330,9 @@ def test_quick_bench_writes_every_field_file_and_figure(quick):
     assert (page.parent / "figures" / "latency_cdf.png").exists()
 
 
-def test_quick_without_torch_or_matplotlib_skips_the_baseline_and_figures_and_exits_0(monkeypatch, tmp_path,
-                                                                                      capsys):
+def test_quick_without_torch_or_matplotlib_skips_the_baseline_and_figures_and_exits_0(
+    monkeypatch, tmp_path, capsys
+):
     """No torch and no matplotlib (`pip install mestream`): the bench measures what it can, says
     what it left out, and succeeds. torch is hidden, not uninstalled."""
     monkeypatch.setitem(sys.modules, "torch", None)
@@ -247,8 +357,14 @@ def test_quick_without_torch_or_matplotlib_skips_the_baseline_and_figures_and_ex
 
 
 def test_the_headline_reads_a_capped_capacity_as_a_lower_bound():
-    capped = {"pipeline": "spot+recog", "resolution": "640x480", "cameras": 1, "capacity_fps": 4000.0,
-              "capped": True, "converged": True}
+    capped = {
+        "pipeline": "spot+recog",
+        "resolution": "640x480",
+        "cameras": 1,
+        "capacity_fps": 4000.0,
+        "capped": True,
+        "converged": True,
+    }
     text = suite._headline({"points": [], "capacity": [capped], "baseline": None})
     assert text == "capacity spot+recog 640x480 1cam: ≥ 4,000 fps per camera (search limit)"
     found = dict(capped, capacity_fps=1500.0, capped=False)

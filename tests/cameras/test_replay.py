@@ -56,7 +56,10 @@ def test_folder_errors_name_the_folder_and_frame(tmp_path):
         FolderSource(tmp_path / "empty").open()
     folder = write_folder(tmp_path / "clip", n=4)
     (folder / "img3.png").write_bytes(b"not a png")
-    with FolderSource(folder, pace=False) as source, pytest.raises(SourceError, match=r"frame 2 \(.*img3.png\)"):
+    with (
+        FolderSource(folder, pace=False) as source,
+        pytest.raises(SourceError, match=r"frame 2 \(.*img3.png\)"),
+    ):
         list(source)
 
 
@@ -116,5 +119,8 @@ def test_unsupported_pixel_type_names_the_source(tmp_path):
     folder = tmp_path / "float"
     folder.mkdir()
     cv2.imwrite(str(folder / "f0.tiff"), np.ones((8, 8), np.float32))
-    with FolderSource(folder, pace=False, name="lab") as source, pytest.raises(SourceError, match=r"source 'lab' \(folder\): unsupported pixel type float32"):
+    with (
+        FolderSource(folder, pace=False, name="lab") as source,
+        pytest.raises(SourceError, match=r"source 'lab' \(folder\): unsupported pixel type float32"),
+    ):
         list(source)

@@ -16,10 +16,24 @@ import pytest
 
 from mestream.cameras.base import Source, SourceError, check_frame
 from mestream.cameras.synthetic import (
-    EMOTIONS, LABELS, SceneConfig, Subject, SyntheticCamera, dfme_is_micro, four_class, read_ground_truth)
+    EMOTIONS,
+    LABELS,
+    SceneConfig,
+    Subject,
+    SyntheticCamera,
+    dfme_is_micro,
+    four_class,
+    read_ground_truth,
+)
 from mestream.cameras.synthetic import camera as camera_module
 from mestream.cameras.synthetic.aus import (
-    AU_COMBINATIONS, SHARED_NEGATIVE, SHARING_EMOTIONS, au_field, blink_travel, combinations)
+    AU_COMBINATIONS,
+    SHARED_NEGATIVE,
+    SHARING_EMOTIONS,
+    au_field,
+    blink_travel,
+    combinations,
+)
 from mestream.cameras.synthetic.subject import render_face
 
 # Nothing but the scheduled events moves: no noise, flicker, drift or head turns.
@@ -51,13 +65,14 @@ def _visible_mask(cam: SyntheticCamera, aus: tuple[str, ...]) -> np.ndarray:
     """Pixels of an event's patch where its motion shows: strongest predicted change |grad I . d|."""
     field = au_field(aus, cam.face)
     w, h = field.size
-    img = cam.face.image[field.y0:field.y0 + h, field.x0:field.x0 + w].astype(np.float32)
+    img = cam.face.image[field.y0 : field.y0 + h, field.x0 : field.x0 + w].astype(np.float32)
     gx, gy = cv2.Sobel(img, cv2.CV_32F, 1, 0) / 8, cv2.Sobel(img, cv2.CV_32F, 0, 1) / 8
     change = np.abs(gx * field.delta[..., 0] + gy * field.delta[..., 1])
     return change >= np.percentile(change, 90)
 
 
 # -- the Source contract ---------------------------------------------------------------------
+
 
 def test_frames_follow_the_source_contract():
     cam = SyntheticCamera(fps=500, resolution=(320, 240), duration_s=0.1, pace=False, name="camX")
@@ -95,6 +110,7 @@ def test_iterating_before_open_is_an_error():
 
 # -- ground truth agrees with the pixels -------------------------------------------------------
 
+
 def test_clean_motion_happens_exactly_inside_events_and_peaks_at_apex():
     cam = SyntheticCamera(fps=500, resolution=(320, 240), duration_s=10.0, seed=0, pace=False, scene=CLEAN)
     box = cam.face.head_box
@@ -110,11 +126,13 @@ def test_clean_motion_happens_exactly_inside_events_and_peaks_at_apex():
     for e in events:
         x0, y0, x1, y1 = cam.event_region(e)
         inside = np.zeros(frames.shape[1:], bool)
-        inside[max(y0 - box[1], 0):y1 - box[1], max(x0 - box[0], 0):x1 - box[0]] = True
-        moving = step[e.onset_frame:e.offset_frame]  # steps into frames onset+1 .. offset
+        inside[max(y0 - box[1], 0) : y1 - box[1], max(x0 - box[0], 0) : x1 - box[0]] = True
+        moving = step[e.onset_frame : e.offset_frame]  # steps into frames onset+1 .. offset
         assert moving[:, inside].sum() > 0, e
         assert moving[:, ~inside].max() == 0, f"motion outside the AU region of {e}"
-        disp = np.abs(frames[e.onset_frame:e.offset_frame + 1] - frames[e.onset_frame])[:, inside].mean(axis=1)
+        disp = np.abs(frames[e.onset_frame : e.offset_frame + 1] - frames[e.onset_frame])[:, inside].mean(
+            axis=1
+        )
         apex = e.apex_frame - e.onset_frame
         assert disp[apex] >= 0.9 * disp.max(), e
         assert disp[0] == 0 and disp[-1] <= 0.1 * disp.max(), e
@@ -134,7 +152,7 @@ def test_clean_frames_are_the_planned_deformation_frame_by_frame():
     assert len(events) >= 5 and {e.kind for e in events} >= {"micro", "blink"}
     for e in events:
         assert truth.intensity[e.onset_frame] == 0 == truth.intensity[e.offset_frame], e
-        assert (truth.intensity[e.onset_frame + 1:e.offset_frame] > 0).all(), e
+        assert (truth.intensity[e.onset_frame + 1 : e.offset_frame] > 0).all(), e
         for t in (e.onset_frame - 1, e.onset_frame, e.offset_frame, e.offset_frame + 1):
             assert np.array_equal(frames[t], neutral), (e, t)
         field = au_field(e.aus, cam.face)
@@ -145,7 +163,9 @@ def test_clean_frames_are_the_planned_deformation_frame_by_frame():
         changed = 0
         for t in range(e.onset_frame + 1, e.offset_frame):
             grid = cv2.scaleAdd(field.delta, px * float(truth.intensity[t]), field.grid)
-            expected = cv2.remap(neutral[y0:y1, x0:x1], grid, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            expected = cv2.remap(
+                neutral[y0:y1, x0:x1], grid, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
             assert np.array_equal(frames[t, y0:y1, x0:x1], expected), (e, t)
             assert np.array_equal(frames[t][outside], neutral[outside]), (e, t)
             changed += not np.array_equal(frames[t], frames[t - 1])
@@ -157,16 +177,35 @@ def test_expression_stays_on_the_skin_while_the_head_drifts():
     # difference is the expression alone, and its frame-to-frame change must follow the
     # planned intensity: no frame may change much more than the steepest planned step
     # (the patch crossing a whole pixel of head motion used to make the field jump).
-    kw = dict(noise_sigma=0, flicker=0, turn_per_min=0, blink_per_min=0, micro_per_min=0, drift_px=6.0,
-              pose_step_px=0.002, macro_amplitude_px=(5.0, 6.0))
-    cams = [SyntheticCamera(fps=200, resolution=(640, 480), duration_s=10.0, seed=4, pace=False,
-                            scene=SceneConfig(macro_per_min=rate, **kw)) for rate in (20, 0)]
+    kw = dict(
+        noise_sigma=0,
+        flicker=0,
+        turn_per_min=0,
+        blink_per_min=0,
+        micro_per_min=0,
+        drift_px=6.0,
+        pose_step_px=0.002,
+        macro_amplitude_px=(5.0, 6.0),
+    )
+    cams = [
+        SyntheticCamera(
+            fps=200,
+            resolution=(640, 480),
+            duration_s=10.0,
+            seed=4,
+            pace=False,
+            scene=SceneConfig(macro_per_min=rate, **kw),
+        )
+        for rate in (20, 0)
+    ]
     events = cams[0].ground_truth
     truth = cams[0].frame_truth(0, cams[0].n_frames)
     intensity = truth.intensity
     # The test can fail only if the head crosses whole pixels during the events.
-    crossings = sum(np.count_nonzero(np.diff(np.floor(truth.pose[e.onset_frame:e.offset_frame + 1, :2]), axis=0))
-                    for e in events)
+    crossings = sum(
+        np.count_nonzero(np.diff(np.floor(truth.pose[e.onset_frame : e.offset_frame + 1, :2]), axis=0))
+        for e in events
+    )
     assert len(events) >= 3 and crossings >= 3
     regions = [tuple(v + d for v, d in zip(cams[0].event_region(e), (-8, -8, 8, 8))) for e in events]
     steps: list[list[float]] = [[] for _ in events]
@@ -182,8 +221,8 @@ def test_expression_stays_on_the_skin_while_the_head_drifts():
                     previous[i] = diff
     for e, step in zip(events, steps):
         step = np.array(step)
-        planned = np.abs(np.diff(intensity[e.onset_frame:e.offset_frame + 1]))
-        scale = (step * planned).sum() / (planned ** 2).sum()  # step per unit of intensity change
+        planned = np.abs(np.diff(intensity[e.onset_frame : e.offset_frame + 1]))
+        scale = (step * planned).sum() / (planned**2).sum()  # step per unit of intensity change
         assert step.max() < 3.0 * scale * planned.max(), (e, step.max() / (scale * planned.max()))
 
 
@@ -203,13 +242,16 @@ def test_noisy_events_stand_out_from_event_free_stretches(seed):
     for e in cam.ground_truth:
         x0, y0, x1, y1 = cam.event_region(e)
         mask = _visible_mask(cam, e.aus)
-        patch = frames[:, y0 - by0:y1 - by0, x0 - bx0:x1 - bx0][:, mask].astype(np.float32) / truth.gain[:, None]
+        patch = (
+            frames[:, y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0][:, mask].astype(np.float32)
+            / truth.gain[:, None]
+        )
 
         def change(t, ref):
-            return np.abs(patch[t - 2:t + 3].mean(0) - patch[ref - 2:ref + 3].mean(0)).mean()
+            return np.abs(patch[t - 2 : t + 3].mean(0) - patch[ref - 2 : ref + 3].mean(0)).mean()
 
         lag = min(e.apex_frame - e.onset_frame, 60)
-        starts = [t for t in range(3, cam.n_frames - lag - 3, 7) if quiet[t - 3:t + lag + 3].all()]
+        starts = [t for t in range(3, cam.n_frames - lag - 3, 7) if quiet[t - 3 : t + lag + 3].all()]
         assert len(starts) > 10
         baseline = max(change(t + lag, t) for t in starts)
         assert change(e.apex_frame, e.onset_frame) > 1.25 * baseline, e
@@ -220,8 +262,15 @@ def test_noisy_events_stand_out_from_event_free_stretches(seed):
 def test_sensor_noise_is_new_every_frame():
     # Nothing but noise: frame - neutral is the noise. Exact repeats and consecutive frames
     # that are one texture shifted (optical flow reads that as motion) must not occur.
-    scene = SceneConfig(flicker=0, drift_px=0, micro_per_min=0, macro_per_min=0, blink_per_min=0, turn_per_min=0,
-                        noise_sigma=4.0)
+    scene = SceneConfig(
+        flicker=0,
+        drift_px=0,
+        micro_per_min=0,
+        macro_per_min=0,
+        blink_per_min=0,
+        turn_per_min=0,
+        noise_sigma=4.0,
+    )
     cam = SyntheticCamera(fps=500, resolution=(160, 120), duration_s=4.0, seed=3, pace=False, scene=scene)
     noise = _frames(cam).astype(np.int16) - cam.face.image
     assert abs(noise.std() - 4.0) < 0.3 and abs(noise.mean()) < 0.1
@@ -230,8 +279,11 @@ def test_sensor_noise_is_new_every_frame():
     crop = noise[:301, 20:100, 30:130].astype(np.float32)
     crop = (crop - crop.mean(axis=(1, 2), keepdims=True)) / crop.std(axis=(1, 2), keepdims=True)
     later = crop[1:, 4:76, 4:96]
-    worst = max(float(np.abs((crop[:-1, 4 + dy:76 + dy, 4 + dx:96 + dx] * later).mean(axis=(1, 2))).max())
-                for dy in range(-4, 5) for dx in range(-4, 5))
+    worst = max(
+        float(np.abs((crop[:-1, 4 + dy : 76 + dy, 4 + dx : 96 + dx] * later).mean(axis=(1, 2))).max())
+        for dy in range(-4, 5)
+        for dx in range(-4, 5)
+    )
     assert worst < 0.1  # independent noise: |correlation| ~ 1 / sqrt(6624 pixels) per shift
 
 
@@ -242,12 +294,14 @@ def test_frame_truth_matches_events():
     assert truth.pose.shape == (cam.n_frames, 4)
     expected = np.zeros(cam.n_frames, np.int8)
     for e in cam.events_between(0, cam.n_frames, kinds=("micro", "macro", "blink", "head_turn")):
-        expected[e.onset_frame:e.offset_frame + 1] = LABELS[e.kind]
-        seg = truth.intensity[e.onset_frame:e.offset_frame + 1]
+        expected[e.onset_frame : e.offset_frame + 1] = LABELS[e.kind]
+        seg = truth.intensity[e.onset_frame : e.offset_frame + 1]
         assert seg[0] == 0 and seg[-1] == 0 and int(np.argmax(seg)) == e.apex_frame - e.onset_frame
     assert np.array_equal(truth.label, expected)
     part = cam.frame_truth(2990, 3010)  # across a block edge
-    assert np.array_equal(part.label, truth.label[2990:3010]) and np.array_equal(part.pose, truth.pose[2990:3010])
+    assert np.array_equal(part.label, truth.label[2990:3010]) and np.array_equal(
+        part.pose, truth.pose[2990:3010]
+    )
 
 
 @pytest.mark.parametrize("subject", [0, 3])
@@ -263,14 +317,21 @@ def test_au_fields_sit_on_their_anatomy(subject):
     def centre_and_motion(aus):
         f = au_field(aus, fm)
         mag = np.hypot(f.delta[..., 0], f.delta[..., 1])
-        ys, xs = np.mgrid[0:mag.shape[0], 0:mag.shape[1]]
+        ys, xs = np.mgrid[0 : mag.shape[0], 0 : mag.shape[1]]
         w = mag / mag.sum()
         # delta is the backward map: the skin moves by -delta
-        return f.x0 + (w * xs).sum(), f.y0 + (w * ys).sum(), -(w * f.delta[..., 0]).sum(), -(w * f.delta[..., 1]).sum()
+        return (
+            f.x0 + (w * xs).sum(),
+            f.y0 + (w * ys).sum(),
+            -(w * f.delta[..., 0]).sum(),
+            -(w * f.delta[..., 1]).sum(),
+        )
 
     for side, sign in (("L", 1), ("R", -1)):
         x, y, dx, dy = centre_and_motion((f"{side}-AU12",))
-        assert math.dist((x, y), lm[f"{side}_mouth"]) < 0.15 * a and sign * dx > 0 and dy < 0, side  # corner up and out
+        assert math.dist((x, y), lm[f"{side}_mouth"]) < 0.15 * a and sign * dx > 0 and dy < 0, (
+            side
+        )  # corner up and out
         x, *_ = centre_and_motion(("AU6", f"{side}-AU12"))
         assert sign * (x - fm.cx) > 0.05 * a, side
     for aus, (lo, hi), up in [
@@ -305,8 +366,15 @@ def test_every_field_is_built_at_open(monkeypatch):
 
 # -- determinism -------------------------------------------------------------------------------
 
+
 def test_same_seed_same_video_and_truth_different_seed_differs():
-    kw = dict(fps=500, resolution=(320, 240), duration_s=2.0, pace=False, scene=SceneConfig(micro_per_min=60, blink_per_min=30))
+    kw = dict(
+        fps=500,
+        resolution=(320, 240),
+        duration_s=2.0,
+        pace=False,
+        scene=SceneConfig(micro_per_min=60, blink_per_min=30),
+    )
     a, b, c = SyntheticCamera(seed=5, **kw), SyntheticCamera(seed=5, **kw), SyntheticCamera(seed=6, **kw)
     ha, hb, hc = _video_hash(a), _video_hash(b), _video_hash(c)
     assert a.ground_truth and a.ground_truth == b.ground_truth and ha == hb
@@ -337,6 +405,7 @@ def test_subjects_differ_and_are_reproducible():
 
 # -- timing rules -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fps", [200, 300, 500])
 def test_events_obey_dfme_and_duration_rules(fps):
     cam = SyntheticCamera(fps=fps, resolution=(160, 120), seed=fps)
@@ -360,9 +429,12 @@ def test_events_obey_dfme_and_duration_rules(fps):
         assert 0.1 <= (e.offset_frame - e.onset_frame) / fps <= 0.4
         assert (e.emotion, e.aus) == ("none", ("AU45",))
     for e in kinds["micro"] + kinds["macro"]:
-        allowed = {tuple(au.replace("L/R", side) for au in combo)
-                   for combo in AU_COMBINATIONS[e.emotion] + (SHARED_NEGATIVE if e.emotion in SHARING_EMOTIONS else ())
-                   for side in "LR"}
+        allowed = {
+            tuple(au.replace("L/R", side) for au in combo)
+            for combo in AU_COMBINATIONS[e.emotion]
+            + (SHARED_NEGATIVE if e.emotion in SHARING_EMOTIONS else ())
+            for side in "LR"
+        }
         assert e.aus in allowed, e
     assert {e.emotion for e in kinds["micro"]} == set(EMOTIONS)
 
@@ -373,7 +445,9 @@ def test_items_too_long_for_a_block_do_not_crowd_out_others():
     # make the block drop events at random until it went too, and cost far more micros
     # (measured: 0.72 of the macro-free count kept with the filter, 0.46 without).
     def micros(macro_per_min):
-        scene = SceneConfig(block_s=2.0, min_gap_s=0.8, macro_per_min=macro_per_min, blink_per_min=0, turn_per_min=0)
+        scene = SceneConfig(
+            block_s=2.0, min_gap_s=0.8, macro_per_min=macro_per_min, blink_per_min=0, turn_per_min=0
+        )
         cam = SyntheticCamera(fps=200, resolution=(160, 120), seed=1, scene=scene)
         return sum(e.kind == "micro" for e in cam.events_between(0, 200 * 3600))  # an hour, planned only
 
@@ -381,11 +455,20 @@ def test_items_too_long_for_a_block_do_not_crowd_out_others():
 
 
 def test_four_class_mapping():
-    assert [four_class(e) for e in EMOTIONS] == ["positive", "negative", "negative", "negative", "negative", "negative", "surprise"]
+    assert [four_class(e) for e in EMOTIONS] == [
+        "positive",
+        "negative",
+        "negative",
+        "negative",
+        "negative",
+        "negative",
+        "surprise",
+    ]
     assert four_class("none") == "others"
 
 
 # -- infinite streams and ground-truth availability ---------------------------------------------
+
 
 def test_infinite_stream_crosses_blocks_and_reports_rendered_onsets():
     scene = SceneConfig(block_s=2.0, micro_per_min=60, blink_per_min=30)
@@ -415,8 +498,15 @@ def test_finite_stream_reports_whole_schedule_and_drops_cut_events():
 
 
 def test_head_turn_cut_by_the_end_is_neither_rendered_nor_reported():
-    scene = SceneConfig(noise_sigma=0, flicker=0, drift_px=0, micro_per_min=0, macro_per_min=0, blink_per_min=0,
-                        turn_per_min=20)
+    scene = SceneConfig(
+        noise_sigma=0,
+        flicker=0,
+        drift_px=0,
+        micro_per_min=0,
+        macro_per_min=0,
+        blink_per_min=0,
+        turn_per_min=20,
+    )
     kw = dict(fps=200, resolution=(160, 120), seed=5, pace=False, scene=scene)
     turn = SyntheticCamera(**kw).events_between(0, 4000, kinds=("head_turn",))[0]
     end = (turn.onset_frame + turn.offset_frame) // 2
@@ -430,12 +520,15 @@ def test_head_turn_cut_by_the_end_is_neither_rendered_nor_reported():
 
 # -- face detection ------------------------------------------------------------------------------
 
+
 def test_haar_cascade_finds_every_subject_through_head_motion():
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     scene = SceneConfig(turn_per_min=30, drift_px=4.0, turn_px=(4.0, 6.0))
     turns_seen = 0
     for seed in range(8):
-        cam = SyntheticCamera(fps=200, resolution=(640, 480), seed=seed, duration_s=6.0, pace=False, scene=scene)
+        cam = SyntheticCamera(
+            fps=200, resolution=(640, 480), seed=seed, duration_s=6.0, pace=False, scene=scene
+        )
         turns = cam.events_between(0, cam.n_frames, kinds=("head_turn",))
         others = cam.ground_truth
         wanted = {0, cam.n_frames - 1} | {e.apex_frame for e in turns[:1] + others[:2]}
@@ -454,26 +547,52 @@ def test_haar_cascade_finds_every_subject_through_head_motion():
 
 # -- arguments -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(fps=10), "fps"), (dict(fps=5000), "fps"), (dict(fps="500"), "fps"), (dict(fps=math.nan), "fps"),
-    (dict(resolution="640-480"), "640x480"), (dict(resolution=(0, 480)), "positive"),
-    (dict(resolution=(100, 80)), "resolution"), (dict(resolution=(480, 1000)), "resolution"),
-    (dict(seed=-1), "seed"), (dict(seed=1.5), "seed"), (dict(subject=-2), "subject"), (dict(subject="bob"), "subject"),
-    (dict(duration_s=0), "duration_s"), (dict(duration_s=-1.0), "duration_s"), (dict(duration_s=math.inf), "duration_s"),
-    (dict(pixel_format="rgb24"), "pixel_format"), (dict(name=""), "name"), (dict(scene={"noise_sigma": 1}), "SceneConfig"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(fps=10), "fps"),
+        (dict(fps=5000), "fps"),
+        (dict(fps="500"), "fps"),
+        (dict(fps=math.nan), "fps"),
+        (dict(resolution="640-480"), "640x480"),
+        (dict(resolution=(0, 480)), "positive"),
+        (dict(resolution=(100, 80)), "resolution"),
+        (dict(resolution=(480, 1000)), "resolution"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=1.5), "seed"),
+        (dict(subject=-2), "subject"),
+        (dict(subject="bob"), "subject"),
+        (dict(duration_s=0), "duration_s"),
+        (dict(duration_s=-1.0), "duration_s"),
+        (dict(duration_s=math.inf), "duration_s"),
+        (dict(pixel_format="rgb24"), "pixel_format"),
+        (dict(name=""), "name"),
+        (dict(scene={"noise_sigma": 1}), "SceneConfig"),
+    ],
+)
 def test_wrong_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SyntheticCamera(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(noise_sigma=-1), "noise_sigma"), (dict(emotions=("joy",)), "emotions"), (dict(block_s=1.0), "block_s"),
-    (dict(micro_amplitude_px=(2.0, 1.0)), "micro_amplitude_px"), (dict(pose_step_px=0), "pose_step_px"),
-    (dict(min_gap_s=20), "min_gap_s"), (dict(min_gap_s=1.0, block_s=2.0), "min_gap_s"),
-    (dict(micro_amplitude_px=(1.0,)), "micro_amplitude_px"), (dict(macro_amplitude_px=3.0), "macro_amplitude_px"),
-    (dict(turn_px=(1, "2")), "turn_px"), (dict(block_s="10"), "block_s"), (dict(emotions="happiness"), "emotions"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(noise_sigma=-1), "noise_sigma"),
+        (dict(emotions=("joy",)), "emotions"),
+        (dict(block_s=1.0), "block_s"),
+        (dict(micro_amplitude_px=(2.0, 1.0)), "micro_amplitude_px"),
+        (dict(pose_step_px=0), "pose_step_px"),
+        (dict(min_gap_s=20), "min_gap_s"),
+        (dict(min_gap_s=1.0, block_s=2.0), "min_gap_s"),
+        (dict(micro_amplitude_px=(1.0,)), "micro_amplitude_px"),
+        (dict(macro_amplitude_px=3.0), "macro_amplitude_px"),
+        (dict(turn_px=(1, "2")), "turn_px"),
+        (dict(block_s="10"), "block_s"),
+        (dict(emotions="happiness"), "emotions"),
+    ],
+)
 def test_wrong_scene_raises_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SceneConfig(**kwargs)
@@ -485,16 +604,31 @@ def test_events_between_rejects_reversed_range():
 
 
 def test_from_config_uses_defaults_and_options():
-    config = types.SimpleNamespace(kind="synthetic", name="cam0", fps=0.0, resolution="", pixel_format="mono8", seed=3,
-                                   pace=False, options={"duration_s": 0.5, "noise_sigma": 0, "subject": 4})
+    config = types.SimpleNamespace(
+        kind="synthetic",
+        name="cam0",
+        fps=0.0,
+        resolution="",
+        pixel_format="mono8",
+        seed=3,
+        pace=False,
+        options={"duration_s": 0.5, "noise_sigma": 0, "subject": 4},
+    )
     cam = SyntheticCamera.from_config(config)
-    assert (cam.fps, cam.shape, cam.name, cam.n_frames, cam.scene.noise_sigma) == (500.0, (480, 640), "cam0", 250, 0)
+    assert (cam.fps, cam.shape, cam.name, cam.n_frames, cam.scene.noise_sigma) == (
+        500.0,
+        (480, 640),
+        "cam0",
+        250,
+        0,
+    )
     assert cam.subject == Subject.from_seed(4)
     with pytest.raises(ValueError, match="noise_sigmaa"):
         SyntheticCamera.from_config(types.SimpleNamespace(**{**vars(config), "options": {"noise_sigmaa": 1}}))
 
 
 # -- ground-truth files -------------------------------------------------------------------------------
+
 
 def test_ground_truth_json_and_csv_round_trip(tmp_path):
     cam = SyntheticCamera(fps=500, resolution=(160, 120), seed=8, duration_s=20.0, name="cam7")
@@ -509,7 +643,15 @@ def test_ground_truth_json_and_csv_round_trip(tmp_path):
         assert row["camera"] == "cam7" and row["class"] == e.emotion and row["aus"] == list(e.aus)
         assert all(isinstance(row[k], int) for k in ("onset_frame", "apex_frame", "offset_frame"))
     with open(tmp_path / "gt.csv", newline="") as f:
-        assert next(csv.reader(f)) == ["camera", "kind", "onset_frame", "apex_frame", "offset_frame", "class", "aus"]
+        assert next(csv.reader(f)) == [
+            "camera",
+            "kind",
+            "onset_frame",
+            "apex_frame",
+            "offset_frame",
+            "class",
+            "aus",
+        ]
     assert read_ground_truth(tmp_path / "gt.json") == events
     assert read_ground_truth(tmp_path / "gt.csv") == events
     (tmp_path / "bad.json").write_text('[{"camera": "c"}]')
@@ -517,21 +659,43 @@ def test_ground_truth_json_and_csv_round_trip(tmp_path):
         read_ground_truth(tmp_path / "bad.json")
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("gt.json", '[1]', r"gt.json: event 0: expected an object"),
-    ("gt.json", '{"events": []}', r"gt.json: expected a list of events"),
-    ("gt.json", '[{"camera": "c"', r"gt.json: not valid JSON"),
-    ("gt.json", '[{"camera": "c", "kind": "micro", "onset_frame": 1, "apex_frame": 2, "offset_frame": 3, "class": "fear",'
-                ' "aus": ["AU4"]}, {"camera": "c", "kind": "micro", "onset_frame": "x", "apex_frame": 2, "offset_frame": 3,'
-                ' "class": "fear", "aus": []}]', r"gt.json: event 1, field 'onset_frame': expected a whole frame number"),
-    ("gt.json", '[{"camera": "c", "kind": "micro", "onset_frame": 1, "apex_frame": 2.5, "offset_frame": 3,'
-                ' "class": "fear", "aus": []}]', r"gt.json: event 0, field 'apex_frame'"),
-    ("gt.json", '[{"camera": "c", "kind": "micro", "onset_frame": 1, "apex_frame": 2, "offset_frame": 3,'
-                ' "class": "fear", "aus": [4]}]', r"gt.json: event 0, field 'aus'"),
-    ("gt.csv", "camera,kind,onset_frame,apex_frame,offset_frame,class,aus\nc,micro,1,2,3,fear,AU4\nc,micro,1,two,3,fear,AU4\n",
-     r"gt.csv: event 1, field 'apex_frame'"),
-    ("gt.csv", "camera,kind,onset_frame,apex_frame,offset_frame,class,aus\nc,micro,1,2\n", r"gt.csv: event 0, field 'offset_frame'"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("gt.json", "[1]", r"gt.json: event 0: expected an object"),
+        ("gt.json", '{"events": []}', r"gt.json: expected a list of events"),
+        ("gt.json", '[{"camera": "c"', r"gt.json: not valid JSON"),
+        (
+            "gt.json",
+            '[{"camera": "c", "kind": "micro", "onset_frame": 1, "apex_frame": 2, "offset_frame": 3, "class": "fear",'
+            ' "aus": ["AU4"]}, {"camera": "c", "kind": "micro", "onset_frame": "x", "apex_frame": 2, "offset_frame": 3,'
+            ' "class": "fear", "aus": []}]',
+            r"gt.json: event 1, field 'onset_frame': expected a whole frame number",
+        ),
+        (
+            "gt.json",
+            '[{"camera": "c", "kind": "micro", "onset_frame": 1, "apex_frame": 2.5, "offset_frame": 3,'
+            ' "class": "fear", "aus": []}]',
+            r"gt.json: event 0, field 'apex_frame'",
+        ),
+        (
+            "gt.json",
+            '[{"camera": "c", "kind": "micro", "onset_frame": 1, "apex_frame": 2, "offset_frame": 3,'
+            ' "class": "fear", "aus": [4]}]',
+            r"gt.json: event 0, field 'aus'",
+        ),
+        (
+            "gt.csv",
+            "camera,kind,onset_frame,apex_frame,offset_frame,class,aus\nc,micro,1,2,3,fear,AU4\nc,micro,1,two,3,fear,AU4\n",
+            r"gt.csv: event 1, field 'apex_frame'",
+        ),
+        (
+            "gt.csv",
+            "camera,kind,onset_frame,apex_frame,offset_frame,class,aus\nc,micro,1,2\n",
+            r"gt.csv: event 0, field 'offset_frame'",
+        ),
+    ],
+)
 def test_bad_ground_truth_files_name_file_event_and_field(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(ValueError, match=message):

@@ -39,8 +39,13 @@ def comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def replay(cameras: int, log: Path) -> list[dict[str, Any]]:
     """Run the seeded synthetic camera unpaced and return what the JSONL log holds."""
-    config = RunConfig(source=SourceConfig(pace=False, seed=SEED), cameras=cameras, duration=SECONDS,
-                       progress=False, publish=PublishConfig(endpoint="", log=str(log), console=False))
+    config = RunConfig(
+        source=SourceConfig(pace=False, seed=SEED),
+        cameras=cameras,
+        duration=SECONDS,
+        progress=False,
+        publish=PublishConfig(endpoint="", log=str(log), console=False),
+    )
     Pipeline(config).run()
     return [json.loads(line) for line in log.read_text().splitlines()]
 

@@ -20,10 +20,25 @@ from mestream.engine import events
 from mestream.engine.bus import EventBus
 from mestream.engine.callback import CallbackSink, EventBuffer
 from mestream.engine.config import (
-    ConfigError, PublishConfig, RecogConfig, RunConfig, SinkConfig, SourceConfig, SpotConfig, merge
+    ConfigError,
+    PublishConfig,
+    RecogConfig,
+    RunConfig,
+    SinkConfig,
+    SourceConfig,
+    SpotConfig,
+    merge,
 )
 from mestream.engine.events import (
-    TOPIC_HEALTH, TOPIC_RECOG, TOPIC_SPOT, TOPIC_STATS, Event, HealthEvent, RecogEvent, SpotEvent, StatsEvent,
+    TOPIC_HEALTH,
+    TOPIC_RECOG,
+    TOPIC_SPOT,
+    TOPIC_STATS,
+    Event,
+    HealthEvent,
+    RecogEvent,
+    SpotEvent,
+    StatsEvent,
     schema_for,
 )
 from mestream.engine.pipeline import Pipeline, build_sinks
@@ -51,9 +66,14 @@ class ListSink:
 
 def ingest_only(*, pace: bool = False, sinks: tuple[Any, ...] = (), **changes: Any) -> RunConfig:
     """A run without models (started, stats and stopped events): quick to start and to stop."""
-    return RunConfig(source=SourceConfig(pace=pace), spot=SpotConfig(enabled=False),
-                     recognise=RecogConfig(enabled=False), progress=False,
-                     publish=PublishConfig(endpoint="", console=False, sinks=sinks), **changes)
+    return RunConfig(
+        source=SourceConfig(pace=pace),
+        spot=SpotConfig(enabled=False),
+        recognise=RecogConfig(enabled=False),
+        progress=False,
+        publish=PublishConfig(endpoint="", console=False, sinks=sinks),
+        **changes,
+    )
 
 
 def run_threads() -> list[str]:
@@ -70,8 +90,12 @@ def spotting_run() -> dict[str, Any]:
     """One short unpaced synthetic run (seed 0 has micro-expressions in its first 12 s), read three
     ways at once: a callback, the iterator and a sink object in the config."""
     sink = ListSink()
-    config = RunConfig(source=SourceConfig(pace=False, seed=0), duration=6.0, progress=False,
-                       publish=PublishConfig(endpoint="", console=False, sinks=(sink,)))
+    config = RunConfig(
+        source=SourceConfig(pace=False, seed=0),
+        duration=6.0,
+        progress=False,
+        publish=PublishConfig(endpoint="", console=False, sinks=(sink,)),
+    )
     called: list[Event] = []
     pipeline = Pipeline(config, on_event=called.append)
     iterated = list(pipeline.events())
@@ -180,8 +204,9 @@ def test_an_iterator_left_open_is_stopped_cleanly_at_exit(tmp_path):
         next(events)  # no close(): the interpreter exits while the run goes on
     """)
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", script, str(log)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(log)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - start < 15.0  # stopped, not run to its 20 s
     last = json.loads(log.read_text().splitlines()[-1])
@@ -209,8 +234,16 @@ def test_events_refuses_a_timeout_that_is_not_positive(spotting_run):
 
 
 def health(seq: int) -> tuple[str, dict[str, Any]]:
-    return TOPIC_HEALTH, {"schema": 1, "camera": "cam0", "seq": seq, "host_ns": 1, "wall_ns": 2,
-                          "state": "started", "message": "m", "detail": {"seq": seq}}
+    return TOPIC_HEALTH, {
+        "schema": 1,
+        "camera": "cam0",
+        "seq": seq,
+        "host_ns": 1,
+        "wall_ns": 2,
+        "state": "started",
+        "message": "m",
+        "detail": {"seq": seq},
+    }
 
 
 def test_event_buffer_drops_and_counts_when_the_consumer_lags_and_never_blocks():
@@ -274,8 +307,10 @@ def test_package_exports_the_public_names():
 
 
 def test_importing_the_package_stays_light():
-    code = ("import sys, mestream; heavy = [m for m in ('mestream.engine', 'cv2', 'numpy', 'zmq', 'torch') "
-            "if m in sys.modules]; assert not heavy, heavy; mestream.RunConfig; "
-            "assert 'torch' not in sys.modules and 'mestream.engine.pipeline' not in sys.modules")
+    code = (
+        "import sys, mestream; heavy = [m for m in ('mestream.engine', 'cv2', 'numpy', 'zmq', 'torch') "
+        "if m in sys.modules]; assert not heavy, heavy; mestream.RunConfig; "
+        "assert 'torch' not in sys.modules and 'mestream.engine.pipeline' not in sys.modules"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -11,8 +11,9 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import zmq
@@ -26,8 +27,18 @@ from tests.engine.test_events import SAMPLES
 
 
 def stats_body(i: int) -> dict[str, Any]:
-    return {"fps_in": 500.0, "fps_out": 499.0, "frames_in": i, "frames_out": i, "ring_fill": 0.1,
-            "lag_frames": 2, "lag_ms": 4.0, "drops": {"bus": 0}, "uptime_s": i / 500, "stages": {"flow.ms_p50": 1.5}}
+    return {
+        "fps_in": 500.0,
+        "fps_out": 499.0,
+        "frames_in": i,
+        "frames_out": i,
+        "ring_fill": 0.1,
+        "lag_frames": 2,
+        "lag_ms": 4.0,
+        "drops": {"bus": 0},
+        "uptime_s": i / 500,
+        "stages": {"flow.ms_p50": 1.5},
+    }
 
 
 def send(bus: EventBus, topic: str, camera: str, body: dict[str, Any]) -> bool:
@@ -74,8 +85,12 @@ def endpoint(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @contextlib.contextmanager
-def connected(endpoint: str, hwm: int = 1000, rcvhwm: int = 1000, topics: tuple[str, ...] = ("mestream.",),
-              ) -> Iterator[tuple[ZmqSink, Subscriber]]:
+def connected(
+    endpoint: str,
+    hwm: int = 1000,
+    rcvhwm: int = 1000,
+    topics: tuple[str, ...] = ("mestream.",),
+) -> Iterator[tuple[ZmqSink, Subscriber]]:
     """A bound sink and a subscriber whose subscription has reached it (no slow-joiner loss)."""
     sink = ZmqSink(endpoint=endpoint, hwm=hwm)
     sink.open()
@@ -218,8 +233,14 @@ def test_the_bus_stamps_the_header_of_the_event_a_stage_built() -> None:
     assert (first["seq"], second["seq"]) == (0, 1) and first["camera"] == "cam3"
     assert first["host_ns"] >= before and first["wall_ns"] > 0
     assert events.HealthEvent.from_dict(first) == events.HealthEvent(
-        camera="cam3", seq=0, host_ns=first["host_ns"], wall_ns=first["wall_ns"], state="face_found",
-        message="face found", detail={"frame_id": 7})
+        camera="cam3",
+        seq=0,
+        host_ns=first["host_ns"],
+        wall_ns=first["wall_ns"],
+        state="face_found",
+        message="face found",
+        detail={"frame_id": 7},
+    )
 
 
 def test_stop_drains_the_queue_then_closes_sinks_and_refuses_late_events(tmp_path: Path) -> None:
@@ -247,7 +268,9 @@ def test_failing_sink_is_disabled_reported_and_others_keep_everything(tmp_path: 
     assert boom.closed and len(boom.events) == 3
     assert set(bus.failed) == {"boom"} and "No space left" in bus.failed["boom"]
     topics = [t for t, _ in rec.events]
-    assert topics == [TOPIC_STATS] * 4 + [TOPIC_HEALTH] + [TOPIC_STATS] * 6  # the failing event still reached rec
+    assert (
+        topics == [TOPIC_STATS] * 4 + [TOPIC_HEALTH] + [TOPIC_STATS] * 6
+    )  # the failing event still reached rec
     health = events.HealthEvent.from_dict(rec.events[4][1])
     assert health.state == "sink_error" and health.detail["sink"] == "boom" and "boom" in health.message
     assert list(read_jsonl(log_path)) == rec.events
@@ -281,7 +304,8 @@ def test_jsonl_lines_are_readable_while_the_sink_is_open(tmp_path: Path) -> None
 
 
 def test_read_jsonl_skips_a_truncated_last_line_and_names_a_corrupt_one(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "events.jsonl"
     good = json.dumps({"topic": TOPIC_HEALTH, **SAMPLES[TOPIC_HEALTH].as_dict()})
     path.write_text(f"{good}\n{good}\n{good[:25]}")
@@ -321,7 +345,9 @@ def test_sinks_are_built_from_options_and_follow_the_protocol(tmp_path: Path) ->
         EventBus([RecordingSink("a"), RecordingSink("a")])
 
 
-def test_listen_prints_events_and_stops_after_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_listen_prints_events_and_stops_after_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     endpoint = f"ipc://{tmp_path}/listen.sock"
     stop = threading.Event()
 
@@ -334,7 +360,9 @@ def test_listen_prints_events_and_stops_after_count(tmp_path: Path, capsys: pyte
 
     parser = argparse.ArgumentParser()
     listen.add_arguments(parser)
-    args = parser.parse_args([endpoint, "--count", "5", "--duration", "5", "--jsonl", str(tmp_path / "l.jsonl")])
+    args = parser.parse_args(
+        [endpoint, "--count", "5", "--duration", "5", "--jsonl", str(tmp_path / "l.jsonl")]
+    )
     with EventBus([ZmqSink(endpoint=endpoint)]) as bus:
         thread = threading.Thread(target=publish, args=(bus,))
         thread.start()
@@ -361,21 +389,28 @@ def test_subscriber_reports_each_gap_and_restart(tmp_path: Path) -> None:
             sink.send(TOPIC_SPOT, {**spot, "camera": "cam1", "seq": i})  # its own sequence: no gap
         received = receive_all(subscriber)
     assert len(received) == 12
-    assert [(g.camera, g.expected, g.got, g.missed) for g in warnings] == [("cam0", 2, 4, 2), ("cam0", 6, 9, 3)]
+    assert [(g.camera, g.expected, g.got, g.missed) for g in warnings] == [
+        ("cam0", 2, 4, 2),
+        ("cam0", 6, 9, 3),
+    ]
     assert (subscriber.gaps, subscriber.gap_count, subscriber.restarts) == (5, 2, 1)
 
 
 def test_format_event_shows_the_main_fields_of_every_topic() -> None:
     for topic, event in SAMPLES.items():
         line = listen.format_event(topic, event.as_dict())
-        head, rest = line[:len(topic) + 10], line[len(topic) + 10:]
+        head, rest = line[: len(topic) + 10], line[len(topic) + 10 :]
         assert head == f"{topic} cam0 #41 " and not rest.startswith("{"), line
     assert "label=surprise p=0.82" in listen.format_event(TOPIC_RECOG, SAMPLES[TOPIC_RECOG].as_dict())
     assert "drops=sink:zmq:3" in listen.format_event(TOPIC_STATS, SAMPLES[TOPIC_STATS].as_dict())
     assert "frames=1200-1231-1290" in listen.format_event(TOPIC_SPOT, SAMPLES[TOPIC_SPOT].as_dict())
     # a payload its formatter cannot read (another version, a plugin's topic) falls back to JSON
-    assert listen.format_event(TOPIC_STATS, {"camera": "c", "seq": 1, "x": 2}) == 'mestream.stats c #1 {"x":2}'
-    assert listen.format_event("plugin.thing", {"camera": "c", "seq": 1, "x": 2}) == 'plugin.thing c #1 {"x":2}'
+    assert (
+        listen.format_event(TOPIC_STATS, {"camera": "c", "seq": 1, "x": 2}) == 'mestream.stats c #1 {"x":2}'
+    )
+    assert (
+        listen.format_event("plugin.thing", {"camera": "c", "seq": 1, "x": 2}) == 'plugin.thing c #1 {"x":2}'
+    )
 
 
 def test_subscriber_rejects_a_malformed_endpoint() -> None:

@@ -31,8 +31,10 @@ def test_inference_table_overlays_defaults(tmp_path):
 
 def test_toml_overlays_preset(tmp_path):
     path = tmp_path / "lab.toml"
-    path.write_text('duration = 5\n[source]\nkind = "folder"\nfps = 200\n[publish]\nendpoint = "ipc:///tmp/x"\n'
-                    '[[publish.sinks]]\nkind = "jsonl"\noptions = { path = "a.jsonl" }\n')
+    path.write_text(
+        'duration = 5\n[source]\nkind = "folder"\nfps = 200\n[publish]\nendpoint = "ipc:///tmp/x"\n'
+        '[[publish.sinks]]\nkind = "jsonl"\noptions = { path = "a.jsonl" }\n'
+    )
     config = load_config(path, preset="demo")
     assert config.duration == 5.0 and isinstance(config.duration, float)
     assert config.source.kind == "folder" and config.source.fps == 200.0
@@ -85,6 +87,7 @@ def test_configs_are_frozen():
 
 # ----------------------------------------------------------------------------- live spotting tables
 
+
 @pytest.mark.parametrize(
     "build, key",
     [
@@ -129,7 +132,11 @@ def test_live_tables_accept_their_boundaries():
     assert FaceConfig(scale=1.0, smoothing=1.0, detect_width=0, crop_size=32).crop_size == 32
     assert SpotConfig(hop_ms=200.0, t_cpn=0.0, t_crn=1.0, t_nms=None, refine_lambda=0.5).hop_ms == 200.0
     assert RecogConfig(queue=1, batch=1).queue == 1
-    assert [RingConfig(when_full=w).when_full for w in ("auto", "overwrite", "wait")] == ["auto", "overwrite", "wait"]
+    assert [RingConfig(when_full=w).when_full for w in ("auto", "overwrite", "wait")] == [
+        "auto",
+        "overwrite",
+        "wait",
+    ]
     assert RunConfig(cameras=16).cameras == 16
     off = RunConfig(spot=SpotConfig(enabled=False), recognise=RecogConfig(enabled=False))
     assert not off.spot.enabled and not off.recognise.enabled
@@ -193,8 +200,10 @@ def test_toml_face_spot_recognise_and_sources_tables(tmp_path):
     assert (config.recognise.queue, config.recognise.batch, config.recognise.enabled) == (8, 2, True)
     assert config.ring.when_full == "wait"
     assert all(isinstance(s, SourceConfig) for s in config.sources)
-    assert [(s.kind, s.name, s.path) for s in config.sources] == [("video", "side", "side.mp4"),
-                                                                  ("folder", "casme", "sub01/EP02")]
+    assert [(s.kind, s.name, s.path) for s in config.sources] == [
+        ("video", "side", "side.mp4"),
+        ("folder", "casme", "sub01/EP02"),
+    ]
     assert config.sources[1].fps == 200.0
     assert [c.name for c in config.camera_sources()] == ["cam0", "cam1", "side", "casme"]
 
@@ -215,8 +224,10 @@ def test_toml_face_spot_recognise_and_sources_tables(tmp_path):
         ("[recognise]\nqueue = 0\n", "recognise.queue: must be >= 1"),
         ("[ring]\nwhen_full = 'drop'\n", "ring.when_full: must be one of auto, overwrite, wait"),
         ("cameras = 0\n", "cameras: must be 1..16"),
-        ("cameras = 2\n[source]\nseed = 1\n[[sources]]\nname = 'cam1'\n",
-         "bad.toml: sources: must be cameras with distinct names, got 'cam1'"),
+        (
+            "cameras = 2\n[source]\nseed = 1\n[[sources]]\nname = 'cam1'\n",
+            "bad.toml: sources: must be cameras with distinct names, got 'cam1'",
+        ),
     ],
 )
 def test_malformed_live_tables_name_file_and_key(tmp_path, text, needle):
@@ -248,6 +259,7 @@ def test_demo_preset_writes_the_summary(tmp_path):
 
 # ------------------------------------------------------------------------------ what a newcomer's slips read
 
+
 @pytest.mark.parametrize(
     "text, needle",
     [
@@ -255,11 +267,15 @@ def test_demo_preset_writes_the_summary(tmp_path):
         ("[spot]\nhopms = 50\n", "unknown key 'spot.hopms' (did you mean 'hop_ms'?)"),
         ("duraton = 5\n", "unknown key 'duraton' (did you mean 'duration'?)"),
         ("[[source]]\nkind = 'video'\n", "source: [[source]] is a list of tables, but there is one [source]"),
-        ("[sources]\nkind = 'video'\n",
-         "sources: [sources] is a single table, but each further camera is its own [[sources]] table"),
+        (
+            "[sources]\nkind = 'video'\n",
+            "sources: [sources] is a single table, but each further camera is its own [[sources]] table",
+        ),
         ("[source]\nkind = 'video'\n[[source]]\nkind = 'folder'\n", "a run's cameras are one [source] table"),
-        ("[sources]\nkind = 'video'\n[[sources]]\nkind = 'folder'\n",
-         "a run's cameras are one [source] table"),
+        (
+            "[sources]\nkind = 'video'\n[[sources]]\nkind = 'folder'\n",
+            "a run's cameras are one [source] table",
+        ),
         ("[spot]\nt_cpn = -1\n", "spot.t_cpn: must be within 0..1 (omit the key to use the model's value)"),
         ("[spot]\nsample_hz = 0\n", "spot.sample_hz: must be 5..200 (omit the key to use the model's value)"),
         ("[face]\ncrop_size = 0\n", "face.crop_size: must be >= 32 (omit the key to use the model's value)"),
@@ -279,16 +295,19 @@ def test_config_errors_suggest_the_fix(tmp_path, text, needle):
 def test_a_file_with_only_sources_tables_runs_exactly_those_cameras(tmp_path):
     """No default synthetic cam0 slipped in beside the cameras the lab listed."""
     path = tmp_path / "lab.toml"
-    path.write_text('[[sources]]\nkind = "video"\nname = "side"\npath = "side.mp4"\n'
-                    '[[sources]]\nkind = "folder"\nname = "casme"\npath = "sub01"\nfps = 200\n')
+    path.write_text(
+        '[[sources]]\nkind = "video"\nname = "side"\npath = "side.mp4"\n'
+        '[[sources]]\nkind = "folder"\nname = "casme"\npath = "sub01"\nfps = 200\n'
+    )
     cams = load_config(path).camera_sources()
     assert [(c.kind, c.name) for c in cams] == [("video", "side"), ("folder", "casme")]
     assert cams[1].fps == 200.0
     path.write_text('[[sources]]\nkind = "video"\nname = "side"\nfsp = 30\n')
     with pytest.raises(ConfigError, match=r"unknown key 'sources\[0\].fsp' \(did you mean 'fps'\?\)"):
         load_config(path)
-    path.write_text('[source]\nkind = "synthetic"\n'
-                    '[[sources]]\nkind = "video"\nname = "side"\npath = "s.mp4"\n')
+    path.write_text(
+        '[source]\nkind = "synthetic"\n[[sources]]\nkind = "video"\nname = "side"\npath = "s.mp4"\n'
+    )
     assert [c.name for c in load_config(path).camera_sources()] == ["cam0", "side"]  # said, so kept
 
 
@@ -310,14 +329,22 @@ def test_fields_that_defer_to_the_model_are_none_until_set(tmp_path):
 @pytest.mark.parametrize(
     "config, needle",
     [
-        (RunConfig(source=SourceConfig(kind="nope")),
-         "source.kind: no source kind 'nope'; available: folder, "),
-        (RunConfig(source=SourceConfig(kind="vidoe")),
-         "source.kind: no source kind 'vidoe' (did you mean 'video'?)"),
-        (RunConfig(sources=(SourceConfig(kind="foldr", name="b"),)),
-         "sources[0].kind: no source kind 'foldr' (did "),
-        (merge(RunConfig(), {"publish": {"sinks": [{"kind": "jsnl"}]}}),
-         "publish.sinks[0].kind: no sink kind 'jsnl'"),
+        (
+            RunConfig(source=SourceConfig(kind="nope")),
+            "source.kind: no source kind 'nope'; available: folder, ",
+        ),
+        (
+            RunConfig(source=SourceConfig(kind="vidoe")),
+            "source.kind: no source kind 'vidoe' (did you mean 'video'?)",
+        ),
+        (
+            RunConfig(sources=(SourceConfig(kind="foldr", name="b"),)),
+            "sources[0].kind: no source kind 'foldr' (did ",
+        ),
+        (
+            merge(RunConfig(), {"publish": {"sinks": [{"kind": "jsnl"}]}}),
+            "publish.sinks[0].kind: no sink kind 'jsnl'",
+        ),
         (merge(RunConfig(), {"inference": {"backend": "onnx"}}), "inference.backend: no backend kind 'onnx'"),
     ],
 )
@@ -328,6 +355,13 @@ def test_unknown_kinds_name_their_key(config, needle):
 
 
 def test_known_kinds_pass():
-    check_kinds(merge(RunConfig(), {"source": {"kind": "video", "path": "x.mp4"},
-                                    "publish": {"sinks": [{"kind": "jsonl"}]},
-                                    "inference": {"backend": "tensorrt"}}))
+    check_kinds(
+        merge(
+            RunConfig(),
+            {
+                "source": {"kind": "video", "path": "x.mp4"},
+                "publish": {"sinks": [{"kind": "jsonl"}]},
+                "inference": {"backend": "tensorrt"},
+            },
+        )
+    )

@@ -7,32 +7,62 @@ import numpy as np
 import pytest
 
 from mestream.engine import events
-from mestream.engine.events import (HealthEvent, RecogEvent, SpotEvent, StatsEvent, TOPIC_HEALTH, TOPIC_RECOG,
-                                    TOPIC_SPOT, TOPIC_STATS, TOPICS)
+from mestream.engine.events import (
+    TOPIC_HEALTH,
+    TOPIC_RECOG,
+    TOPIC_SPOT,
+    TOPIC_STATS,
+    TOPICS,
+    HealthEvent,
+    RecogEvent,
+    SpotEvent,
+    StatsEvent,
+)
 
 HEADER = {"camera": "cam0", "seq": 41, "host_ns": 1_234_567_890_123, "wall_ns": 1_767_225_600_000_000_000}
 
 SAMPLES: dict[str, events.Event] = {
     TOPIC_STATS: StatsEvent(
-        **HEADER, fps_in=500.0, fps_out=499.6, frames_in=15000, frames_out=14990, ring_fill=0.02,
-        lag_frames=10, lag_ms=20.0, drops={"camera": 0, "ring_overrun": 0, "bus": 0, "sink:zmq": 3},
-        uptime_s=30.0, stages={"face.ms_p50": 0.8, "flow.ms_p50": 1.9, "spot.ms_p99": 0.4},
+        **HEADER,
+        fps_in=500.0,
+        fps_out=499.6,
+        frames_in=15000,
+        frames_out=14990,
+        ring_fill=0.02,
+        lag_frames=10,
+        lag_ms=20.0,
+        drops={"camera": 0, "ring_overrun": 0, "bus": 0, "sink:zmq": 3},
+        uptime_s=30.0,
+        stages={"face.ms_p50": 0.8, "flow.ms_p50": 1.9, "spot.ms_p99": 0.4},
     ),
     TOPIC_HEALTH: HealthEvent(
-        **HEADER, state="sink_error",
+        **HEADER,
+        state="sink_error",
         message="sink 'log' failed and is disabled: OSError: [Errno 28] No space left on device",
         detail={"sink": "log", "error": "OSError: [Errno 28] No space left on device", "topic": TOPIC_STATS},
     ),
     TOPIC_SPOT: SpotEvent(
-        **HEADER, event_id=7, onset_frame=1200, apex_frame=1231, offset_frame=1290,
-        onset_ns=2_400_000_000, apex_ns=2_462_000_000, offset_ns=2_580_000_000, score=0.91, scale=32,
-        is_micro=True, refined={"onset_frame": 1203, "apex_frame": 1229},
+        **HEADER,
+        event_id=7,
+        onset_frame=1200,
+        apex_frame=1231,
+        offset_frame=1290,
+        onset_ns=2_400_000_000,
+        apex_ns=2_462_000_000,
+        offset_ns=2_580_000_000,
+        score=0.91,
+        scale=32,
+        is_micro=True,
+        refined={"onset_frame": 1203, "apex_frame": 1229},
         latency={"flow": 1.9, "spot": 0.4, "capture_to_publish_ms": 14.2},
     ),
     TOPIC_RECOG: RecogEvent(
-        **HEADER, event_id=7, label="surprise",
+        **HEADER,
+        event_id=7,
+        label="surprise",
         probabilities={"negative": 0.05, "positive": 0.08, "surprise": 0.82, "others": 0.05},
-        key_frames=[1203, 1229, 1290], max_key_frame=1229,
+        key_frames=[1203, 1229, 1290],
+        max_key_frame=1229,
         latency={"recog": 6.3, "capture_to_publish_ms": 21.0},
     ),
 }
@@ -116,8 +146,16 @@ def test_check_body_names_the_offending_field() -> None:
 
 def test_stamp_puts_the_header_first() -> None:
     payload = events.stamp("cam1", 3, 10, 20, {"state": "started", "message": "", "detail": {}})
-    assert payload == {"schema": events.SCHEMA_VERSION, "camera": "cam1", "seq": 3, "host_ns": 10, "wall_ns": 20,
-                       "state": "started", "message": "", "detail": {}}
+    assert payload == {
+        "schema": events.SCHEMA_VERSION,
+        "camera": "cam1",
+        "seq": 3,
+        "host_ns": 10,
+        "wall_ns": 20,
+        "state": "started",
+        "message": "",
+        "detail": {},
+    }
     assert HealthEvent.from_dict(payload).seq == 3
 
 
@@ -129,8 +167,9 @@ def test_payload_stamps_the_header_over_an_unstamped_event(topic: str) -> None:
     assert (unstamped.seq, unstamped.host_ns, unstamped.wall_ns) == (events.UNSTAMPED,) * 3
     payload = unstamped.payload(5, 11, 22)
     assert list(payload) == list(unstamped.as_dict())  # the same fields in the same order
-    assert type(event).from_dict(payload) == type(event)(**{**body, "camera": "cam2", "seq": 5, "host_ns": 11,
-                                                              "wall_ns": 22})
+    assert type(event).from_dict(payload) == type(event)(
+        **{**body, "camera": "cam2", "seq": 5, "host_ns": 11, "wall_ns": 22}
+    )
 
 
 def test_make_names_a_wrong_field_instead_of_a_type_error() -> None:
@@ -148,8 +187,12 @@ def test_health_is_the_one_builder_of_health_events() -> None:
 
 
 def test_numpy_values_are_encoded_as_python_numbers() -> None:
-    payload = {**SAMPLES[TOPIC_RECOG].as_dict(), "max_key_frame": np.int64(1229),
-               "probabilities": {"surprise": np.float32(0.5)}, "key_frames": np.array([1, 2, 3])}
+    payload = {
+        **SAMPLES[TOPIC_RECOG].as_dict(),
+        "max_key_frame": np.int64(1229),
+        "probabilities": {"surprise": np.float32(0.5)},
+        "key_frames": np.array([1, 2, 3]),
+    }
     _, decoded = events.decode(events.encode(TOPIC_RECOG, payload))
     assert decoded["max_key_frame"] == 1229 and type(decoded["max_key_frame"]) is int
     assert decoded["probabilities"] == {"surprise": 0.5}

@@ -31,7 +31,7 @@ def test_crop_resizes_and_reuses_the_buffer():
     out = np.zeros((20, 20), np.uint8)
     got = crop(img, Box(10, 20, 50, 60), 20, out=out)
     assert got is out and out.shape == (20, 20)
-    np.testing.assert_array_equal(out, crop(img, Box(10, 20, 50, 60), 20))   # written into, not replaced
+    np.testing.assert_array_equal(out, crop(img, Box(10, 20, 50, 60), 20))  # written into, not replaced
     assert out.any()
     np.testing.assert_array_equal(crop(img, Box(10, 20, 30, 40), 20), img[20:40, 10:30])
     with pytest.raises(ValueError, match="out must be a 20x20 uint8"):

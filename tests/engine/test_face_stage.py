@@ -75,8 +75,17 @@ def faces() -> list[np.ndarray]:
         return [frame.pixels.copy() for frame in cam]
 
 
-def _stage(n_frames: int, shape, config: FaceConfig, *, fps: float = 100.0, detector=None, crop_capacity: int = 0,
-           crop_size: int = 32, wait_when_full: bool = False):
+def _stage(
+    n_frames: int,
+    shape,
+    config: FaceConfig,
+    *,
+    fps: float = 100.0,
+    detector=None,
+    crop_capacity: int = 0,
+    crop_size: int = 32,
+    wait_when_full: bool = False,
+):
     ring = FrameRing(n_frames, shape)
     ctx = RunContext(camera="cam0", fps=fps, ring=ring, bus=RecordingBus())
     crops = CropRing(crop_capacity or n_frames, crop_size)
@@ -153,7 +162,9 @@ def test_reset_drops_the_history_but_keeps_the_box():
     first = tracker.update((0, 0, 100, 100))
     tracker.reset()
     assert tracker.box == first
-    assert tracker.update((300, 0, 100, 100)) == square_box((300, 0, 100, 100), 1.0)  # no averaging with the old place
+    assert tracker.update((300, 0, 100, 100)) == square_box(
+        (300, 0, 100, 100), 1.0
+    )  # no averaging with the old place
 
 
 # Detectors
@@ -212,10 +223,16 @@ def test_every_frame_of_a_face_stream_is_cropped(faces):
     with SyntheticCamera(fps=200, resolution=(640, 480), seed=0, duration_s=0.15, pace=False) as cam:
         nx, ny = cam.face.landmarks["nose_tip"]
     assert box.x0 < nx < box.x1 and box.y0 < ny < box.y1
-    np.testing.assert_array_equal(crops.ring.read(n - 1).pixels, cv2.resize(
-        faces[-1][box.y0:box.y1, box.x0:box.x1], (64, 64), interpolation=cv2.INTER_LINEAR))  # the face stage cuts with INTER_LINEAR
+    np.testing.assert_array_equal(
+        crops.ring.read(n - 1).pixels,
+        cv2.resize(faces[-1][box.y0 : box.y1, box.x0 : box.x1], (64, 64), interpolation=cv2.INTER_LINEAR),
+    )  # the face stage cuts with INTER_LINEAR
     [found] = bus.health()
-    assert found["state"] == "face_found" and found["detail"]["frame_id"] == ID0 and found["detail"]["box"] == list(box)
+    assert (
+        found["state"] == "face_found"
+        and found["detail"]["frame_id"] == ID0
+        and found["detail"]["box"] == list(box)
+    )
     assert stage.found and stage.detections == 3
     figures = stage.figures()
     assert figures["face.detections"] == 3 and figures["face.box_moves"] == 0
@@ -237,7 +254,9 @@ def test_a_face_that_comes_goes_and_comes_back(faces):
     assert _crop_ids(stage.crops)[0] == ID0 + 12
     assert bus.states() == ["face_lost", "face_found", "face_lost", "face_found"]
     never, found, lost, again = bus.health()
-    assert never["detail"]["frame_id"] == ID0 + 8 and "no face found in the first 9 frames" in never["message"]
+    assert (
+        never["detail"]["frame_id"] == ID0 + 8 and "no face found in the first 9 frames" in never["message"]
+    )
     assert found["detail"]["frame_id"] == ID0 + 12
     assert lost["detail"] == {"frame_id": ID0 + 40, "frames_since_found": 40 - 22}
     assert again["detail"]["frame_id"] == ID0 + 72
@@ -255,12 +274,17 @@ def test_a_blank_stream_crops_nothing():
 
 def test_detections_follow_the_frame_schedule():
     detector = Scripted(present=lambda k: k < 30 or k >= 60)
-    config = FaceConfig(detector="haar", redetect_s=0.1, retry_s=0.03, lost_after=2)  # every 10 / 3 frames at 100 fps
+    config = FaceConfig(
+        detector="haar", redetect_s=0.1, retry_s=0.03, lost_after=2
+    )  # every 10 / 3 frames at 100 fps
     stage = _run(_numbered(100), config, fps=100.0, detector=detector)
     assert detector.calls == [0, 10, 20, 30, 33, *range(36, 60, 3), 60, 70, 80, 90]
     assert stage.detections == len(detector.calls)
     assert stage.ctx.bus.states() == ["face_found", "face_lost", "face_found"]
-    assert stage.ctx.bus.health("face_lost")[0]["detail"] == {"frame_id": ID0 + 33, "frames_since_found": 33 - 20}
+    assert stage.ctx.bus.health("face_lost")[0]["detail"] == {
+        "frame_id": ID0 + 33,
+        "frames_since_found": 33 - 20,
+    }
     assert stage.crops.ring.frames_written == 100  # a lost face keeps the last box
 
 
@@ -270,6 +294,7 @@ def test_a_face_found_again_elsewhere_gets_its_box_at_once():
     def detector(gray):  # FACE on frames 0-9, nothing on 10-19, then a face far from it
         k = int(gray[0, 0])
         return FACE if k < 10 else None if k < 20 else far
+
     config = FaceConfig(detector="haar", redetect_s=0.05, retry_s=0.01, smoothing=0.1, lost_after=2)
     stage = _run(_numbered(30), config, fps=100.0, detector=detector)
     assert stage.ctx.bus.states() == ["face_found", "face_lost", "face_found"]
@@ -289,7 +314,9 @@ def test_bgr_frames_are_cropped_in_grey(faces):
     config = FaceConfig(detector="fixed", roi=(200, 120, 200, 200))
     mono = _run([cv2.cvtColor(c, cv2.COLOR_BGR2GRAY) for c in colour], config, crop_size=48)
     bgr = _run(colour, config, crop_size=48)
-    np.testing.assert_array_equal(bgr.crops.ring.read_range(0, 5).pixels, mono.crops.ring.read_range(0, 5).pixels)
+    np.testing.assert_array_equal(
+        bgr.crops.ring.read_range(0, 5).pixels, mono.crops.ring.read_range(0, 5).pixels
+    )
     assert mono.crops.ring.read(4).pixels.any()
 
 
@@ -306,6 +333,7 @@ def _slow_reader(crops: CropRing, seen: list[int], started: threading.Event) -> 
         for frame in cursor:
             seen.append(frame.frame_id)
             threading.Event().wait(0.002)
+
     return threading.Thread(target=read, daemon=True)
 
 
@@ -329,7 +357,9 @@ def test_waiting_for_a_slow_crop_reader_loses_nothing(wait_when_full):
     if wait_when_full:
         assert seen == [ID0 + k for k in range(n)]
     else:
-        assert seen == [ID0 + k for k in range(n - 4, n)]  # the control: without waiting, a 4-slot ring loses the rest
+        assert seen == [
+            ID0 + k for k in range(n - 4, n)
+        ]  # the control: without waiting, a 4-slot ring loses the rest
 
 
 def test_stop_ends_the_stage_and_finishes_the_crop_ring():
@@ -344,6 +374,7 @@ def test_stop_ends_the_stage_and_finishes_the_crop_ring():
 def test_a_failing_detector_stops_the_run_and_finishes_the_crop_ring():
     def broken(gray):
         raise RuntimeError("detector exploded")
+
     stage = _stage(4, (48, 64), FaceConfig(detector="haar"), detector=broken)
     _feed(stage, _numbered(4))
     stage.start()

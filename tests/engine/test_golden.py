@@ -30,7 +30,9 @@ def same(a, b, path="event"):
 def test_replay_matches_the_recorded_events(case, tmp_path):
     expected = json.loads(fixture_path(case).read_text())
     got = comparable(replay(CASES[case], tmp_path / "events.jsonl"))
-    assert any(e["topic"] == "mestream.spot" for e in expected), "the fixture must hold spots to mean anything"
+    assert any(e["topic"] == "mestream.spot" for e in expected), (
+        "the fixture must hold spots to mean anything"
+    )
     assert [(e["topic"], e["camera"]) for e in got] == [(e["topic"], e["camera"]) for e in expected]
     for i, (g, e) in enumerate(zip(got, expected)):
         same(g, e, f"{case}[{i}] {e['topic']} {e['camera']} #{e['seq']}")

@@ -16,7 +16,11 @@ def test_is_micro_agrees_with_the_synthetic_cameras_rule(fps):
     onset = 1000
     for rise, length in itertools.product(range(1, 320, 3), range(1, 320, 3)):
         apex, offset = onset + rise - 1, onset + length - 1
-        assert is_micro(onset, apex, offset, fps) == dfme_is_micro(onset, apex, offset, fps), (fps, rise, length)
+        assert is_micro(onset, apex, offset, fps) == dfme_is_micro(onset, apex, offset, fps), (
+            fps,
+            rise,
+            length,
+        )
 
 
 def test_is_micro_edges_at_500_fps():
@@ -38,8 +42,11 @@ def sequence(curve: np.ndarray, side: int = 24, seed: int = 0) -> np.ndarray:
 def ramp(n: int, first: int, low: int, peak: int, end: int) -> np.ndarray:
     """Intensity falling slowly to 0 at ``low`` (a movement fading), rising to 1 at ``peak``, back to 0 at ``end``."""
     t = np.arange(first, first + n, dtype=np.float64)
-    return np.where(t <= low, 0.2 * (low - t) / 10.0,
-                    np.where(t <= peak, (t - low) / (peak - low), np.clip((end - t) / (end - peak), 0, 1)))
+    return np.where(
+        t <= low,
+        0.2 * (low - t) / 10.0,
+        np.where(t <= peak, (t - low) / (peak - low), np.clip((end - t) / (end - peak), 0, 1)),
+    )
 
 
 def test_refine_finds_the_max_difference_pair_near_the_given_one():

@@ -10,15 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
+
+import pytest
 
 from mestream.engine import events
 from mestream.engine.events import TOPIC_HEALTH, TOPIC_SPOT, TOPIC_STATS
 from mestream.engine.listen import check_schema
 from mestream.engine.sinks import ZmqSink
 from tests.engine.test_events import SAMPLES
-
-import pytest
 
 
 def payload(topic: str, camera: str, seq: int, **changes: object) -> dict:

@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 
 from mestream.engine.backends import load_manifest, open_subgraphs
-from mestream.engine.config import (ConfigError, InferenceConfig, PublishConfig, RunConfig, SourceConfig,
-                                    SpotConfig)
+from mestream.engine.config import (
+    ConfigError,
+    InferenceConfig,
+    PublishConfig,
+    RunConfig,
+    SourceConfig,
+    SpotConfig,
+)
 from mestream.engine.crops import CropRing
 from mestream.engine.events import schema_for
 from mestream.engine.face import Box
@@ -33,8 +39,13 @@ SEED = 0  # 3 micro-expressions, a macro-expression and blinks in the first 12 s
 
 def run(tmp_path, name="run", **changes):
     log = tmp_path / f"{name}.jsonl"
-    config = RunConfig(source=SourceConfig(pace=False, seed=SEED), duration=12.0, stats_interval=0.5, progress=False,
-                       publish=PublishConfig(endpoint="", log=str(log), console=False))
+    config = RunConfig(
+        source=SourceConfig(pace=False, seed=SEED),
+        duration=12.0,
+        stats_interval=0.5,
+        progress=False,
+        publish=PublishConfig(endpoint="", log=str(log), console=False),
+    )
     config = replace(config, **changes)
     pipeline = Pipeline(config)
     summary = pipeline.run()
@@ -86,8 +97,17 @@ def test_every_event_matches_its_schema_and_recognitions_follow_their_spots(defa
     for s in spots.values():
         assert s["onset_frame"] <= s["apex_frame"] <= s["offset_frame"]
         assert s["onset_ns"] <= s["apex_ns"] <= s["offset_ns"]
-        assert s["onset_frame"] <= s["refined"]["onset_frame"] <= s["refined"]["apex_frame"] <= s["offset_frame"]
-        assert set(s["latency"]) >= {"capture_to_publish_ms", "face_ms", "wait_ms", "flow_ms", "encoder_ms", "heads_ms"}
+        assert (
+            s["onset_frame"] <= s["refined"]["onset_frame"] <= s["refined"]["apex_frame"] <= s["offset_frame"]
+        )
+        assert set(s["latency"]) >= {
+            "capture_to_publish_ms",
+            "face_ms",
+            "wait_ms",
+            "flow_ms",
+            "encoder_ms",
+            "heads_ms",
+        }
 
 
 class CountingRunner:
@@ -111,8 +131,13 @@ class CountingRunner:
 
 def counted_run(tmp_path, hop_ms, delay=0.0, **changes):
     log = tmp_path / f"hop{hop_ms}.jsonl"
-    config = RunConfig(source=SourceConfig(pace=False, seed=SEED), duration=4.0, progress=False,
-                       spot=SpotConfig(hop_ms=hop_ms), publish=PublishConfig(endpoint="", log=str(log), console=False))
+    config = RunConfig(
+        source=SourceConfig(pace=False, seed=SEED),
+        duration=4.0,
+        progress=False,
+        spot=SpotConfig(hop_ms=hop_ms),
+        publish=PublishConfig(endpoint="", log=str(log), console=False),
+    )
     pipeline = Pipeline(replace(config, **changes))
     counter = CountingRunner(pipeline.models["mesnet.encoder"], delay)
     pipeline.models["mesnet.encoder"] = counter  # the spot stage looks its runners up per call
@@ -143,8 +168,11 @@ def test_one_camera_and_two_batched_cameras_give_the_same_events(tmp_path, defau
         return spots, recogs
 
     def results(payloads):  # what a camera's events say, without the clocks
-        return {k: v for k, v in payloads.items() if k not in ("seq", "host_ns", "wall_ns", "latency")
-                and not k.endswith("_ns")}
+        return {
+            k: v
+            for k, v in payloads.items()
+            if k not in ("seq", "host_ns", "wall_ns", "latency") and not k.endswith("_ns")
+        }
 
     alone_spots, alone_recogs = events_of(default_run[2], "cam0")
     spots, recogs = events_of(events, "cam0")
@@ -152,7 +180,9 @@ def test_one_camera_and_two_batched_cameras_give_the_same_events(tmp_path, defau
     assert {i: results(p) for i, p in spots.items()} == {i: results(p) for i, p in alone_spots.items()}
     assert {i: results(p) for i, p in recogs.items()} == {i: results(p) for i, p in alone_recogs.items()}
     other, _ = events_of(events, "cam1")
-    assert [s["onset_frame"] for s in other.values()] != [s["onset_frame"] for s in spots.values()]  # another subject
+    assert [s["onset_frame"] for s in other.values()] != [
+        s["onset_frame"] for s in spots.values()
+    ]  # another subject
 
 
 def test_a_faceless_short_second_camera_changes_nothing_for_the_first(tmp_path):
@@ -165,19 +195,35 @@ def test_a_faceless_short_second_camera_changes_nothing_for_the_first(tmp_path):
     assert not summary.error and summary.drops["no_face"] == 300
 
     def results(payloads):
-        return sorted((t, p["event_id"], json.dumps({k: v for k, v in p.items() if k not in CLOCKS and
-                                                      not k.endswith("_ns")}, sort_keys=True))
-                      for t, p in payloads if t in ("mestream.spot", "mestream.recog") and p["camera"] == "cam0")
+        return sorted(
+            (
+                t,
+                p["event_id"],
+                json.dumps(
+                    {k: v for k, v in p.items() if k not in CLOCKS and not k.endswith("_ns")}, sort_keys=True
+                ),
+            )
+            for t, p in payloads
+            if t in ("mestream.spot", "mestream.recog") and p["camera"] == "cam0"
+        )
 
     assert results(alone_events) and results(events) == results(alone_events)
 
 
 def test_a_lagging_spot_stage_skips_and_counts_instead_of_stalling_ingest(tmp_path):
     # paced (a live camera): the encoder takes 50 ms a sample, twice as long as the 40 Hz samples leave it
-    pipeline, summary, counter = counted_run(tmp_path, 100.0, delay=0.05, source=SourceConfig(pace=True, seed=SEED),
-                                             duration=3.0, spot=SpotConfig(max_lag_ms=200.0))
+    pipeline, summary, counter = counted_run(
+        tmp_path,
+        100.0,
+        delay=0.05,
+        source=SourceConfig(pace=True, seed=SEED),
+        duration=3.0,
+        spot=SpotConfig(max_lag_ms=200.0),
+    )
     assert not summary.error
-    assert summary.frames_in == 1500 and summary.drops["ring_overrun"] == 0  # ingest and the face stage kept up
+    assert (
+        summary.frames_in == 1500 and summary.drops["ring_overrun"] == 0
+    )  # ingest and the face stage kept up
     assert summary.drops["spot_skip"] > 0
     assert summary.seconds < 6.0
 
@@ -195,8 +241,9 @@ def test_streaming_samples_and_flow_equal_the_training_recipe():
     model = load_manifest(InferenceConfig()).models["mesnet"]
     ring = CropRing(len(crops) + 8, DEMO.flow_crop)
     geometry = MESNetGeometry.from_model(model.config, SpotConfig())
-    cam = CameraStream("cam0", ring, fps, model.config, geometry, hop_steps=4, feature_size=576, wait=True,
-                       max_lag_ms=1000.0)
+    cam = CameraStream(
+        "cam0", ring, fps, model.config, geometry, hop_steps=4, feature_size=576, wait=True, max_lag_ms=1000.0
+    )
     starts = sample_starts(len(crops), fps, DEMO.sample_hz)
     assert len(starts) > 2 * cam.cap
     live = np.zeros((len(starts), 2, DEMO.input_size, DEMO.input_size), np.float32)
@@ -225,8 +272,9 @@ def spotter(capacity=400, size=128, fps=500.0, wait=True):
     model = load_manifest(InferenceConfig()).models["mesnet"]
     crops = CropRing(capacity, size)
     geometry = MESNetGeometry.from_model(model.config, SpotConfig())
-    return crops, CameraStream("cam0", crops, fps, model.config, geometry, hop_steps=4, feature_size=576, wait=wait,
-                               max_lag_ms=200.0)
+    return crops, CameraStream(
+        "cam0", crops, fps, model.config, geometry, hop_steps=4, feature_size=576, wait=wait, max_lag_ms=200.0
+    )
 
 
 def feed(crops, frame_ids, box=(0, 0, 128, 128), image=None):
@@ -241,7 +289,9 @@ def test_a_gap_of_a_whole_sample_restarts_the_stream_and_is_counted():
     feed(crops, range(140, 200))  # 40 frames missing: more than a sample
     while cam.read():
         pass
-    assert cam.restart == "gap" and cam.samples_done == 7  # the first stream ends; its last sample is still open
+    assert (
+        cam.restart == "gap" and cam.samples_done == 7
+    )  # the first stream ends; its last sample is still open
     cam.finish_sample()
     assert cam.samples_done == 8  # flushed: the spot stage publishes what it holds before the next stream
     cam.begin()
@@ -252,9 +302,13 @@ def test_a_gap_of_a_whole_sample_restarts_the_stream_and_is_counted():
 
 def test_a_moved_face_box_gives_zero_flow_instead_of_its_jump():
     crops, cam = spotter()
-    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (128, 128)).astype(np.uint8), (0, 0), 2)
+    texture = cv2.GaussianBlur(
+        np.random.default_rng(0).integers(0, 255, (128, 128)).astype(np.uint8), (0, 0), 2
+    )
     feed(crops, range(0, 75), image=texture)  # samples 0-5
-    zoomed = cv2.resize(texture[4:124, 4:124], (128, 128), interpolation=cv2.INTER_LINEAR)  # a box 6 % smaller
+    zoomed = cv2.resize(
+        texture[4:124, 4:124], (128, 128), interpolation=cv2.INTER_LINEAR
+    )  # a box 6 % smaller
     feed(crops, range(75, 150), box=(4, 4, 124, 124), image=zoomed)  # samples 6-11
     crops.finish()
     while cam.read():
@@ -288,9 +342,17 @@ def test_a_slow_spotting_rate_still_fits_the_crop_ring_a_replay_holds(tmp_path):
 
 
 def test_a_camera_slower_than_the_spotting_rate_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match=r"camera 'cam0' runs at 25 fps, below the spotting rate of 40 Hz: set spot.sample_hz"):
-        Pipeline(RunConfig(source=SourceConfig(pace=False, fps=25.0), progress=False,
-                           publish=PublishConfig(endpoint="", console=False)))
+    with pytest.raises(
+        ConfigError,
+        match=r"camera 'cam0' runs at 25 fps, below the spotting rate of 40 Hz: set spot.sample_hz",
+    ):
+        Pipeline(
+            RunConfig(
+                source=SourceConfig(pace=False, fps=25.0),
+                progress=False,
+                publish=PublishConfig(endpoint="", console=False),
+            )
+        )
 
 
 class FakeBus:
@@ -318,7 +380,9 @@ def stage_with_stream(frames=1000, fps=500.0):
 def test_intervals_are_final_only_past_the_settle_margin_or_in_the_stream_s_last_window():
     stage, cam = stage_with_stream()
     cam.encoded = 40
-    late = Spots(np.array([[30.0, 38.0]]), np.array([0.9]))  # ends 1 step before the window's end: settle is 2
+    late = Spots(
+        np.array([[30.0, 38.0]]), np.array([0.9])
+    )  # ends 1 step before the window's end: settle is 2
     stage._publish_final(Window(cam, 40, 40), late, 0)
     assert stage.ctx.bus.events == []
     stage._publish_final(Window(cam, 40, 40, final=True), late, 0)  # nothing comes after the last window
@@ -345,8 +409,13 @@ def test_work_waiting_for_an_idle_camera_never_outruns_the_rings():
     runners, _ = open_subgraphs(InferenceConfig(), list(SUBGRAPHS), warmup=False)
     busy, idle = CropRing(4000, 128), CropRing(100, 128)
     ctx = Context(bus=FakeBus(), stop=threading.Event())
-    stage = SpotStage(ctx, {"a": (busy, 200.0, True), "b": (idle, 200.0, True)}, runners, manifest.models["mesnet"],
-                      SpotConfig(gather_ms=50.0))
+    stage = SpotStage(
+        ctx,
+        {"a": (busy, 200.0, True), "b": (idle, 200.0, True)},
+        runners,
+        manifest.models["mesnet"],
+        SpotConfig(gather_ms=50.0),
+    )
     feed(busy, range(3000))
     a = stage.cams[0]
     block = math.ceil(READ_BLOCK / a.step) + a.ahead + 1

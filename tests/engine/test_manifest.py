@@ -46,27 +46,54 @@ def _set_input(key, value):
     return lambda d: _subgraph(d)["inputs"][0].__setitem__(key, value)
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (_delete("sha256"), r"models\.tiny\.subgraphs\[0\] has no field 'sha256'"),
-    (lambda d: d.pop("opset"), r"manifest has no field 'opset'"),
-    (lambda d: d.__setitem__("opset", "17"), r"opset must be an int, got str '17'"),
-    (lambda d: d.__setitem__("models", []), r"models must be a dict, got list"),
-    (lambda d: d["models"]["tiny"].pop("checkpoint_sha256"), r"models\.tiny has no field 'checkpoint_sha256'"),
-    (lambda d: d["models"]["tiny"].__setitem__("subgraphs", {"a": 1}), r"models\.tiny\.subgraphs must be a list, got dict"),
-    (_set("inputs", "x"), r"models\.tiny\.subgraphs\[0\]\.inputs must be a list, got str"),
-    (_set("outputs", [["y"]]), r"subgraphs\[0\]\.outputs\[0\] must be an object, got list"),
-    (_set_input("shape", "abc"), r"subgraphs\[0\]\.inputs\[0\]\.shape must be a list, got str 'abc'"),
-    (_set_input("shape", ["batch", 2.5, 3]), r"inputs\[0\]\.shape\[1\] must be an axis length .*got float 2\.5"),
-    (_set_input("shape", ["batch", True, 3]), r"inputs\[0\]\.shape\[1\] must be an axis length .*got bool True"),
-    (_set_input("shape", ["batch", -1, 3]), r"inputs\[0\]\.shape\[1\] must be an axis length"),
-    (_set_input("shape", ["batch", None, 3]), r"inputs\[0\]\.shape\[1\] must be an axis length .*got null"),
-    (_set_input("dtype", 32), r"inputs\[0\]\.dtype must be a str, got int 32"),
-    (_set("dims", {"time": [2, 6]}), r"subgraphs\[0\]\.dims\.time must be \[min, opt, max\]"),
-    (_set("dims", {"time": [6, 4, 2]}), r"subgraphs\[0\]\.dims\.time must be \[min, opt, max\] with 0 <= min <= opt <= max"),
-    (_set("dims", {"time": 5}), r"subgraphs\[0\]\.dims\.time must be \[min, opt, max\]"),
-    (_set("dims", {}), r"subgraphs\[0\]\.inputs\[0\]\.shape\[1\] is the dynamic axis 'time', which has no \[min, opt, max\]"),
-    (_set("parity", {"random": {"y": "small"}}), r"subgraphs\[0\]\.parity\.random must map outputs to numbers"),
-])
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (_delete("sha256"), r"models\.tiny\.subgraphs\[0\] has no field 'sha256'"),
+        (lambda d: d.pop("opset"), r"manifest has no field 'opset'"),
+        (lambda d: d.__setitem__("opset", "17"), r"opset must be an int, got str '17'"),
+        (lambda d: d.__setitem__("models", []), r"models must be a dict, got list"),
+        (
+            lambda d: d["models"]["tiny"].pop("checkpoint_sha256"),
+            r"models\.tiny has no field 'checkpoint_sha256'",
+        ),
+        (
+            lambda d: d["models"]["tiny"].__setitem__("subgraphs", {"a": 1}),
+            r"models\.tiny\.subgraphs must be a list, got dict",
+        ),
+        (_set("inputs", "x"), r"models\.tiny\.subgraphs\[0\]\.inputs must be a list, got str"),
+        (_set("outputs", [["y"]]), r"subgraphs\[0\]\.outputs\[0\] must be an object, got list"),
+        (_set_input("shape", "abc"), r"subgraphs\[0\]\.inputs\[0\]\.shape must be a list, got str 'abc'"),
+        (
+            _set_input("shape", ["batch", 2.5, 3]),
+            r"inputs\[0\]\.shape\[1\] must be an axis length .*got float 2\.5",
+        ),
+        (
+            _set_input("shape", ["batch", True, 3]),
+            r"inputs\[0\]\.shape\[1\] must be an axis length .*got bool True",
+        ),
+        (_set_input("shape", ["batch", -1, 3]), r"inputs\[0\]\.shape\[1\] must be an axis length"),
+        (
+            _set_input("shape", ["batch", None, 3]),
+            r"inputs\[0\]\.shape\[1\] must be an axis length .*got null",
+        ),
+        (_set_input("dtype", 32), r"inputs\[0\]\.dtype must be a str, got int 32"),
+        (_set("dims", {"time": [2, 6]}), r"subgraphs\[0\]\.dims\.time must be \[min, opt, max\]"),
+        (
+            _set("dims", {"time": [6, 4, 2]}),
+            r"subgraphs\[0\]\.dims\.time must be \[min, opt, max\] with 0 <= min <= opt <= max",
+        ),
+        (_set("dims", {"time": 5}), r"subgraphs\[0\]\.dims\.time must be \[min, opt, max\]"),
+        (
+            _set("dims", {}),
+            r"subgraphs\[0\]\.inputs\[0\]\.shape\[1\] is the dynamic axis 'time', which has no \[min, opt, max\]",
+        ),
+        (
+            _set("parity", {"random": {"y": "small"}}),
+            r"subgraphs\[0\]\.parity\.random must map outputs to numbers",
+        ),
+    ],
+)
 def test_malformed_manifest_names_file_and_field(written, edit, needle):
     path, data = written
     edit(data)
@@ -76,12 +103,15 @@ def test_malformed_manifest_names_file_and_field(written, edit, needle):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("{not json", r"not a readable export manifest: Expecting property name"),
-    ("[1, 2]", rf"format '\?', this mestream reads format {FORMAT}"),
-    ('{"format": 9}', rf"format 9, this mestream reads format {FORMAT}"),
-    (b"\xff\xfe", r"not a readable export manifest"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("{not json", r"not a readable export manifest: Expecting property name"),
+        ("[1, 2]", rf"format '\?', this mestream reads format {FORMAT}"),
+        ('{"format": 9}', rf"format 9, this mestream reads format {FORMAT}"),
+        (b"\xff\xfe", r"not a readable export manifest"),
+    ],
+)
 def test_unreadable_manifest_names_the_file(tmp_path, text, needle):
     path = tmp_path / "manifest.json"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -92,8 +122,11 @@ def test_unreadable_manifest_names_the_file(tmp_path, text, needle):
 def test_missing_export_folder_hint_names_that_folder(tmp_path):
     """The hint is to export into the folder asked for, not into its parent."""
     for where in (tmp_path / "nowhere", tmp_path / "nowhere" / "manifest.json"):
-        with pytest.raises(ManifestError, match=rf"^{tmp_path / 'nowhere' / 'manifest.json'}: no export manifest here "
-                                                rf"\(run `mestream export --out {tmp_path / 'nowhere'}`\)$"):
+        with pytest.raises(
+            ManifestError,
+            match=rf"^{tmp_path / 'nowhere' / 'manifest.json'}: no export manifest here "
+            rf"\(run `mestream export --out {tmp_path / 'nowhere'}`\)$",
+        ):
             Manifest.load(where)
 
 
@@ -102,8 +135,13 @@ def test_round_trip(written, tmp_path):
     manifest = Manifest.load(path)
     assert manifest.subgraph("tiny.op").dims == {"time": (2, 4, 6)}
     assert manifest.subgraph("tiny.op").inputs[0].shape == ("batch", "time", 3)
-    copy = Manifest(root=tmp_path / "copy", opset=manifest.opset, exporter=manifest.exporter,
-                    producer=manifest.producer, models=manifest.models)
+    copy = Manifest(
+        root=tmp_path / "copy",
+        opset=manifest.opset,
+        exporter=manifest.exporter,
+        producer=manifest.producer,
+        models=manifest.models,
+    )
     again = Manifest.load(copy.save())
     assert again == copy and again.as_dict() == manifest.as_dict()
     assert json.loads((tmp_path / "copy" / "manifest.json").read_text()) == data
@@ -120,7 +158,10 @@ def test_verify_names_subgraph_and_file(written, monkeypatch):
         raise PermissionError(13, "Permission denied", str(p))
 
     monkeypatch.setattr(manifest_module, "file_sha256", unreadable)
-    with pytest.raises(ManifestError, match=r"model tiny\.op: ONNX file .*tiny\.op\.onnx cannot be read \(Permission denied\)"):
+    with pytest.raises(
+        ManifestError,
+        match=r"model tiny\.op: ONNX file .*tiny\.op\.onnx cannot be read \(Permission denied\)",
+    ):
         manifest.verify("tiny.op")
 
 
@@ -151,28 +192,77 @@ def test_a_format_1_manifest_is_refused_with_a_re_export_hint(shipped):
     for model in data["models"].values():
         model["stages"] = model.pop("subgraphs")
     path.write_text(json.dumps(data))
-    with pytest.raises(ManifestError, match=rf"^{path}: format 1, this mestream reads format {FORMAT}; "
-                                            r"re-run `mestream export`$"):
+    with pytest.raises(
+        ManifestError,
+        match=rf"^{path}: format 1, this mestream reads format {FORMAT}; "
+        r"re-run `mestream export`$",
+    ):
         Manifest.load(path)
 
 
-@pytest.mark.parametrize("model, part, key, value, needle", [
-    ("mesnet", "config", "window_steps", None,
-     r"models\.mesnet\.config has no field 'window_steps', which the engine reads"),
-    ("mesnet", "config", "t_cpn", "high", r"models\.mesnet\.config\.t_cpn must be a number, got str 'high'"),
-    ("mesnet", "config", "window_steps", 99.5,
-     r"models\.mesnet\.config\.window_steps must be an int, got float"),
-    ("mesnet", "config", "flow_gap", True, r"models\.mesnet\.config\.flow_gap must be an int, got bool"),
-    ("mesnet", "config", "cpn_layers", [[[3, 1]]],
-     r"models\.mesnet\.config\.cpn_layers\[0\] must be a list of 2"),
-    ("mesnet", "preprocessing", "flow_crop", None, r"models\.mesnet\.preprocessing has no field 'flow_crop'"),
-    ("akmnet", "config", "classes", "positive", r"models\.akmnet\.config\.classes must be a list, got str"),
-    ("akmnet", "config", "classes", ["a", 2],
-     r"models\.akmnet\.config\.classes\[1\] must be a string, got int"),
-    ("akmnet", "config", "max_frames", None, r"models\.akmnet\.config has no field 'max_frames'"),
-    ("akmnet", "preprocessing", "crop_side", "144",
-     r"models\.akmnet\.preprocessing\.crop_side must be an int"),
-])
+@pytest.mark.parametrize(
+    "model, part, key, value, needle",
+    [
+        (
+            "mesnet",
+            "config",
+            "window_steps",
+            None,
+            r"models\.mesnet\.config has no field 'window_steps', which the engine reads",
+        ),
+        (
+            "mesnet",
+            "config",
+            "t_cpn",
+            "high",
+            r"models\.mesnet\.config\.t_cpn must be a number, got str 'high'",
+        ),
+        (
+            "mesnet",
+            "config",
+            "window_steps",
+            99.5,
+            r"models\.mesnet\.config\.window_steps must be an int, got float",
+        ),
+        ("mesnet", "config", "flow_gap", True, r"models\.mesnet\.config\.flow_gap must be an int, got bool"),
+        (
+            "mesnet",
+            "config",
+            "cpn_layers",
+            [[[3, 1]]],
+            r"models\.mesnet\.config\.cpn_layers\[0\] must be a list of 2",
+        ),
+        (
+            "mesnet",
+            "preprocessing",
+            "flow_crop",
+            None,
+            r"models\.mesnet\.preprocessing has no field 'flow_crop'",
+        ),
+        (
+            "akmnet",
+            "config",
+            "classes",
+            "positive",
+            r"models\.akmnet\.config\.classes must be a list, got str",
+        ),
+        (
+            "akmnet",
+            "config",
+            "classes",
+            ["a", 2],
+            r"models\.akmnet\.config\.classes\[1\] must be a string, got int",
+        ),
+        ("akmnet", "config", "max_frames", None, r"models\.akmnet\.config has no field 'max_frames'"),
+        (
+            "akmnet",
+            "preprocessing",
+            "crop_side",
+            "144",
+            r"models\.akmnet\.preprocessing\.crop_side must be an int",
+        ),
+    ],
+)
 def test_a_missing_or_mistyped_model_field_is_refused_at_load(shipped, model, part, key, value, needle):
     path, data = shipped
     entry = data["models"][model][part]
@@ -190,8 +280,13 @@ def test_fields_the_engine_does_not_read_are_kept_as_recorded(shipped, tmp_path)
     path, data = shipped
     manifest = Manifest.load(path)
     assert manifest.mesnet.recorded_config["lr"] == data["models"]["mesnet"]["config"]["lr"]
-    copy = Manifest(root=tmp_path / "copy", opset=manifest.opset, exporter=manifest.exporter,
-                    producer=manifest.producer, models=manifest.models)
+    copy = Manifest(
+        root=tmp_path / "copy",
+        opset=manifest.opset,
+        exporter=manifest.exporter,
+        producer=manifest.producer,
+        models=manifest.models,
+    )
     assert json.loads(copy.save().read_text()) == data
 
 

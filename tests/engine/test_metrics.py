@@ -27,6 +27,7 @@ def iv(onset: int, offset: int, video: str = "v", score: float = 1.0, kind: str 
 
 # --------------------------------------------------------------------------- Interval and IoU
 
+
 @pytest.mark.parametrize("onset, offset", [(5, 4), (1.5, 3), (True, 3), ("1", 3)])
 def test_interval_rejects_bad_frames(onset, offset):
     with pytest.raises(MetricError, match="interval 'v'"):
@@ -41,13 +42,16 @@ def test_interval_rejects_unknown_kind_and_accepts_numpy_ints():
     assert type(item.onset) is int
 
 
-@pytest.mark.parametrize("a, b, expected", [
-    ((0, 9), (5, 14), 5 / 15),     # frames 5..9 shared, 0..14 in the union
-    ((0, 9), (0, 9), 1.0),
-    ((0, 4), (5, 9), 0.0),         # adjacent, no shared frame
-    ((0, 5), (5, 9), 1 / 10),      # one shared frame: inclusive ends count
-    ((3, 3), (0, 9), 1 / 10),
-])
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ((0, 9), (5, 14), 5 / 15),  # frames 5..9 shared, 0..14 in the union
+        ((0, 9), (0, 9), 1.0),
+        ((0, 4), (5, 9), 0.0),  # adjacent, no shared frame
+        ((0, 5), (5, 9), 1 / 10),  # one shared frame: inclusive ends count
+        ((3, 3), (0, 9), 1 / 10),
+    ],
+)
 def test_iou_inclusive_frames(a, b, expected):
     assert iou(iv(*a), iv(*b)) == pytest.approx(expected)
     assert iou(iv(*b), iv(*a)) == pytest.approx(expected)
@@ -58,6 +62,7 @@ def test_iou_across_videos_is_zero():
 
 
 # --------------------------------------------------------------------------- MESNet Eq. 15
+
 
 def fig6():
     """MESNet Fig. 6: two MEs, three spotted intervals; the first is a false positive, the other two
@@ -78,7 +83,7 @@ def test_mesnet_metric_fig6():
 
 def test_mesnet_metric_threshold_is_inclusive_and_configurable():
     truth = [iv(0, 9)]
-    pred = [iv(0, 19)]                       # IoU exactly 0.5
+    pred = [iv(0, 19)]  # IoU exactly 0.5
     assert mesnet_metric(pred, truth, t_eval=0.5)["b"] == 1
     assert mesnet_metric(pred, truth, t_eval=0.6)["b"] == 0
     with pytest.raises(MetricError, match="t_eval"):
@@ -104,6 +109,7 @@ def test_mesnet_metric_kind_filter():
 
 
 # --------------------------------------------------------------------------- MEGC
+
 
 def test_megc_metric_fig6_is_one_to_one():
     result = megc_metric(*fig6())["micro"]
@@ -135,7 +141,7 @@ def test_megc_matching_follows_score_order():
 
 def test_megc_policies_differ_only_when_the_best_truth_is_taken():
     truth = [iv(0, 9), iv(2, 11)]
-    pred = [iv(0, 9, score=0.9), iv(0, 10, score=0.5)]   # second: 0.91 with t1 (taken), 0.75 with t2
+    pred = [iv(0, 9, score=0.9), iv(0, 10, score=0.5)]  # second: 0.91 with t1 (taken), 0.75 with t2
     assert megc_metric(pred, truth)["micro"]["tp"] == 1
     assert megc_metric(pred, truth, policy="next_best")["micro"]["tp"] == 2
     with pytest.raises(MetricError, match="policy"):
@@ -152,7 +158,10 @@ def test_megc_micro_macro_separation_and_overall_sums():
     pred = [iv(0, 9), iv(0, 9, kind="macro"), iv(100, 199)]
     result = megc_metric(pred, truth)
     assert {k: (result[k]["tp"], result[k]["fp"], result[k]["fn"]) for k in result} == {
-        "micro": (1, 1, 0), "macro": (0, 1, 1), "overall": (1, 2, 1)}
+        "micro": (1, 1, 0),
+        "macro": (0, 1, 1),
+        "overall": (1, 2, 1),
+    }
     assert result["overall"]["precision"] == pytest.approx(1 / 3)
     assert result["overall"]["recall"] == pytest.approx(1 / 2)
 
@@ -165,13 +174,18 @@ def test_megc_zero_division():
 
 # --------------------------------------------------------------------------- recognition
 
+
 def test_recognition_metrics_hand_computed():
     classes = ["a", "b", "c", "d"]
     result = recognition_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], classes)
     assert result["confusion"] == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
     assert result["acc"] == pytest.approx(3 / 5)
-    assert result["per_class"]["a"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
-    assert result["per_class"]["b"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
+    assert result["per_class"]["a"] == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    )
+    assert result["per_class"]["b"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
+    )
     assert result["per_class"]["c"]["f1"] == 0.0
     # d has no support and no predictions: left out of both averages
     assert result["uf1_classes"] == ["a", "b", "c"] and result["uar_classes"] == ["a", "b", "c"]
@@ -201,6 +215,7 @@ def test_recognition_zero_and_errors():
 
 # --------------------------------------------------------------------------- key frames
 
+
 def test_apex_error_elementwise_and_mean():
     errors = apex_error([10, 20], [12, 20], [20, 10])
     np.testing.assert_allclose(errors, [0.1, 0.0])
@@ -215,13 +230,15 @@ def test_apex_error_elementwise_and_mean():
 
 def test_keyframe_deviation_gamdss():
     result = keyframe_deviation(105, 100, 50, 200)
-    assert result["d_percent"] == pytest.approx(10.0)     # 5 / 50 x 100
-    assert result["d_ms"] == pytest.approx(25.0)          # 5 x 1000 / 200
+    assert result["d_percent"] == pytest.approx(10.0)  # 5 / 50 x 100
+    assert result["d_ms"] == pytest.approx(25.0)  # 5 x 1000 / 200
     arrays = keyframe_deviation([105, 90], 100, [50, 40], 500)
     np.testing.assert_allclose(arrays["d_percent"], [10.0, 25.0])
     np.testing.assert_allclose(arrays["d_ms"], [10.0, 20.0])
     assert mean_deviation_ms({"onset": 5.0, "apex": [10.0, 20.0], "offset": 0.0}) == pytest.approx(20 / 3)
-    assert mean_deviation_ms({"onset": 5.0, "apex": [15.0], "offset": []}) == pytest.approx(10.0)   # no offsets
+    assert mean_deviation_ms({"onset": 5.0, "apex": [15.0], "offset": []}) == pytest.approx(
+        10.0
+    )  # no offsets
     assert mean_deviation_ms({}) == 0.0
     with pytest.raises(MetricError, match="fps"):
         keyframe_deviation(1, 2, 10, 0)
@@ -235,12 +252,13 @@ def test_within_tolerance():
 
 # --------------------------------------------------------------------------- printing
 
+
 def test_format_table_spotting_recognition_and_flat():
     spot = format_table(megc_metric(*fig6()), title="MEGC")
     lines = spot.splitlines()
     assert lines[0] == "MEGC"
     assert [line.split()[0] for line in lines[3:6]] == ["micro", "macro", "overall"]
-    assert "0.333" in lines[3] and len({len(line) for line in lines[1:6]}) == 1   # fixed width
+    assert "0.333" in lines[3] and len({len(line) for line in lines[1:6]}) == 1  # fixed width
     recog = format_table(recognition_metrics([0, 1], [0, 0], ["pos", "neg"]))
     assert "confusion" in recog and "pos" in recog and "0.500" in recog
     flat = format_table(mesnet_metric(*fig6()), digits=2)

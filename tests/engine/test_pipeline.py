@@ -12,19 +12,31 @@ from dataclasses import replace
 import pytest
 
 from mestream.engine.backends import BackendUnavailable
-from mestream.engine.config import (ConfigError, InferenceConfig, PublishConfig, RunConfig, SinkConfig,
-                                    SourceConfig)
+from mestream.engine.config import (
+    ConfigError,
+    InferenceConfig,
+    PublishConfig,
+    RunConfig,
+    SinkConfig,
+    SourceConfig,
+)
 from mestream.engine.events import ALL_CAMERAS
 from mestream.engine.pipeline import Pipeline
-from mestream.engine.spot import SpotStage
 from mestream.engine.sinks import read_jsonl
+from mestream.engine.spot import SpotStage
 from tests.cameras.test_replay import write_folder
 from tests.plugins import install_fake_plugin, on_path
 
 
 def mestream(*args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "mestream", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "mestream", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        **kwargs,
+    )
 
 
 def free_endpoint(tmp_path, name="pub"):
@@ -37,7 +49,8 @@ def test_wrong_frame_shape_stops_with_a_clear_error_and_keeps_the_log(tmp_path, 
     config = RunConfig(
         source=SourceConfig(kind="brokencam", options={"bad_at": 300, "fps": 500.0}),
         publish=PublishConfig(endpoint="", log=str(log_path), sinks=(SinkConfig(kind="listsink"),)),
-        stats_interval=0.2, progress=False,
+        stats_interval=0.2,
+        progress=False,
     )
     pipeline = Pipeline(config)
     summary = pipeline.run()
@@ -65,7 +78,10 @@ def test_cli_rejects_bad_config_and_missing_files(tmp_path):
 
 def test_run_loads_the_models_first_and_names_a_missing_export_or_backend(tmp_path):
     result = mestream("run", "--models", str(tmp_path / "my-export"), "--publish", "none", "--duration", "1")
-    assert result.returncode == 2 and f"no export manifest here (run `mestream export --out {tmp_path / 'my-export'}`)" in result.stderr
+    assert (
+        result.returncode == 2
+        and f"no export manifest here (run `mestream export --out {tmp_path / 'my-export'}`)" in result.stderr
+    )
     result = mestream("run", "--backend", "onnx", "--publish", "none", "--duration", "1")
     assert result.returncode == 2 and "inference.backend (--backend): no backend kind 'onnx'" in result.stderr
 
@@ -75,8 +91,13 @@ def test_run_on_a_backend_that_cannot_run_here_falls_back_and_says_so(tmp_path, 
 
     on_path(monkeypatch, install_fake_plugin(tmp_path / "plugin", ENTRY_POINTS))
     log_path = tmp_path / "events.jsonl"
-    config = RunConfig(source=SourceConfig(pace=False), publish=PublishConfig(endpoint="", log=str(log_path)),
-                       inference=InferenceConfig(backend="needsgpu"), duration=0.2, progress=False)
+    config = RunConfig(
+        source=SourceConfig(pace=False),
+        publish=PublishConfig(endpoint="", log=str(log_path)),
+        inference=InferenceConfig(backend="needsgpu"),
+        duration=0.2,
+        progress=False,
+    )
     summary = Pipeline(config).run()
     assert not summary.error
     text = summary.format()
@@ -93,12 +114,28 @@ def test_run_synthetic_publishes_stats_to_listen_and_log(tmp_path):
     heard = tmp_path / "heard.jsonl"
     log_path = tmp_path / "events.jsonl"
     truth = tmp_path / "truth.json"
-    listener = subprocess.Popen([sys.executable, "-m", "mestream", "listen", endpoint, "--jsonl", str(heard),
-                                 "--duration", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "mestream", "listen", endpoint, "--jsonl", str(heard), "--duration", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(1.0)  # let the listener connect before the engine binds and starts
-        result = mestream("run", "--source", "synthetic", "--duration", "3", "--publish", endpoint,
-                          "--log", str(log_path), "--ground-truth", str(truth), "--no-progress")
+        result = mestream(
+            "run",
+            "--source",
+            "synthetic",
+            "--duration",
+            "3",
+            "--publish",
+            endpoint,
+            "--log",
+            str(log_path),
+            "--ground-truth",
+            str(truth),
+            "--no-progress",
+        )
     finally:
         listener.send_signal(signal.SIGINT)
         out, err = listener.communicate(timeout=20)
@@ -114,19 +151,47 @@ def test_run_synthetic_publishes_stats_to_listen_and_log(tmp_path):
     heard_stats = [p for t, p in read_jsonl(heard) if t == "mestream.stats"]
     assert heard_stats and heard_stats[-1] == stats[-1]  # the subscriber got the same payloads
     events = json.loads(truth.read_text())
-    assert events and set(events[0]) == {"camera", "kind", "onset_frame", "apex_frame", "offset_frame", "class", "aus"}
+    assert events and set(events[0]) == {
+        "camera",
+        "kind",
+        "onset_frame",
+        "apex_frame",
+        "offset_frame",
+        "class",
+        "aus",
+    }
     assert all(0 <= e["onset_frame"] < 1500 for e in events)  # events whose onset was streamed
 
 
 def test_dead_subscriber_does_not_disturb_the_run(tmp_path):
     endpoint = free_endpoint(tmp_path, "dead")
     log_path = tmp_path / "events.jsonl"
-    run = subprocess.Popen([sys.executable, "-m", "mestream", "run", "--source", "synthetic", "--duration", "3",
-                            "--publish", endpoint, "--log", str(log_path), "--no-progress"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mestream",
+            "run",
+            "--source",
+            "synthetic",
+            "--duration",
+            "3",
+            "--publish",
+            endpoint,
+            "--log",
+            str(log_path),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.0)
-    listener = subprocess.Popen([sys.executable, "-m", "mestream", "listen", endpoint],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "mestream", "listen", endpoint],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(1.0)
     listener.kill()
     out, err = run.communicate(timeout=60)
@@ -140,9 +205,29 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_flush(tmp_path, signum):
     """A slow paced source (4 fps): the signal lands while ingest waits inside the source."""
     write_folder(tmp_path / "clip", n=40)
     log_path = tmp_path / "events.jsonl"
-    run = subprocess.Popen([sys.executable, "-m", "mestream", "run", "--source", "folder", "--path", str(tmp_path / "clip"),
-                            "--fps", "4", "--no-spot", "--publish", "none", "--log", str(log_path), "--no-progress"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mestream",
+            "run",
+            "--source",
+            "folder",
+            "--path",
+            str(tmp_path / "clip"),
+            "--fps",
+            "4",
+            "--no-spot",
+            "--publish",
+            "none",
+            "--log",
+            str(log_path),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60  # a loaded machine may take a while to start: wait for the first stats
     while time.monotonic() < deadline and run.poll() is None:
         if log_path.exists() and any(t == "mestream.stats" for t, _ in read_jsonl(log_path)):
@@ -152,7 +237,9 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_flush(tmp_path, signum):
     sent = time.monotonic()
     run.send_signal(signum)
     out, err = run.communicate(timeout=30)
-    assert time.monotonic() - sent < 3.0  # the stop is noticed within a frame period, not at the end of the clip
+    assert (
+        time.monotonic() - sent < 3.0
+    )  # the stop is noticed within a frame period, not at the end of the clip
     assert run.returncode == 130, err  # interrupted, as `mestream bench` reports it
     assert "(interrupted)" in out and "Traceback" not in err
     logged = list(read_jsonl(log_path))
@@ -166,9 +253,26 @@ def test_shared_memory_ring_is_readable_from_another_process(tmp_path):
     from mestream.engine.ring import FrameRing
 
     name = f"mestream-test-{os.getpid()}"
-    run = subprocess.Popen([sys.executable, "-m", "mestream", "run", "--source", "synthetic", "--duration", "4",
-                            "--publish", "none", "--shared-memory", name, "--no-progress"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mestream",
+            "run",
+            "--source",
+            "synthetic",
+            "--duration",
+            "4",
+            "--publish",
+            "none",
+            "--shared-memory",
+            name,
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -205,7 +309,9 @@ def test_address_in_use_fails_before_the_run_and_frees_the_ring(tmp_path):
     port = blocker.bind_to_random_port("tcp://127.0.0.1")
     name = f"mestream-busy-{os.getpid()}"
     try:
-        result = mestream("run", "--duration", "1", "--publish", f"tcp://127.0.0.1:{port}", "--shared-memory", name)
+        result = mestream(
+            "run", "--duration", "1", "--publish", f"tcp://127.0.0.1:{port}", "--shared-memory", name
+        )
     finally:
         blocker.close(linger=0)
     assert result.returncode == 2 and f"tcp://127.0.0.1:{port}" in result.stderr
@@ -247,7 +353,10 @@ def test_an_export_whose_manifest_lacks_a_key_the_engine_reads_is_refused(tmp_pa
     (export / "manifest.json").write_text(json.dumps(manifest))
     result = mestream("run", "--models", str(export), "--publish", "none", "--duration", "1")
     assert result.returncode == 2, result.stderr
-    assert "manifest.json: models.akmnet.config has no field 'max_frames', which the engine reads" in result.stderr
+    assert (
+        "manifest.json: models.akmnet.config has no field 'max_frames', which the engine reads"
+        in result.stderr
+    )
 
 
 def test_a_shared_stage_failure_is_published_under_all_cameras(tmp_path, monkeypatch):
@@ -259,8 +368,15 @@ def test_a_shared_stage_failure_is_published_under_all_cameras(tmp_path, monkeyp
 
     monkeypatch.setattr(SpotStage, "run_pass", broken)
     log_path = tmp_path / "events.jsonl"
-    pipeline = Pipeline(RunConfig(source=SourceConfig(pace=False), cameras=2, duration=2.0, progress=False,
-                                  publish=PublishConfig(endpoint="", log=str(log_path), console=False)))
+    pipeline = Pipeline(
+        RunConfig(
+            source=SourceConfig(pace=False),
+            cameras=2,
+            duration=2.0,
+            progress=False,
+            publish=PublishConfig(endpoint="", log=str(log_path), console=False),
+        )
+    )
     assert pipeline.spot.ctx.camera == pipeline.recog.ctx.camera == ALL_CAMERAS == "*"
     summary = pipeline.run()
     assert "spot stage: RuntimeError: the heads disagree" in summary.error

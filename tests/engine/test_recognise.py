@@ -18,10 +18,10 @@ from mestream.engine.config import InferenceConfig, RecogConfig
 from mestream.engine.crops import CropRing
 from mestream.engine.events import TOPIC_RECOG, RecogEvent
 from mestream.engine.face import Box, detect_face, square_box
+from mestream.engine.manifest import Manifest, shipped_export_dir
 from mestream.engine.recognise import CLIP_HEAD, ENCODER, RecogStage
 from mestream.engine.ring import FrameRing
 from mestream.engine.sinks import RecordSink
-from mestream.engine.manifest import Manifest, shipped_export_dir
 from mestream.engine.stages import Context
 
 FPS = 200.0
@@ -47,7 +47,9 @@ def scene():
         for frame in camera:
             if box is None:
                 box = square_box(detect_face(frame.pixels))
-            ring.write(frame.pixels, box, frame.frame_id, frame.device_ns, time.monotonic_ns(), 0, frame.frame_id)
+            ring.write(
+                frame.pixels, box, frame.frame_id, frame.device_ns, time.monotonic_ns(), 0, frame.frame_id
+            )
             if KEEP[0] <= frame.frame_id < KEEP[1]:
                 frames[frame.frame_id] = frame.pixels.copy()
     assert len(micro) == 6 and ring.ring.head == camera.n_frames - 1
@@ -109,8 +111,16 @@ class Harness:
         return np.concatenate(self.spy.fed)
 
 
-def job(crops: CropRing, event_id: int, onset: int, apex: int, offset: int, first_seq: int | None = None,
-        last_seq: int | None = None, camera: str = "cam0") -> ClipJob:
+def job(
+    crops: CropRing,
+    event_id: int,
+    onset: int,
+    apex: int,
+    offset: int,
+    first_seq: int | None = None,
+    last_seq: int | None = None,
+    camera: str = "cam0",
+) -> ClipJob:
     first_seq = onset if first_seq is None else first_seq
     last_seq = offset if last_seq is None else last_seq
     offset_ns = crops.ring.read(last_seq).host_ns if crops.ring.is_valid(last_seq) else time.monotonic_ns()
@@ -139,13 +149,22 @@ def test_classifies_the_synthetic_micro_expressions(scene, runners, model):
         assert event.label == max(event.probabilities, key=event.probabilities.get)
         right += event.label == truth.four_class
         # each prepared frame stands for the middle source frame of its run, as in training
-        middles = {truth.onset_frame + int(r[len(r) // 2])
-                   for r in bins(truth.offset_frame - truth.onset_frame + 1, model.config.max_frames)}
+        middles = {
+            truth.onset_frame + int(r[len(r) // 2])
+            for r in bins(truth.offset_frame - truth.onset_frame + 1, model.config.max_frames)
+        }
         assert event.key_frames and set(event.key_frames) <= middles
         assert event.key_frames == sorted(event.key_frames)
         assert event.max_key_frame in middles
         latency = event.latency
-        assert set(latency) == {"capture_to_publish_ms", "spot_ms", "queue_ms", "prepare_ms", "encoder_ms", "head_ms"}
+        assert set(latency) == {
+            "capture_to_publish_ms",
+            "spot_ms",
+            "queue_ms",
+            "prepare_ms",
+            "encoder_ms",
+            "head_ms",
+        }
         assert latency["capture_to_publish_ms"] >= latency["spot_ms"] and latency["encoder_ms"] > 0
     assert right >= 5, [(e["label"], scene.micro[e["event_id"]].four_class) for e in events]
     # 4 clips × 12 frames in 3 encoder calls of ≤ 16, then 2 × 12 in 2; one head call per batch
@@ -201,7 +220,9 @@ def test_replay_submit_gives_up_promptly_on_stop(scene, runners, model):
     assert not h.clips.put(truth_job(scene, 1))
     assert time.monotonic() - t0 < 1.0
     assert h.run() == []  # stop abandons what is queued
-    assert h.stage.drops()["recog_abandoned"] == 2  # the one queued and the one given up on: counted, not silent
+    assert (
+        h.stage.drops()["recog_abandoned"] == 2
+    )  # the one queued and the one given up on: counted, not silent
 
 
 def test_overwritten_crops_are_counted_lost_without_an_event(scene, runners, model):
@@ -229,7 +250,9 @@ def recut_rings(scene: Scene, shift: tuple[int, int]) -> tuple[CropRing, FrameRi
     moved = Box(scene.box.x0 + dx, scene.box.y0 + dy, scene.box.x1 + dx, scene.box.y1 + dy)
     for fid in range(*KEEP):
         seq = frames.write(scene.frames[fid], fid, 0, time.monotonic_ns())
-        crops.write(scene.frames[fid], moved if 210 <= fid <= 215 else scene.box, fid, 0, time.monotonic_ns(), 0, seq)
+        crops.write(
+            scene.frames[fid], moved if 210 <= fid <= 215 else scene.box, fid, 0, time.monotonic_ns(), 0, seq
+        )
     return crops, frames
 
 
@@ -275,8 +298,17 @@ def test_crops_of_another_size_are_resized_to_the_models_crop_side(scene, runner
     for fid in range(e.onset_frame - 5, e.offset_frame + 5):
         crops.write(scene.frames[fid], scene.box, fid, 0, time.monotonic_ns(), 0, fid)
     h = Harness(runners, model, crops, config=RecogConfig(queue=4, batch=1))
-    h.clips.put(job(crops, 1, e.onset_frame, e.apex_frame, e.offset_frame, first_seq=5,
-                       last_seq=5 + e.offset_frame - e.onset_frame))
+    h.clips.put(
+        job(
+            crops,
+            1,
+            e.onset_frame,
+            e.apex_frame,
+            e.offset_frame,
+            first_seq=5,
+            last_seq=5 + e.offset_frame - e.onset_frame,
+        )
+    )
     events = h.run()
     assert len(events) == 1 and events[0]["label"] == e.four_class
     crops.close()

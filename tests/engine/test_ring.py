@@ -119,7 +119,9 @@ def test_copy_is_private_view_is_not_and_validates():
 
 def test_shape_and_dtype_mismatch_is_a_clear_error():
     ring = FrameRing(4, (480, 640))
-    with pytest.raises(ValueError, match=r"expected shape \(480, 640\) dtype uint8, got shape \(479, 640\) dtype uint8"):
+    with pytest.raises(
+        ValueError, match=r"expected shape \(480, 640\) dtype uint8, got shape \(479, 640\) dtype uint8"
+    ):
         ring.write(np.zeros((479, 640), np.uint8), 0, 0)
     with pytest.raises(ValueError, match="got shape .* dtype uint16"):
         ring.write(np.zeros((480, 640), np.uint16), 0, 0)
@@ -302,7 +304,10 @@ def test_concurrent_reader_while_writer_laps_never_returns_torn_frames():
                 continue
             counts["range_ok"] += 1
             v = batch.meta["seq"] % 251
-            if not ((batch.pixels == v[:, None, None]).all() and (batch.meta["frame_id"] == batch.meta["seq"] + ID0).all()):
+            if not (
+                (batch.pixels == v[:, None, None]).all()
+                and (batch.meta["frame_id"] == batch.meta["seq"] + ID0).all()
+            ):
                 torn.extend(batch.meta["seq"].tolist())
             if min(counts.values()) >= 200:
                 done.set()
@@ -402,7 +407,9 @@ def test_an_unrelated_process_attaching_does_not_unlink_the_segment():
     name = shm_name()
     with FrameRing(4, SHAPE, shm_name=name) as ring:
         fill(ring, 3)
-        run = subprocess.run([sys.executable, "-c", _ATTACH_SCRIPT, name], capture_output=True, text=True, timeout=30)
+        run = subprocess.run(
+            [sys.executable, "-c", _ATTACH_SCRIPT, name], capture_output=True, text=True, timeout=30
+        )
         assert run.returncode == 0, run.stderr
         assert run.stdout.split() == [str(2 + ID0), "2"]
         assert "leaked" not in run.stderr
@@ -413,7 +420,10 @@ def test_an_unrelated_process_attaching_does_not_unlink_the_segment():
     control = shared_memory.SharedMemory(name=shm_name(), create=True, size=4096)
     try:
         run = subprocess.run(
-            [sys.executable, "-c", _PLAIN_ATTACH_SCRIPT, control.name], capture_output=True, text=True, timeout=30
+            [sys.executable, "-c", _PLAIN_ATTACH_SCRIPT, control.name],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert run.returncode == 0, run.stderr
         with pytest.raises(FileNotFoundError):
@@ -797,8 +807,9 @@ def test_one_waker_sleeps_on_several_rings():
 
     seen = sum(r.updates for r in rings)
     woke: list[float] = []
-    thread = threading.Thread(target=lambda: woke.append(waker.wait(news(seen), 10.0) and time.monotonic()),
-                              daemon=True)
+    thread = threading.Thread(
+        target=lambda: woke.append(waker.wait(news(seen), 10.0) and time.monotonic()), daemon=True
+    )
     thread.start()
     time.sleep(0.05)
     written = time.monotonic()

@@ -13,17 +13,33 @@ import time
 
 import pytest
 
-HEADLINE = ("frames_in", "frames_out", "frames_dropped", "skips", "spot_f1", "recog_uf1", "spot_latency_ms",
-            "recog_latency_ms")
-SPOT_LINE = re.compile(r"^\[cam0\] spot #0 micro-expression: onset (\d+) apex (\d+) offset (\d+) \(frames\), "
-                       r"score \d\.\d\d  \(-?\d+ ms after the offset\)$", re.MULTILINE)
+HEADLINE = (
+    "frames_in",
+    "frames_out",
+    "frames_dropped",
+    "skips",
+    "spot_f1",
+    "recog_uf1",
+    "spot_latency_ms",
+    "recog_latency_ms",
+)
+SPOT_LINE = re.compile(
+    r"^\[cam0\] spot #0 micro-expression: onset (\d+) apex (\d+) offset (\d+) \(frames\), "
+    r"score \d\.\d\d  \(-?\d+ ms after the offset\)$",
+    re.MULTILINE,
+)
 # seed 0 at 500 fps: a micro-expression around frames 2470-2640, inside the first 6 s (3000 frames)
 SPOTTED = ["--seed", "0", "--unpaced", "--duration", "6", "--publish", "none", "--no-progress"]
 
 
 def mestream(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mestream", *args], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mestream", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=120,
+    )
 
 
 def test_quiet_run_writes_the_summary_and_prints_no_events(tmp_path):
@@ -57,14 +73,19 @@ def test_events_are_printed_as_they_are_published():
     assert spots, result.stdout
     onset, apex, offset = map(int, spots[0])
     assert 2400 <= onset < apex < offset <= 2700
-    assert re.search(r'^\[cam0\] recog #0 emotion class "(positive|negative|surprise|others)" '
-                     r'\(p \d\.\d\d; classes: [a-z, ]+\), max key frame \d+  \(', result.stdout,
-                     re.MULTILINE), result.stdout
+    assert re.search(
+        r'^\[cam0\] recog #0 emotion class "(positive|negative|surprise|others)" '
+        r"\(p \d\.\d\d; classes: [a-z, ]+\), max key frame \d+  \(",
+        result.stdout,
+        re.MULTILINE,
+    ), result.stdout
     assert result.stdout.index("[cam0] spot #0") < result.stdout.index("mestream run summary")
     # the shipped weights say what they are, before the first event and in the summary
-    started = result.stdout.index("[cam0] started: reading synthetic 640x480 mono8 at 500 fps; models: the "
-                                  "shipped demo weights, trained on synthetic faces only and not validated "
-                                  "on real faces")
+    started = result.stdout.index(
+        "[cam0] started: reading synthetic 640x480 mono8 at 500 fps; models: the "
+        "shipped demo weights, trained on synthetic faces only and not validated "
+        "on real faces"
+    )
     assert started < result.stdout.index("[cam0] spot #0")
     assert result.stdout.count("trained on synthetic faces only") == 2
 
@@ -72,8 +93,20 @@ def test_events_are_printed_as_they_are_published():
 def test_two_cameras_run_side_by_side(tmp_path):
     """--cameras 2: each camera reads its own 1000 frames, and the summary names both."""
     path = tmp_path / "summary.json"
-    result = mestream("run", "--cameras", "2", "--unpaced", "--duration", "2", "--publish", "none", "--quiet",
-                      "--no-progress", "--summary", str(path))
+    result = mestream(
+        "run",
+        "--cameras",
+        "2",
+        "--unpaced",
+        "--duration",
+        "2",
+        "--publish",
+        "none",
+        "--quiet",
+        "--no-progress",
+        "--summary",
+        str(path),
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(path.read_text())
     assert summary["frames_in"] == 2000 and summary["frames_out"] == 2000 and summary["frames_dropped"] == 0
@@ -85,8 +118,19 @@ def test_two_cameras_run_side_by_side(tmp_path):
 def test_no_spot_runs_ingest_only(tmp_path):
     """--no-spot measures the camera path alone: no models are loaded and nothing is scored."""
     path = tmp_path / "summary.json"
-    result = mestream("run", "--no-spot", "--unpaced", "--duration", "1", "--publish", "none", "--quiet",
-                      "--no-progress", "--summary", str(path))
+    result = mestream(
+        "run",
+        "--no-spot",
+        "--unpaced",
+        "--duration",
+        "1",
+        "--publish",
+        "none",
+        "--quiet",
+        "--no-progress",
+        "--summary",
+        str(path),
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(path.read_text())
     assert summary["frames_in"] == 500 and summary["frames_out"] == 500
@@ -100,8 +144,11 @@ def test_no_spot_runs_ingest_only(tmp_path):
     [
         (["--paced", "--unpaced"], "argument --unpaced/--no-pace: not allowed with argument --paced"),
         (["--cameras", "0"], "mestream run: cameras: must be 1..16, got 0"),
-        (["--source", "vidoe"], "mestream run: source.kind (--source): no source kind 'vidoe' (did you mean "
-                                "'video'?); available: folder, opencv, synthetic, video"),
+        (
+            ["--source", "vidoe"],
+            "mestream run: source.kind (--source): no source kind 'vidoe' (did you mean "
+            "'video'?); available: folder, opencv, synthetic, video",
+        ),
     ],
 )
 def test_bad_flags_exit_2_naming_them(args, needle):
@@ -114,7 +161,9 @@ def test_bad_flags_exit_2_naming_them(args, needle):
 def test_an_unwritable_summary_path_is_refused_before_the_run(tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()
-    result = mestream("run", "--unpaced", "--duration", "1", "--publish", "none", "--quiet", "--summary", str(folder))
+    result = mestream(
+        "run", "--unpaced", "--duration", "1", "--publish", "none", "--quiet", "--summary", str(folder)
+    )
     assert result.returncode == 2 and f"summary (--summary): {folder} is a folder" in result.stderr
 
 
@@ -122,17 +171,35 @@ def test_a_fixed_face_box_outside_the_frame_is_refused(tmp_path):
     config = tmp_path / "fixed.toml"
     config.write_text('[face]\ndetector = "fixed"\nroi = [700, 10, 100, 100]\n')
     result = mestream("run", "--config", str(config), "--duration", "1", "--publish", "none", "--quiet")
-    assert result.returncode == 2 and "face.roi: [700, 10, 100, 100] lies outside the 640x480 frames of camera 'cam0'" in result.stderr
+    assert (
+        result.returncode == 2
+        and "face.roi: [700, 10, 100, 100] lies outside the 640x480 frames of camera 'cam0'" in result.stderr
+    )
 
 
 def test_ctrl_c_exits_130_after_writing_the_log_and_the_summary(tmp_path):
     """Ctrl-C is how a live session ends: the run still shuts down in order, writes what it was
     asked to, and exits 130 like `mestream bench` (and any command a shell saw killed by SIGINT)."""
     log, path = tmp_path / "events.jsonl", tmp_path / "summary.json"
-    process = subprocess.Popen([sys.executable, "-m", "mestream", "run", "--publish", "none", "--no-progress",
-                                "--log", str(log), "--summary", str(path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mestream",
+            "run",
+            "--publish",
+            "none",
+            "--no-progress",
+            "--log",
+            str(log),
+            "--summary",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         deadline = time.monotonic() + 90
         while not (log.exists() and "started" in log.read_text()) and time.monotonic() < deadline:
@@ -157,5 +224,7 @@ def test_a_bad_kind_in_a_config_file_names_the_file_and_key(tmp_path):
     config.write_text('[source]\nkind = "nope"\n')
     result = mestream("run", "--config", str(config), "--duration", "1", "--publish", "none", "--quiet")
     assert result.returncode == 2, result.stderr
-    assert f"mestream run: config file {config}: source.kind: no source kind 'nope'; available: " \
+    assert (
+        f"mestream run: config file {config}: source.kind: no source kind 'nope'; available: "
         in result.stderr
+    )

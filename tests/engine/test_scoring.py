@@ -15,25 +15,55 @@ from mestream.engine.scoring import ScoringError, format_scores, score_run
 CLASSES = list(FOUR_CLASSES)
 
 
-def ev(onset: int, offset: int, kind: str = "micro", emotion: str = "happiness", camera: str = "cam0") -> Event:
+def ev(
+    onset: int, offset: int, kind: str = "micro", emotion: str = "happiness", camera: str = "cam0"
+) -> Event:
     aus = {"micro": ("AU12",), "macro": ("AU12",), "blink": ("AU45",)}[kind]
     emotion = "none" if kind == "blink" else emotion
-    return Event(camera=camera, kind=kind, onset_frame=onset, apex_frame=(onset + offset) // 2,
-                 offset_frame=offset, emotion=emotion, aus=aus)
+    return Event(
+        camera=camera,
+        kind=kind,
+        onset_frame=onset,
+        apex_frame=(onset + offset) // 2,
+        offset_frame=offset,
+        emotion=emotion,
+        aus=aus,
+    )
 
 
-def spot(event_id: int, onset: int, offset: int, is_micro: bool = True, camera: str = "cam0",
-         score: float = 0.9, ms: float = 100.0, **stages: float) -> dict:
-    return {"camera": camera, "event_id": event_id, "onset_frame": onset, "apex_frame": (onset + offset) // 2,
-            "offset_frame": offset, "score": score, "is_micro": is_micro,
-            "refined": {"onset_frame": onset, "apex_frame": (onset + offset) // 2},
-            "latency": {"capture_to_publish_ms": ms, **stages}}
+def spot(
+    event_id: int,
+    onset: int,
+    offset: int,
+    is_micro: bool = True,
+    camera: str = "cam0",
+    score: float = 0.9,
+    ms: float = 100.0,
+    **stages: float,
+) -> dict:
+    return {
+        "camera": camera,
+        "event_id": event_id,
+        "onset_frame": onset,
+        "apex_frame": (onset + offset) // 2,
+        "offset_frame": offset,
+        "score": score,
+        "is_micro": is_micro,
+        "refined": {"onset_frame": onset, "apex_frame": (onset + offset) // 2},
+        "latency": {"capture_to_publish_ms": ms, **stages},
+    }
 
 
 def recog(event_id: int, label: str, camera: str = "cam0", ms: float = 200.0) -> dict:
-    return {"camera": camera, "event_id": event_id, "label": label,
-            "probabilities": {c: float(c == label) for c in CLASSES}, "key_frames": [1, 2, 3], "max_key_frame": 2,
-            "latency": {"capture_to_publish_ms": ms}}
+    return {
+        "camera": camera,
+        "event_id": event_id,
+        "label": label,
+        "probabilities": {c: float(c == label) for c in CLASSES},
+        "key_frames": [1, 2, 3],
+        "max_key_frame": 2,
+        "latency": {"capture_to_publish_ms": ms},
+    }
 
 
 def run(spots, recogs, truth, frames=1000):
@@ -41,8 +71,15 @@ def run(spots, recogs, truth, frames=1000):
     return score_run(spots, recogs, truth, frames_seen, CLASSES)
 
 
-TRUTH = {"cam0": [ev(10, 60, emotion="happiness"), ev(200, 250, emotion="surprise"), ev(400, 450, emotion="anger"),
-                  ev(600, 800, kind="macro"), ev(900, 920, kind="blink")]}
+TRUTH = {
+    "cam0": [
+        ev(10, 60, emotion="happiness"),
+        ev(200, 250, emotion="surprise"),
+        ev(400, 450, emotion="anger"),
+        ev(600, 800, kind="macro"),
+        ev(900, 920, kind="blink"),
+    ]
+}
 
 
 def test_perfect_predictions_score_one_and_are_plain_json():
@@ -53,11 +90,22 @@ def test_perfect_predictions_score_one_and_are_plain_json():
     assert scores["spot"]["micro"] == {"tp": 3, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert scores["spot"]["macro"]["tp"] == 1
     assert scores["recognition"]["acc"] == 1.0
-    assert (scores["recognition"]["events"], scores["recognition"]["scored"], scores["recognition"]["unmatched"]) \
-        == (3, 3, 0)
+    assert (
+        scores["recognition"]["events"],
+        scores["recognition"]["scored"],
+        scores["recognition"]["unmatched"],
+    ) == (3, 3, 0)
     assert scores["macro_published_as_micro"] == 0 and scores["blinks_published_as_micro"] == 0
-    assert scores["cameras"] == {"cam0": {"spots": 4, "micro": 3, "recogs": 3, "truth_micro": 3,
-                                          "truth_macro": 1, "truth_left_out": {"cut_off": 0, "after_end": 0}}}
+    assert scores["cameras"] == {
+        "cam0": {
+            "spots": 4,
+            "micro": 3,
+            "recogs": 3,
+            "truth_micro": 3,
+            "truth_macro": 1,
+            "truth_left_out": {"cut_off": 0, "after_end": 0},
+        }
+    }
     assert json.loads(json.dumps(scores, allow_nan=False)) == scores
 
 
@@ -71,7 +119,11 @@ def test_missed_event_and_false_positive_counts():
 
 
 def test_micro_spot_on_macro_and_on_blink_are_counted():
-    spots = [spot(0, 610, 790), spot(1, 900, 920), spot(2, 900, 921, is_micro=False)]  # a macro spot on the blink
+    spots = [
+        spot(0, 610, 790),
+        spot(1, 900, 920),
+        spot(2, 900, 921, is_micro=False),
+    ]  # a macro spot on the blink
     scores = run(spots, [], TRUTH)
     assert scores["macro_published_as_micro"] == 1
     assert scores["blinks_published_as_micro"] == 1
@@ -106,20 +158,34 @@ def test_wrong_label_lowers_uf1():
 
 def test_two_cameras_never_cross_match():
     truth = {"cam0": [ev(10, 60, camera="cam0")], "cam1": [ev(300, 350, camera="cam1")]}
-    spots = [spot(0, 300, 350, camera="cam0"), spot(0, 10, 60, camera="cam1")]  # same event_id on both cameras
+    spots = [
+        spot(0, 300, 350, camera="cam0"),
+        spot(0, 10, 60, camera="cam1"),
+    ]  # same event_id on both cameras
     scores = run(spots, [recog(0, "positive", camera="cam0"), recog(0, "positive", camera="cam1")], truth)
     assert scores["spot"]["micro"]["tp"] == 0 and scores["spot"]["micro"]["fp"] == 2
     assert scores["recognition"]["scored"] == 0
-    assert scores["cameras"]["cam1"] == {"spots": 1, "micro": 1, "recogs": 1, "truth_micro": 1,
-                                         "truth_macro": 0, "truth_left_out": {"cut_off": 0, "after_end": 0}}
-    scores = run([spot(0, 10, 60, camera="cam0"), spot(0, 300, 350, camera="cam1")],
-                 [recog(0, "positive", camera="cam1")], truth)
+    assert scores["cameras"]["cam1"] == {
+        "spots": 1,
+        "micro": 1,
+        "recogs": 1,
+        "truth_micro": 1,
+        "truth_macro": 0,
+        "truth_left_out": {"cut_off": 0, "after_end": 0},
+    }
+    scores = run(
+        [spot(0, 10, 60, camera="cam0"), spot(0, 300, 350, camera="cam1")],
+        [recog(0, "positive", camera="cam1")],
+        truth,
+    )
     assert scores["spot_f1"] == 1.0 and scores["recognition"]["scored"] == 1
 
 
 def test_latency_percentiles_ordered_with_stages():
-    spots = [spot(i, 10 + 100 * i, 20 + 100 * i, ms=float(ms), flow_ms=ms / 10)
-             for i, ms in enumerate([100, 120, 150, 900, 130, 110])]
+    spots = [
+        spot(i, 10 + 100 * i, 20 + 100 * i, ms=float(ms), flow_ms=ms / 10)
+        for i, ms in enumerate([100, 120, 150, 900, 130, 110])
+    ]
     lat = run(spots, [], TRUTH)["spot_latency_ms"]
     assert lat["n"] == 6
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"] == 900.0
@@ -167,8 +233,10 @@ def test_a_run_with_nothing_to_score_reads_na_not_zero():
     assert scores["truth_left_out"] == {"cut_off": 1, "after_end": 2}
     assert scores["cameras"]["cam0"]["truth_left_out"] == {"cut_off": 1, "after_end": 2}
     lines = format_scores(scores)
-    assert lines[0] == ("scored cameras cam0 against their ground truth (0 micro-expressions; left out 1 cut "
-                        "off by the run's end and 2 after it)")
+    assert lines[0] == (
+        "scored cameras cam0 against their ground truth (0 micro-expressions; left out 1 cut "
+        "off by the run's end and 2 after it)"
+    )
     assert lines[1].startswith("spotting: micro F1 n/a (TP 0, FP 0, FN 0)")
     assert "0.00" not in "\n".join(lines)
 
@@ -191,11 +259,17 @@ def test_spot_missing_field_is_named(field):
         assert "event_id 5" in str(info.value)
 
 
-@pytest.mark.parametrize("change, needle", [
-    ({"onset_frame": 70}, "offset"), ({"onset_frame": 1.5}, "onset"), ({"score": float("nan")}, "score"),
-    ({"is_micro": "yes"}, "is_micro"), ({"latency": {"flow_ms": 1.0}}, "capture_to_publish_ms"),
-    ({"latency": {"capture_to_publish_ms": None}}, "capture_to_publish_ms"),
-])
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"onset_frame": 70}, "offset"),
+        ({"onset_frame": 1.5}, "onset"),
+        ({"score": float("nan")}, "score"),
+        ({"is_micro": "yes"}, "is_micro"),
+        ({"latency": {"flow_ms": 1.0}}, "capture_to_publish_ms"),
+        ({"latency": {"capture_to_publish_ms": None}}, "capture_to_publish_ms"),
+    ],
+)
 def test_spot_bad_value_is_named(change, needle):
     with pytest.raises(ScoringError, match=needle) as info:
         run([{**spot(5, 10, 60), **change}], [], TRUTH)
@@ -218,8 +292,10 @@ def test_bad_recog_truth_and_duplicates_raise():
 
 
 def test_module_imports_no_torch_or_models():
-    code = ("import sys, mestream.engine.scoring; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('mestream.models', 'mestream.cameras'))]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, mestream.engine.scoring; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('mestream.models', 'mestream.cameras'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

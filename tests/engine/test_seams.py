@@ -19,8 +19,13 @@ def written_attributes(module_tree: ast.Module, owner: str) -> list[str]:
     """``owner.x = ...``, ``owner.x += ...`` and ``owner.x[i] = ...`` targets, as ``x``."""
     found = []
     for node in ast.walk(module_tree):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
-            node, (ast.AugAssign, ast.AnnAssign)) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, (ast.AugAssign, ast.AnnAssign))
+            else []
+        )
         for target in targets:
             while isinstance(target, ast.Subscript):
                 target = target.value
@@ -53,6 +58,16 @@ def test_spot_and_recognition_meet_only_at_the_clip_queue() -> None:
 
 def test_recognition_reads_crops_only_through_the_crop_rings_methods() -> None:
     source = Path(recognise_module.__file__).read_text()
-    for internal in ("ring.boxes", "ring.source_seq", "ring.done_ns", "ring.ring", ".read_range(", "._boxes",
-                     "._source_seq", "._written_ns", "import Box, crop", " crop("):
+    for internal in (
+        "ring.boxes",
+        "ring.source_seq",
+        "ring.done_ns",
+        "ring.ring",
+        ".read_range(",
+        "._boxes",
+        "._source_seq",
+        "._written_ns",
+        "import Box, crop",
+        " crop(",
+    ):
         assert internal not in source, internal

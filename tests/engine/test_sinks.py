@@ -19,20 +19,38 @@ HEADER = {"camera": "cam1", "seq": 0, "host_ns": 5_000_000_000, "wall_ns": 1_700
 def spot(event_id: int = 3, is_micro: bool = True, latency_ms: float = 519.4) -> dict:
     """A spot payload as the spot stage publishes it (built through the schema, so the fields are real)."""
     return SpotEvent(
-        **HEADER, event_id=event_id, onset_frame=2471, apex_frame=2544, offset_frame=2631,
-        onset_ns=4_942_000_000, apex_ns=5_088_000_000, offset_ns=5_262_000_000, score=0.8731, scale=161.0,
-        is_micro=is_micro, refined={"onset_frame": 2474, "apex_frame": 2540},
+        **HEADER,
+        event_id=event_id,
+        onset_frame=2471,
+        apex_frame=2544,
+        offset_frame=2631,
+        onset_ns=4_942_000_000,
+        apex_ns=5_088_000_000,
+        offset_ns=5_262_000_000,
+        score=0.8731,
+        scale=161.0,
+        is_micro=is_micro,
+        refined={"onset_frame": 2474, "apex_frame": 2540},
         latency={"capture_to_publish_ms": latency_ms, "face_ms": 1.2, "wait_ms": 3.0},
     ).as_dict()
 
 
 def recog(event_id: int = 3) -> dict:
     return RecogEvent(
-        **HEADER, event_id=event_id, label="positive",
+        **HEADER,
+        event_id=event_id,
+        label="positive",
         probabilities={"negative": 0.03, "positive": 0.91, "surprise": 0.04, "others": 0.02},
-        key_frames=[2474, 2540, 2560, 2631], max_key_frame=2560,
-        latency={"capture_to_publish_ms": 586.2, "spot_ms": 519.4, "queue_ms": 0.1, "prepare_ms": 2.0,
-                 "encoder_ms": 40.0, "head_ms": 3.0},
+        key_frames=[2474, 2540, 2560, 2631],
+        max_key_frame=2560,
+        latency={
+            "capture_to_publish_ms": 586.2,
+            "spot_ms": 519.4,
+            "queue_ms": 0.1,
+            "prepare_ms": 2.0,
+            "encoder_ms": 40.0,
+            "head_ms": 3.0,
+        },
     ).as_dict()
 
 
@@ -61,8 +79,10 @@ def test_console_stays_quiet_for_stats_and_health(capsys):
 
 def test_console_line_for_a_spot_names_camera_event_kind_frames_and_latency():
     micro = console_line(TOPIC_SPOT, spot())
-    assert micro == ("[cam1] spot #3 micro-expression: onset 2471 apex 2544 offset 2631 (frames), "
-                     "score 0.87  (519 ms after the offset)")
+    assert micro == (
+        "[cam1] spot #3 micro-expression: onset 2471 apex 2544 offset 2631 (frames), "
+        "score 0.87  (519 ms after the offset)"
+    )
     macro = console_line(TOPIC_SPOT, spot(event_id=4, is_micro=False, latency_ms=1234.6))
     assert " spot #4 macro-expression: onset 2471 apex 2544 offset 2631 " in macro
     assert "(1235 ms after the offset)" in macro
@@ -70,24 +90,33 @@ def test_console_line_for_a_spot_names_camera_event_kind_frames_and_latency():
 
 def test_console_line_for_a_recognition_names_label_probability_key_frame_and_latency():
     line = console_line(TOPIC_RECOG, recog())
-    assert line == ('[cam1] recog #3 emotion class "positive" (p 0.91; classes: negative, positive, '
-                    'surprise, others), max key frame 2560  (586 ms after the offset)')
+    assert line == (
+        '[cam1] recog #3 emotion class "positive" (p 0.91; classes: negative, positive, '
+        "surprise, others), max key frame 2560  (586 ms after the offset)"
+    )
 
 
 def test_console_line_reads_the_sample_payloads_of_every_topic():
     """The schema's own samples (another camera, label and latencies) format without error."""
     assert console_line(TOPIC_SPOT, SAMPLES[TOPIC_SPOT].as_dict()).startswith(
-        "[cam0] spot #7 micro-expression: onset 1200 apex 1231 offset 1290 (frames), score 0.91  (14 ms")
+        "[cam0] spot #7 micro-expression: onset 1200 apex 1231 offset 1290 (frames), score 0.91  (14 ms"
+    )
     assert console_line(TOPIC_RECOG, SAMPLES[TOPIC_RECOG].as_dict()).startswith(
-        '[cam0] recog #7 emotion class "surprise" (p 0.82; classes: ')
+        '[cam0] recog #7 emotion class "surprise" (p 0.82; classes: '
+    )
 
 
 def test_record_sink_keeps_only_spot_and_recog_payloads():
     """The end-of-run scores are computed from what the bus published, and only from events."""
     sink = RecordSink()
     sink.open()
-    sent = [(TOPIC_STATS, SAMPLES[TOPIC_STATS].as_dict()), (TOPIC_SPOT, spot(3)),
-            (TOPIC_HEALTH, SAMPLES[TOPIC_HEALTH].as_dict()), (TOPIC_RECOG, recog(3)), (TOPIC_SPOT, spot(4))]
+    sent = [
+        (TOPIC_STATS, SAMPLES[TOPIC_STATS].as_dict()),
+        (TOPIC_SPOT, spot(3)),
+        (TOPIC_HEALTH, SAMPLES[TOPIC_HEALTH].as_dict()),
+        (TOPIC_RECOG, recog(3)),
+        (TOPIC_SPOT, spot(4)),
+    ]
     assert all(sink.send(topic, payload) for topic, payload in sent)
     sink.close()
     assert set(sink.events) == {TOPIC_SPOT, TOPIC_RECOG}

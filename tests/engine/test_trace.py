@@ -32,9 +32,14 @@ def test_unfinished_and_overflow_are_counted():
 
 
 def run(spot: bool, seconds: float = 3.0):
-    config = RunConfig(source=SourceConfig(pace=False, seed=0, fps=200.0), duration=seconds, progress=False,
-                       publish=PublishConfig(endpoint="", console=False), spot=SpotConfig(enabled=spot),
-                       recognise=RecogConfig(enabled=False))
+    config = RunConfig(
+        source=SourceConfig(pace=False, seed=0, fps=200.0),
+        duration=seconds,
+        progress=False,
+        publish=PublishConfig(endpoint="", console=False),
+        spot=SpotConfig(enabled=spot),
+        recognise=RecogConfig(enabled=False),
+    )
     pipeline = Pipeline(config, trace_frames=2000)
     summary = pipeline.run()
     assert not summary.error

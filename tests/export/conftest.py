@@ -17,8 +17,10 @@ SMALL = {
 }
 """Per family: the preset's layers on small inputs, so every test network exports in a second."""
 
-needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None,
-                                 reason="exporting needs the 'train' extra (torch, onnx)")
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None,
+    reason="exporting needs the 'train' extra (torch, onnx)",
+)
 
 _one_thread = models_conftest._one_thread  # autouse: one torch thread here too
 
@@ -40,8 +42,14 @@ def save_small(path: Path, name: str, seed: int = 0) -> Path:
 
     family, _, preset = name.partition(".")
     net = small_model(name, seed)
-    return save_checkpoint(path, model=family, preset=preset, config=dataclasses.asdict(net.config),
-                           state_dict=net.state_dict(), card={"model": family, "preset": preset})
+    return save_checkpoint(
+        path,
+        model=family,
+        preset=preset,
+        config=dataclasses.asdict(net.config),
+        state_dict=net.state_dict(),
+        card={"model": family, "preset": preset},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +57,9 @@ def small_checkpoints(tmp_path_factory) -> dict[str, Path]:
     if importlib.util.find_spec("torch") is None:
         pytest.skip("needs torch")
     folder = tmp_path_factory.mktemp("checkpoints")
-    return {family: save_small(folder / f"{family}-small.pt", f"{family}.demo") for family in ("mesnet", "akmnet")}
+    return {
+        family: save_small(folder / f"{family}-small.pt", f"{family}.demo") for family in ("mesnet", "akmnet")
+    }
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +90,9 @@ def export_copy(small_export, tmp_path) -> Path:
     out = tmp_path / "export"
     shutil.copytree(small_export, out)
     manifest = Manifest.load(out)
-    models = {name: dataclasses.replace(info, checkpoint=str((small_export / info.checkpoint).resolve()))
-              for name, info in manifest.models.items()}
+    models = {
+        name: dataclasses.replace(info, checkpoint=str((small_export / info.checkpoint).resolve()))
+        for name, info in manifest.models.items()
+    }
     dataclasses.replace(manifest, models=models).save()
     return out

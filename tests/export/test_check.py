@@ -6,23 +6,31 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mestream.export.check import compare, difference, format_rows
 from mestream.engine.manifest import SubgraphInfo, TensorInfo
+from mestream.export.check import compare, difference, format_rows
 
 nan, inf = np.nan, np.inf
-STAGE = SubgraphInfo(model="m", name="s", file="m.s.onnx", sha256="0" * 64,
-                  inputs=(TensorInfo("x", ("batch", 2), "float32"),),
-                  outputs=(TensorInfo("a", ("batch", 2), "float32"), TensorInfo("b", ("batch", 2), "bool")))
+STAGE = SubgraphInfo(
+    model="m",
+    name="s",
+    file="m.s.onnx",
+    sha256="0" * 64,
+    inputs=(TensorInfo("x", ("batch", 2), "float32"),),
+    outputs=(TensorInfo("a", ("batch", 2), "float32"), TensorInfo("b", ("batch", 2), "bool")),
+)
 
 
-@pytest.mark.parametrize("got, want, peak", [
-    ([[0.0, 1.0], [2.0, 3.0]], [[0.0, 1.0], [2.0, 3.5]], 0.5),  # the last element counts
-    ([[nan, 1.0]], [[nan, 1.0]], inf),  # NaN in both is no agreement
-    ([[nan, 1.0]], [[0.0, 1.0]], inf),
-    ([[1.0, 1.0]], [[1.0, nan]], inf),
-    ([[inf, 1.0]], [[inf, 1.0]], inf),  # nor is the same infinity (inf - inf is NaN)
-    ([[-inf, 1.0]], [[inf, 1.0]], inf),
-])
+@pytest.mark.parametrize(
+    "got, want, peak",
+    [
+        ([[0.0, 1.0], [2.0, 3.0]], [[0.0, 1.0], [2.0, 3.5]], 0.5),  # the last element counts
+        ([[nan, 1.0]], [[nan, 1.0]], inf),  # NaN in both is no agreement
+        ([[nan, 1.0]], [[0.0, 1.0]], inf),
+        ([[1.0, 1.0]], [[1.0, nan]], inf),
+        ([[inf, 1.0]], [[inf, 1.0]], inf),  # nor is the same infinity (inf - inf is NaN)
+        ([[-inf, 1.0]], [[inf, 1.0]], inf),
+    ],
+)
 def test_difference_is_over_every_element_and_never_nan(got, want, peak):
     result, mean, metric = difference(np.array(got, np.float32), np.array(want, np.float32))
     assert metric == "abs" and result == peak and not np.isnan(mean)
@@ -40,7 +48,10 @@ def test_nan_output_fails_the_check_with_a_figure():
     rows = compare(STAGE, "onnxruntime", "random b1", dict(want), want, "torch", 1e-4)
     assert [(r.output, r.ok, r.max_diff) for r in rows] == [("a", False, inf), ("b", True, 0.0)]
     table = format_rows(rows)
-    assert "[FAILED]  m.s       onnxruntime  random b1  a       inf" in table and "1 of 2 comparisons differ" in table
+    assert (
+        "[FAILED]  m.s       onnxruntime  random b1  a       inf" in table
+        and "1 of 2 comparisons differ" in table
+    )
 
 
 def test_an_output_without_a_reference_is_a_failure_not_a_skip():

@@ -16,13 +16,15 @@ from mestream.engine.backends import BackendError
 from mestream.engine.backends.onnxrt import OnnxRuntimeBackend
 from mestream.engine.manifest import Manifest, shipped_export_dir
 from tests.engine.backends.fakebackends import ENTRY_POINTS
-from tests.plugins import install_fake_plugin, on_path
 from tests.export.conftest import needs_torch
+from tests.plugins import install_fake_plugin, on_path
 
 
 def _hide_torch(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
 
 
 @needs_torch
@@ -31,8 +33,13 @@ def test_the_shipped_export_is_fresh_and_its_parity_is_within_tolerance():
 
     assert is_stale(shipped_export_dir(), default_checkpoints(), opset=17) is None
     manifest = Manifest.load(shipped_export_dir())
-    assert list(manifest.subgraphs) == ["mesnet.encoder", "mesnet.window_head", "mesnet.crn", "akmnet.encoder",
-                                     "akmnet.clip_head"]
+    assert list(manifest.subgraphs) == [
+        "mesnet.encoder",
+        "mesnet.window_head",
+        "mesnet.crn",
+        "akmnet.encoder",
+        "akmnet.clip_head",
+    ]
     for key, subgraph in manifest.subgraphs.items():
         for group in ("random", "camera"):
             assert set(subgraph.parity[group]) == {t.name for t in subgraph.outputs}, key
@@ -51,7 +58,9 @@ def test_check_passes_on_the_shipped_export(capsys):
 
 
 def test_check_fails_when_a_backend_disagrees(monkeypatch, capsys, tmp_path):
-    on_path(monkeypatch, install_fake_plugin(tmp_path, ENTRY_POINTS))  # offbyone: a plugin backend that is off by 1e-3
+    on_path(
+        monkeypatch, install_fake_plugin(tmp_path, ENTRY_POINTS)
+    )  # offbyone: a plugin backend that is off by 1e-3
     assert cli.main(["export", "--check", "--backends", "onnxruntime,offbyone"]) == 1
     out = capsys.readouterr().out
     failed = [line for line in out.splitlines() if line.startswith("[FAILED]")]
@@ -75,13 +84,16 @@ def test_export_without_torch_names_the_extra(monkeypatch, capsys, tmp_path):
     assert not out and err.count("\n") == 1 and "pip install 'mestream[train]'" in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--checkpoint", "mesnet=/no/such/mesnet.pt"], "checkpoint /no/such/mesnet.pt: no such file"),
-    (["--checkpoint", "/no/such/file.pt"], "checkpoint /no/such/file.pt: no such file"),
-    (["--checkpoint", "resnet=x.pt"], "unknown model 'resnet'"),
-    (["--opset", "16"], "--opset 16"),
-    (["--backends", "onnxruntime"], "--backends only applies to --check"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--checkpoint", "mesnet=/no/such/mesnet.pt"], "checkpoint /no/such/mesnet.pt: no such file"),
+        (["--checkpoint", "/no/such/file.pt"], "checkpoint /no/such/file.pt: no such file"),
+        (["--checkpoint", "resnet=x.pt"], "unknown model 'resnet'"),
+        (["--opset", "16"], "--opset 16"),
+        (["--backends", "onnxruntime"], "--backends only applies to --check"),
+    ],
+)
 def test_bad_input_is_one_line_with_exit_2(argv, message, capsys, tmp_path):
     if "/no/such" in " ".join(argv) and importlib.util.find_spec("torch") is None:
         pytest.skip("needs torch to read a checkpoint")
@@ -99,8 +111,14 @@ def test_unknown_backend_kind_is_refused(capsys):
 
 @needs_torch
 def test_if_stale_exports_only_when_needed(export_copy, small_checkpoints, capsys):
-    argv = ["export", "--out", str(export_copy), "--if-stale", "--no-progress",
-            *[f"--checkpoint={m}={p}" for m, p in small_checkpoints.items()]]
+    argv = [
+        "export",
+        "--out",
+        str(export_copy),
+        "--if-stale",
+        "--no-progress",
+        *[f"--checkpoint={m}={p}" for m, p in small_checkpoints.items()],
+    ]
     before = (export_copy / "manifest.json").stat().st_mtime_ns
     assert cli.main(argv) == 0
     assert "up to date" in capsys.readouterr().out
@@ -115,8 +133,8 @@ def test_if_stale_exports_only_when_needed(export_copy, small_checkpoints, capsy
 def test_a_corrupt_onnx_file_is_a_clear_error_from_onnxruntime(tmp_path):
     """Garbage bytes whose sha256 the manifest carries (a file damaged before export finished,
     or a hand-edited manifest): onnxruntime's own error must not be all the user sees."""
-    from mestream.export.check import check_backends
     from mestream.engine.manifest import file_sha256
+    from mestream.export.check import check_backends
 
     root = tmp_path / "export"
     root.mkdir()
@@ -128,8 +146,11 @@ def test_a_corrupt_onnx_file_is_a_clear_error_from_onnxruntime(tmp_path):
     data["models"]["mesnet"]["subgraphs"] = [subgraph]
     (root / "manifest.json").write_text(json.dumps(data))
     manifest = Manifest.load(root)
-    with pytest.raises(BackendError, match=r"model mesnet\.encoder: onnxruntime cannot load .*mesnet\.encoder\.onnx: "
-                                           r"the file is damaged"):
+    with pytest.raises(
+        BackendError,
+        match=r"model mesnet\.encoder: onnxruntime cannot load .*mesnet\.encoder\.onnx: "
+        r"the file is damaged",
+    ):
         OnnxRuntimeBackend(manifest, "mesnet.encoder").activate()
     rows = check_backends(manifest, ["onnxruntime"], echo=lambda line: None)
     assert rows and not any(r.ok for r in rows) and "damaged" in rows[0].error
@@ -145,10 +166,12 @@ def test_damaged_camera_inputs_are_named(export_copy, capsys, monkeypatch):
 
 def test_export_help_imports_neither_torch_nor_the_networks():
     """`export --check` runs on a runtime-only install: nothing that needs torch loads before an export."""
-    probe = ("import sys\nfrom mestream import cli\ntry:\n    cli.main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
-             "import mestream.export.check, mestream.export.onnx_export\n"
-             "print(sorted(m for m in sys.modules if m in ('torch', 'onnx') or m.endswith(('.network', '.losses'))"
-             " or m == 'mestream.export.subgraphs'))")
+    probe = (
+        "import sys\nfrom mestream import cli\ntry:\n    cli.main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
+        "import mestream.export.check, mestream.export.onnx_export\n"
+        "print(sorted(m for m in sys.modules if m in ('torch', 'onnx') or m.endswith(('.network', '.losses'))"
+        " or m == 'mestream.export.subgraphs'))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
@@ -166,7 +189,9 @@ def test_a_multi_line_error_is_printed_on_one_line(monkeypatch, capsys, tmp_path
     monkeypatch.setattr(command, "export_all", fail)
     assert cli.main(["export", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     out, err = capsys.readouterr()
-    assert err == "mestream export: model mesnet.encoder: torch.onnx.export failed: RuntimeError: first second\n"
+    assert (
+        err == "mestream export: model mesnet.encoder: torch.onnx.export failed: RuntimeError: first second\n"
+    )
 
 
 @needs_torch
@@ -200,5 +225,10 @@ def test_the_shipped_export_matches_what_the_current_code_exports(tmp_path):
         for name, value in want.items():
             # float32 rounding differs between ONNX Runtime and torch releases by ~1e-6; a change
             # to the network that was not re-exported moves the outputs by orders more
-            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5, err_msg=f"{key} {name}: re-run "
-                                       f"`mestream export --out models/weights/onnx`")
+            np.testing.assert_allclose(
+                got[name],
+                value,
+                rtol=1e-5,
+                atol=1e-5,
+                err_msg=f"{key} {name}: re-run `mestream export --out models/weights/onnx`",
+            )

@@ -31,10 +31,18 @@ def test_export_writes_every_stage_with_its_hash_and_parity(small_export, small_
         assert set(subgraph.parity) == {"random", "camera"}
         for group in ("random", "camera"):
             assert set(subgraph.parity[group]) == {t.name for t in subgraph.outputs}, (key, group)
-            assert all(v <= 1e-4 for v in subgraph.parity[group].values()), (key, group, subgraph.parity[group])
+            assert all(v <= 1e-4 for v in subgraph.parity[group].values()), (
+                key,
+                group,
+                subgraph.parity[group],
+            )
     head = manifest.subgraph("akmnet.clip_head")
-    assert [(t.name, t.dtype) for t in head.outputs] == [("probabilities", "float32"), ("beta", "float32"),
-                                                         ("key_mask", "bool"), ("max_key", "int64")]
+    assert [(t.name, t.dtype) for t in head.outputs] == [
+        ("probabilities", "float32"),
+        ("beta", "float32"),
+        ("key_mask", "bool"),
+        ("max_key", "int64"),
+    ]
     for name, path in small_checkpoints.items():
         info = manifest.models[name]
         assert not info.checkpoint.startswith("/")  # relative to the export folder
@@ -46,13 +54,20 @@ def test_export_writes_every_stage_with_its_hash_and_parity(small_export, small_
 
 def test_manifest_round_trips(small_export, tmp_path):
     manifest = Manifest.load(small_export)
-    copy = Manifest(root=tmp_path, opset=manifest.opset, exporter=manifest.exporter, producer=manifest.producer,
-                    models=manifest.models)
+    copy = Manifest(
+        root=tmp_path,
+        opset=manifest.opset,
+        exporter=manifest.exporter,
+        producer=manifest.producer,
+        models=manifest.models,
+    )
     copy.save()
     again = Manifest.load(tmp_path)
     assert again == copy
     assert again.as_dict() == manifest.as_dict()
-    assert json.loads((tmp_path / "manifest.json").read_text()) == json.loads((small_export / "manifest.json").read_text())
+    assert json.loads((tmp_path / "manifest.json").read_text()) == json.loads(
+        (small_export / "manifest.json").read_text()
+    )
 
 
 def test_camera_inputs_are_saved_with_the_torch_outputs(small_export):
@@ -68,7 +83,11 @@ def test_camera_inputs_are_saved_with_the_torch_outputs(small_export):
             assert f"torch/{key}/{t.name}" in stored
     mask = stored["akmnet.clip_head/mask"]
     assert mask[0].all() and not mask[1].all(), "one whole clip and one padded clip"
-    assert stored["mesnet.window_head/features"].shape == (1, 24, manifest.subgraph("mesnet.window_head").inputs[0].shape[2])
+    assert stored["mesnet.window_head/features"].shape == (
+        1,
+        24,
+        manifest.subgraph("mesnet.window_head").inputs[0].shape[2],
+    )
     assert np.abs(stored["mesnet.encoder/flow"]).max() > 0.1, "real flow, not zeros"
 
 
@@ -78,7 +97,9 @@ def test_verify_rejects_a_changed_file_naming_the_stage(export_copy):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(ManifestError, match=r"model mesnet\.crn: ONNX file .*mesnet\.crn\.onnx does not match"):
+    with pytest.raises(
+        ManifestError, match=r"model mesnet\.crn: ONNX file .*mesnet\.crn\.onnx does not match"
+    ):
         manifest.verify("mesnet.crn")
     manifest.verify("mesnet.encoder")  # the others are untouched
 
@@ -98,7 +119,9 @@ def test_is_stale_says_why(export_copy, small_checkpoints, tmp_path):
     assert "model akmnet.encoder" in is_stale(export_copy, small_checkpoints)
 
 
-def test_a_stage_that_differs_from_torch_fails_naming_stage_and_output(small_checkpoints, tmp_path, monkeypatch):
+def test_a_stage_that_differs_from_torch_fails_naming_stage_and_output(
+    small_checkpoints, tmp_path, monkeypatch
+):
     from mestream.export import onnx_export
 
     real = onnx_export.torch_outputs
@@ -110,7 +133,9 @@ def test_a_stage_that_differs_from_torch_fails_naming_stage_and_output(small_che
         return out
 
     monkeypatch.setattr(onnx_export, "torch_outputs", drifted)
-    with pytest.raises(onnx_export.ParityError, match=r"mesnet\.crn: output 'offsets'.*differs from torch.*0\.001"):
+    with pytest.raises(
+        onnx_export.ParityError, match=r"mesnet\.crn: output 'offsets'.*differs from torch.*0\.001"
+    ):
         onnx_export.export_all({"mesnet": small_checkpoints["mesnet"]}, tmp_path, progress=False)
     assert not (tmp_path / "manifest.json").exists(), "no manifest for a failed export"
 
@@ -122,8 +147,9 @@ def test_opset_below_17_is_refused(small_checkpoints, tmp_path):
         export_all(small_checkpoints, tmp_path, opset=16, progress=False)
 
 
-def test_a_failed_re_export_leaves_no_manifest_and_a_dtype_change_is_a_parity_failure(export_copy, small_checkpoints,
-                                                                                    monkeypatch):
+def test_a_failed_re_export_leaves_no_manifest_and_a_dtype_change_is_a_parity_failure(
+    export_copy, small_checkpoints, monkeypatch
+):
     """Re-exporting into a folder that holds an export: once its files start being replaced the
     old manifest no longer describes them, so a failure must not leave it behind. An output of
     another dtype or shape in ONNX Runtime than in torch is a disagreement (exit 1), like a
@@ -140,6 +166,8 @@ def test_a_failed_re_export_leaves_no_manifest_and_a_dtype_change_is_a_parity_fa
 
     monkeypatch.setattr(onnx_export, "torch_outputs", widened)
     assert (export_copy / "manifest.json").is_file()
-    with pytest.raises(onnx_export.ParityError, match=r"mesnet\.encoder: output 'features' is float32 .* but float64"):
+    with pytest.raises(
+        onnx_export.ParityError, match=r"mesnet\.encoder: output 'features' is float32 .* but float64"
+    ):
         onnx_export.export_all({"mesnet": small_checkpoints["mesnet"]}, export_copy, progress=False)
     assert not (export_copy / "manifest.json").exists()

@@ -25,21 +25,26 @@ def test_every_stage_exports_checks_and_matches_torch(name, tmp_path):
     from mestream.export.onnx_export import export_subgraph, ort_session, torch_outputs
 
     spec = _spec(name)
-    assert [s.name for s in spec.subgraphs] == (["encoder", "window_head", "crn"] if name.startswith("mesnet")
-                                             else ["encoder", "clip_head"])
+    assert [s.name for s in spec.subgraphs] == (
+        ["encoder", "window_head", "crn"] if name.startswith("mesnet") else ["encoder", "clip_head"]
+    )
     for subgraph in spec.subgraphs:
         path = tmp_path / subgraph.file
         export_subgraph(subgraph, path, 17)  # runs onnx.checker.check_model(full_check=True)
         session = ort_session(path)
-        assert [(t.name, tuple(t.shape)) for t in session.get_inputs()] == [(t.name, t.shape) for t in subgraph.inputs]
-        assert [(t.name, tuple(t.shape)) for t in session.get_outputs()] == [(t.name, t.shape) for t in subgraph.outputs]
+        assert [(t.name, tuple(t.shape)) for t in session.get_inputs()] == [
+            (t.name, t.shape) for t in subgraph.inputs
+        ]
+        assert [(t.name, tuple(t.shape)) for t in session.get_outputs()] == [
+            (t.name, t.shape) for t in subgraph.outputs
+        ]
         for label, feed in random_sets(subgraph.info()):
             want = torch_outputs(subgraph, feed)
             got = dict(zip(want, session.run(list(want), feed)))
             for out in subgraph.outputs:
                 assert got[out.name].dtype == np.dtype(out.dtype), (subgraph.key, out.name)
                 peak, _, metric = difference(got[out.name], want[out.name])
-                assert (peak <= 1e-4 if metric == "abs" else peak == 0), (subgraph.key, label, out.name, peak)
+                assert peak <= 1e-4 if metric == "abs" else peak == 0, (subgraph.key, label, out.name, peak)
 
 
 def test_window_head_minimum_length_is_the_smallest_that_runs(tmp_path):
@@ -88,8 +93,16 @@ def test_random_masks_are_valid_first_with_lengths_from_one_to_all():
 def test_preprocessing_contract_follows_the_config():
     spec = _spec("mesnet.demo")
     cfg, pre = spec.net.config, spec.preprocessing
-    for key in ("input_size", "sample_hz", "flow_crop", "flow_method", "flow_preset", "flow_gap", "flow_blur",
-                "flow_scale"):
+    for key in (
+        "input_size",
+        "sample_hz",
+        "flow_crop",
+        "flow_method",
+        "flow_preset",
+        "flow_gap",
+        "flow_blur",
+        "flow_scale",
+    ):
         assert pre[key] == getattr(cfg, key), key
     assert pre["flow_gain_value"] == cfg.flow_scale * cfg.input_size / cfg.flow_crop
     assert pre["channels"] == ["dx", "dy"] and pre["face_box"]["scale"] == 1.2

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mestream.engine.backends import BackendError, backend_class, example_feed
-from mestream.export.check import load_inputs, random_feed
 from mestream.engine.manifest import Manifest, shipped_export_dir
+from mestream.export.check import load_inputs, random_feed
 from tests.export.conftest import needs_torch, save_small
 
 
@@ -19,7 +19,9 @@ def test_unavailable_without_torch_names_the_extra(monkeypatch):
     from mestream.export.torch_backend import TorchBackend
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
     reason = TorchBackend.unavailable()
     assert reason is not None and "'torch'" in reason and "pip install 'mestream[train]'" in reason
 
@@ -47,7 +49,9 @@ def test_torch_and_onnxruntime_agree_on_the_shipped_export():
                 for spec in subgraph.outputs:
                     assert want[spec.name].dtype == np.dtype(spec.dtype), (key, spec.name)
                     if spec.dtype == "float32":
-                        np.testing.assert_allclose(got[spec.name], want[spec.name], rtol=0, atol=1e-4, err_msg=key)
+                        np.testing.assert_allclose(
+                            got[spec.name], want[spec.name], rtol=0, atol=1e-4, err_msg=key
+                        )
                     else:
                         np.testing.assert_array_equal(got[spec.name], want[spec.name], err_msg=key)
             recorded = camera[key][1]
@@ -66,8 +70,10 @@ def test_a_checkpoint_other_than_the_exported_one_is_refused_naming_both(export_
     stale = dataclasses.replace(manifest, models={**manifest.models, "mesnet": info})
     with pytest.raises(BackendError, match=r"(?s)mesnet\.encoder.*retrained\.pt.*manifest\.json.*stale"):
         TorchBackend(stale, "mesnet.encoder").activate()
-    gone = dataclasses.replace(manifest, models={**manifest.models, "mesnet": dataclasses.replace(
-        info, checkpoint=str(tmp_path / "gone.pt"))})
+    gone = dataclasses.replace(
+        manifest,
+        models={**manifest.models, "mesnet": dataclasses.replace(info, checkpoint=str(tmp_path / "gone.pt"))},
+    )
     with pytest.raises(BackendError, match=r"checkpoint .*gone\.pt .* is missing"):
         TorchBackend(gone, "mesnet.crn").activate()
 

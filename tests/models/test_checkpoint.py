@@ -7,7 +7,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mestream.models.checkpoint import (  # noqa: E402
-    CheckpointError, load_checkpoint, model_card, record_metrics, save_checkpoint)
+    CheckpointError,
+    load_checkpoint,
+    model_card,
+    record_metrics,
+    save_checkpoint,
+)
 from mestream.models.training import EarlyStopping, plot_curves  # noqa: E402
 
 
@@ -19,10 +24,22 @@ class _Config:
 
 def test_round_trip_keeps_weights_config_and_card(tmp_path):
     net = torch.nn.Linear(3, 2)
-    card = model_card(model="toy", preset="demo", config=_Config(), data={"seed": 0, "subjects": [0, 1]}, seed=7,
-                      metrics={"f1": torch.tensor(0.5)})
-    path = save_checkpoint(tmp_path / "w" / "toy.pt", model="toy", preset="demo", config=_Config(),
-                           state_dict=net.state_dict(), card=card)
+    card = model_card(
+        model="toy",
+        preset="demo",
+        config=_Config(),
+        data={"seed": 0, "subjects": [0, 1]},
+        seed=7,
+        metrics={"f1": torch.tensor(0.5)},
+    )
+    path = save_checkpoint(
+        tmp_path / "w" / "toy.pt",
+        model="toy",
+        preset="demo",
+        config=_Config(),
+        state_dict=net.state_dict(),
+        card=card,
+    )
     ck = load_checkpoint(path, model="toy")
     assert ck.preset == "demo" and ck.config == {"width": 4, "sizes": [1, 2]}
     assert torch.equal(ck.state_dict["weight"], net.weight)
@@ -33,8 +50,11 @@ def test_round_trip_keeps_weights_config_and_card(tmp_path):
 
 def test_card_with_paths_and_arrays_is_saved_and_loaded(tmp_path):
     import numpy as np
+
     card = {"data": {"root": tmp_path / "CASME2"}, "metrics": {"confusion": np.eye(2, dtype=np.int64)}}
-    path = save_checkpoint(tmp_path / "c.pt", model="toy", preset="demo", config=_Config(), state_dict={}, card=card)
+    path = save_checkpoint(
+        tmp_path / "c.pt", model="toy", preset="demo", config=_Config(), state_dict={}, card=card
+    )
     ck = load_checkpoint(path, model="toy")
     assert ck.card["data"]["root"] == str(tmp_path / "CASME2")
     assert json.loads(path.with_suffix(".json").read_text())["metrics"]["confusion"] == [[1, 0], [0, 1]]
@@ -48,22 +68,31 @@ def test_bad_checkpoints_name_the_file(tmp_path):
     for name, blob in (("bad.pt", b"not a torch file"), ("noise.pt", np.random.default_rng(0).bytes(4096))):
         bad = tmp_path / name
         bad.write_bytes(blob)
-        with pytest.raises(CheckpointError, match=f"{name}: cannot be read: the file is damaged or not a mestream "
-                                                  "checkpoint \\(\\w+\\)$") as caught:
+        with pytest.raises(
+            CheckpointError,
+            match=f"{name}: cannot be read: the file is damaged or not a mestream checkpoint \\(\\w+\\)$",
+        ) as caught:
             load_checkpoint(bad, model="toy")
         # torch's own text advises weights_only=False, i.e. running whatever the file holds: not for a user
         assert "weights_only" not in str(caught.value) and "arbitrary code" not in str(caught.value)
     card = {"data": {}}
-    path = save_checkpoint(tmp_path / "a.pt", model="akmnet", preset="demo", config=_Config(),
-                           state_dict={}, card=card)
+    path = save_checkpoint(
+        tmp_path / "a.pt", model="akmnet", preset="demo", config=_Config(), state_dict={}, card=card
+    )
     with pytest.raises(CheckpointError, match="holds a 'akmnet' model, expected 'mesnet'"):
         load_checkpoint(path, model="mesnet")
 
 
 def test_recorded_figures_go_into_both_cards_and_keep_the_weights(tmp_path):
     net = torch.nn.Linear(3, 2)
-    path = save_checkpoint(tmp_path / "r.pt", model="toy", preset="demo", config=_Config(), state_dict=net.state_dict(),
-                           card={"metrics": {"validation": {"f1": 0.4}}})
+    path = save_checkpoint(
+        tmp_path / "r.pt",
+        model="toy",
+        preset="demo",
+        config=_Config(),
+        state_dict=net.state_dict(),
+        card={"metrics": {"validation": {"f1": 0.4}}},
+    )
     record_metrics(path, model="toy", key="test_seed1", figures={"f1": 0.3, "subjects": 2, "duration_s": 6.0})
     ck = load_checkpoint(path, model="toy")
     expected = {"validation": {"f1": 0.4}, "test_seed1": {"f1": 0.3, "subjects": 2, "duration_s": 6.0}}

@@ -15,9 +15,11 @@ def test_help_lists_train_and_eval_without_importing_the_models(capsys):
     out = capsys.readouterr().out
     assert "mesnet" in out and "akmnet" in out
     # other tests of this session may have imported torch already: check in a fresh interpreter
-    probe = ("import sys\nfrom mestream import cli\ntry:\n    cli.main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
-             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('mestream.models.mesnet', "
-             "'mestream.models.akmnet'))))")
+    probe = (
+        "import sys\nfrom mestream import cli\ntry:\n    cli.main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('mestream.models.mesnet', "
+        "'mestream.models.akmnet'))))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
@@ -26,6 +28,7 @@ def test_help_lists_train_and_eval_without_importing_the_models(capsys):
 def test_missing_torch_names_the_extra(monkeypatch, capsys):
     def missing(what):
         raise MissingExtra(f"{what} needs PyTorch, from the 'train' extra")
+
     monkeypatch.setattr(commands, "require_torch", missing)
     assert cli.main(["eval", "mesnet", "--seed", "3"]) == 2
     out, err = capsys.readouterr()

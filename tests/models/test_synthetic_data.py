@@ -31,7 +31,9 @@ def test_render_crops_returns_exactly_the_requested_frames():
     assert not np.array_equal(crops[0], crops[3])  # noise differs frame to frame
 
 
-@pytest.mark.parametrize("ids, message", [([3, 1], "sorted"), ([1, 1], "sorted"), ([-1, 2], "sorted"), ([10_000], "past the end")])
+@pytest.mark.parametrize(
+    "ids, message", [([3, 1], "sorted"), ([1, 1], "sorted"), ([-1, 2], "sorted"), ([10_000], "past the end")]
+)
 def test_render_crops_rejects_bad_frame_lists(ids, message):
     with pytest.raises(ValueError, match=message):
         render_crops(make_camera(1, duration_s=0.2), np.array(ids), 32)

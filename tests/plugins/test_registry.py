@@ -50,11 +50,18 @@ def test_clashing_and_broken_plugins_are_named(tmp_path, monkeypatch):
     with pytest.raises(PluginError, match="'synthetic' from fakecam .* clashes with the one from mestream"):
         lookup(SOURCE_GROUP, "synthetic")
     assert lookup(SOURCE_GROUP, "folder")  # one bad package does not break the other kinds
-    out = subprocess.run([sys.executable, "-m", "mestream", "sources"], capture_output=True, text=True,
-                         env=plugin_env(tmp_path), check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mestream", "sources"],
+        capture_output=True,
+        text=True,
+        env=plugin_env(tmp_path),
+        check=True,
+    ).stdout
     assert "CLASH" in out and "fakecam" in out
     monkeypatch.undo()
-    on_path(monkeypatch, install_fake_plugin(tmp_path / "b", "[mestream.sources]\nghost = no_such_module:Cam\n"))
+    on_path(
+        monkeypatch, install_fake_plugin(tmp_path / "b", "[mestream.sources]\nghost = no_such_module:Cam\n")
+    )
     with pytest.raises(PluginError, match=r"'ghost' \(no_such_module:Cam, from fakecam\) failed to load"):
         lookup(SOURCE_GROUP, "ghost")
 
@@ -62,7 +69,9 @@ def test_clashing_and_broken_plugins_are_named(tmp_path, monkeypatch):
 def test_sources_command_lists_builtins_and_plugins(tmp_path):
     root = install_fake_plugin(tmp_path)
     env = plugin_env(root)
-    out = subprocess.run([sys.executable, "-m", "mestream", "sources"], capture_output=True, text=True, env=env, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mestream", "sources"], capture_output=True, text=True, env=env, check=True
+    ).stdout
     for name in ("synthetic", "video", "folder", "opencv", "zmq", "jsonl", "brokencam", "listsink"):
         assert f"  {name} " in out
     assert "fakecam" in out and "Test camera, paced at" in out
@@ -73,11 +82,14 @@ def test_sources_command_says_which_backends_can_run_here(tmp_path):
 
     root = install_fake_plugin(tmp_path, ENTRY_POINTS)
     env = plugin_env(root)
-    out = subprocess.run([sys.executable, "-m", "mestream", "sources"], capture_output=True, text=True, env=env,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mestream", "sources"], capture_output=True, text=True, env=env, check=True
+    ).stdout
     backends = out.split("backends (mestream.backends):")[1].splitlines()
     row = backends.index(next(line for line in backends if line.startswith("  needsgpu ")))
-    assert "fakecam" in backends[row] and backends[row + 2].strip().startswith("unavailable here: no CUDA device")
+    assert "fakecam" in backends[row] and backends[row + 2].strip().startswith(
+        "unavailable here: no CUDA device"
+    )
     row = backends.index(next(line for line in backends if line.startswith("  onnxruntime ")))
     assert backends[row + 2].strip() == "available here"
 
@@ -100,8 +112,11 @@ def test_a_source_tree_that_was_not_installed_says_to_install_it(monkeypatch):
 
     from mestream.plugins import NotInstalled
 
-    others = [ep for ep in metadata.entry_points(group=SOURCE_GROUP)
-              if ep.dist is None or ep.dist.name != "mestream"]
+    others = [
+        ep
+        for ep in metadata.entry_points(group=SOURCE_GROUP)
+        if ep.dist is None or ep.dist.name != "mestream"
+    ]
     monkeypatch.setattr(metadata, "entry_points", lambda group: others)
     with pytest.raises(NotInstalled, match=r"not installed\. Run `pip install -e \.` in it"):
         lookup(SOURCE_GROUP, "synthetic")

@@ -26,8 +26,17 @@ def install_fake(monkeypatch) -> types.SimpleNamespace:
     """``tensorrt`` and ``pycuda.driver`` stand-ins: device memory is a dict of byte arrays, the
     engine computes the tiny model's op with numpy, stream capture records instead of running."""
     memory: dict[int, np.ndarray] = {}
-    state = types.SimpleNamespace(builds=0, executes=0, launches=0, set_shapes=0, ctx_stack=[], streams={},
-                                  fail_build=False, fail_capture=False, memory=memory)
+    state = types.SimpleNamespace(
+        builds=0,
+        executes=0,
+        launches=0,
+        set_shapes=0,
+        ctx_stack=[],
+        streams={},
+        fail_build=False,
+        fail_capture=False,
+        memory=memory,
+    )
 
     class Error(Exception):
         pass
@@ -56,7 +65,9 @@ def install_fake(monkeypatch) -> types.SimpleNamespace:
 
         def end_capture(self):
             calls, self.recording = self.recording, None
-            return types.SimpleNamespace(instantiate=lambda: types.SimpleNamespace(launch=lambda s: launch(calls)))
+            return types.SimpleNamespace(
+                instantiate=lambda: types.SimpleNamespace(launch=lambda s: launch(calls))
+            )
 
     def launch(calls):
         state.launches += 1
@@ -75,17 +86,27 @@ def install_fake(monkeypatch) -> types.SimpleNamespace:
             state.detached = True
 
     def htod(dst, src, stream):
-        memory[int(dst)][:src.nbytes] = np.ascontiguousarray(src).reshape(-1).view(np.uint8)
+        memory[int(dst)][: src.nbytes] = np.ascontiguousarray(src).reshape(-1).view(np.uint8)
 
     def dtoh(dst, src, stream):
-        dst.reshape(-1).view(np.uint8)[:] = memory[int(src)][:dst.nbytes]
+        dst.reshape(-1).view(np.uint8)[:] = memory[int(src)][: dst.nbytes]
 
-    device = types.SimpleNamespace(name=lambda: "Fake GPU", compute_capability=lambda: (8, 6),
-                                   retain_primary_context=CudaContext)
-    driver = _module("pycuda.driver", Error=Error, init=lambda: None, Stream=Stream, Context=CudaContext,
-                     Device=type("Device", (), {"__new__": lambda cls, i: device, "count": staticmethod(lambda: 1)}),
-                     capture_mode=types.SimpleNamespace(THREAD_LOCAL=2), pagelocked_empty=np.empty,
-                     mem_alloc=Alloc, memcpy_htod_async=htod, memcpy_dtoh_async=dtoh)
+    device = types.SimpleNamespace(
+        name=lambda: "Fake GPU", compute_capability=lambda: (8, 6), retain_primary_context=CudaContext
+    )
+    driver = _module(
+        "pycuda.driver",
+        Error=Error,
+        init=lambda: None,
+        Stream=Stream,
+        Context=CudaContext,
+        Device=type("Device", (), {"__new__": lambda cls, i: device, "count": staticmethod(lambda: 1)}),
+        capture_mode=types.SimpleNamespace(THREAD_LOCAL=2),
+        pagelocked_empty=np.empty,
+        mem_alloc=Alloc,
+        memcpy_htod_async=htod,
+        memcpy_dtoh_async=dtoh,
+    )
 
     class Context:
         def __init__(self, plan):
@@ -117,11 +138,20 @@ def install_fake(monkeypatch) -> types.SimpleNamespace:
             args = []
             for name, dtype in self.plan["inputs"]:
                 shape, dtype = self.shapes[name], np.dtype(dtype)
-                args.append(memory[self.addresses[name]][:trt_plan.buffer_nbytes(shape, dtype)].view(dtype).reshape(shape))
+                args.append(
+                    memory[self.addresses[name]][: trt_plan.buffer_nbytes(shape, dtype)]
+                    .view(dtype)
+                    .reshape(shape)
+                )
             op = self.plan["op"]
-            y = args[0] if op == "Identity" else getattr(np, op.lower().replace("mul", "multiply"))(
-                args[0], args[1] if len(args) > 1 else np.array(self.plan["constant"], args[0].dtype))
-            memory[self.addresses["y"]][:y.nbytes] = y.reshape(-1).view(np.uint8)
+            y = (
+                args[0]
+                if op == "Identity"
+                else getattr(np, op.lower().replace("mul", "multiply"))(
+                    args[0], args[1] if len(args) > 1 else np.array(self.plan["constant"], args[0].dtype)
+                )
+            )
+            memory[self.addresses["y"]][: y.nbytes] = y.reshape(-1).view(np.uint8)
 
     class Engine:
         def __init__(self, plan):
@@ -148,15 +178,20 @@ def install_fake(monkeypatch) -> types.SimpleNamespace:
         def parse(self, data, path):
             import onnx
             from onnx import numpy_helper
+
             model = onnx.load_from_string(data)
             node = model.graph.node[0]
             if node.op_type not in ("Add", "Mul"):
                 self.errors.append(f"no importer for op {node.op_type}")
                 return False
             self.network.plan = {
-                "op": node.op_type, "constant": [float(numpy_helper.to_array(t)) for t in model.graph.initializer][:1],
-                "inputs": [(i.name, str(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)))
-                           for i in model.graph.input]}
+                "op": node.op_type,
+                "constant": [float(numpy_helper.to_array(t)) for t in model.graph.initializer][:1],
+                "inputs": [
+                    (i.name, str(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)))
+                    for i in model.graph.input
+                ],
+            }
             self.network.plan["constant"] = (self.network.plan["constant"] or [0.0])[0]
             self.network.num_inputs = len(self.network.plan["inputs"])
             return True
@@ -226,11 +261,18 @@ def install_fake(monkeypatch) -> types.SimpleNamespace:
         except ValueError:
             return None
 
-    trt = _module("tensorrt", __version__="10.0.fake", ILogger=ILogger, Builder=Builder, OnnxParser=Parser,
-                  Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=deserialize),
-                  MemoryPoolType=types.SimpleNamespace(WORKSPACE=0), BuilderFlag=types.SimpleNamespace(FP16=1),
-                  TensorIOMode=types.SimpleNamespace(INPUT="input", OUTPUT="output"),
-                  nptype=lambda dtype: np.dtype(dtype).type)
+    trt = _module(
+        "tensorrt",
+        __version__="10.0.fake",
+        ILogger=ILogger,
+        Builder=Builder,
+        OnnxParser=Parser,
+        Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=deserialize),
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE=0),
+        BuilderFlag=types.SimpleNamespace(FP16=1),
+        TensorIOMode=types.SimpleNamespace(INPUT="input", OUTPUT="output"),
+        nptype=lambda dtype: np.dtype(dtype).type,
+    )
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "pycuda", _module("pycuda", driver=driver))
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)

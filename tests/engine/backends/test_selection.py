@@ -6,8 +6,13 @@ import logging
 
 import pytest
 
-from mestream.engine.backends import (BackendError, BackendUnavailable, backend_kinds, open_subgraphs,
-                                      select_backend)
+from mestream.engine.backends import (
+    BackendError,
+    BackendUnavailable,
+    backend_kinds,
+    open_subgraphs,
+    select_backend,
+)
 from mestream.engine.backends.onnxrt import OnnxRuntimeBackend
 from mestream.engine.config import InferenceConfig
 from tests.engine.backends.fakebackends import ENTRY_POINTS, NeedsGpu
@@ -24,7 +29,9 @@ def test_builtin_kinds_are_registered():
 
 
 def test_unknown_kind_lists_the_kinds():
-    with pytest.raises(BackendError, match=r"no backend kind 'onnx'; available: .*onnxruntime.*tensorrt.*torch"):
+    with pytest.raises(
+        BackendError, match=r"no backend kind 'onnx'; available: .*onnxruntime.*tensorrt.*torch"
+    ):
         select_backend("onnx")
 
 
@@ -32,7 +39,9 @@ def test_unavailable_backend_falls_back_with_a_message(plugins, caplog):
     with caplog.at_level(logging.WARNING, logger="mestream.backends"):
         cls, note = select_backend("needsgpu")
     assert cls is OnnxRuntimeBackend
-    assert "backend 'needsgpu' cannot run here" in note and "mestream[gpu]" in note and "'onnxruntime'" in note
+    assert (
+        "backend 'needsgpu' cannot run here" in note and "mestream[gpu]" in note and "'onnxruntime'" in note
+    )
     assert note in caplog.text
 
 

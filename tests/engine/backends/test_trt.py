@@ -23,19 +23,30 @@ from mestream.engine.manifest import SubgraphInfo, TensorInfo
 from tests.engine.backends.fake_trt import install_fake
 from tests.engine.backends.tiny import tiny_manifest
 
-STAGE = SubgraphInfo(model="m", name="enc", file="m.enc.onnx", sha256="0" * 64,
-                  inputs=(TensorInfo("x", ("batch", 2, "time", 8), "float32"), TensorInfo("mask", ("batch", 3), "bool"),
-                          TensorInfo("k", (2, 2), "int64")),
-                  outputs=(TensorInfo("y", ("batch", 5), "float32"), TensorInfo("z", ("batch", "frames"), "float32")),
-                  dims={"time": (2, 5, 9)})
+STAGE = SubgraphInfo(
+    model="m",
+    name="enc",
+    file="m.enc.onnx",
+    sha256="0" * 64,
+    inputs=(
+        TensorInfo("x", ("batch", 2, "time", 8), "float32"),
+        TensorInfo("mask", ("batch", 3), "bool"),
+        TensorInfo("k", (2, 2), "int64"),
+    ),
+    outputs=(TensorInfo("y", ("batch", 5), "float32"), TensorInfo("z", ("batch", "frames"), "float32")),
+    dims={"time": (2, 5, 9)},
+)
 CONFIG = InferenceConfig(opt_batch=4, max_batch=16)
 
 
 def config(tmp_path: Path, **trt: object) -> InferenceConfig:
-    return InferenceConfig(opt_batch=2, max_batch=8, tensorrt=TensorRTConfig(cache_dir=str(tmp_path / "cache"), **trt))
+    return InferenceConfig(
+        opt_batch=2, max_batch=8, tensorrt=TensorRTConfig(cache_dir=str(tmp_path / "cache"), **trt)
+    )
 
 
 # -- plan -------------------------------------------------------------------------------------------
+
 
 def test_profile_shapes_cover_batch_named_and_fixed_axes():
     profiles = trt_plan.profile_shapes(STAGE, CONFIG)
@@ -50,22 +61,37 @@ def test_profile_shapes_name_the_stage_and_axis_without_dims():
         trt_plan.profile_shapes(subgraph, CONFIG)
 
 
-KEY_ARGS = dict(onnx_sha256="a" * 64, trt_version="10.3.0", gpu_name="RTX 4090", compute_capability=(8, 9),
-                precision="fp16", profiles={"x": ((1, 2), (4, 2), (16, 2))})
+KEY_ARGS = dict(
+    onnx_sha256="a" * 64,
+    trt_version="10.3.0",
+    gpu_name="RTX 4090",
+    compute_capability=(8, 9),
+    precision="fp16",
+    profiles={"x": ((1, 2), (4, 2), (16, 2))},
+)
 
 
 def test_cache_key_is_stable_and_canonical():
     key = trt_plan.cache_key(**KEY_ARGS)
     assert key == trt_plan.cache_key(**{**KEY_ARGS, "compute_capability": "8.9"}) and len(key) == 64
     two = {"b": ((1,), (1,), (1,)), "a": ((2,), (2,), (2,))}
-    assert trt_plan.cache_key(**{**KEY_ARGS, "profiles": two}) == \
-        trt_plan.cache_key(**{**KEY_ARGS, "profiles": dict(reversed(two.items()))})
+    assert trt_plan.cache_key(**{**KEY_ARGS, "profiles": two}) == trt_plan.cache_key(
+        **{**KEY_ARGS, "profiles": dict(reversed(two.items()))}
+    )
     assert key == trt_plan.fields_key(trt_plan.key_fields(**KEY_ARGS))
 
 
-@pytest.mark.parametrize("field, value", [("onnx_sha256", "b" * 64), ("trt_version", "10.4.0"), ("gpu_name", "A100"),
-                                          ("compute_capability", (8, 0)), ("precision", "fp32"),
-                                          ("profiles", {"x": ((1, 2), (4, 2), (32, 2))})])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("onnx_sha256", "b" * 64),
+        ("trt_version", "10.4.0"),
+        ("gpu_name", "A100"),
+        ("compute_capability", (8, 0)),
+        ("precision", "fp32"),
+        ("profiles", {"x": ((1, 2), (4, 2), (32, 2))}),
+    ],
+)
 def test_cache_key_changes_with_every_field(field, value):
     assert trt_plan.cache_key(**{**KEY_ARGS, field: value}) != trt_plan.cache_key(**KEY_ARGS)
 
@@ -75,8 +101,10 @@ def test_cache_paths_follow_config_then_mestream_cache(tmp_path, monkeypatch):
     assert trt_plan.cache_dir(CONFIG) == tmp_path / "env" / "tensorrt"
     assert trt_plan.timing_cache_path(CONFIG) == tmp_path / "env" / "tensorrt" / "timing.cache"
     own = InferenceConfig(tensorrt=TensorRTConfig(cache_dir=str(tmp_path / "own")))
-    assert trt_plan.engine_path(own, STAGE, "0123456789abcdef" + "f" * 48) == \
-        tmp_path / "own" / "m.enc-0123456789abcdef.engine"
+    assert (
+        trt_plan.engine_path(own, STAGE, "0123456789abcdef" + "f" * 48)
+        == tmp_path / "own" / "m.enc-0123456789abcdef.engine"
+    )
 
 
 def test_cached_engine_refuses_missing_stale_and_damaged_entries(tmp_path, caplog):
@@ -85,7 +113,10 @@ def test_cached_engine_refuses_missing_stale_and_damaged_entries(tmp_path, caplo
     assert trt_plan.cached_engine(path, "k") is None and "no cached engine" in caplog.text
     trt_plan.store_engine(path, b"engine-bytes", "k", {"gpu": "x"})
     assert trt_plan.cached_engine(path, "k") == b"engine-bytes"
-    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".json"]  # no temp files left
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        path.name,
+        path.name + ".json",
+    ]  # no temp files left
     assert json.loads(trt_plan.sidecar_path(path).read_text())["fields"] == {"gpu": "x"}
     assert trt_plan.cached_engine(path, "other") is None and "another configuration" in caplog.text
     path.write_bytes(b"engine-by")  # truncated
@@ -98,8 +129,16 @@ def test_cached_engine_refuses_missing_stale_and_damaged_entries(tmp_path, caplo
     assert trt_plan.cached_engine(path, "k") is None and "has no sidecar" in caplog.text
 
 
-@pytest.mark.parametrize("shape, dtype, nbytes", [((2, 3), "float32", 24), ((5,), "bool", 5), ((4, 2), "int64", 64),
-                                                  ((), "float32", 4), ((0, 3), "float32", 0)])
+@pytest.mark.parametrize(
+    "shape, dtype, nbytes",
+    [
+        ((2, 3), "float32", 24),
+        ((5,), "bool", 5),
+        ((4, 2), "int64", 64),
+        ((), "float32", 4),
+        ((0, 3), "float32", 0),
+    ],
+)
 def test_buffer_nbytes(shape, dtype, nbytes):
     assert trt_plan.buffer_nbytes(shape, dtype) == nbytes
 
@@ -111,7 +150,9 @@ def test_buffer_nbytes_refuses_unresolved_dims():
 
 def test_io_plan_sizes_inputs_at_max_and_leaves_named_outputs_to_the_engine():
     plan = trt_plan.io_plan(STAGE, CONFIG)
-    assert plan["x"].max_shape == (16, 2, 9, 8) and plan["x"].nbytes == 16 * 2 * 9 * 8 * 4 and plan["x"].is_input
+    assert (
+        plan["x"].max_shape == (16, 2, 9, 8) and plan["x"].nbytes == 16 * 2 * 9 * 8 * 4 and plan["x"].is_input
+    )
     assert plan["mask"].nbytes == 48 and plan["k"].nbytes == 32
     assert plan["y"].max_shape == (16, 5) and plan["y"].nbytes == 320 and not plan["y"].is_input
     assert plan["z"].max_shape is None and plan["z"].nbytes is None
@@ -121,8 +162,9 @@ def test_io_mismatch_names_the_disagreement():
     dtypes = {"x": np.float32, "mask": np.bool_, "k": np.int64, "y": np.float32, "z": np.float32}
     assert trt_plan.io_mismatch(STAGE, ["k", "x", "mask"], ["z", "y"], dtypes) is None
     assert "not the manifest's" in trt_plan.io_mismatch(STAGE, ["x", "mask"], ["y", "z"], dtypes)
-    assert "'mask' is int32 in the engine but bool" in \
-        trt_plan.io_mismatch(STAGE, ["x", "mask", "k"], ["y", "z"], {**dtypes, "mask": np.int32})
+    assert "'mask' is int32 in the engine but bool" in trt_plan.io_mismatch(
+        STAGE, ["x", "mask", "k"], ["y", "z"], {**dtypes, "mask": np.int32}
+    )
 
 
 def test_precision():
@@ -171,6 +213,7 @@ def test_activation_here_is_unavailable_with_the_install_hint(tmp_path):
 
 # -- runtime paths against a numpy stand-in for tensorrt / pycuda ---------------------------------------
 
+
 @pytest.fixture
 def fake(monkeypatch):
     return install_fake(monkeypatch)
@@ -202,7 +245,9 @@ def test_builds_once_then_loads_from_cache_and_rebuilds_damaged_entries(fake, tm
 
 
 def test_batches_in_flight_on_separate_streams(fake, tmp_path):
-    runner = TensorRTBackend(tiny_manifest(tmp_path / "e", "Add", constant=1.0), "tiny.op", config(tmp_path, streams=2))
+    runner = TensorRTBackend(
+        tiny_manifest(tmp_path / "e", "Add", constant=1.0), "tiny.op", config(tmp_path, streams=2)
+    )
     runner.activate()
     a, b = np.ones((2, 4), np.float32), np.full((5, 4), 10, np.float32)
     first, second = runner.submit({"x": a}), runner.submit({"x": b})
@@ -234,22 +279,30 @@ def test_cuda_graph_is_captured_on_the_second_call_and_replayed(fake, tmp_path):
 def test_failed_capture_falls_back_to_plain_enqueue(fake, tmp_path, caplog):
     fake.fail_capture = True
     x = np.ones((2, 4), np.float32)
-    with TensorRTBackend(tiny_manifest(tmp_path / "e"), "tiny.op", config(tmp_path, streams=1, cuda_graph=True)) as r:
+    with TensorRTBackend(
+        tiny_manifest(tmp_path / "e"), "tiny.op", config(tmp_path, streams=1, cuda_graph=True)
+    ) as r:
         for _ in range(3):
             np.testing.assert_array_equal(r.infer({"x": x})["y"], x * 2)
-    assert fake.launches == 0 and caplog.text.count("CUDA graph capture failed") == 1  # not retried every call
+    assert (
+        fake.launches == 0 and caplog.text.count("CUDA graph capture failed") == 1
+    )  # not retried every call
 
 
 def test_cuda_graph_without_capture_support_is_refused(fake, tmp_path, monkeypatch):
     monkeypatch.delattr(sys.modules["pycuda.driver"].Stream, "begin_capture")
     runner = TensorRTBackend(tiny_manifest(tmp_path / "e"), "tiny.op", config(tmp_path, cuda_graph=True))
-    with pytest.raises(BackendError, match=r"model tiny\.op .*cuda_graph = true needs .*Stream\.begin_capture"):
+    with pytest.raises(
+        BackendError, match=r"model tiny\.op .*cuda_graph = true needs .*Stream\.begin_capture"
+    ):
         runner.activate()
 
 
 def test_parse_and_build_failures_name_the_stage_and_file(fake, tmp_path):
     manifest = tiny_manifest(tmp_path / "e", "Identity")
-    with pytest.raises(BackendError, match=r"model tiny\.op \(.*tiny\.op\.onnx\): TensorRT cannot parse .*Identity"):
+    with pytest.raises(
+        BackendError, match=r"model tiny\.op \(.*tiny\.op\.onnx\): TensorRT cannot parse .*Identity"
+    ):
         TensorRTBackend(manifest, "tiny.op", config(tmp_path)).activate()
     fake.fail_build = True
     with pytest.raises(BackendError, match=r"model tiny\.op .*failed to build an engine"):
@@ -259,10 +312,16 @@ def test_parse_and_build_failures_name_the_stage_and_file(fake, tmp_path):
 
 # -- on a GPU ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.gpu
 def test_tensorrt_matches_numpy_and_reuses_its_engine(tmp_path):
-    manifest = tiny_manifest(tmp_path / "e", "Mul", [("x", ("batch", "time", 3), "float32")], constant=2.0,
-                             dims={"time": (1, 4, 6)})
+    manifest = tiny_manifest(
+        tmp_path / "e",
+        "Mul",
+        [("x", ("batch", "time", 3), "float32")],
+        constant=2.0,
+        dims={"time": (1, 4, 6)},
+    )
     cfg = config(tmp_path, fp16=False)
     x = np.random.default_rng(0).random((5, 6, 3), dtype=np.float32)
     with TensorRTBackend(manifest, "tiny.op", cfg) as runner:

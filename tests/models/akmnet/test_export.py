@@ -15,8 +15,6 @@ ort = pytest.importorskip("onnxruntime")
 from mestream.models.akmnet.network import ClipHead, FrameEncoder  # noqa: E402
 from tests.models.akmnet.test_network import TINY, _model  # noqa: E402
 
-
-
 OUTPUTS = ["probabilities", "beta", "key_mask", "max_key"]
 
 
@@ -41,12 +39,22 @@ class _Encoder(torch.nn.Module):
         return self.encoder(frames)
 
 
-def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> ort.InferenceSession:
+def _export(
+    module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]
+) -> ort.InferenceSession:
     module.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=17, input_names=inputs,
-                          output_names=outputs, dynamic_axes={n: {0: "batch"} for n in inputs + outputs})
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={n: {0: "batch"} for n in inputs + outputs},
+        )
     module.eval()  # the exporter restores the wrapper's (training) mode on the way out
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
@@ -56,8 +64,13 @@ def test_clip_head_exports_and_matches(tmp_path: Path) -> None:
     T, C, S = 8, TINY.widths[3], TINY.feature_size
     torch.manual_seed(0)
     head = _Head(model.head)
-    session = _export(head, (torch.randn(2, T, C, S, S), torch.ones(2, T, dtype=torch.bool)), tmp_path / "head.onnx",
-                      ["features", "mask"], OUTPUTS)
+    session = _export(
+        head,
+        (torch.randn(2, T, C, S, S), torch.ones(2, T, dtype=torch.bool)),
+        tmp_path / "head.onnx",
+        ["features", "mask"],
+        OUTPUTS,
+    )
     features = torch.randn(5, T, C, S, S)  # another batch size than at export
     mask = torch.arange(T).view(1, T) < torch.tensor([8, 3, 1, 6, 8]).view(-1, 1)
     got = session.run(None, {"features": features.numpy(), "mask": mask.numpy()})
@@ -72,7 +85,9 @@ def test_clip_head_exports_and_matches(tmp_path: Path) -> None:
 def test_frame_encoder_exports_and_matches(tmp_path: Path) -> None:
     model = _model()
     enc = _Encoder(model.encoder)
-    session = _export(enc, (torch.rand(3, 1, 64, 64),), tmp_path / "enc.onnx", ["frames"], ["features", "pooled"])
+    session = _export(
+        enc, (torch.rand(3, 1, 64, 64),), tmp_path / "enc.onnx", ["frames"], ["features", "pooled"]
+    )
     frames = torch.rand(7, 1, 64, 64)
     got = session.run(None, {"frames": frames.numpy()})
     with torch.no_grad():

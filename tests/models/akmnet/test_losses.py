@@ -48,7 +48,9 @@ def test_total_weights_the_terms_and_pushes_beta_apart() -> None:
     mask = torch.ones(1, 4, dtype=torch.bool)
     key = _key(beta.detach(), mask)
     logits = torch.tensor([[2.0, 0.0, 0.0]])
-    losses = akmnet_loss(logits, torch.tensor([0]), beta, key, mask, lambda_gs=0.1, lambda_mmm=1.0, margin=2.0)
+    losses = akmnet_loss(
+        logits, torch.tensor([0]), beta, key, mask, lambda_gs=0.1, lambda_mmm=1.0, margin=2.0
+    )
     ce = torch.nn.functional.cross_entropy(logits, torch.tensor([0]))
     assert losses.sparsity.item() == pytest.approx(1.0)
     assert losses.total.item() == pytest.approx(ce.item() + 0.1 * 1.0 + losses.margin.item())

@@ -14,9 +14,9 @@ from mestream.models.akmnet.losses import akmnet_loss  # noqa: E402
 from mestream.models.akmnet.network import pack_to_front  # noqa: E402
 from mestream.models.registry import create_model  # noqa: E402
 
-
-
-TINY = dataclasses.replace(PRESETS["demo"], widths=(8, 8, 16, 16), gru_hidden=8, image_size=64, train_resize=72)
+TINY = dataclasses.replace(
+    PRESETS["demo"], widths=(8, 8, 16, 16), gru_hidden=8, image_size=64, train_resize=72
+)
 
 
 def _model(config: AKMNetConfig = TINY, seed: int = 0) -> torch.nn.Module:
@@ -32,7 +32,12 @@ def _model(config: AKMNetConfig = TINY, seed: int = 0) -> torch.nn.Module:
 def test_paper_preset_shapes_follow_table_ii() -> None:
     model = create_model("akmnet.paper", num_classes=4).eval()
     enc = model.encoder
-    assert (enc.conv1.kernel_size, enc.conv1.stride, enc.conv1.padding, enc.conv1.in_channels) == ((5, 5), (2, 2), (2, 2), 1)
+    assert (enc.conv1.kernel_size, enc.conv1.stride, enc.conv1.padding, enc.conv1.in_channels) == (
+        (5, 5),
+        (2, 2),
+        (2, 2),
+        1,
+    )
     x = torch.zeros(1, 1, 128, 128)
     sizes = []
     x = enc.relu(enc.bn1(enc.conv1(x)))
@@ -86,7 +91,7 @@ def test_batched_equals_each_clip_alone() -> None:
     with torch.no_grad():
         batched = model(frames, mask)
         for b, n in enumerate(lengths):
-            alone = model(frames[b:b + 1, :n], torch.ones(1, n, dtype=torch.bool))
+            alone = model(frames[b : b + 1, :n], torch.ones(1, n, dtype=torch.bool))
             torch.testing.assert_close(batched.logits[b], alone.logits[0], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(batched.beta[b, :n], alone.beta[0], rtol=1e-5, atol=1e-6)
             assert torch.equal(batched.key_mask[b, :n], alone.key_mask[0])

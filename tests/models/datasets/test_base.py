@@ -21,13 +21,20 @@ from tests.models.datasets.helpers import numbered, write_csv, write_frames, wri
 
 
 def test_xlsx_header_below_title_rows_and_row_numbers(tmp_path):
-    path = write_xlsx(tmp_path / "codes.xlsx", {"Sheet": [
-        ["SAMM micro-movement codes"], [], ["released 2018"],
-        ["Subject", "Filename", "Onset  Frame"],          # row 4: the header (odd spacing on purpose)
-        [6, "006_1_2", 5562],                              # row 5
-        [],                                                # row 6 blank
-        [7, "007_3_1", 10],                                # row 7
-    ]})
+    path = write_xlsx(
+        tmp_path / "codes.xlsx",
+        {
+            "Sheet": [
+                ["SAMM micro-movement codes"],
+                [],
+                ["released 2018"],
+                ["Subject", "Filename", "Onset  Frame"],  # row 4: the header (odd spacing on purpose)
+                [6, "006_1_2", 5562],  # row 5
+                [],  # row 6 blank
+                [7, "007_3_1", 10],  # row 7
+            ]
+        },
+    )
     table = read_table(path, header_hint=("subject", "onset frame"))
     assert table.header_row == 4 and table.sheet == "Sheet"
     assert [row.number for row in table.rows] == [5, 7]
@@ -37,8 +44,9 @@ def test_xlsx_header_below_title_rows_and_row_numbers(tmp_path):
 
 def test_xlsx_with_a_stale_stored_size_keeps_every_row(tmp_path):
     import zipfile
+
     path = write_xlsx(tmp_path / "codes.xlsx", {"Sheet": [["Subject", "Onset"], [1, 10], [2, 20], [3, 30]]})
-    with zipfile.ZipFile(path) as book:                 # some writers store a wrong <dimension>
+    with zipfile.ZipFile(path) as book:  # some writers store a wrong <dimension>
         parts = {name: book.read(name) for name in book.namelist()}
     sheet = "xl/worksheets/sheet1.xml"
     assert b'<dimension ref="A1:B4" />' in parts[sheet]
@@ -47,7 +55,11 @@ def test_xlsx_with_a_stale_stored_size_keeps_every_row(tmp_path):
         for name, data in parts.items():
             book.writestr(name, data)
     table = read_table(path, header_hint=("Subject",))
-    assert [(table.value(r, "Subject"), table.value(r, "Onset")) for r in table.rows] == [(1, 10), (2, 20), (3, 30)]
+    assert [(table.value(r, "Subject"), table.value(r, "Onset")) for r in table.rows] == [
+        (1, 10),
+        (2, 20),
+        (3, 30),
+    ]
 
 
 def test_missing_column_names_file_and_column(tmp_path):
@@ -85,7 +97,7 @@ def test_sheet_selection_and_errors(tmp_path):
 
 def test_openpyxl_missing_names_the_train_extra(tmp_path, monkeypatch):
     path = write_xlsx(tmp_path / "c.xlsx", {"S": [["A"], [1]]})
-    monkeypatch.setitem(sys.modules, "openpyxl", None)      # makes `import openpyxl` raise ImportError
+    monkeypatch.setitem(sys.modules, "openpyxl", None)  # makes `import openpyxl` raise ImportError
     with pytest.raises(DatasetError, match=r"openpyxl.*mestream\[train\]"):
         read_table(path)
 
@@ -98,7 +110,9 @@ def test_cells_name_row_and_column(tmp_path):
     assert cell_int(table, first, "Apex", missing=("/",)) is None
     assert cell_int(table, second, "Apex", missing=(-1,)) is None
     assert cell_str(table, first, "Name") == "6.0"
-    with pytest.raises(DatasetError, match=r"d\.csv, row 3, column 'Onset': expected a frame number, got 'x'"):
+    with pytest.raises(
+        DatasetError, match=r"d\.csv, row 3, column 'Onset': expected a frame number, got 'x'"
+    ):
         cell_int(table, second, "Onset")
     with pytest.raises(DatasetError, match=r"row 3, column 'Name': empty cell"):
         cell_str(table, second, "Name")
@@ -116,7 +130,9 @@ def test_index_frames_natural_order_and_clip_frames(tmp_path):
     (tmp_path / "clip" / "notes.txt").write_text("not a frame")
     frames = index_frames(tmp_path / "clip")
     assert list(frames) == [1, 2, 9, 10]
-    with pytest.raises(DatasetError, match=r"sheet\.xlsx, row 4: frame\(s\) 3, 4, 5, 6, 7 and 1 more of 1\.\.9"):
+    with pytest.raises(
+        DatasetError, match=r"sheet\.xlsx, row 4: frame\(s\) 3, 4, 5, 6, 7 and 1 more of 1\.\.9"
+    ):
         clip_frames(frames, 1, 2, 9, folder=tmp_path / "clip", file="sheet.xlsx", row=4)
     with pytest.raises(DatasetError, match="apex frame 12 is outside"):
         clip_frames(frames, 9, 12, 10, folder=tmp_path / "clip", file="sheet.xlsx", row=4)

@@ -8,17 +8,30 @@ from mestream.models.datasets import ClassMap, ClassMapError, DatasetError, load
 from mestream.models.datasets.casme2 import read_casme2
 from tests.models.datasets.helpers import numbered, write_csv, write_frames, write_xlsx
 
-HEADER = ["Subject", "Filename", "Unnamed: 2", "OnsetFrame", "ApexFrame", "OffsetFrame", "Unnamed: 6",
-          "Action Units", "Estimated Emotion"]
+HEADER = [
+    "Subject",
+    "Filename",
+    "Unnamed: 2",
+    "OnsetFrame",
+    "ApexFrame",
+    "OffsetFrame",
+    "Unnamed: 6",
+    "Action Units",
+    "Estimated Emotion",
+]
 
 
 def make_casme2(root, rows=None, header=HEADER, csv=False):
     write_frames(root / "CASME2_RAW_selected" / "sub01" / "EP02_01f", numbered("img", range(1, 7)))
     write_frames(root / "CASME2_RAW_selected" / "sub02" / "EP03_02", numbered("img", range(10, 15)))
-    rows = rows if rows is not None else [
-        [1, "EP02_01f", "x", 2, 3, 5, None, "4+L10", "happiness"],
-        ["02", "EP03_02", "x", 10, "/", 13, None, 12, "disgust"],
-    ]
+    rows = (
+        rows
+        if rows is not None
+        else [
+            [1, "EP02_01f", "x", 2, 3, 5, None, "4+L10", "happiness"],
+            ["02", "EP03_02", "x", 10, "/", 13, None, 12, "disgust"],
+        ]
+    )
     if csv:
         return write_csv(root / "CASME2-coding-20140508.csv", [header, *rows])
     return write_xlsx(root / "CASME2-coding-20140508.xlsx", {"Sheet1": [header, *rows]})
@@ -33,7 +46,12 @@ def test_reads_clips(tmp_path):
     assert [p.name for p in first.frames] == ["img2.png", "img3.png", "img4.png", "img5.png"]
     assert first.aus == ("4", "L10") and first.emotion == "happiness"
     assert first.source == f"{sheet}, row 2"
-    assert (second.subject, second.apex, second.aus, second.frame_numbers) == ("sub02", None, ("12",), (10, 11, 12, 13))
+    assert (second.subject, second.apex, second.aus, second.frame_numbers) == (
+        "sub02",
+        None,
+        ("12",),
+        (10, 11, 12, 13),
+    )
     assert load_frames(first.frames)[:, 0, 0].tolist() == [2, 3, 4, 5]
 
 
@@ -43,8 +61,13 @@ def test_csv_annotations_work_too(tmp_path):
 
 
 def test_missing_frame_names_file_and_row(tmp_path):
-    sheet = make_casme2(tmp_path, rows=[[1, "EP02_01f", "x", 2, 3, 5, None, "4", "happiness"],
-                                        [1, "EP02_01f", "x", 4, 5, 9, None, "4", "happiness"]])
+    sheet = make_casme2(
+        tmp_path,
+        rows=[
+            [1, "EP02_01f", "x", 2, 3, 5, None, "4", "happiness"],
+            [1, "EP02_01f", "x", 4, 5, 9, None, "4", "happiness"],
+        ],
+    )
     with pytest.raises(DatasetError, match=r"frame\(s\) 7, 8, 9 of 4\.\.9 not found") as info:
         read_casme2(tmp_path)
     assert info.value.file == str(sheet) and info.value.row == 3
@@ -61,7 +84,9 @@ def test_missing_clip_folder_names_row(tmp_path):
 def test_missing_column_names_file_and_column(tmp_path):
     header = [("Onset" if h == "OnsetFrame" else h) for h in HEADER]
     make_casme2(tmp_path, header=header)
-    with pytest.raises(DatasetError, match=r"no header row with the columns \['Subject', 'Filename', 'OnsetFrame'\]"):
+    with pytest.raises(
+        DatasetError, match=r"no header row with the columns \['Subject', 'Filename', 'OnsetFrame'\]"
+    ):
         read_casme2(tmp_path)
     header = [h for h in HEADER if h != "Estimated Emotion"]
     make_casme2(tmp_path, header=header, rows=[[1, "EP02_01f", "x", 2, 3, 5, None, "4"]])

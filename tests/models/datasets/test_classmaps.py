@@ -14,14 +14,24 @@ from mestream.models.datasets import (
 )
 
 
-@pytest.mark.parametrize("emotion, expected", [
-    ("happiness", "positive"), ("Happiness", "positive"),
-    ("disgust", "negative"), ("sadness", "negative"), ("contempt", "negative"), ("Anger", "negative"),
-    ("fear", "negative"),
-    ("surprise", "surprise"),
-    ("tense", "others"), ("repression", "others"), ("Other", "others"), ("others", "others"),
-    ("  positive ", "positive"),            # already mapped labels (CAS(ME)²) pass through
-])
+@pytest.mark.parametrize(
+    "emotion, expected",
+    [
+        ("happiness", "positive"),
+        ("Happiness", "positive"),
+        ("disgust", "negative"),
+        ("sadness", "negative"),
+        ("contempt", "negative"),
+        ("Anger", "negative"),
+        ("fear", "negative"),
+        ("surprise", "surprise"),
+        ("tense", "others"),
+        ("repression", "others"),
+        ("Other", "others"),
+        ("others", "others"),
+        ("  positive ", "positive"),  # already mapped labels (CAS(ME)²) pass through
+    ],
+)
 def test_paper_map_follows_the_paper(emotion, expected):
     assert PAPER_4CLASS(emotion) == expected
 

@@ -8,21 +8,33 @@ from mestream.models.datasets import DatasetError, read_dataset
 from mestream.models.datasets.samm_lv import read_samm_long_videos
 from tests.models.datasets.helpers import numbered, write_frames, write_xlsx
 
-HEADER = ["Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset", "Duration", "Type",
-          "Action Units", "Notes"]
+HEADER = [
+    "Subject",
+    "Filename",
+    "Inducement Code",
+    "Onset",
+    "Apex",
+    "Offset",
+    "Duration",
+    "Type",
+    "Action Units",
+    "Notes",
+]
 TITLE = [["SAMM Long Videos"], ["Version 1"], [], ["Micro: < 500 ms"]]
 
 
 def make_samm_lv(root, rows):
     write_frames(root / "SAMM_longvideos" / "006_1", numbered("006_1_", range(1, 41), 4))
     write_frames(root / "SAMM_longvideos" / "007_2", numbered("007_2_", range(1, 11), 4))
-    return write_xlsx(root / "SAMM_LongVideos_V1_Release.xlsx", {"FACS_Movement_Only": [*TITLE, HEADER, *rows]})
+    return write_xlsx(
+        root / "SAMM_LongVideos_V1_Release.xlsx", {"FACS_Movement_Only": [*TITLE, HEADER, *rows]}
+    )
 
 
 ROWS = [
-    [6, "006_1_1", 1, 5, 7, 10, 6, "Micro - 1/2", "R12", ""],       # row 6
-    [6, "006_1_2", 1, 15, -1, 35, 21, "Macro", "4+7", ""],           # row 7
-    [6, "006_1_3", 1, 20, 22, 0, 0, "Macro", "", "no offset"],      # row 8
+    [6, "006_1_1", 1, 5, 7, 10, 6, "Micro - 1/2", "R12", ""],  # row 6
+    [6, "006_1_2", 1, 15, -1, 35, 21, "Macro", "4+7", ""],  # row 7
+    [6, "006_1_3", 1, 20, 22, 0, 0, "Macro", "", "no offset"],  # row 8
 ]
 
 
@@ -32,7 +44,10 @@ def test_long_videos_and_intervals(tmp_path):
     assert (first.dataset, first.subject, first.video, len(first)) == ("samm_long", "006", "006_1", 40)
     assert first.fps == 200.0
     assert [(i.onset, i.apex, i.offset, i.kind) for i in first.intervals] == [
-        (5, 7, 10, "micro"), (15, None, 35, "macro"), (20, 22, 24, "macro")]
+        (5, 7, 10, "micro"),
+        (15, None, 35, "macro"),
+        (20, 22, 24, "macro"),
+    ]
     assert first.intervals[0].aus == ("R12",) and first.intervals[0].source.endswith("row 6")
     assert first.paths[0].name == "006_1_0001.png"
     assert (second.video, second.intervals) == ("007_2", ())
@@ -58,7 +73,9 @@ def test_missing_column_and_class_map_refused(tmp_path):
     header = [h for h in HEADER if h != "Type"]
     write_xlsx(tmp_path / "SAMM_LongVideos_V1_Release.xlsx", {"s": [header]})
     (tmp_path / "SAMM_longvideos").mkdir()
-    with pytest.raises(DatasetError, match=r"SAMM_LongVideos_V1_Release\.xlsx, column 'Type': missing column"):
+    with pytest.raises(
+        DatasetError, match=r"SAMM_LongVideos_V1_Release\.xlsx, column 'Type': missing column"
+    ):
         read_samm_long_videos(tmp_path)
     make_samm_lv(tmp_path, ROWS)
     with pytest.raises(DatasetError, match="class maps apply to clip datasets"):

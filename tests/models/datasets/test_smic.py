@@ -10,7 +10,9 @@ from tests.models.datasets.helpers import numbered, write_frames
 
 
 def make_smic(root):
-    write_frames(root / "HS" / "s2" / "micro" / "positive" / "s2_po_01", numbered("image", range(46540, 46545), 6))
+    write_frames(
+        root / "HS" / "s2" / "micro" / "positive" / "s2_po_01", numbered("image", range(46540, 46545), 6)
+    )
     write_frames(root / "HS" / "s2" / "micro" / "negative" / "s2_ne_02", numbered("image", range(7, 10), 6))
     write_frames(root / "HS" / "s10" / "micro" / "surprise" / "s10_sur_01", numbered("image", range(1, 4), 6))
     write_frames(root / "HS" / "s10" / "non_micro" / "x" / "s10_x", numbered("image", range(1, 3), 6))
@@ -21,7 +23,10 @@ def test_reads_hs_clips(tmp_path):
     make_smic(tmp_path)
     clips = read_smic(tmp_path)
     assert [(c.subject, c.emotion, c.clip) for c in clips] == [
-        ("s2", "negative", "s2_ne_02"), ("s2", "positive", "s2_po_01"), ("s10", "surprise", "s10_sur_01")]
+        ("s2", "negative", "s2_ne_02"),
+        ("s2", "positive", "s2_po_01"),
+        ("s10", "surprise", "s10_sur_01"),
+    ]
     positive = clips[1]
     assert (positive.onset, positive.apex, positive.offset, positive.fps) == (46540, None, 46544, 100.0)
     assert positive.frames[0].name == "image046540.png" and positive.aus == ()

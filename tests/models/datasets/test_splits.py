@@ -10,7 +10,11 @@ from mestream.models.datasets import DatasetError, kfold_splits, loso_splits
 
 
 def records(subjects, per_subject=3, dataset="casme2"):
-    return [SimpleNamespace(dataset=dataset, subject=s, clip=f"{s}_{i}") for s in subjects for i in range(per_subject)]
+    return [
+        SimpleNamespace(dataset=dataset, subject=s, clip=f"{s}_{i}")
+        for s in subjects
+        for i in range(per_subject)
+    ]
 
 
 def people(items):
@@ -40,7 +44,7 @@ def test_kfold_every_subject_tested_once(k):
     folds = list(kfold_splits(data, k, seed=4))
     assert len(folds) == k and folds[0][0] == f"fold1of{k}"
     tested = [p for _, _, test in folds for p in people(test)]
-    assert sorted(tested) == sorted(people(data))              # each subject in exactly one test fold
+    assert sorted(tested) == sorted(people(data))  # each subject in exactly one test fold
     sizes = [len(people(test)) for _, _, test in folds]
     assert max(sizes) - min(sizes) <= 1
     for _, train, test in folds:

@@ -9,7 +9,15 @@ def test_paper_defaults_are_the_papers_values():
     c = PRESETS["paper"]
     assert c.conv_channels == (8, 16, 32, 64) and c.conv_padding == 2
     assert (c.temporal_channels, c.temporal_kernel, c.temporal_padding) == (128, 3, 2)
-    assert (c.fc_units, c.dropout, c.l2, c.cpn_iou, c.t_nms, c.lr, c.batch_size) == (300, 0.5, 0.01, 0.7, 0.5, 1e-4, 2)
+    assert (c.fc_units, c.dropout, c.l2, c.cpn_iou, c.t_nms, c.lr, c.batch_size) == (
+        300,
+        0.5,
+        0.01,
+        0.7,
+        0.5,
+        1e-4,
+        2,
+    )
     assert (c.r_nol, c.r_mae, c.l_nol, c.r_tme, c.r_tmae, c.r_tnl) == (1.0, 0.5, 16, 10.0, 4.0, 2.0)
     assert (c.window_steps, c.overlap_steps) == (100, 20)
     assert c.receptive_fields == (7, 9, 11, 13, 15)
@@ -33,13 +41,28 @@ def test_from_dict_round_trip_and_strictness():
 
 def test_registry_builds_every_preset():
     from mestream.models.registry import create_model, list_models
+
     assert {"mesnet.paper", "mesnet.demo"} <= set(list_models())
     net = create_model("mesnet.demo", input_size=16)
     assert net.config.input_size == 16 and type(net) is type(build(PRESETS["demo"]))
 
 
-COUNTS = ("epochs", "pretrain_epochs", "batch_size", "max_proposals", "train_subjects", "val_subjects", "window_steps",
-          "crn_steps", "pretrain_steps", "patience", "fc_units", "l_nol", "flow_gap", "in_channels")
+COUNTS = (
+    "epochs",
+    "pretrain_epochs",
+    "batch_size",
+    "max_proposals",
+    "train_subjects",
+    "val_subjects",
+    "window_steps",
+    "crn_steps",
+    "pretrain_steps",
+    "patience",
+    "fc_units",
+    "l_nol",
+    "flow_gap",
+    "in_channels",
+)
 
 
 @pytest.mark.parametrize("name", COUNTS)

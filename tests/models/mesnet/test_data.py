@@ -21,10 +21,22 @@ def test_flow_spans_the_gap_and_drops_head_motion():
     """1 px per sample to the right: the top of the face alone gives gap (3) px × flow_scale·16/64;
     the whole face moving (a head turn) gives nothing once the median flow is taken out."""
     config = dataclasses.replace(PRESETS["demo"], input_size=16, flow_crop=64)
-    texture = cv2.GaussianBlur(np.random.default_rng(0).uniform(0, 255, (64, 64)).astype(np.float32), (0, 0), 2.0)
+    texture = cv2.GaussianBlur(
+        np.random.default_rng(0).uniform(0, 255, (64, 64)).astype(np.float32), (0, 0), 2.0
+    )
     texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
-    whole = np.stack([cv2.warpAffine(texture, np.float32([[1, 0, 0.2 * i], [0, 1, 0]]), (64, 64),
-                                     borderMode=cv2.BORDER_REFLECT) for i in range(40)]).round().astype(np.uint8)
+    whole = (
+        np.stack(
+            [
+                cv2.warpAffine(
+                    texture, np.float32([[1, 0, 0.2 * i], [0, 1, 0]]), (64, 64), borderMode=cv2.BORDER_REFLECT
+                )
+                for i in range(40)
+            ]
+        )
+        .round()
+        .astype(np.uint8)
+    )
     top = whole.copy()
     top[:, 24:] = texture[24:].round().astype(np.uint8)
     starts = sample_starts(40, 200.0, 40.0)
@@ -45,9 +57,16 @@ def test_real_long_video_goes_through_the_same_flow(tmp_path):
         for frame in camera:
             names.append(f"img{frame.frame_id:04d}.png")
             cv2.imwrite(str(tmp_path / names[-1]), frame.pixels)
-    video = LongVideo(dataset="test", subject="s1", video="v1", frames_dir=tmp_path, frame_names=tuple(names),
-                      frame_numbers=tuple(range(100, 100 + len(names))), fps=50.0,
-                      intervals=(LabeledInterval(onset=110, apex=115, offset=124, kind="micro"),))
+    video = LongVideo(
+        dataset="test",
+        subject="s1",
+        video="v1",
+        frames_dir=tmp_path,
+        frame_names=tuple(names),
+        frame_numbers=tuple(range(100, 100 + len(names))),
+        fps=50.0,
+        intervals=(LabeledInterval(onset=110, apex=115, offset=124, kind="micro"),),
+    )
     out = long_video(video, config)
     assert out.flow.shape == (len(sample_starts(len(names), 50.0, 20.0)), 2, 32, 32)
     assert np.isfinite(out.flow.astype(np.float32)).all()
@@ -57,8 +76,11 @@ def test_real_long_video_goes_through_the_same_flow(tmp_path):
     # each step stands for the centre of its bin: frames 0-2, 3-4, 5-7, 8-9
     np.testing.assert_allclose(out.sample_frames[:4], [1.0, 3.5, 6.0, 8.5])
     # a gap in the numbering (no file 105-109) must not shift the labels: they follow the files
-    gapped = dataclasses.replace(video, frame_numbers=tuple(range(100, 105)) + tuple(range(110, 105 + len(names))),
-                                 intervals=(LabeledInterval(onset=115, apex=120, offset=129, kind="micro"),))
+    gapped = dataclasses.replace(
+        video,
+        frame_numbers=tuple(range(100, 105)) + tuple(range(110, 105 + len(names))),
+        intervals=(LabeledInterval(onset=115, apex=120, offset=129, kind="micro"),),
+    )
     (expr,) = long_video(gapped, config).expressions
     assert (expr.onset_step, expr.offset_step, expr.onset_frame, expr.offset_frame) == (4, 9, 10, 24)
 

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from mestream.models.mesnet import losses
 from mestream.engine import intervals as post
+from mestream.models.mesnet import losses
 from mestream.models.mesnet.network import MESNet, PretrainNet, resample_features
 
 
@@ -22,7 +22,9 @@ def test_pretrain_loss_decreases_and_penalises_weights(tiny):
     model = PretrainNet(MESNet(tiny)).eval()  # no dropout noise
     x, y = torch.randn(4, tiny.pretrain_steps, 2, 16, 16), torch.tensor([0, 1, 0, 1])
     x[y == 1, :, :, 4:8, 4:8] += 3.0  # ME clips move
-    first, last = _fit(model.parameters(), lambda: losses.pretrain_loss(model(x), y, model.net, model.head, tiny.l2))
+    first, last = _fit(
+        model.parameters(), lambda: losses.pretrain_loss(model(x), y, model.net, model.head, tiny.l2)
+    )
     assert last < 0.5 * first
     reg = losses.l2_penalty([model.head.fc1], 0.02)
     assert torch.isclose(reg, 0.01 * model.head.fc1.weight.pow(2).sum())  # λ/2 Σw², weights only
@@ -37,8 +39,11 @@ def test_cpn_loss_decreases(tiny):
     truth = np.array([[5, 12]])
     labels = [torch.from_numpy(np.stack([post.labels(p, truth, 0.7)[0]] * 2)) for p in positions]
     assert sum(int(lb.sum()) for lb in labels) > 0
-    first, last = _fit(net.parameters(), lambda: losses.cpn_loss(net(x)[0], labels, net, tiny.l2,
-                                                                  torch.Generator().manual_seed(0)), steps=20)
+    first, last = _fit(
+        net.parameters(),
+        lambda: losses.cpn_loss(net(x)[0], labels, net, tiny.l2, torch.Generator().manual_seed(0)),
+        steps=20,
+    )
     assert last < 0.7 * first
 
 
@@ -64,14 +69,17 @@ def test_crn_loss_decreases_and_regresses_only_me(tiny):
     def loss():
         logits, offsets = net.crn(rows)
         return losses.crn_loss(logits, offsets, cls, targets, net.crn, tiny.l2)
+
     first, last = _fit(net.crn.parameters(), loss)
     assert last < 0.5 * first
     # a non-ME proposal's offsets do not enter the loss
     logits, offsets = net.crn(rows)
     moved = targets.clone()
     moved[2] += 100.0
-    assert torch.isclose(losses.crn_loss(logits, offsets, cls, targets, net.crn, 0.0),
-                         losses.crn_loss(logits, offsets, cls, moved, net.crn, 0.0))
+    assert torch.isclose(
+        losses.crn_loss(logits, offsets, cls, targets, net.crn, 0.0),
+        losses.crn_loss(logits, offsets, cls, moved, net.crn, 0.0),
+    )
     assert float(losses.mesnet_loss(torch.tensor(1.0), torch.tensor(2.0))) == 3.0
 
 
@@ -97,9 +105,16 @@ def test_l2_covers_the_layers_each_equation_lists(tiny):
         for layer in (model.head.out, net.crn.cls, net.crn.reg):  # outside every penalty
             layer.weight.mul_(3.0)
         assert (pre(), crn(), cpn()) == base
-        for layer, changed in ((model.head.fc2, (1, 0, 0)), (net.crn.fc2, (0, 1, 0)), (net.cpn.first5, (0, 0, 1)),
-                               (net.crn.conv1, (0, 1, 0)), (net.temporal.conv1, (1, 0, 1)),
-                               (net.encoder.layers[0], (1, 0, 1))):
+        for layer, changed in (
+            (model.head.fc2, (1, 0, 0)),
+            (net.crn.fc2, (0, 1, 0)),
+            (net.cpn.first5, (0, 0, 1)),
+            (net.crn.conv1, (0, 1, 0)),
+            (net.temporal.conv1, (1, 0, 1)),
+            (net.encoder.layers[0], (1, 0, 1)),
+        ):
             before = pre(), crn(), cpn()
             layer.weight.mul_(1.5)
-            assert [a != b for a, b in zip((pre(), crn(), cpn()), before)] == [bool(c) for c in changed], layer
+            assert [a != b for a, b in zip((pre(), crn(), cpn()), before)] == [bool(c) for c in changed], (
+                layer
+            )

@@ -40,7 +40,12 @@ def test_cpn_follows_table_two(tiny):
     assert (cpn.shared.kernel_size, cpn.shared.dilation, cpn.shared.padding) == ((3,), (1,), (0,))
     assert (cpn.first5.kernel_size, cpn.first5.dilation) == ((3,), (2,))
     assert [(c.kernel_size[0], c.dilation[0], c.padding[0], c.out_channels) for c in cpn.second] == [
-        (1, 1, 0, 2), (3, 1, 0, 2), (3, 2, 0, 2), (3, 3, 0, 2), (3, 3, 0, 2)]
+        (1, 1, 0, 2),
+        (3, 1, 0, 2),
+        (3, 2, 0, 2),
+        (3, 3, 0, 2),
+        (3, 3, 0, 2),
+    ]
 
 
 def test_receptive_fields_on_f_are_7_to_15_and_match_the_bookkeeping(tiny):
@@ -57,7 +62,7 @@ def test_receptive_fields_on_f_are_7_to_15_and_match_the_bookkeeping(tiny):
     sizes = []
     for s, lg in enumerate(logits):
         n = 8  # a position whose receptive field lies inside the window
-        grad, = torch.autograd.grad(lg[0, 0, n], feats, retain_graph=True)
+        (grad,) = torch.autograd.grad(lg[0, 0, n], feats, retain_graph=True)
         support = np.flatnonzero(grad[0].abs().sum(dim=1).numpy() > 0)
         sizes.append(len(support))
         assert (support[0], support[-1]) == tuple(positions[s][n])
@@ -71,7 +76,12 @@ def test_crn_and_pretrain_head(tiny):
     assert (crn.conv1.kernel_size, crn.conv1.padding, crn.conv1.out_channels) == ((3,), (0,), 128)
     assert crn.conv1.in_channels == tiny.feature_size  # its own convs on f_n, not shared with the backbone
     assert crn.conv1 is not net.temporal.conv1
-    assert (crn.fc1.out_features, crn.fc2.out_features, crn.cls.out_features, crn.reg.out_features) == (300, 300, 2, 2)
+    assert (crn.fc1.out_features, crn.fc2.out_features, crn.cls.out_features, crn.reg.out_features) == (
+        300,
+        300,
+        2,
+        2,
+    )
     probs, offsets = net.crn_outputs(torch.randn(5, tiny.crn_steps, tiny.feature_size))
     assert probs.shape == offsets.shape == (5, 2)
     assert torch.allclose(probs.sum(1), torch.ones(5))
@@ -101,5 +111,6 @@ def test_resample_matches_numpy():
 @pytest.mark.parametrize("preset", ["paper", "demo"])
 def test_weights_fit_the_repository(preset):
     from mestream.models.mesnet import PRESETS
+
     net = MESNet(PRESETS[preset])
     assert sum(p.numel() for p in net.parameters()) * 4 <= 10 * 2**20

@@ -17,8 +17,8 @@ def staged_spot(net, flow, t_cpn, t_crn):
     with torch.no_grad():
         for start in starts:
             window = np.zeros((cfg.window_steps, *flow.shape[1:]), np.float32)
-            part = flow[start:start + cfg.window_steps]
-            window[:len(part)] = part
+            part = flow[start : start + cfg.window_steps]
+            window[: len(part)] = part
             feats = subgraphs["encoder"](torch.from_numpy(window)).numpy()
             scores = [s[0].numpy() for s in subgraphs["window_head"](torch.from_numpy(feats)[None])]
             props = post.cpn_proposals(scores, cfg, t_cpn)
@@ -53,8 +53,11 @@ def test_stages_export_to_onnx_with_static_shapes(tiny):
 
     ort = pytest.importorskip("onnxruntime")
     net = MESNet(tiny).eval()
-    inputs = {"encoder": torch.randn(5, 2, 16, 16), "window_head": torch.randn(2, tiny.window_steps, tiny.feature_size),
-              "crn": torch.randn(3, tiny.crn_steps, tiny.feature_size)}
+    inputs = {
+        "encoder": torch.randn(5, 2, 16, 16),
+        "window_head": torch.randn(2, tiny.window_steps, tiny.feature_size),
+        "crn": torch.randn(3, tiny.crn_steps, tiny.feature_size),
+    }
     for name, subgraph in net.subgraphs().items():
         blob = io.BytesIO()
         torch.onnx.export(subgraph, (inputs[name],), blob, opset_version=17, dynamo=False)
