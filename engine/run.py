@@ -29,7 +29,8 @@ FLAGS = {"source.kind": "--source", "inference.backend": "--backend"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML config file (see docs/configuration.md); flags override it")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML config file (see docs/configuration.md); flags override it")
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named starting config (default: %(default)s)")
     parser.add_argument("--source", metavar="KIND", help="source kind: synthetic (default), video, folder, opencv, or a plugin's")
     parser.add_argument("--path", metavar="PATH", help="video file or image folder to replay")
