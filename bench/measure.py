@@ -88,7 +88,7 @@ class Point:
 
 
 def run_config(point: Point, method: Method, seconds: float) -> RunConfig:
-    """The `RunConfig` a user would write for this point (`mestream run` flags in README)."""
+    """The `RunConfig` a user would write for this point (`mestream run` flags in docs/cli.md)."""
     spot = point.pipeline != "ingest"
     return RunConfig(
         source=SourceConfig(

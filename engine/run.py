@@ -29,7 +29,9 @@ FLAGS = {"source.kind": "--source", "inference.backend": "--backend"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML config file (see README); flags override it")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML config file (see docs/configuration.md); flags override it"
+    )
     parser.add_argument(
         "--preset",
         default="default",
