@@ -263,7 +263,7 @@ class CameraStream:
         slot = k % self.cap
         np.copyto(self._mean, self._sum)
         np.divide(self._mean, np.float32(self.count), out=self._mean)  # as numpy's float32 mean, bit for bit
-        mean = self._mean
+        mean: np.ndarray = self._mean
         if mean.shape[0] != self.flow_crop:
             mean = cv2.resize(mean, (self.flow_crop, self.flow_crop), interpolation=cv2.INTER_AREA)
         sample_image(mean, self.blur, out=self.samples[slot])

@@ -175,14 +175,15 @@ class ZmqSink:
 
     def close(self) -> None:
         """Close the socket and wait up to ``linger_ms`` for queued events to go out."""
-        if self._socket is not None:
+        if self._socket is not None and self._context is not None:
             self._socket.close()
             self._context.term()
             self._socket = self._context = None
 
     def _drain(self) -> None:
         socket = self._socket
-        while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        assert socket is not None, "drained before open()"
+        while int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             message = socket.recv(zmq.NOBLOCK)
             if message[:1] == b"\x01":
                 self.subscriptions += 1

@@ -146,7 +146,11 @@ class SpotStage(Stage):
             if not read:
                 time.sleep(self._nap)  # gathers crops: a pass per crop cost 5-9 % of a core at 500 fps
                 if not (self._pending or self._due_since or self._clip_hold):  # nothing waits on the clock
-                    waker.wait(lambda seen=seen: sum(cam.crop_updates for cam in cams) != seen, 0.1)  # a crop
+
+                    def cropped(seen: int = seen) -> bool:
+                        return sum(cam.crop_updates for cam in cams) != seen
+
+                    waker.wait(cropped, 0.1)  # a crop
 
     def run_pass(self) -> int:
         """One pass over every camera: read, sample, encode, run due windows, publish; the
