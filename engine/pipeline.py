@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol
 
 from tqdm import tqdm
@@ -587,7 +588,7 @@ class _StopOnSignal:
         self.received = False
         self._previous: dict[int, Any] = {}
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = True
         self.stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -20,11 +20,11 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 
+from mestream.engine.backends.base import Backend
 from mestream.engine.clipqueue import ClipJob, ClipQueue, QueuedClip
 from mestream.engine.clips import network_frames, prepare_clip
 from mestream.engine.config import InferenceConfig, RecogConfig
@@ -53,7 +53,7 @@ class _Clip:
     prepare_ns: int
 
 
-def max_batch(runner: Any) -> int:
+def max_batch(runner: Backend) -> int:
     """The largest batch a stage accepts: a fixed batch axis, else the runner's configured limit."""
     dim = runner.subgraph.inputs[0].shape[0]
     if isinstance(dim, int):
@@ -88,7 +88,7 @@ class RecogStage(Stage):
         clips: ClipQueue,
         crops: Mapping[str, CropRing],
         frames: Mapping[str, FrameRing],
-        runners: Mapping[str, Any],
+        runners: Mapping[str, Backend],
         model: AKMNetInfo,
         config: RecogConfig,
     ) -> None:

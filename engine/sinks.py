@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 import zmq
 from tqdm import tqdm
@@ -230,7 +230,7 @@ class JsonlSink:
         self.name = name
         self.dropped = 0
         self.written = 0
-        self._file: Any = None
+        self._file: TextIO | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> JsonlSink:

@@ -26,10 +26,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
+from mestream.engine.backends.base import Backend
 from mestream.engine.clipqueue import ClipJob, ClipQueue
 from mestream.engine.config import ConfigError, SpotConfig
 from mestream.engine.crops import CropRing
@@ -74,7 +74,7 @@ class SpotStage(Stage):
         self,
         ctx: Context,
         cameras: Mapping[str, tuple[CropRing, float, bool]],
-        runners: Mapping[str, Any],
+        runners: Mapping[str, Backend],
         model: MESNetInfo,
         config: SpotConfig,
         *,
