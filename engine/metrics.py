@@ -360,8 +360,8 @@ def mean_apex_error(true_apex: npt.ArrayLike, pred_apex: npt.ArrayLike, clip_len
 def keyframe_deviation(
     f_re: npt.ArrayLike,
     f_orig: npt.ArrayLike,
-    L: npt.ArrayLike,
-    fps: npt.ArrayLike,  # noqa: N803
+    L: npt.ArrayLike,  # noqa: N803 (the paper's name)
+    fps: npt.ArrayLike,
 ) -> dict[str, float | np.ndarray]:
     """GAMDSS's key-frame deviation between a re-selected and an original key frame.
 
