@@ -244,8 +244,8 @@ class EventBus:
         if invalid is not None:
             self._invalid += 1
             log.error("event bus: dropped an event the sinks cannot serialize: %s", invalid)
-        for sink, exc in broken:
-            self._disable(sink, exc, topic, camera)
+        for sink, error in broken:
+            self._disable(sink, error, topic, camera)
 
     def _disable(self, sink: Sink, exc: Exception, topic: str, camera: str) -> None:
         """Take a broken sink out, then tell the others (which may in turn fail)."""

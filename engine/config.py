@@ -504,7 +504,7 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
         return tuple(_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
         return merge(hint(), value, where)
@@ -582,7 +582,11 @@ def check_kinds(config: RunConfig) -> None:
     key, so a file's typo (``kind = "vidoe"``) is reported with the file, before anything opens."""
     named = [("source.kind", SOURCE_GROUP, config.source.kind)]
     named += [(f"sources[{i}].kind", SOURCE_GROUP, s.kind) for i, s in enumerate(config.sources)]
-    named += [(f"publish.sinks[{i}].kind", SINK_GROUP, s.kind) for i, s in enumerate(config.publish.sinks)]
+    named += [
+        (f"publish.sinks[{i}].kind", SINK_GROUP, s.kind)
+        for i, s in enumerate(config.publish.sinks)
+        if isinstance(s, SinkConfig)  # a sink object given from Python has no kind to look up
+    ]
     named += [("inference.backend", BACKEND_GROUP, config.inference.backend)]
     for key, group, kind in named:
         kinds, clashes = scan(group)

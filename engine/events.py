@@ -34,7 +34,6 @@ filters on one camera should also accept it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -80,14 +79,25 @@ class PayloadError(ValueError):
     """A payload holds a value the wire format cannot carry (a sink drops that event only)."""
 
 
-@functools.cache
+# Per-class caches, filled on first use. A plain dict rather than functools.cache: the cache's
+# typed ``__call__`` wants Hashable arguments, and mypy checks an event class against that with
+# the instance's ``__hash__`` (a frozen dataclass's) rather than the class object's.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_BODY_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
-@functools.cache
 def _body_names(cls: type) -> tuple[str, ...]:
-    return tuple(name for name in _field_names(cls) if name not in HEADER_FIELDS)
+    names = _BODY_NAMES.get(cls)
+    if names is None:
+        names = _BODY_NAMES[cls] = tuple(name for name in _field_names(cls) if name not in HEADER_FIELDS)
+    return names
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

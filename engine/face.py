@@ -16,6 +16,7 @@ import os
 from typing import NamedTuple, Protocol
 
 import cv2
+import cv2.data  # not re-exported by cv2's stubs, so named here for the type checker
 import numpy as np
 
 from mestream.engine.config import FaceConfig

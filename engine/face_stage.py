@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, overload
 
 import cv2
 import numpy as np
@@ -47,6 +47,11 @@ class BoxTracker:
         self._smooth: tuple[float, float, float] | None = None
         self._shown = (0.0, 0.0, 0.0)  # (cx, cy, side) the crop box was built from
 
+    @overload
+    def update(self, detection: tuple[int, int, int, int]) -> Box: ...
+    @overload
+    def update(self, detection: None) -> Box | None: ...
+
     def update(self, detection: tuple[int, int, int, int] | None) -> Box | None:
         """Fold in one detection (None: no face, nothing changes); returns the crop box."""
         if detection is None:
@@ -57,7 +62,8 @@ class BoxTracker:
             smooth = new
         else:
             a = self.smoothing
-            smooth = tuple(s + a * (n - s) for s, n in zip(self._smooth, new))
+            (s0, s1, s2), (n0, n1, n2) = self._smooth, new
+            smooth = (s0 + a * (n0 - s0), s1 + a * (n1 - s1), s2 + a * (n2 - s2))
         self._smooth = cx, cy, side = smooth
         if self.box is None:
             self._show(smooth)

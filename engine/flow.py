@@ -35,7 +35,7 @@ class OpticalFlow:
                 raise ValueError(
                     f"optical flow: DIS preset must be one of {', '.join(DIS_PRESETS)}, got {preset!r}"
                 )
-            self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+            self._dis = cv2.DISOpticalFlow.create(DIS_PRESETS[preset])
         elif method == "tvl1":
             optflow = getattr(cv2, "optflow", None)
             if optflow is None:
@@ -53,10 +53,14 @@ class OpticalFlow:
                 f"and {cur.shape} {cur.dtype}"
             )
         if self._dis is not None:
-            return self._dis.calc(prev, cur, None)
+            # OpenCV's stubs omit that ``flow`` may be None (the call allocates the output).
+            return self._dis.calc(prev, cur, None)  # type: ignore[call-overload]
         if self._tvl1 is not None:
             return self._tvl1.calc(prev, cur, None)
-        return cv2.calcOpticalFlowFarneback(prev, cur, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        # (flow=None, as above)
+        return cv2.calcOpticalFlowFarneback(  # type: ignore[call-overload]
+            prev, cur, None, 0.5, 3, 15, 3, 5, 1.2, 0
+        )
 
 
 def flow_sequence(frames: np.ndarray, method: str = "dis", preset: str = "ultrafast") -> np.ndarray:
@@ -98,7 +102,7 @@ def flow_input(
     f = flow(prev, cur)
     f -= np.median(f.reshape(-1, 2), axis=0)
     f = cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
-    f *= gain
+    np.multiply(f, gain, out=f)
     if out is None:
         out = np.empty((2, size, size), np.float32)
     out[...] = f.transpose(2, 0, 1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -52,7 +52,25 @@ def receptive_fields(temporal_kernel: int, cpn_layers: Sequence[Sequence[Sequenc
     return tuple(1 + backbone + (k1 - 1) * d1 + (k2 - 1) * d2 for (k1, d1), (k2, d2) in cpn_layers)
 
 
-def cpn_positions(config: Any, steps: int | None = None) -> list[np.ndarray]:
+class CPNGeometry(Protocol):
+    """The CPN's layout that turns its outputs into intervals: a model config, or the live
+    engine's `MESNetGeometry` (which carries the run's thresholds)."""
+
+    @property
+    def window_steps(self) -> int: ...
+    @property
+    def temporal_kernel(self) -> int: ...
+    @property
+    def temporal_padding(self) -> int: ...
+    @property
+    def receptive_fields(self) -> Sequence[int]: ...
+    @property
+    def max_proposals(self) -> int: ...
+    @property
+    def t_nms(self) -> float: ...
+
+
+def cpn_positions(config: CPNGeometry, steps: int | None = None) -> list[np.ndarray]:
     """For each scale, the F interval (N_s, 2) of every output position, clipped to the window
     of ``steps`` (default ``config.window_steps``; the live engine also runs shorter windows)."""
     n = config.window_steps if steps is None else steps
@@ -96,7 +114,9 @@ def nms(intervals: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
-def cpn_proposals(scores: Sequence[np.ndarray], config: Any, t_cpn: float, steps: int | None = None) -> Spots:
+def cpn_proposals(
+    scores: Sequence[np.ndarray], config: CPNGeometry, t_cpn: float, steps: int | None = None
+) -> Spots:
     """Positions of all scales with an ME probability >= T_CPN, after NMS, at most
     ``config.max_proposals`` of them (highest first). NMS looks at the ``8·max_proposals``
     best positions only, which bounds its cost when a window is full of motion."""

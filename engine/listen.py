@@ -88,7 +88,7 @@ class Subscriber:
         self.errors = 0
         self.rejected = 0
         self._last_seq: dict[tuple[str, str], int] = {}
-        socket = zmq.Context.instance().socket(zmq.SUB)
+        socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         try:
             socket.setsockopt(zmq.LINGER, 0)
             socket.setsockopt(zmq.RCVHWM, rcvhwm)

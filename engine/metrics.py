@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 KINDS = ("micro", "macro")
 
@@ -313,7 +314,9 @@ def recognition_metrics(
     }
 
 
-def _positions(true_apex: Any, pred_apex: Any, length: Any, length_name: str) -> tuple[np.ndarray, ...]:
+def _positions(
+    true_apex: npt.ArrayLike, pred_apex: npt.ArrayLike, length: npt.ArrayLike, length_name: str
+) -> tuple[np.ndarray, ...]:
     try:
         t, p, n = (np.asarray(x, dtype=np.float64) for x in (true_apex, pred_apex, length))
     except (TypeError, ValueError) as exc:
@@ -331,11 +334,13 @@ def _positions(true_apex: Any, pred_apex: Any, length: Any, length_name: str) ->
     return t, p, n
 
 
-def _scalar_or_array(values: np.ndarray, *inputs: Any) -> float | np.ndarray:
+def _scalar_or_array(values: np.ndarray, *inputs: npt.ArrayLike) -> float | np.ndarray:
     return float(values) if all(np.ndim(x) == 0 for x in inputs) else values
 
 
-def apex_error(true_apex: Any, pred_apex: Any, clip_length: Any) -> float | np.ndarray:
+def apex_error(
+    true_apex: npt.ArrayLike, pred_apex: npt.ArrayLike, clip_length: npt.ArrayLike
+) -> float | np.ndarray:
     """MECIA's apex error (Eq. 14): |p_GT - p_inf| / l_GT, elementwise.
 
     ``clip_length`` is l_GT, the length of the ground-truth clip in frames (the caller decides
@@ -346,13 +351,18 @@ def apex_error(true_apex: Any, pred_apex: Any, clip_length: Any) -> float | np.n
     return _scalar_or_array(np.abs(t - p) / n, true_apex, pred_apex, clip_length)
 
 
-def mean_apex_error(true_apex: Any, pred_apex: Any, clip_length: Any) -> float:
+def mean_apex_error(true_apex: npt.ArrayLike, pred_apex: npt.ArrayLike, clip_length: npt.ArrayLike) -> float:
     """Mean of :func:`apex_error` over clips (MECIA's reported figure); 0.0 for no clips."""
     errors = np.atleast_1d(apex_error(true_apex, pred_apex, clip_length))
     return float(errors.mean()) if errors.size else 0.0
 
 
-def keyframe_deviation(f_re: Any, f_orig: Any, L: Any, fps: Any) -> dict[str, float | np.ndarray]:  # noqa: N803
+def keyframe_deviation(
+    f_re: npt.ArrayLike,
+    f_orig: npt.ArrayLike,
+    L: npt.ArrayLike,  # noqa: N803 (the paper's name)
+    fps: npt.ArrayLike,
+) -> dict[str, float | np.ndarray]:
     """GAMDSS's key-frame deviation between a re-selected and an original key frame.
 
     Args:
@@ -389,7 +399,9 @@ def mean_deviation_ms(d_ms: Mapping[str, Any]) -> float:
     return float(np.mean(per_type)) if per_type else 0.0
 
 
-def within_tolerance(true_apex: Any, pred_apex: Any, clip_length: Any, fraction: float = 0.1) -> float:
+def within_tolerance(
+    true_apex: npt.ArrayLike, pred_apex: npt.ArrayLike, clip_length: npt.ArrayLike, fraction: float = 0.1
+) -> float:
     """Share of clips whose predicted apex is within ±fraction·clip_length of the true apex (0.0 for none)."""
     if not 0.0 <= float(fraction):
         raise MetricError(f"fraction must be >= 0, got {fraction!r}")

@@ -24,11 +24,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from mestream.cameras.base import Source
 from mestream.engine.backends import load_manifest, open_subgraphs
+from mestream.engine.backends.base import Backend
 from mestream.engine.bus import EventBus
 from mestream.engine.callback import CallbackSink, iterate_events
 from mestream.engine.clipqueue import ClipQueue
@@ -36,14 +39,15 @@ from mestream.engine.config import ConfigError, RunConfig, SinkConfig, SourceCon
 from mestream.engine.crops import CropRing
 from mestream.engine.events import TOPIC_RECOG, TOPIC_SPOT, TOPIC_STATS, Event, health
 from mestream.engine.face_stage import FaceStage
+from mestream.engine.manifest import Manifest
 from mestream.engine.recognise import CLIP_HEAD, ENCODER, RecogStage
 from mestream.engine.ring import FrameRing
 from mestream.engine.sampling import READ_BLOCK, keep_frames
 from mestream.engine.scoring import latency_summary, score_run
-from mestream.engine.sinks import ConsoleSink, JsonlSink, RecordSink, ZmqSink
+from mestream.engine.sinks import ConsoleSink, JsonlSink, RecordSink, Sink, ZmqSink
 from mestream.engine.spot import SUBGRAPHS as SPOT_SUBGRAPHS
 from mestream.engine.spot import SpotStage, hop_steps, model_config
-from mestream.engine.stages import Context, IngestStage, LatencyTap, RunContext, Stage, StatsStage
+from mestream.engine.stages import Context, IngestStage, LatencyTap, Reporting, RunContext, Stage, StatsStage
 from mestream.engine.summary import Summary
 from mestream.engine.trace import INGEST_STAGES as INGEST_TRACE
 from mestream.engine.trace import SPOT_STAGES as SPOT_TRACE
@@ -57,11 +61,11 @@ CROP_RING_SECONDS = 4.0
 when recognition reaches it, behind the spot stage's latency and the recognition queue."""
 
 
-def build_sinks(config: RunConfig) -> list[Any]:
+def build_sinks(config: RunConfig) -> list[Sink]:
     """ZeroMQ, the JSONL log and the console from their flags, then the config's extra sinks: built
     from their kind, or, for sink objects, the objects themselves."""
     publish = config.publish
-    sinks: list[Any] = []
+    sinks: list[Sink] = []
     if publish.endpoint:
         sinks.append(ZmqSink(endpoint=publish.endpoint, hwm=publish.hwm))
     if publish.log:
@@ -87,18 +91,26 @@ class Camera:
     """One camera's part of the pipeline."""
 
     config: SourceConfig
-    source: Any
+    source: Source
     ctx: RunContext
     ingest: IngestStage
-    reader: Any  # the face stage, or the latency tap when spotting is off
+    reader: FaceStage | LatencyTap  # the face stage, or the latency tap when spotting is off
     crops: CropRing | None
     stats: StatsStage | None = None
+
+
+class PerCamera(Protocol):
+    """A stage shared by the cameras that reports its figures and drops per camera (`SpotStage`)."""
+
+    def camera_figures(self, camera: str) -> dict[str, float]: ...
+
+    def camera_drops(self, camera: str) -> dict[str, int]: ...
 
 
 class CameraView:
     """A shared stage's figures and drops for one camera's ``mestream.stats``."""
 
-    def __init__(self, stage: Any, camera: str) -> None:
+    def __init__(self, stage: PerCamera, camera: str) -> None:
         self.stage, self.camera = stage, camera
 
     def figures(self) -> dict[str, float]:
@@ -131,7 +143,7 @@ class Pipeline:
         self.trace_frames = trace_frames
         self.traces: dict[str, FrameTrace] = {}  # camera id → per-frame stage times (``trace_frames`` > 0)
         self.cameras: list[Camera] = []
-        self.models: dict[str, Any] = {}
+        self.models: dict[str, Backend] = {}
         self.spot: SpotStage | None = None
         self.recog: RecogStage | None = None
         self.clips: ClipQueue | None = None  # where spot puts micro clips and recognition takes them
@@ -144,7 +156,7 @@ class Pipeline:
         if config.summary:  # a path that cannot be written fails now, not after the session
             _check_writable(Path(config.summary), "summary (--summary)")
         self.backend_notes = self._open_models()
-        opened: list[tuple[SourceConfig, Any]] = []
+        opened: list[tuple[SourceConfig, Source]] = []
         try:
             for source_config in sources:
                 source = make_source(source_config)
@@ -158,7 +170,7 @@ class Pipeline:
                 source.close()
             self._release_models()
             raise
-        stop, errors = threading.Event(), []
+        stop, errors = threading.Event(), list[str]()
         try:
             for source_config, source in opened:
                 self.cameras.append(self._camera(source_config, source, stop, errors))
@@ -173,23 +185,30 @@ class Pipeline:
 
     # -- construction ---------------------------------------------------------------------------
 
+    @property
+    def _manifest(self) -> Manifest:
+        """The export, for the paths that run only when spotting is on (which loads it)."""
+        if self.manifest is None:
+            raise RuntimeError("no model export is loaded: spotting is off")
+        return self.manifest
+
     def _open_models(self) -> list[str]:
         if not self.config.spot.enabled:
             return ["models: none (spotting is off)"]
         wanted = ["mesnet"] + (["akmnet"] if self.config.recognise.enabled else [])
-        missing = [m for m in wanted if m not in self.manifest.models]
+        missing = [m for m in wanted if m not in self._manifest.models]
         if missing:
             raise ConfigError(
-                f"the export {self.manifest.root} has no {', '.join(missing)} model (it holds "
-                f"{', '.join(self.manifest.models)}); export it, or turn off "
+                f"the export {self._manifest.root} has no {', '.join(missing)} model (it holds "
+                f"{', '.join(self._manifest.models)}); export it, or turn off "
                 f"{'recognition (recognise.enabled = false)' if missing == ['akmnet'] else 'spotting'}"
             )
         keys = list(SPOT_SUBGRAPHS) + ([ENCODER, CLIP_HEAD] if self.config.recognise.enabled else [])
-        absent = [key for key in keys if key not in self.manifest.subgraphs]
+        absent = [key for key in keys if key not in self._manifest.subgraphs]
         if absent:
             raise ConfigError(
-                f"the export {self.manifest.root} lacks the subgraph(s) {', '.join(absent)} "
-                f"(it has {', '.join(self.manifest.subgraphs)}); re-export it with `mestream export`"
+                f"the export {self._manifest.root} lacks the subgraph(s) {', '.join(absent)} "
+                f"(it has {', '.join(self._manifest.subgraphs)}); re-export it with `mestream export`"
             )
         self.models, backend_note = open_subgraphs(self.config.inference, keys, manifest=self.manifest)
         kinds = sorted({runner.name for runner in self.models.values()})
@@ -201,15 +220,15 @@ class Pipeline:
         if self.config.face.crop_size is not None:
             return self.config.face.crop_size
         # the same crops whether recognition runs or not, so turning it off never changes the spots
-        sizes = [self.manifest.mesnet.preprocessing.flow_crop]
-        if "akmnet" in self.manifest.models:
-            sizes.append(self.manifest.akmnet.preprocessing.crop_side)
+        sizes = [self._manifest.mesnet.preprocessing.flow_crop]
+        if "akmnet" in self._manifest.models:
+            sizes.append(self._manifest.akmnet.preprocessing.crop_side)
         return max(sizes)
 
     def _crop_capacity(self, fps: float) -> int:
         """The crop ring: at least `CROP_RING_SECONDS`, and always more than a replay's spot
         stage holds plus a read block (a shorter ring would leave the face stage waiting forever)."""
-        model = model_config(self.manifest.mesnet, self.config.spot)
+        model = model_config(self._manifest.mesnet, self.config.spot)
         held = keep_frames(model, fps, hop_steps(self.config.spot, model))
         return max(
             math.ceil(max(self.config.ring.seconds, CROP_RING_SECONDS) * fps),
@@ -217,7 +236,7 @@ class Pipeline:
         )
 
     def _camera(
-        self, source_config: SourceConfig, source: Any, stop: threading.Event, errors: list[str]
+        self, source_config: SourceConfig, source: Source, stop: threading.Event, errors: list[str]
     ) -> Camera:
         config = self.config
         fps = float(source.fps)
@@ -241,7 +260,7 @@ class Pipeline:
         try:
             if config.spot.enabled:
                 crops = CropRing(self._crop_capacity(fps), self._crop_size())
-                reader: Stage = FaceStage(ctx, crops, config.face, wait_when_full=wait)
+                reader: FaceStage | LatencyTap = FaceStage(ctx, crops, config.face, wait_when_full=wait)
             else:
                 reader = LatencyTap(ctx, trace)
         except BaseException:
@@ -255,6 +274,8 @@ class Pipeline:
         config, cams = self.config, self.cameras
         shared = Context(bus=self.bus, stop=stop, errors=errors)  # their failures go out under ALL_CAMERAS
         waits = {c.ctx.camera: wait_when_full(config, c.config) for c in cams}
+        # every camera has a crop ring when spotting is on (see _camera)
+        crops = {c.ctx.camera: c.crops for c in cams if c.crops is not None}
         if config.spot.enabled and config.recognise.enabled:
             # the queue waits only when every camera is a replay: a live camera's clips are never held up
             self.clips = ClipQueue(
@@ -263,25 +284,25 @@ class Pipeline:
             self.recog = RecogStage(
                 shared,
                 self.clips,
-                {c.ctx.camera: c.crops for c in cams},
+                crops,
                 {c.ctx.camera: c.ctx.ring for c in cams},
                 self.models,
-                self.manifest.akmnet,
+                self._manifest.akmnet,
                 config.recognise,
             )
         if config.spot.enabled:
             self.spot = SpotStage(
                 shared,
-                {c.ctx.camera: (c.crops, c.ctx.fps, waits[c.ctx.camera]) for c in cams},
+                {c.ctx.camera: (crops[c.ctx.camera], c.ctx.fps, waits[c.ctx.camera]) for c in cams},
                 self.models,
-                self.manifest.mesnet,
+                self._manifest.mesnet,
                 config.spot,
                 clips=self.clips,
                 max_batch=config.inference.max_batch,
                 traces=self.traces,
             )
         for i, cam in enumerate(cams):
-            stages: list[Any] = [cam.reader]
+            stages: list[Reporting] = [cam.reader]
             if self.spot is not None:
                 stages.append(CameraView(self.spot, cam.ctx.camera))
             if self.recog is not None and i == 0:
@@ -369,7 +390,7 @@ class Pipeline:
     def _threads(self) -> list[Stage]:
         threads: list[Stage] = [s for s in (self.recog, self.spot) if s is not None]
         for cam in self.cameras:
-            threads += [cam.reader, cam.stats, cam.ingest]
+            threads += [s for s in (cam.reader, cam.stats, cam.ingest) if s is not None]
         return threads
 
     def _describe(self, cam: Camera) -> str:
@@ -492,8 +513,8 @@ class Pipeline:
         if not truth:
             return latency
         classes = (
-            list(self.manifest.akmnet.config.classes)
-            if "akmnet" in self.manifest.models
+            list(self._manifest.akmnet.config.classes)
+            if "akmnet" in self._manifest.models
             else sorted({e.four_class for events in truth.values() for e in events})
         )
         frames = {c.ctx.camera: c.ctx.ring.frames_written for c in self.cameras if c.ctx.camera in truth}
@@ -567,7 +588,7 @@ class _StopOnSignal:
         self.received = False
         self._previous: dict[int, Any] = {}
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = True
         self.stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)

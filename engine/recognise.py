@@ -15,15 +15,16 @@ onset box while it still holds them (`CropRing.recrop`, the face stage's own cro
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 
+from mestream.engine.backends.base import Backend
 from mestream.engine.clipqueue import ClipJob, ClipQueue, QueuedClip
 from mestream.engine.clips import network_frames, prepare_clip
 from mestream.engine.config import InferenceConfig, RecogConfig
@@ -52,7 +53,7 @@ class _Clip:
     prepare_ns: int
 
 
-def max_batch(runner: Any) -> int:
+def max_batch(runner: Backend) -> int:
     """The largest batch a stage accepts: a fixed batch axis, else the runner's configured limit."""
     dim = runner.subgraph.inputs[0].shape[0]
     if isinstance(dim, int):
@@ -87,7 +88,7 @@ class RecogStage(Stage):
         clips: ClipQueue,
         crops: Mapping[str, CropRing],
         frames: Mapping[str, FrameRing],
-        runners: Mapping[str, Any],
+        runners: Mapping[str, Backend],
         model: AKMNetInfo,
         config: RecogConfig,
     ) -> None:
@@ -100,12 +101,13 @@ class RecogStage(Stage):
         self.max_frames = cfg.max_frames
         self.image_size = cfg.image_size
         self.crop_side = prep.crop_side
-        self._clip_args = {
-            "max_frames": self.max_frames,
-            "magnify_alpha": cfg.magnify_alpha,
-            "magnify_sigma": cfg.magnify_sigma,
-            "input_mode": cfg.input_mode,
-        }
+        self._prepare_clip = functools.partial(
+            prepare_clip,
+            max_frames=self.max_frames,
+            magnify_alpha=cfg.magnify_alpha,
+            magnify_sigma=cfg.magnify_sigma,
+            input_mode=cfg.input_mode,
+        )
         frames_spec = self.encoder.subgraph.inputs[0]
         feature_spec = self.head.subgraph.inputs[0]
         if tuple(frames_spec.shape[1:]) != (1, self.image_size, self.image_size):
@@ -266,7 +268,7 @@ class RecogStage(Stage):
         if ring.size != self.crop_side:
             side = self.crop_side
             clip = np.stack([cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in clip])
-        frames, runs = prepare_clip(clip, **self._clip_args)
+        frames, runs = self._prepare_clip(clip)
         return frames, [int(kept_ids[r[len(r) // 2]]) for r in runs]
 
     def _recut(
@@ -303,7 +305,7 @@ class RecogStage(Stage):
     # -- reporting -------------------------------------------------------------------------------
 
     def figures(self) -> dict[str, float]:
-        out = {
+        out: dict[str, float] = {
             "recog.queue": self.queue.qsize(),
             "recog.clips": self.clips,
             "recog.recut": self.recut,

@@ -196,7 +196,8 @@ def _open_untracked(name: str) -> shared_memory.SharedMemory:
             if not (rtype == "shared_memory" and rname.lstrip("/") == name.lstrip("/")):
                 original(rname, rtype)
 
-        resource_tracker.register = register
+        # typeshed has register(name: Sized, rtype: str); the tracker passes str names.
+        resource_tracker.register = register  # type: ignore[assignment]
         try:
             return shared_memory.SharedMemory(name=name)
         finally:
@@ -266,6 +267,8 @@ class FrameRing:
         pix_off = -(-(meta_off + capacity * META_DTYPE.itemsize) // _PAGE) * _PAGE
         total = pix_off + capacity * int(np.prod(shape)) * dtype.itemsize
         shm = _create_shared(shm_name, total) if shm_name else None
+        buf: np.ndarray | None  # both dropped on failure, so the segment can close
+        hdr: np.ndarray | None
         buf = np.empty(total, np.uint8) if shm is None else np.ndarray((total,), np.uint8, buffer=shm.buf)
         try:
             buf.fill(0)  # touch every page now, not on the camera thread (see the module doc)
@@ -330,13 +333,20 @@ class FrameRing:
         rpix.flags.writeable = False  # readers in the writer's process cannot scribble either
         self._shm, self._owner, self._closed, self._hdr = shm, owner, False, hdr
         # Everything a read touches, in one tuple that close() swaps in a single store.
-        self._rv = (meta["seq"], meta.view(np.int64).reshape(capacity, 5), list(rpix), meta, rpix)
+        self._rv: tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray, np.ndarray | None] = (
+            meta["seq"],
+            meta.view(np.int64).reshape(capacity, 5),
+            list(rpix),
+            meta,
+            rpix,
+        )
         self._seq_col, self._wslots = meta["seq"], list(pix) if owner else []
         self._fid_col, self._dev_col = meta["frame_id"], meta["device_ns"]
         self._host_col, self._wall_col = meta["host_ns"], meta["wall_ns"]
         # Writer-local state, mirrored into the header where readers need it.
         self._writable = owner and not hdr[_H_FINISHED]
-        self._next, self._last_fid = int(hdr[_H_HEAD]) + 1, None
+        self._last_fid: int | None = None
+        self._next = int(hdr[_H_HEAD]) + 1
         self._drops, self._resets = int(hdr[_H_DROPS]), int(hdr[_H_RESETS])
         self._pending: int | None = None
         self._readers: dict[str, ReaderCursor] = {}
@@ -577,6 +587,7 @@ class FrameRing:
         for a, b, o in parts:
             meta[o : o + b - a] = src_meta[a:b]
         self._check_range(meta["seq"], want)
+        assert src_pix is not None  # only close() swaps in None, and its meta fails the check above
         for a, b, o in parts:
             np.copyto(out[o : o + b - a], src_pix[a:b])
         for a, b, o in parts:
@@ -804,7 +815,11 @@ class ReaderCursor:
             if waker is None:
                 time.sleep(poll_interval if left is None else min(poll_interval, left))
             else:
-                waker.wait(lambda seen=seen: ring.updates != seen, left)
+
+                def moved(seen: int = seen) -> bool:
+                    return ring.updates != seen
+
+                waker.wait(moved, left)
 
     def __iter__(self) -> Iterator[RingFrame]:
         """Frames (copies) until the writer finishes."""

@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 
+from mestream.engine.config import SpotConfig
 from mestream.engine.crops import CropRing
 from mestream.engine.flow import OpticalFlow, flow_input, sample_image
 from mestream.engine.intervals import interval_iou, receptive_fields
@@ -52,7 +52,7 @@ class MESNetGeometry:
     t_nms: float
 
     @classmethod
-    def from_model(cls, config: MESNetModelConfig, spot: Any) -> MESNetGeometry:
+    def from_model(cls, config: MESNetModelConfig, spot: SpotConfig) -> MESNetGeometry:
         def pick(override: float | None, key: str) -> float:
             return float(getattr(config, key)) if override is None else override
 
@@ -263,7 +263,7 @@ class CameraStream:
         slot = k % self.cap
         np.copyto(self._mean, self._sum)
         np.divide(self._mean, np.float32(self.count), out=self._mean)  # as numpy's float32 mean, bit for bit
-        mean = self._mean
+        mean: np.ndarray = self._mean
         if mean.shape[0] != self.flow_crop:
             mean = cv2.resize(mean, (self.flow_crop, self.flow_crop), interpolation=cv2.INTER_AREA)
         sample_image(mean, self.blur, out=self.samples[slot])

@@ -193,11 +193,11 @@ def score_run(
     y_pred: list[str] = []
     no_spot = 0
     for rec in recogs:
-        interval = by_id.get((str(rec["camera"]), rec["event_id"]))
-        if interval is None:
+        spotted = by_id.get((str(rec["camera"]), rec["event_id"]))
+        if spotted is None:
             no_spot += 1
             continue
-        best, k = _best(interval, expected["micro"])
+        best, k = _best(spotted, expected["micro"])
         if best >= iou_threshold:
             y_true.append(micro_class[k])
             y_pred.append(rec["label"])

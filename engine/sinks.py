@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 import zmq
 from tqdm import tqdm
@@ -175,14 +175,15 @@ class ZmqSink:
 
     def close(self) -> None:
         """Close the socket and wait up to ``linger_ms`` for queued events to go out."""
-        if self._socket is not None:
+        if self._socket is not None and self._context is not None:
             self._socket.close()
             self._context.term()
             self._socket = self._context = None
 
     def _drain(self) -> None:
         socket = self._socket
-        while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        assert socket is not None, "drained before open()"
+        while int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             message = socket.recv(zmq.NOBLOCK)
             if message[:1] == b"\x01":
                 self.subscriptions += 1
@@ -229,7 +230,7 @@ class JsonlSink:
         self.name = name
         self.dropped = 0
         self.written = 0
-        self._file: Any = None
+        self._file: TextIO | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> JsonlSink:

@@ -26,10 +26,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
+from mestream.engine.backends.base import Backend
 from mestream.engine.clipqueue import ClipJob, ClipQueue
 from mestream.engine.config import ConfigError, SpotConfig
 from mestream.engine.crops import CropRing
@@ -74,7 +74,7 @@ class SpotStage(Stage):
         self,
         ctx: Context,
         cameras: Mapping[str, tuple[CropRing, float, bool]],
-        runners: Mapping[str, Any],
+        runners: Mapping[str, Backend],
         model: MESNetInfo,
         config: SpotConfig,
         *,
@@ -146,7 +146,11 @@ class SpotStage(Stage):
             if not read:
                 time.sleep(self._nap)  # gathers crops: a pass per crop cost 5-9 % of a core at 500 fps
                 if not (self._pending or self._due_since or self._clip_hold):  # nothing waits on the clock
-                    waker.wait(lambda seen=seen: sum(cam.crop_updates for cam in cams) != seen, 0.1)  # a crop
+
+                    def cropped(seen: int = seen) -> bool:
+                        return sum(cam.crop_updates for cam in cams) != seen
+
+                    waker.wait(cropped, 0.1)  # a crop
 
     def run_pass(self) -> int:
         """One pass over every camera: read, sample, encode, run due windows, publish; the

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -53,6 +55,15 @@ class RunContext(Context):
     camera: str
     fps: float
     ring: FrameRing
+
+
+class Reporting(Protocol):
+    """What `StatsStage` reads from each stage it reports on (a `Stage`, or a per-camera view of
+    a shared one)."""
+
+    def figures(self) -> dict[str, float]: ...
+
+    def drops(self) -> dict[str, int]: ...
 
 
 class Stage(threading.Thread):
@@ -171,7 +182,7 @@ class StatsStage(Stage):
     ctx: RunContext
 
     def __init__(
-        self, ctx: RunContext, interval: float, stages: list[Stage], out_cursor: ReaderCursor
+        self, ctx: RunContext, interval: float, stages: Sequence[Reporting], out_cursor: ReaderCursor
     ) -> None:
         super().__init__("stats", ctx)
         self.interval = interval
