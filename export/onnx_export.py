@@ -207,6 +207,8 @@ def _render(seconds: float, size: int) -> tuple[np.ndarray, list[tuple[int, int]
         duration_s=seconds,
         scene=SceneConfig(micro_per_min=CAMERA_MICRO_PER_MIN),
     )
+    if camera.n_frames is None:  # make_camera gives every camera a duration, so an end
+        raise ExportError(f"camera subject {CAMERA_SUBJECT}: no duration, so no frames to render")
     crops = render_crops(camera, np.arange(camera.n_frames), size)
     micro = [
         (e.onset_frame, e.offset_frame)
@@ -330,10 +332,10 @@ def export_all(
 
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is not supported: the subgraphs need opset {MIN_OPSET} or newer")
-    checkpoints = {m: Path(p) for m, p in (checkpoints or default_checkpoints()).items()}
+    paths = {m: Path(p) for m, p in (checkpoints or default_checkpoints()).items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    specs = {model: load_spec(model, path) for model, path in checkpoints.items()}
+    specs = {model: load_spec(model, path) for model, path in paths.items()}
     # from here the folder's files are overwritten: a manifest left from an earlier export
     # would claim files this export is replacing, and outlive this export if it fails
     (out / MANIFEST_NAME).unlink(missing_ok=True)
@@ -353,7 +355,7 @@ def export_all(
                 subgraphs.append(info)
                 arrays.update(part)
                 bar.update()
-            path = checkpoints[model]
+            path = paths[model]
             # parsed as the runtime will load it: an export lacking a field the engine reads fails here
             entry = {
                 "name": model,
@@ -366,7 +368,8 @@ def export_all(
             }
             models[model] = model_info(entry, f"models.{model}")
     tmp = out / (INPUTS_NAME + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    # numpy's stub types the keyword allow_pickle, which a ** of arrays could name; these keys are paths
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(out / INPUTS_NAME)
     manifest = Manifest(
         root=out,
