@@ -62,7 +62,7 @@ def profile_shapes(subgraph: SubgraphInfo, config: InferenceConfig) -> dict[str,
         hi: list[int] = []
         for axis, dim in enumerate(spec.shape):
             if isinstance(dim, int):
-                triple = (dim, dim, dim)
+                triple: tuple[int, ...] = (dim, dim, dim)
             elif dim == BATCH:
                 triple = (1, config.opt_batch, config.max_batch)
             elif dim in subgraph.dims:
@@ -234,7 +234,7 @@ def read_timing_cache(path: str | os.PathLike[str]) -> bytes:
         return b""
 
 
-def store_timing_cache(path: str | os.PathLike[str], data: bytes) -> None:
+def store_timing_cache(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
     _atomic_write(Path(path), bytes(data))
 
 
