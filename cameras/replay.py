@@ -86,7 +86,8 @@ class ReplaySource(SourceBase):
         """Build a file or folder replay from a `SourceConfig`; ``options`` go to the constructor."""
         if not config.path:
             raise SourceError(f"source {config.name!r}: the {cls.kind} source needs a path (--path)")
-        return cls(
+        build: Callable[..., ReplaySource] = cls  # the file and folder subclasses take the path first
+        return build(
             config.path,
             fps=config.fps,
             resolution=config.resolution,
