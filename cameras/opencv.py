@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import cv2
 
 from mestream.cameras.base import SourceError, frame_shape, now_ns
 from mestream.cameras.video import CaptureSource
+
+if TYPE_CHECKING:  # engine.config imports the plugin registry, which builds these sources
+    from mestream.engine.config import SourceConfig
 
 log = logging.getLogger("mestream")
 
@@ -35,7 +38,7 @@ class OpenCVCamera(CaptureSource):
         self.device = int(device)  # a live device paces itself
 
     @classmethod
-    def from_config(cls, config: Any) -> OpenCVCamera:
+    def from_config(cls, config: SourceConfig) -> OpenCVCamera:
         return cls(
             config.device,
             fps=config.fps,

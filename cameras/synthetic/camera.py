@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -64,6 +64,9 @@ from mestream.cameras.synthetic.schedule import (
 )
 from mestream.cameras.synthetic.subject import FaceModel, Subject, render_face
 from mestream.cameras.synthetic.truth import FrameTruth, write_csv, write_json
+
+if TYPE_CHECKING:  # engine.config imports the plugin registry, which builds these sources
+    from mestream.engine.config import SourceConfig
 
 MIN_FPS, MAX_FPS = (
     25.0,
@@ -173,7 +176,7 @@ class SyntheticCamera(SourceBase):
         self._first_chunk: _Columns | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> SyntheticCamera:
+    def from_config(cls, config: SourceConfig) -> SyntheticCamera:
         """Build from a `SourceConfig`: fps 0 and an empty resolution mean 500 and 640x480;
         ``options`` may hold ``subject``, ``duration_s`` and any `SceneConfig` field."""
         options = dict(getattr(config, "options", {}) or {})
