@@ -8,7 +8,7 @@ methods of `Source` plugs in, built in or registered by a camera SDK package thr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -65,7 +65,7 @@ def frame_shape(width: int, height: int, pixel_format: str) -> tuple[int, ...]:
     return (height, width) if channels == 1 else (height, width, channels)
 
 
-def parse_resolution(text: str | tuple[int, int] | list[int]) -> tuple[int, int]:
+def parse_resolution(text: str | Sequence[int]) -> tuple[int, int]:
     """'640x480' or (640, 480) -> (width, height)."""
     if isinstance(text, str):
         parts = text.lower().split("x")

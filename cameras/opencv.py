@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import cv2
 
 from mestream.cameras.base import SourceError, frame_shape, now_ns
 from mestream.cameras.video import CaptureSource
+
+if TYPE_CHECKING:  # engine.config imports the plugin registry, which builds these sources
+    from mestream.engine.config import SourceConfig
 
 log = logging.getLogger("mestream")
 
@@ -35,7 +38,7 @@ class OpenCVCamera(CaptureSource):
         self.device = int(device)  # a live device paces itself
 
     @classmethod
-    def from_config(cls, config: Any) -> OpenCVCamera:
+    def from_config(cls, config: SourceConfig) -> OpenCVCamera:
         return cls(
             config.device,
             fps=config.fps,
@@ -47,7 +50,7 @@ class OpenCVCamera(CaptureSource):
 
     def _clock(self) -> Callable[[int], int]:
         """The driver's buffer timestamp when the backend reports one, else arrival time."""
-        cap = self._cap
+        cap = self._opened()[0]
 
         def device_ns(index: int) -> int:
             msec = cap.get(cv2.CAP_PROP_POS_MSEC)
@@ -77,7 +80,8 @@ class OpenCVCamera(CaptureSource):
         asked_fps, asked_size = self.fps, self._size
         self.fps = 0.0  # read back what the device granted
         super()._open()
-        granted = (self._first.shape[1], self._first.shape[0])
+        first = self._opened()[1]
+        granted = (first.shape[1], first.shape[0])
         if asked_size is not None and granted != asked_size:
             log.warning(
                 "source %r: asked device %d for %dx%d, it delivers %dx%d",

@@ -4,12 +4,15 @@ buffer, and releasing frames on a clock like a camera."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from mestream.cameras.base import Frame, Pacer, SourceBase, SourceError, frame_shape, now_ns, parse_resolution
+
+if TYPE_CHECKING:  # engine.config imports the plugin registry, which builds these sources
+    from mestream.engine.config import SourceConfig
 
 _TO_MONO = {1: None, 3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}
 _TO_BGR = {1: cv2.COLOR_GRAY2BGR, 3: None, 4: cv2.COLOR_BGRA2BGR}
@@ -82,11 +85,12 @@ class ReplaySource(SourceBase):
         self._shape: tuple[int, ...] | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> ReplaySource:
+    def from_config(cls, config: SourceConfig) -> ReplaySource:
         """Build a file or folder replay from a `SourceConfig`; ``options`` go to the constructor."""
         if not config.path:
             raise SourceError(f"source {config.name!r}: the {cls.kind} source needs a path (--path)")
-        return cls(
+        build: Callable[..., ReplaySource] = cls  # the file and folder subclasses take the path first
+        return build(
             config.path,
             fps=config.fps,
             resolution=config.resolution,

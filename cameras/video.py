@@ -48,6 +48,13 @@ class CaptureSource(ReplaySource):
         self._cap, self._first = cap, first
         self._shape = self._size_from(first)
 
+    def _opened(self) -> tuple[cv2.VideoCapture, np.ndarray]:
+        """The capture `_open` made and its frame 0; reading either before open() is an error
+        naming the source rather than an AttributeError on None."""
+        if self._cap is None or self._first is None:
+            raise SourceError(f"source {self.name!r}: {self._describe()} is not open")
+        return self._cap, self._first
+
     def _close(self) -> None:
         if self._cap is not None:
             self._cap.release()
@@ -64,7 +71,7 @@ class CaptureSource(ReplaySource):
         return timed_frames(self._decoded(), self.fps, self.pace, self._clock())
 
     def _decoded(self) -> Iterator[np.ndarray]:
-        cap, image = self._cap, self._first
+        cap, image = self._opened()
         out = np.empty(self.shape, np.uint8)
         index = 0
         while image is not None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from mestream.engine import backends
 from mestream.engine.backends.base import concrete_shape
@@ -136,7 +137,7 @@ def load_inputs(
 # -- comparison ------------------------------------------------------------------------------------
 
 
-def difference(got: Any, want: Any) -> tuple[float, float, str]:
+def difference(got: npt.ArrayLike, want: npt.ArrayLike) -> tuple[float, float, str]:
     """(max, mean, metric) between two arrays of one shape (see `Row`).
 
     A NaN or infinity in either array is an infinite difference at that element, even where
@@ -205,7 +206,9 @@ def _reference(kinds: list[str]) -> str:
     return next((k for k in REFERENCES if k in kinds), kinds[0])
 
 
-def runnable_backends(kinds: Iterable[str] | None, echo: Callable[[str], None]) -> list[tuple[str, Any]]:
+def runnable_backends(
+    kinds: Iterable[str] | None, echo: Callable[[str], None]
+) -> list[tuple[str, backends.BackendFactory]]:
     """``(kind, class)`` of each requested kind that can run here; the others are named with
     the reason. An unknown kind is a `BackendError` listing the known ones."""
     known = backends.backend_kinds()
@@ -231,7 +234,7 @@ def runnable_backends(kinds: Iterable[str] | None, echo: Callable[[str], None]) 
 
 
 def run_backend(
-    cls: Any,
+    cls: backends.BackendFactory,
     manifest: Manifest,
     key: str,
     sets: list[tuple[str, dict[str, np.ndarray]]],

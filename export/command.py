@@ -157,17 +157,17 @@ def _run(args: argparse.Namespace) -> int:
     return check(out, kinds, args) if args.check else 0
 
 
-def summary(manifest: object, seconds: float) -> str:
+def summary(manifest: Manifest, seconds: float) -> str:
     """One line per subgraph: file, parity figures; then where the manifest is."""
     lines = []
-    for key, subgraph in manifest.subgraphs.items():  # type: ignore[attr-defined]
+    for key, subgraph in manifest.subgraphs.items():
         figures = ", ".join(
             f"{group} {max(values.values()):.2g}" for group, values in subgraph.parity.items() if values
         )
         lines.append(f"  {key:<20} {subgraph.file:<28} max diff vs torch: {figures}")
     lines.append(
         f"exported {len(lines)} subgraphs in {seconds:.1f} s; manifest {manifest.root}/manifest.json"
-    )  # type: ignore[attr-defined]
+    )
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import onnxruntime
@@ -60,6 +60,11 @@ from mestream.models.checkpoint import git_sha, load_checkpoint, shipped_weights
 from mestream.models.mesnet.data import flow_steps, sample_starts
 from mestream.models.synthetic import make_camera, render_crops
 
+if TYPE_CHECKING:  # imported where it is used (export_all): it imports torch
+    from mestream.export.subgraphs import ModelSpec, SubgraphSpec
+    from mestream.models.akmnet.config import AKMNetConfig
+    from mestream.models.mesnet.config import MESNetConfig
+
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 MIN_OPSET = 17
 TOL = 1e-4
@@ -86,7 +91,7 @@ def checkpoint_family(path: str | Path) -> str:
 # -- one subgraph -------------------------------------------------------------------------------------
 
 
-def export_subgraph(subgraph: Any, path: Path, opset: int) -> None:
+def export_subgraph(subgraph: SubgraphSpec, path: Path, opset: int) -> None:
     """Trace ``subgraph`` (a `SubgraphSpec`) to ``path`` and run the ONNX checker on the file."""
     import onnx  # lazy: onnx is in the train extra
     import torch  # lazy: torch is in the train extra
@@ -132,7 +137,7 @@ def ort_session(path: Path) -> Any:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def torch_outputs(subgraph: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def torch_outputs(subgraph: SubgraphSpec, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     import torch  # lazy: torch is in the train extra
 
     with torch.inference_mode():
@@ -143,7 +148,7 @@ def torch_outputs(subgraph: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np
     return {t.name: v.numpy() for t, v in zip(subgraph.outputs, out)}
 
 
-def _signature(subgraph: Any, session: Any, path: Path) -> None:
+def _signature(subgraph: SubgraphSpec, session: Any, path: Path) -> None:
     """The graph's names and shapes are the spec's: the manifest must describe the file."""
     for kind, got, want in (
         ("inputs", session.get_inputs(), subgraph.inputs),
@@ -156,7 +161,7 @@ def _signature(subgraph: Any, session: Any, path: Path) -> None:
 
 
 def verify_subgraph(
-    subgraph: Any, path: Path, camera: Mapping[str, np.ndarray]
+    subgraph: SubgraphSpec, path: Path, camera: Mapping[str, np.ndarray]
 ) -> tuple[SubgraphInfo, dict[str, np.ndarray]]:
     """Parity of the ONNX file against the torch module on random and camera inputs.
 
@@ -207,6 +212,8 @@ def _render(seconds: float, size: int) -> tuple[np.ndarray, list[tuple[int, int]
         duration_s=seconds,
         scene=SceneConfig(micro_per_min=CAMERA_MICRO_PER_MIN),
     )
+    if camera.n_frames is None:  # make_camera gives every camera a duration, so an end
+        raise ExportError(f"camera subject {CAMERA_SUBJECT}: no duration, so no frames to render")
     crops = render_crops(camera, np.arange(camera.n_frames), size)
     micro = [
         (e.onset_frame, e.offset_frame)
@@ -216,12 +223,12 @@ def _render(seconds: float, size: int) -> tuple[np.ndarray, list[tuple[int, int]
     return crops, micro
 
 
-def mesnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
+def mesnet_camera(spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
     """Flow of the first window (`flow_steps`, as training), its features, and the features
     of the window head's best positions resampled for the CRN (`postprocess.resample`)."""
     import torch  # lazy: torch is in the train extra
 
-    cfg = spec.net.config
+    cfg = cast("MESNetConfig", spec.net.config)  # nn.Module's __getattr__ types it Tensor | Module
     crops, _ = _render(
         max(CAMERA_SECONDS, (cfg.window_steps + cfg.flow_gap + 1) / cfg.sample_hz), cfg.flow_crop
     )
@@ -252,13 +259,13 @@ def mesnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
     }
 
 
-def akmnet_camera(spec: Any) -> dict[str, dict[str, np.ndarray]]:
+def akmnet_camera(spec: ModelSpec) -> dict[str, dict[str, np.ndarray]]:
     """Two spotted clips through `sample_from_crops` and ``collate`` (as evaluation): a whole
     micro-expression and a short clip that leaves padding; their encoder features, with the
     padded slots zero as `AKMNet.encode` leaves them."""
     import torch  # lazy: torch is in the train extra
 
-    cfg = spec.net.config
+    cfg = cast("AKMNetConfig", spec.net.config)  # nn.Module's __getattr__ types it Tensor | Module
     crops, micro = _render(CAMERA_SECONDS, cfg.train_resize)
     spans = (micro + [(0, min(43, len(crops) - 1)), (len(crops) // 2, len(crops) - 1)])[:2]
     short = max(1, cfg.max_frames // 2)
@@ -330,10 +337,10 @@ def export_all(
 
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is not supported: the subgraphs need opset {MIN_OPSET} or newer")
-    checkpoints = {m: Path(p) for m, p in (checkpoints or default_checkpoints()).items()}
+    paths = {m: Path(p) for m, p in (checkpoints or default_checkpoints()).items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    specs = {model: load_spec(model, path) for model, path in checkpoints.items()}
+    specs = {model: load_spec(model, path) for model, path in paths.items()}
     # from here the folder's files are overwritten: a manifest left from an earlier export
     # would claim files this export is replacing, and outlive this export if it fails
     (out / MANIFEST_NAME).unlink(missing_ok=True)
@@ -353,7 +360,7 @@ def export_all(
                 subgraphs.append(info)
                 arrays.update(part)
                 bar.update()
-            path = checkpoints[model]
+            path = paths[model]
             # parsed as the runtime will load it: an export lacking a field the engine reads fails here
             entry = {
                 "name": model,
@@ -366,7 +373,8 @@ def export_all(
             }
             models[model] = model_info(entry, f"models.{model}")
     tmp = out / (INPUTS_NAME + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    # numpy's stub types the keyword allow_pickle, which a ** of arrays could name; these keys are paths
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(out / INPUTS_NAME)
     manifest = Manifest(
         root=out,

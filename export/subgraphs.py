@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -32,6 +32,10 @@ from mestream.export.errors import ExportError
 from mestream.models.akmnet.config import AKMNetConfig
 from mestream.models.checkpoint import CheckpointError, load_checkpoint
 from mestream.models.mesnet.config import MESNetConfig
+
+if TYPE_CHECKING:  # the networks are imported where a checkpoint is built (load_spec)
+    from mestream.models.akmnet.network import AKMNet
+    from mestream.models.mesnet.network import MESNet
 
 FAMILIES = ("mesnet", "akmnet")
 
@@ -47,7 +51,7 @@ class AKMEncoderSubgraph(nn.Module):
     """AKMNet subgraph 1: frames (B, 1, S, S) → features (B, C, F, F); the pooled vector is left
     out because the clip head pools the (masked) features itself."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: AKMNet) -> None:
         super().__init__()
         self.encoder = net.encoder
 
@@ -58,7 +62,7 @@ class AKMEncoderSubgraph(nn.Module):
 class ClipHeadSubgraph(nn.Module):
     """AKMNet subgraph 2: features (B, T, C, F, F) and mask (B, T) → probabilities, β, key mask, max key."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: AKMNet) -> None:
         super().__init__()
         self.head = net.head
 
@@ -134,11 +138,11 @@ class ModelSpec:
         )
 
 
-def _plain(config: Any) -> dict[str, Any]:
+def _plain(config: MESNetConfig | AKMNetConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def scale_positions(config: Any, steps: int) -> list[int]:
+def scale_positions(config: MESNetConfig, steps: int) -> list[int]:
     """Output positions of each CPN scale for a window of ``steps`` features: the two padded
     temporal convs give steps + 2·(2p − (k − 1)), each scale's unpadded dilated pair then
     takes its receptive field on that (as in `postprocess.cpn_positions`)."""
@@ -147,7 +151,7 @@ def scale_positions(config: Any, steps: int) -> list[int]:
     return [length - (rf - 2 * (k - 1)) + 1 for rf in config.receptive_fields]
 
 
-def min_window_steps(config: Any) -> int:
+def min_window_steps(config: MESNetConfig) -> int:
     """The shortest window for which every CPN scale gives at least one position (7 for the
     paper's Table II: the largest receptive field, 15, less the 8 steps of temporal padding)."""
     steps = 1
@@ -159,7 +163,7 @@ def min_window_steps(config: Any) -> int:
     return steps
 
 
-def mesnet_spec(net: nn.Module, preset: str, config: Mapping[str, Any] | None = None) -> ModelSpec:
+def mesnet_spec(net: MESNet, preset: str, config: Mapping[str, Any] | None = None) -> ModelSpec:
     """MESNet's three subgraphs, with a dynamic window length for the window head (a stream's
     first window, or a short video, need not be padded to ``window_steps``)."""
     cfg = net.config
@@ -207,7 +211,7 @@ def mesnet_spec(net: nn.Module, preset: str, config: Mapping[str, Any] | None = 
     )
 
 
-def akmnet_spec(net: nn.Module, preset: str, config: Mapping[str, Any] | None = None) -> ModelSpec:
+def akmnet_spec(net: AKMNet, preset: str, config: Mapping[str, Any] | None = None) -> ModelSpec:
     """AKMNet's two subgraphs; the clip length is fixed at ``max_frames`` because the masked
     bi-GRU is unrolled over it (shorter clips are padded and masked)."""
     cfg = net.config
@@ -245,9 +249,9 @@ def model_spec(
 ) -> ModelSpec:
     """The export description of a built network (``config``: the checkpoint's, else the net's own)."""
     if family == "mesnet":
-        return mesnet_spec(net, preset, config)
+        return mesnet_spec(cast("MESNet", net), preset, config)
     if family == "akmnet":
-        return akmnet_spec(net, preset, config)
+        return akmnet_spec(cast("AKMNet", net), preset, config)
     raise SubgraphError(f"no export description for model {family!r}; models: {', '.join(FAMILIES)}")
 
 
@@ -256,6 +260,7 @@ def load_spec(family: str, checkpoint: str | Path) -> ModelSpec:
     if family not in FAMILIES:
         raise SubgraphError(f"no export description for model {family!r}; models: {', '.join(FAMILIES)}")
     ckpt = load_checkpoint(checkpoint, model=family)
+    net: nn.Module
     try:
         if family == "mesnet":
             from mestream.models.mesnet.network import (
@@ -290,7 +295,7 @@ def _face_box(rule: str) -> dict[str, Any]:
     }
 
 
-def mesnet_preprocessing(cfg: Any) -> dict[str, Any]:
+def mesnet_preprocessing(cfg: MESNetConfig) -> dict[str, Any]:
     """How a video becomes MESNet's flow steps (`mestream.models.mesnet.data.flow_steps`)."""
     return {
         "input": "flow",
@@ -328,7 +333,7 @@ def mesnet_preprocessing(cfg: Any) -> dict[str, Any]:
     }
 
 
-def akmnet_preprocessing(cfg: Any) -> dict[str, Any]:
+def akmnet_preprocessing(cfg: AKMNetConfig) -> dict[str, Any]:
     """How a spotted clip becomes AKMNet's frames (`prepare_clip`, then ``collate`` at evaluation)."""
     return {
         "input": "frames",

@@ -13,20 +13,25 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mestream.engine.backends.base import BackendError, Runner, missing_package
-from mestream.engine.manifest import file_sha256
+from mestream.engine.manifest import Manifest, file_sha256
 from mestream.models.checkpoint import CheckpointError
 
-_SPECS: dict[tuple[str, str, str], Any] = {}
+if TYPE_CHECKING:  # imported where a checkpoint is loaded (_activate): torch is the train extra
+    from torch import nn
+
+    from mestream.export.subgraphs import ModelSpec
+
+_SPECS: dict[tuple[str, str, str], ModelSpec] = {}
 """Loaded models by (model, checkpoint path, sha256): the subgraphs of one model share one load."""
 _MAX_SPECS = 4
 
 
-def checkpoint_path(manifest: Any, model: str) -> Path:
+def checkpoint_path(manifest: Manifest, model: str) -> Path:
     """The checkpoint a manifest's model came from (its path is relative to the manifest folder)."""
     return manifest.root / manifest.models[model].checkpoint
 
@@ -38,6 +43,7 @@ class TorchBackend(Runner):
 
     name = "torch"
     extra = "train"
+    module: nn.Module | None  # the subgraph's wrapper while active
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -94,6 +100,8 @@ class TorchBackend(Runner):
             )
             for a in (np.asarray(feed[t.name]) for t in self.inputs)
         ]
+        if self.module is None:  # Runner.infer calls this only while active
+            raise BackendError(f"torch backend for {self.key}: infer() after deactivate()")
         with torch.inference_mode():
             out = self.module(*args)
         out = out if isinstance(out, tuple) else (out,)

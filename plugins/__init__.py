@@ -23,10 +23,15 @@ and says so (`NotInstalled`) rather than falling back on a second list that coul
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the engine imports this registry: these imports are for the checker only
+    from mestream.cameras.base import Source
+    from mestream.engine.config import SourceConfig
+    from mestream.engine.sinks import Sink
 
 SOURCE_GROUP = "mestream.sources"
 SINK_GROUP = "mestream.sinks"
@@ -116,7 +121,7 @@ def lookup(group: str, kind: str) -> Any:
     return kinds[kind].load()
 
 
-def _build(where: str, call: Any) -> Any:
+def _build(where: str, call: Callable[[], Any]) -> Any:
     """Turn an unknown option key into an error naming it, rather than a raw TypeError."""
     try:
         return call()
@@ -126,7 +131,7 @@ def _build(where: str, call: Any) -> Any:
         raise
 
 
-def make_source(config: Any) -> Any:
+def make_source(config: SourceConfig) -> Source:
     """Build the source a `SourceConfig` describes."""
     factory = lookup(SOURCE_GROUP, config.kind)
     if hasattr(factory, "from_config"):
@@ -134,7 +139,7 @@ def make_source(config: Any) -> Any:
     return _build("source.options", lambda: factory(**dict(config.options)))
 
 
-def make_sink(kind: str, options: Mapping[str, Any]) -> Any:
+def make_sink(kind: str, options: Mapping[str, Any]) -> Sink:
     """Build a sink by kind from its options table."""
     factory = lookup(SINK_GROUP, kind)
     if hasattr(factory, "from_options"):

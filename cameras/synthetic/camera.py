@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -44,6 +44,7 @@ from mestream.cameras.base import (
     Frame,
     Pacer,
     SourceBase,
+    SourceError,
     frame_shape,
     now_ns,
     parse_resolution,
@@ -63,6 +64,9 @@ from mestream.cameras.synthetic.schedule import (
 )
 from mestream.cameras.synthetic.subject import FaceModel, Subject, render_face
 from mestream.cameras.synthetic.truth import FrameTruth, write_csv, write_json
+
+if TYPE_CHECKING:  # engine.config imports the plugin registry, which builds these sources
+    from mestream.engine.config import SourceConfig
 
 MIN_FPS, MAX_FPS = (
     25.0,
@@ -172,7 +176,7 @@ class SyntheticCamera(SourceBase):
         self._first_chunk: _Columns | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> SyntheticCamera:
+    def from_config(cls, config: SourceConfig) -> SyntheticCamera:
         """Build from a `SourceConfig`: fps 0 and an empty resolution mean 500 and 640x480;
         ``options`` may hold ``subject``, ``duration_s`` and any `SceneConfig` field."""
         options = dict(getattr(config, "options", {}) or {})
@@ -246,13 +250,18 @@ class SyntheticCamera(SourceBase):
         f = self._field(event.aus)
         return (f.x0, f.y0, f.x0 + f.size[0], f.y0 + f.size[1])
 
-    def _field(self, aus: tuple[str, ...]) -> Field:
-        """The unit field of ``aus``; every combination the scene draws is built on first use."""
+    def _all_fields(self) -> dict[tuple[str, ...], Field]:
+        """The unit fields built so far; every combination the scene draws is built on first use."""
         if self._fields is None:
             self._fields = {c: au_field(c, self.face) for c in combinations(self.scene.emotions)}
-        f = self._fields.get(aus)
+        return self._fields
+
+    def _field(self, aus: tuple[str, ...]) -> Field:
+        """The unit field of ``aus``."""
+        fields = self._all_fields()
+        f = fields.get(aus)
         if f is None:  # not one the scene draws (an event from elsewhere): build it now
-            f = self._fields[aus] = au_field(aus, self.face)
+            f = fields[aus] = au_field(aus, self.face)
         return f
 
     # -- rendering ---------------------------------------------------------------------------
@@ -261,7 +270,7 @@ class SyntheticCamera(SourceBase):
         self._field(BLINK_AUS)  # the subject and every field now rather than on some frame
         if self._head is None:
             self._head = _HeadMaps(self.face)
-            self._patches = {aus: _Patch(f, self.face) for aus, f in self._fields.items()}
+            self._patches = {aus: _Patch(f, self.face) for aus, f in self._all_fields().items()}
         if self._noise is None:
             w, h = self.resolution
             rng = np.random.default_rng([self.seed, _NOISE_STREAM, w, h])
@@ -357,6 +366,8 @@ class _Renderer:
     def __init__(self, cam: SyntheticCamera) -> None:
         face = cam.face
         self.cam, self.face, self.planner = cam, face, cam.planner
+        if cam._head is None:  # SourceBase iterates only an open camera, and _open builds the maps
+            raise SourceError(f"source {cam.name!r}: rendering before open()")
         self.maps = cam._head
         self.noise = cam._noise if cam.scene.noise_sigma > 0 else None
         self.flicker = cam.scene.flicker > 0
@@ -433,7 +444,7 @@ class _Renderer:
         x0, y0 = min(max(f.x0 + ix, 0), W - w), min(max(f.y0 + iy, 0), H - h)
         region = (slice(y0, y0 + h), slice(x0, x0 + w))
         cv2.scaleAdd(p.delta(ox - ix, oy - iy), amount, f.grid, dst=p.map)
-        cv2.remap(
+        cv2.remap(  # type: ignore[call-overload]  # the stub lacks map2=None (map1 holds x and y)
             self.clean[region],
             p.map,
             None,
@@ -469,7 +480,7 @@ class _Renderer:
                 px = item.amplitude * (self.blink_px if ev.kind == "blink" else 1.0)
                 self._deform(ev.aus, px * float(item.profile[fid - ev.onset_frame]))
         gain = self.gains[k] if self.flicker else 1.0
-        if self.noise is not None:
+        if self.noise is not None and self.noise_idx is not None:  # both set, or neither (_columns)
             b1, r1, c1, b2, r2, c2, signs = (col[k] for col in self.noise_idx)
             H, W = self.gray.shape
             s2 = -1.0 if signs & 1 else 1.0  # 128 + e1 + s2 * e2: exact integers, clipped only past ~3 sigma

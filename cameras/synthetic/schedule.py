@@ -262,7 +262,7 @@ class SceneConfig:
             raise ValueError(
                 f"unknown scene option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kw)
 
 

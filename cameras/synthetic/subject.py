@@ -182,7 +182,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.n
 
 
 def _fine_noise(rng: np.random.Generator, h: int, w: int, sigma: float) -> np.ndarray:
-    n = rng.standard_normal((h, w)).astype(np.float32)
+    n: np.ndarray = rng.standard_normal((h, w)).astype(np.float32)
     n = cv2.GaussianBlur(n, (0, 0), sigma)
     return n / max(float(n.std()), 1e-6)
 

@@ -13,11 +13,11 @@ unless the config says ``fallback = false``, in which case it is an error.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from mestream.engine.backends.base import (
     Backend,
     BackendError,
+    BackendFactory,
     BackendUnavailable,
     InputError,
     Runner,
@@ -30,6 +30,7 @@ from mestream.plugins import BACKEND_GROUP, PluginError, lookup, registered
 __all__ = [
     "Backend",
     "BackendError",
+    "BackendFactory",
     "BackendUnavailable",
     "InputError",
     "Runner",
@@ -50,7 +51,7 @@ def backend_kinds() -> list[str]:
     return sorted(registered(BACKEND_GROUP))
 
 
-def backend_class(kind: str) -> Any:
+def backend_class(kind: str) -> BackendFactory:
     """The class registered as ``kind``; the error lists the kinds there are."""
     try:
         return lookup(BACKEND_GROUP, kind)
@@ -58,12 +59,12 @@ def backend_class(kind: str) -> Any:
         raise BackendError(f"inference.backend (--backend): {exc}") from None
 
 
-def why_unavailable(cls: Any) -> str | None:
+def why_unavailable(cls: BackendFactory) -> str | None:
     check = getattr(cls, "unavailable", None)
     return check() if check is not None else None
 
 
-def select_backend(kind: str, *, fallback: bool = True) -> tuple[Any, str | None]:
+def select_backend(kind: str, *, fallback: bool = True) -> tuple[BackendFactory, str | None]:
     """``(class, note)``: the backend to use for ``kind``, and a note when it was replaced.
 
     Raises `BackendUnavailable` naming what is missing when ``kind`` cannot run here and
@@ -89,14 +90,14 @@ def open_subgraphs(
     *,
     warmup: bool = True,
     manifest: Manifest | None = None,
-) -> tuple[dict[str, Any], str | None]:
+) -> tuple[dict[str, Backend], str | None]:
     """Every subgraph of the configured export (or ``keys``) on the configured backend, activated
     and warmed up, plus the fallback note if the backend was replaced. On an error the subgraphs
     already activated are released. ``manifest``: the export already loaded (else the
     configured one is loaded), so a caller that checked it runs exactly what it checked."""
     manifest = manifest or load_manifest(config)
     cls, note = select_backend(config.backend, fallback=config.fallback)
-    runners: dict[str, Any] = {}
+    runners: dict[str, Backend] = {}
     try:
         for key in keys or list(manifest.subgraphs):
             runner = cls(manifest, key, config)

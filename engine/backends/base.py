@@ -15,8 +15,8 @@ TensorRT gives an error that names neither the model nor the expected shape.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -53,6 +53,11 @@ class Backend(Protocol):
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def deactivate(self) -> None: ...
+
+
+BackendFactory = Callable[[Manifest, str, InferenceConfig], Backend]
+"""What a ``mestream.backends`` entry point is: a `Runner` subclass, or any class or callable
+taking ``(manifest, key, config)`` that gives a `Backend` (``unavailable()`` optional)."""
 
 
 class Runner:
@@ -229,5 +234,5 @@ def missing_package(backend: str, package: str, extra: str) -> str:
     )
 
 
-def describe_runner(runner: Any) -> str:
+def describe_runner(runner: Backend) -> str:
     return f"{getattr(runner, 'name', type(runner).__name__)} ({runner.subgraph.key})"

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
 from mestream.engine.backends.base import BackendError, BackendUnavailable, Runner, missing_package
@@ -77,7 +78,7 @@ def load_session(path: str, threads: int, providers: tuple[str, ...] = PROVIDERS
         ) from None
 
 
-def _c_array(value: Any) -> np.ndarray:
+def _c_array(value: npt.ArrayLike) -> np.ndarray:
     """``value`` as a C-contiguous array, copied only when it is not one already. Unlike
     ``np.ascontiguousarray`` it keeps a 0-d array 0-d (that one makes it shape (1,))."""
     array = np.asarray(value)

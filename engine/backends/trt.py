@@ -186,7 +186,13 @@ class TensorRTBackend(Runner):
         super().__init__(manifest, key, config)
         self._slots: list[_Slot] = []
         self._next = 0
-        self._ctx = self._cuda = self._engine = self._runtime = None
+        # pycuda and tensorrt ship no type information: their objects are Any to mypy
+        self._ctx: Any = None  # the device's primary CUDA context
+        self._cuda: Any = None  # the pycuda.driver module, once imported
+        self._engine: Any = None
+        self._runtime: Any = None
+        self._inputs: list[str] = []  # the engine's input and output tensor names
+        self._outputs: list[str] = []
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -483,7 +489,8 @@ class TensorRTBackend(Runner):
                         buffer.free()
                     for array in slot.host.values():
                         with contextlib.suppress(Exception):
-                            array.base.free()
+                            allocation: Any = array.base  # pycuda's HostAllocation, unknown to numpy's stub
+                            allocation.free()
                     slot.host.clear()
                     slot.outputs, slot.out_views = {}, {}
                 self._slots = []

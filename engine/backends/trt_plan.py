@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from mestream.engine.backends.base import BackendError
 from mestream.engine.config import InferenceConfig
@@ -62,7 +63,7 @@ def profile_shapes(subgraph: SubgraphInfo, config: InferenceConfig) -> dict[str,
         hi: list[int] = []
         for axis, dim in enumerate(spec.shape):
             if isinstance(dim, int):
-                triple = (dim, dim, dim)
+                triple: tuple[int, ...] = (dim, dim, dim)
             elif dim == BATCH:
                 triple = (1, config.opt_batch, config.max_batch)
             elif dim in subgraph.dims:
@@ -234,14 +235,14 @@ def read_timing_cache(path: str | os.PathLike[str]) -> bytes:
         return b""
 
 
-def store_timing_cache(path: str | os.PathLike[str], data: bytes) -> None:
+def store_timing_cache(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
     _atomic_write(Path(path), bytes(data))
 
 
 # -- buffers ------------------------------------------------------------------------------------
 
 
-def buffer_nbytes(shape: tuple[int, ...], dtype: Any) -> int:
+def buffer_nbytes(shape: tuple[int, ...], dtype: npt.DTypeLike) -> int:
     """Bytes of a C-contiguous array of ``shape`` and ``dtype`` (a scalar is one element)."""
     if any(int(d) < 0 for d in shape):
         raise ValueError(f"shape {tuple(shape)} has a negative (unresolved) dimension")
@@ -289,7 +290,7 @@ def io_plan(subgraph: SubgraphInfo, config: InferenceConfig) -> dict[str, Tensor
 
 
 def io_mismatch(
-    subgraph: SubgraphInfo, inputs: list[str], outputs: list[str], dtypes: Mapping[str, Any]
+    subgraph: SubgraphInfo, inputs: list[str], outputs: list[str], dtypes: Mapping[str, npt.DTypeLike]
 ) -> str | None:
     """Why an engine's I/O tensors (names by mode, numpy dtypes) are not the manifest's, or None.
     Checked at activation because a mismatch would otherwise surface as wrong buffer sizes."""
