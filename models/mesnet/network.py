@@ -170,7 +170,8 @@ class MESNet(nn.Module):
     def window_outputs(
         self, flow: np.ndarray | torch.Tensor, batch_windows: int = 8
     ) -> tuple[list[int], torch.Tensor, list[np.ndarray]]:
-        """One video's flow (T, 2, H, W) → window starts, features (W, N, L), CPN scores per scale (W, N_s)."""
+        """One video's flow (T, 2, H, W) → window starts, features (W, N, L), CPN scores per scale
+        (W, N_s)."""
         cfg = self.config
         flow = torch.as_tensor(np.asarray(flow, dtype=np.float32))
         starts = post.window_starts(len(flow), cfg.window_steps, cfg.overlap_steps)

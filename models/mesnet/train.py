@@ -404,7 +404,8 @@ def train_joint(
             if progress:
                 tqdm.write(
                     f"joint check {check} (epoch {epoch + 1}, batch {i + 1}/{len(batches)}): "
-                    f"cpn {history['cpn_loss'][-1]:.4f} crn {history['crn_loss'][-1]:.4f} val micro F1 {f1:.3f}"
+                    f"cpn {history['cpn_loss'][-1]:.4f} crn {history['crn_loss'][-1]:.4f} "
+                    f"val micro F1 {f1:.3f}"
                 )
             if stop.should_stop:
                 break

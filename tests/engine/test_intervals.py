@@ -18,8 +18,8 @@ def test_numpy_only():
 def test_nms_hand_cases():
     ivs = np.array([[0, 9], [1, 10], [20, 29], [0, 4], [2, 8]], dtype=float)
     scores = np.array([0.9, 0.8, 0.7, 0.95, 0.6])
-    # [0,4] (0.95) first; [0,9] IoU with it 5/10 = 0.5 is not above 0.5: kept; [1,10] IoU with [0,9] = 9/11: dropped;
-    # [20,29] kept; [2,8] IoU with [0,9] = 7/10: dropped
+    # [0,4] (0.95) first; [0,9] IoU with it 5/10 = 0.5 is not above 0.5: kept;
+    # [1,10] IoU with [0,9] = 9/11: dropped; [20,29] kept; [2,8] IoU with [0,9] = 7/10: dropped
     assert post.nms(ivs, scores, 0.5).tolist() == [3, 0, 2]
     assert post.nms(ivs, scores, 0.3).tolist() == [3, 2]
     assert post.nms(ivs, scores, 1.0).tolist() == [3, 0, 1, 2, 4]

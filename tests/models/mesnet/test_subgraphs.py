@@ -9,7 +9,8 @@ from mestream.models.mesnet.network import MESNet
 
 
 def staged_spot(net, flow, t_cpn, t_crn):
-    """The runtime path: subgraph 1, subgraph 2, numpy proposals and resampling, subgraph 3, numpy post-processing."""
+    """The runtime path: subgraph 1, subgraph 2, numpy proposals and resampling, subgraph 3, numpy
+    post-processing."""
     cfg = net.config
     subgraphs = net.subgraphs()
     starts = post.window_starts(len(flow), cfg.window_steps, cfg.overlap_steps)
