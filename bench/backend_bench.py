@@ -9,7 +9,7 @@ Inputs are the real synthetic-camera inputs saved with the export when the batch
 random otherwise (timing does not depend on values for these networks). Every backend gets
 the same number of threads::
 
-    python -m mestream.bench.backend_bench                                  # shipped export, every backend here
+    python -m mestream.bench.backend_bench                # the shipped export, every backend here
     python -m mestream.bench.backend_bench --subgraphs mesnet.encoder,akmnet.encoder --rounds 9
     python -m mestream.bench.backend_bench --models runs/export --json /tmp/backends.json
 """
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = args.subgraphs.split(",") if args.subgraphs else list(manifest.subgraphs)
     saved = load_inputs(manifest.root, manifest)
     print(
-        f"{platform.processor() or platform.machine()}, {args.threads} thread(s); backends {', '.join(classes)}; "
+        f"{platform.processor() or platform.machine()}, {args.threads} thread(s); "
+        f"backends {', '.join(classes)}; "
         f"{args.rounds} rounds × {args.block} calls per point"
     )
     header = f"{'subgraph':<20} {'batch':>5} " + " ".join(

@@ -101,7 +101,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         s, g = r["spot_latency_ms"], r["recog_latency_ms"]
         lines.append(
             f"| {r['scenario']} ({r['cameras']}× {r['fps']:g} fps, {'paced' if r['paced'] else 'unpaced'}) "
-            f"| {r['frames_in']:,} | {r['wall_s']} | {r['throughput_fps']:,.0f} | {r['frames_dropped']} | {r['spot_skip']} "
+            f"| {r['frames_in']:,} | {r['wall_s']} | {r['throughput_fps']:,.0f} "
+            f"| {r['frames_dropped']} | {r['spot_skip']} "
             f"| {s.get('p50', 0):.0f} / {s.get('p99', 0):.0f} (n {s.get('n', 0)}) "
             f"| {g.get('p50', 0):.0f} / {g.get('p99', 0):.0f} (n {g.get('n', 0)}) | {r['cpu_percent']:.0f} "
             f"| {r['spot_f1']} | {r['recog_uf1']} |"
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {name} ...", flush=True)
         rows.append(run_scenario(name, args.seconds, args.seed))
     print(
-        f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
     )
     print(table(rows))
     if args.json:

@@ -270,13 +270,15 @@ def print_table(results: list[dict], out: TextIO = sys.stdout) -> None:
         verdict = "ok" if r["meets_target"] else "MISSED"
         lines.append(
             f"{r['resolution']:>9} {r['capacity']:>5} {r['ceiling_fps']:>10,.0f} {r['write_fps']:>9,.0f} "
-            f"{r['write_vs_ceiling']:>5.2f} {r['shm_write_fps']:>9,.0f} {r['bookkeeping_us_per_frame']:>8.2f} us "
+            f"{r['write_vs_ceiling']:>5.2f} {r['shm_write_fps']:>9,.0f} "
+            f"{r['bookkeeping_us_per_frame']:>8.2f} us "
             f"{r['target_fps']:>6,} {verdict:>6}"
         )
     lines += [
         "",
         "first pass over a fresh ring, each run in a fresh process: median / worst of the runs",
-        f"{'res':>9} {'MB':>6} {'untouched np.empty fps':>22} {'touched ring fps':>17} {'touch at start-up':>19}",
+        f"{'res':>9} {'MB':>6} {'untouched np.empty fps':>22} {'touched ring fps':>17} "
+        f"{'touch at start-up':>19}",
     ]
     for r in results:
         lines.append(

@@ -521,7 +521,8 @@ def _headline(results: dict[str, Any]) -> str:
     for p in results["points"]:
         f = p["frame_latency_ms"]
         lines.append(
-            f"{p['id']}: {p['throughput_fps'] or 0:,.0f} frames/s, frame latency p50 {f['p50']} / p99 {f['p99']} ms, "
+            f"{p['id']}: {p['throughput_fps'] or 0:,.0f} frames/s, "
+            f"frame latency p50 {f['p50']} / p99 {f['p99']} ms, "
             f"dropped {p['dropped_frames']}"
         )
     for c in results["capacity"]:

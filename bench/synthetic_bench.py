@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"{res[0]:>5}x{res[1]:<5} median {r['median']:8.0f} frames/s  ({1e3 / r['median']:.3f} ms/frame; "
-            f"min {r['min']:.0f}, max {r['max']:.0f}; frame p99 {r['p99_ms']:.3f} ms, max {r['max_ms']:.3f} ms, "
+            f"min {r['min']:.0f}, max {r['max']:.0f}; "
+            f"frame p99 {r['p99_ms']:.3f} ms, max {r['max_ms']:.3f} ms, "
             f"worst typical {r['typical_max_ms']:.3f} ms; "
             f"setup {r['setup_ms']:.0f} ms; {r['events']} events){flag}"
         )

@@ -74,7 +74,8 @@ class FolderSource(ReplaySource):
             ) from exc
         if not self._files:
             raise SourceError(
-                f"source {self.name!r}: image folder {self.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"source {self.name!r}: image folder {self.path} holds no images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))})"
             )
         self._shape = self._size_from(self._read(0))
 

@@ -144,7 +144,8 @@ class Event:
             raise SchemaError(f"{cls.topic}: missing field {missing[0]!r}")
         if payload["schema"] != SCHEMA_VERSION:
             raise SchemaError(
-                f"{cls.topic}: field 'schema' is {payload['schema']!r}, this reader knows version {SCHEMA_VERSION}"
+                f"{cls.topic}: field 'schema' is {payload['schema']!r}, "
+                f"this reader knows version {SCHEMA_VERSION}"
             )
         return cls(**payload)
 
@@ -215,7 +216,8 @@ class SpotEvent(Event):
         score: the spotter's confidence.
         scale: the interval's length in source frames (the temporal scale it was spotted at).
         is_micro: duration under the micro-expression limit (≤ 0.5 s).
-        refined: GAMDSS's re-selected ``onset_frame`` and ``apex_frame`` (the spotted ones when it moved nothing).
+        refined: GAMDSS's re-selected ``onset_frame`` and ``apex_frame`` (the spotted ones when it
+            moved nothing).
         latency: milliseconds per stage, plus ``capture_to_publish_ms`` from the offset
             frame's capture to publication.
     """

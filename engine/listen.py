@@ -195,7 +195,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jsonl",
         metavar="FILE",
-        help="also append every event to FILE as JSON lines; '-' writes JSON lines to stdout instead of the summary lines",
+        help=(
+            "also append every event to FILE as JSON lines; "
+            "'-' writes JSON lines to stdout instead of the summary lines"
+        ),
     )
     parser.add_argument(
         "--topic",
@@ -396,7 +399,10 @@ def _spot(p: dict[str, Any]) -> str:
 
 def _recog(p: dict[str, Any]) -> str:
     probability = p["probabilities"].get(p["label"], float("nan"))
-    return f"id={p['event_id']} label={p['label']} p={probability:.2f} key={p['max_key_frame']}{_ms(p['latency'])}"
+    return (
+        f"id={p['event_id']} label={p['label']} p={probability:.2f} "
+        f"key={p['max_key_frame']}{_ms(p['latency'])}"
+    )
 
 
 def _health(p: dict[str, Any]) -> str:

@@ -435,7 +435,10 @@ class FrameRing:
     def __repr__(self) -> str:
         where = "" if self._shm is None else f", shm_name={self.shm_name!r}"
         state = ", closed" if self._closed else ""
-        return f"FrameRing(capacity={self.capacity}, shape={self.shape}, dtype={self.dtype}{where}, head={self.head}{state})"
+        return (
+            f"FrameRing(capacity={self.capacity}, shape={self.shape}, dtype={self.dtype}{where}, "
+            f"head={self.head}{state})"
+        )
 
     def write(
         self,

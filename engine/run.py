@@ -16,6 +16,7 @@ from typing import Any
 from mestream.cameras.base import SourceError
 from mestream.engine.backends.base import BackendError
 from mestream.engine.config import PRESETS, ConfigError, RunConfig, check_kinds, load_config, merge
+from mestream.engine.pipeline import Pipeline
 from mestream.engine.sinks import SinkError
 from mestream.plugins import PluginError
 
@@ -157,8 +158,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mestream.engine.pipeline import Pipeline
-
     try:
         config = config_from_args(args)
         pipeline = Pipeline(config)

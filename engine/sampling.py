@@ -322,7 +322,8 @@ class CameraStream:
         return self.encoded >= (self.windows_done // self.hop + 1) * self.hop
 
     def due_windows(self, min_steps: int, final: bool = False) -> list[Window]:
-        """Windows ending at each hop boundary the features reached (and, at a stream's end, its last step)."""
+        """Windows ending at each hop boundary the features reached (and, at a stream's end, its last
+        step)."""
         ends = list(range((self.windows_done // self.hop + 1) * self.hop, self.encoded + 1, self.hop))
         if final and self.encoded > self.windows_done and (not ends or ends[-1] != self.encoded):
             ends.append(self.encoded)

@@ -115,7 +115,8 @@ class ZmqSink:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> ZmqSink:
-        """Build from a config table: keys ``endpoint``, ``hwm`` (and ``heartbeat_ms``, ``linger_ms``, ``name``)."""
+        """Build from a config table: keys ``endpoint``, ``hwm`` (and ``heartbeat_ms``, ``linger_ms``,
+        ``name``)."""
         _check_options("zmq", options, cls.OPTIONS)
         return cls(**options)
 
@@ -271,7 +272,8 @@ class JsonlSink:
 
 
 def jsonl_line(topic: str, payload: Mapping[str, Any]) -> str:
-    """One event as a JSONL line, ``{"topic": ..., **payload}``: the log's format and ``listen --jsonl -``'s."""
+    """One event as a JSONL line, ``{"topic": ..., **payload}``: the log's format and
+    ``listen --jsonl -``'s."""
     if "topic" in payload:
         raise events.PayloadError(f"{topic}: payload has a 'topic' field, which the JSONL line reserves")
     try:

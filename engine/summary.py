@@ -52,9 +52,11 @@ class Summary:
     def format(self) -> str:
         lost = {k: v for k, v in self.drops.items() if v}
         lines = [
-            f"mestream run summary ({'interrupted' if self.interrupted else 'stopped by error' if self.error else 'finished'})",
+            "mestream run summary "
+            f"({'interrupted' if self.interrupted else 'stopped by error' if self.error else 'finished'})",
             f"  cameras {self.camera}: {self.source}",
-            f"  frames in {self.frames_in}, out {self.frames_out}, in {self.seconds:.1f} s ({self.fps:.1f} fps)",
+            f"  frames in {self.frames_in}, out {self.frames_out}, "
+            f"in {self.seconds:.1f} s ({self.fps:.1f} fps)",
             f"  drops and skips: {', '.join(f'{k} {v}' for k, v in lost.items()) if lost else 'none'}",
             f"  events published: {self._events()}; {self.stats_messages} stats messages",
         ]

@@ -321,13 +321,15 @@ def mesnet_preprocessing(cfg: MESNetConfig) -> dict[str, Any]:
         "flow_gain": "flow_scale * input_size / crop_side (crop_side = flow_crop)",
         "flow_gain_value": cfg.flow_scale * cfg.input_size / cfg.flow_crop,
         "channels": ["dx", "dy"],
-        "layout": "(2, input_size, input_size) per step, channel 0 = dx, channel 1 = dy (OpenCV's flow order)",
+        "layout": "(2, input_size, input_size) per step, channel 0 = dx, channel 1 = dy "
+        "(OpenCV's flow order)",
         "dtype": "float32",
         "dtype_note": "training stored the flow as float16 and fed it cast to float32",
         "window_steps": cfg.window_steps,
         "overlap_steps": cfg.overlap_steps,
-        "window_padding": "a window reaching past the video's end is padded with zero flow (encoder features of "
-        "zero flow); or run the window head on the shorter window, down to dims.time min",
+        "window_padding": "a window reaching past the video's end is padded with zero flow "
+        "(encoder features of zero flow); or run the window head on the shorter window, "
+        "down to dims.time min",
         "crn_resampling": "each proposal's features f_a..f_b are linearly resampled to crn_steps rows, ends "
         "included (mestream.engine.intervals.resample)",
     }
@@ -354,12 +356,14 @@ def akmnet_preprocessing(cfg: AKMNetConfig) -> dict[str, Any]:
         "magnify": "change = GaussianBlur(y - y[0], sigma = magnify_sigma at crop_side; skipped when 0); "
         "'magnified': y + alpha * change, 'motion': 128 + alpha * change; then rint, clip 0..255, uint8",
         "image_size": cfg.image_size,
-        "resize": "each prepared frame resized to image_size x image_size with INTER_AREA when crop_side differs",
+        "resize": "each prepared frame resized to image_size x image_size with INTER_AREA "
+        "when crop_side differs",
         "scaling": "uint8 / 255 -> float32 in [0, 1]",
         "layout": "(1, image_size, image_size) per frame",
         "dtype": "float32",
-        "mask": "clip_head mask (max_frames,) bool: True for the clip's n prepared frames, first; padded slots "
-        "may hold anything (the head zeroes them)",
-        "source_frames": "prepared frame j stands for the middle source frame of its run; max_key indexes prepared frames",
+        "mask": "clip_head mask (max_frames,) bool: True for the clip's n prepared frames, first; "
+        "padded slots may hold anything (the head zeroes them)",
+        "source_frames": "prepared frame j stands for the middle source frame of its run; "
+        "max_key indexes prepared frames",
         "class_names": list(cfg.class_names),
     }

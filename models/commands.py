@@ -58,7 +58,8 @@ class _Verb:
 
 train = _Verb(
     "train",
-    "Train a network on synthetic subjects (or a dataset you hold) and write a checkpoint with its model card.",
+    "Train a network on synthetic subjects (or a dataset you hold) "
+    "and write a checkpoint with its model card.",
 )
 evaluate = _Verb(
     "eval",

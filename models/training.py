@@ -195,7 +195,9 @@ def add_common_arguments(
         "--folds",
         type=positive_int,
         default=None,
-        help=f"with --dataset: subject-independent k-fold; the first fold validates (default {DEFAULT_FOLDS})",
+        help=(
+            f"with --dataset: subject-independent k-fold; the first fold validates (default {DEFAULT_FOLDS})"
+        ),
     )
     parser.add_argument(
         "--dataset-option",

@@ -146,7 +146,8 @@ class SyntheticCamera(SourceBase):
             or duration_s <= 0
         ):
             raise ValueError(
-                f"synthetic camera: duration_s must be a positive number of seconds or None, got {duration_s!r}"
+                "synthetic camera: duration_s must be a positive number of seconds or None, "
+                f"got {duration_s!r}"
             )
         if pixel_format not in PIXEL_FORMATS:
             raise ValueError(

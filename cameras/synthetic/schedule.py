@@ -250,7 +250,8 @@ class SceneConfig:
             or any(e not in EMOTIONS for e in self.emotions)
         ):
             raise ValueError(
-                f"SceneConfig.emotions must be a non-empty tuple of names from {EMOTIONS}, got {self.emotions!r}"
+                f"SceneConfig.emotions must be a non-empty tuple of names from {EMOTIONS}, "
+                f"got {self.emotions!r}"
             )
 
     @classmethod

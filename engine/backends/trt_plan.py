@@ -296,8 +296,14 @@ def io_mismatch(
     Checked at activation because a mismatch would otherwise surface as wrong buffer sizes."""
     want_in, want_out = [s.name for s in subgraph.inputs], [s.name for s in subgraph.outputs]
     if set(inputs) != set(want_in) or set(outputs) != set(want_out):
-        return f"engine tensors {sorted(inputs)} -> {sorted(outputs)} are not the manifest's {want_in} -> {want_out}"
+        return (
+            f"engine tensors {sorted(inputs)} -> {sorted(outputs)} "
+            f"are not the manifest's {want_in} -> {want_out}"
+        )
     for spec in (*subgraph.inputs, *subgraph.outputs):
         if np.dtype(dtypes[spec.name]) != np.dtype(spec.dtype):
-            return f"tensor {spec.name!r} is {np.dtype(dtypes[spec.name])} in the engine but {spec.dtype} in the manifest"
+            return (
+                f"tensor {spec.name!r} is {np.dtype(dtypes[spec.name])} in the engine "
+                f"but {spec.dtype} in the manifest"
+            )
     return None

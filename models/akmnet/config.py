@@ -98,7 +98,8 @@ class AKMNetConfig:
                 raise ConfigError(f"AKMNetConfig.{name} must be a positive int, got {value!r}")
         if self.classes and len(self.classes) != self.num_classes:
             raise ConfigError(
-                f"AKMNetConfig.classes names {len(self.classes)} classes but num_classes is {self.num_classes}"
+                f"AKMNetConfig.classes names {len(self.classes)} classes "
+                f"but num_classes is {self.num_classes}"
             )
         if not self.classes and self.num_classes < 2:
             raise ConfigError(f"AKMNetConfig.num_classes must be >= 2, got {self.num_classes}")
@@ -112,7 +113,8 @@ class AKMNetConfig:
                 raise ConfigError(f"AKMNetConfig.{name} must be four positive ints, got {value!r}")
         if self.image_size % 32 or self.image_size < 32:
             raise ConfigError(
-                f"AKMNetConfig.image_size must be a multiple of 32 (the ResNet divides by 32), got {self.image_size}"
+                "AKMNetConfig.image_size must be a multiple of 32 (the ResNet divides by 32), "
+                f"got {self.image_size}"
             )
         if self.train_resize < self.image_size:
             raise ConfigError(

@@ -242,7 +242,8 @@ def dataset_clips(records: Iterable[Any], config: AKMNetConfig) -> list[ClipSamp
     for rec in records:
         if rec.label not in names:
             raise DataError(
-                f"{rec.source or rec.name}: label {rec.label!r} is not one of the model's classes {list(names)}"
+                f"{rec.source or rec.name}: label {rec.label!r} "
+                f"is not one of the model's classes {list(names)}"
                 " (apply a class map first)"
             )
         crops = load_frames(rec.frames, config.train_resize)

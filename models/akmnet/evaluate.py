@@ -131,7 +131,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     )
     print(
-        f"\nmax-key frame within ±10% of the clip length of the true apex: {metrics.get('apex_within_10pct', 0.0):.3f}"
+        "\nmax-key frame within ±10% of the clip length of the true apex: "
+        f"{metrics.get('apex_within_10pct', 0.0):.3f}"
     )
     print(f"apex error |p_gt - p| / clip length (mean): {metrics.get('apex_error', 0.0):.3f}")
     print(f"wrote {out / 'metrics.json'} and {out / 'predictions.json'}")

@@ -219,7 +219,8 @@ def train_model(
         history["val_apex10"].append(metrics.get("apex_within_10pct", 0.0))
         log(
             f"epoch {epoch + 1}/{config.epochs}: loss {history['loss'][-1]:.3f} (ce {history['ce'][-1]:.3f}) "
-            f"train acc {history['train_acc'][-1]:.3f} | val uf1 {metrics['uf1']:.3f} acc {metrics['acc']:.3f} "
+            f"train acc {history['train_acc'][-1]:.3f} "
+            f"| val uf1 {metrics['uf1']:.3f} acc {metrics['acc']:.3f} "
             f"apex±10% {history['val_apex10'][-1]:.2f}"
         )
         if metrics["uf1"] > best["uf1"]:
@@ -313,7 +314,8 @@ def _train(args: argparse.Namespace) -> int:
         card=card,
     )
     print(
-        f"best validation UF1 {best['uf1']:.3f} (epoch {best.get('epoch')}); training {t_train:.0f} s; wrote {path}"
+        f"best validation UF1 {best['uf1']:.3f} (epoch {best.get('epoch')}); "
+        f"training {t_train:.0f} s; wrote {path}"
     )
     if args.ship:
         print(f"shipped {ship_checkpoint(path, 'akmnet', args.preset)}")

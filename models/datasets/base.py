@@ -326,17 +326,18 @@ def read_table(
         columns, header_row, data = tuple(names), None, numbered
     else:
         hints = {_norm(h) for h in header_hint}
-        for k, (number, row) in enumerate(numbered[:MAX_HEADER_SCAN]):
-            if hints <= {_norm(c) for c in row}:
-                break
-        else:
+        found = next(
+            (k for k, (_, row) in enumerate(numbered[:MAX_HEADER_SCAN]) if hints <= {_norm(c) for c in row}),
+            None,
+        )
+        if found is None:
             raise DatasetError(
                 f"no header row with the columns {list(header_hint)} in the first {MAX_HEADER_SCAN} rows",
                 file=path,
             )
-        header_row = number
-        columns = tuple("" if c is None else " ".join(str(c).split()) for c in row)
-        data = numbered[k + 1 :]
+        header_row, header = numbered[found]
+        columns = tuple("" if c is None else " ".join(str(c).split()) for c in header)
+        data = numbered[found + 1 :]
     rows = tuple(
         Row(n, {c: (r[i] if i < len(r) else None) for i, c in enumerate(columns) if c}) for n, r in data
     )
@@ -356,7 +357,8 @@ def require_dir(root: str | Path, dataset: str) -> Path:
 
 
 def find_annotation(root: Path, patterns: Sequence[str], given: str | Path | None, dataset: str) -> Path:
-    """``given`` (relative to ``root`` unless absolute) or the one file under ``root`` matching ``patterns``."""
+    """``given`` (relative to ``root`` unless absolute) or the one file under ``root`` matching
+    ``patterns``."""
     if given is not None:
         path = Path(given)
         path = path if path.is_absolute() else root / path
@@ -383,7 +385,8 @@ def find_annotation(root: Path, patterns: Sequence[str], given: str | Path | Non
 
 
 def cell_int(table: Table, row: Row, column: str, *, missing: tuple[Any, ...] = ()) -> int | None:
-    """An integer cell; values in ``missing`` (e.g. "/", -1, None) give None, anything else non-integer is an error."""
+    """An integer cell; values in ``missing`` (e.g. "/", -1, None) give None, anything else
+    non-integer is an error."""
     value = table.value(row, column)
     if isinstance(value, str):
         value = value.strip()
@@ -440,7 +443,8 @@ def frame_number(path: Path) -> int | None:
 
 
 def index_frames(folder: Path, *, file: str | Path | None = None, row: int | None = None) -> dict[int, Path]:
-    """Frame number -> image file for one clip or video folder; ``file``/``row`` name the annotation asking."""
+    """Frame number -> image file for one clip or video folder; ``file``/``row`` name the
+    annotation asking."""
     if not folder.is_dir():
         raise DatasetError(f"frame folder {folder} does not exist", file=file or folder, row=row)
     frames: dict[int, Path] = {}
@@ -496,7 +500,8 @@ def collect(
     progress: bool = False,
     total: int | None = None,
 ) -> list[Any]:
-    """Run each record builder; with ``errors="skip"`` a bad record is logged and dropped instead of raised."""
+    """Run each record builder; with ``errors="skip"`` a bad record is logged and dropped instead
+    of raised."""
     if errors not in ("raise", "skip"):
         raise DatasetError(f"errors must be 'raise' or 'skip', got {errors!r}")
     if progress:

@@ -2,7 +2,8 @@
 
 Layout (``root`` holds these)::
 
-    rawpic/s15/15_0101disgustingteeth/img1.jpg    long videos: subject folder / "<subject>_<video code><title>"
+    rawpic/s15/15_0101disgustingteeth/img1.jpg    long videos: subject folder /
+                                                  "<subject>_<video code><title>"
     selectedpic/s15/disgust1_1/img557.jpg         optional: one folder per expression, same frame numbers
     CAS(ME)^2code_final.xlsx                      (or "...(Updated).xlsx")
 

@@ -63,7 +63,8 @@ class ClassMap:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClassMap:
-        """Build from a config table: keys ``name``, ``classes``, ``mapping``, ``default``; others are errors."""
+        """Build from a config table: keys ``name``, ``classes``, ``mapping``, ``default``; others are
+        errors."""
         known = {"name", "classes", "mapping", "default"}
         unknown = sorted(set(data) - known)
         if unknown:

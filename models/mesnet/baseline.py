@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from mestream.engine import intervals as post
+from mestream.engine.intervals import Spots, to_frames
 from mestream.engine.metrics import Interval, megc_metric
 from mestream.models.mesnet.data import FlowVideo
 
@@ -43,8 +43,8 @@ def spot(
         return []
     peaks = np.array([a + int(np.argmax(f[a : b + 1])) for a, b in runs])
     ivs = np.clip(np.stack([peaks - half, peaks + half], axis=1), 0, len(f) - 1).astype(np.float64)
-    spots = post.Spots(ivs, f[peaks])
-    return [Interval(video.name, a, b, s, "micro") for a, b, s in post.to_frames(spots, video.sample_frames)]
+    spots = Spots(ivs, f[peaks])
+    return [Interval(video.name, a, b, s, "micro") for a, b, s in to_frames(spots, video.sample_frames)]
 
 
 def predict(

@@ -170,7 +170,8 @@ class MESNetConfig:
             raise ConfigError(f"MESNetConfig.input_size must be >= 16, got {self.input_size!r}")
         if len(self.cpn_layers) != 5:
             raise ConfigError(
-                f"MESNetConfig.cpn_layers must hold the five sub-networks of Table II, got {len(self.cpn_layers)}"
+                "MESNetConfig.cpn_layers must hold the five sub-networks of Table II, "
+                f"got {len(self.cpn_layers)}"
             )
         if self.window_steps <= max(self.receptive_fields) or not 0 <= self.overlap_steps < self.window_steps:
             raise ConfigError(

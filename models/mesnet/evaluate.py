@@ -168,7 +168,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     )
     print(
-        f"\nmicro F1: MESNet {metrics['megc']['micro']['f1']:.3f} vs baseline {base_metrics['megc']['micro']['f1']:.3f}"
+        f"\nmicro F1: MESNet {metrics['megc']['micro']['f1']:.3f} "
+        f"vs baseline {base_metrics['megc']['micro']['f1']:.3f}"
         f"; wrote {out}/metrics.json, predictions.json, ground_truth.json"
     )
     if args.record:

@@ -74,7 +74,8 @@ def crn_loss(
 
 
 def regression_targets(proposals: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Eq. 12's targets ((a - a')/(b - a), (b - b')/(b - a)) for proposals [a', b'] and matched truths [a, b]."""
+    """Eq. 12's targets ((a - a')/(b - a), (b - b')/(b - a)) for proposals [a', b'] and matched
+    truths [a, b]."""
     length = (truth[:, 1] - truth[:, 0]).clamp(min=1).float()
     return torch.stack(
         [(truth[:, 0] - proposals[:, 0]) / length, (truth[:, 1] - proposals[:, 1]) / length], dim=1

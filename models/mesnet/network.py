@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mestream.engine import intervals as post
+from mestream.engine.intervals import Spots, cpn_proposals, crn_intervals, merge, shift, window_starts
 from mestream.models.mesnet.config import MESNetConfig
 
 
@@ -170,10 +170,11 @@ class MESNet(nn.Module):
     def window_outputs(
         self, flow: np.ndarray | torch.Tensor, batch_windows: int = 8
     ) -> tuple[list[int], torch.Tensor, list[np.ndarray]]:
-        """One video's flow (T, 2, H, W) → window starts, features (W, N, L), CPN scores per scale (W, N_s)."""
+        """One video's flow (T, 2, H, W) → window starts, features (W, N, L), CPN scores per scale
+        (W, N_s)."""
         cfg = self.config
         flow = torch.as_tensor(np.asarray(flow, dtype=np.float32))
-        starts = post.window_starts(len(flow), cfg.window_steps, cfg.overlap_steps)
+        starts = window_starts(len(flow), cfg.window_steps, cfg.overlap_steps)
         features, scores = [], []
         for i in range(0, len(starts), batch_windows):
             windows = torch.stack([_window(flow, s, cfg.window_steps) for s in starts[i : i + batch_windows]])
@@ -192,23 +193,23 @@ class MESNet(nn.Module):
         total: int,
         t_cpn: float,
         t_crn: float,
-    ) -> post.Spots:
+    ) -> Spots:
         """Post-processing + CRN over `window_outputs`: the video's spots in steps."""
         cfg = self.config
-        found: list[post.Spots] = []
+        found: list[Spots] = []
         for w, start in enumerate(starts):
-            props = post.cpn_proposals([s[w] for s in scores], cfg, t_cpn)
+            props = cpn_proposals([s[w] for s in scores], cfg, t_cpn)
             if not len(props):
                 continue
             probs, offsets = self.crn_outputs(resample_features(features[w], props.intervals, cfg.crn_steps))
-            spots = post.crn_intervals(props, probs.numpy(), offsets.numpy(), t_crn, cfg.t_nms)
-            found.append(post.shift(spots, start, valid=total))
-        return post.merge(found, cfg.t_nms)
+            spots = crn_intervals(props, probs.numpy(), offsets.numpy(), t_crn, cfg.t_nms)
+            found.append(shift(spots, start, valid=total))
+        return merge(found, cfg.t_nms)
 
     @torch.no_grad()
     def spot(
         self, flow: np.ndarray | torch.Tensor, *, t_cpn: float | None = None, t_crn: float | None = None
-    ) -> post.Spots:
+    ) -> Spots:
         """End to end on one video's flow (T, 2, H, W): spotted intervals in sample steps.
 
         The proposals' features are resampled with torch (`resample_features`); the staged

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mestream.engine import intervals as post
+from mestream.engine.intervals import Spots, to_frames
 from mestream.engine.metrics import Interval, megc_metric, mesnet_metric
 from mestream.models.mesnet.data import FlowVideo
 
@@ -29,8 +29,8 @@ def truth_intervals(
     ]
 
 
-def to_intervals(video: FlowVideo, spots: post.Spots) -> list[Interval]:
-    return [Interval(video.name, a, b, s, "micro") for a, b, s in post.to_frames(spots, video.sample_frames)]
+def to_intervals(video: FlowVideo, spots: Spots) -> list[Interval]:
+    return [Interval(video.name, a, b, s, "micro") for a, b, s in to_frames(spots, video.sample_frames)]
 
 
 class VideoSpotter:

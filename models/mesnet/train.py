@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mestream.engine import intervals as post
+from mestream.engine.intervals import cpn_positions, cpn_proposals, labels
 from mestream.models.checkpoint import model_card, save_checkpoint
 from mestream.models.mesnet import baseline
 from mestream.models.mesnet.config import PRESETS, ConfigError, MESNetConfig
@@ -404,7 +404,8 @@ def train_joint(
             if progress:
                 tqdm.write(
                     f"joint check {check} (epoch {epoch + 1}, batch {i + 1}/{len(batches)}): "
-                    f"cpn {history['cpn_loss'][-1]:.4f} crn {history['crn_loss'][-1]:.4f} val micro F1 {f1:.3f}"
+                    f"cpn {history['cpn_loss'][-1]:.4f} crn {history['crn_loss'][-1]:.4f} "
+                    f"val micro F1 {f1:.3f}"
                 )
             if stop.should_stop:
                 break
@@ -434,19 +435,19 @@ def joint_step(
     n = config.window_steps
     x = torch.from_numpy(np.stack([window_flow(videos[v], s, n) for v, s in windows]))
     logits, features = net(x)
-    positions = post.cpn_positions(config)
+    positions = cpn_positions(config)
     all_pos = np.concatenate(positions)
     truths = [videos[v].truth("micro") - s for v, s in windows]
-    labels = [
-        torch.from_numpy(np.stack([post.labels(p, t, config.cpn_iou)[0] for t in truths])) for p in positions
+    cpn_labels = [
+        torch.from_numpy(np.stack([labels(p, t, config.cpn_iou)[0] for t in truths])) for p in positions
     ]
-    l_cpn = cpn_loss(logits, labels, net, config.l2, gen)
+    l_cpn = cpn_loss(logits, cpn_labels, net, config.l2, gen)
     with torch.no_grad():
         scores = [torch.softmax(lg, 1)[:, 1].numpy() for lg in logits]
     rows, cls, tgt = [], [], []
     for b, truth in enumerate(truths):
-        props = post.cpn_proposals([s[b] for s in scores], config, config.t_cpn).intervals
-        pos_lab = np.concatenate([lb[b].numpy() for lb in labels])
+        props = cpn_proposals([s[b] for s in scores], config, config.t_cpn).intervals
+        pos_lab = np.concatenate([lb[b].numpy() for lb in cpn_labels])
         positives = all_pos[pos_lab == 1]
         if len(positives):
             pick = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).permutation(
@@ -455,7 +456,7 @@ def joint_step(
             props = np.concatenate([props.reshape(-1, 2), positives[pick]])
         if not len(props):
             continue
-        lab, nearest = post.labels(props, truth, config.crn_iou)
+        lab, nearest = labels(props, truth, config.crn_iou)
         rows.append(resample_features(features[b], props, config.crn_steps))
         cls.append(torch.from_numpy(lab))
         matched = truth[np.maximum(nearest, 0)] if len(truth) else np.zeros_like(props)

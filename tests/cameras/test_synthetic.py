@@ -247,7 +247,7 @@ def test_noisy_events_stand_out_from_event_free_stretches(seed):
             / truth.gain[:, None]
         )
 
-        def change(t, ref):
+        def change(t, ref, patch=patch):
             return np.abs(patch[t - 2 : t + 3].mean(0) - patch[ref - 2 : ref + 3].mean(0)).mean()
 
         lag = min(e.apex_frame - e.onset_frame, 60)
@@ -667,9 +667,9 @@ def test_ground_truth_json_and_csv_round_trip(tmp_path):
         ("gt.json", '[{"camera": "c"', r"gt.json: not valid JSON"),
         (
             "gt.json",
-            '[{"camera": "c", "kind": "micro", "onset_frame": 1, "apex_frame": 2, "offset_frame": 3, "class": "fear",'
-            ' "aus": ["AU4"]}, {"camera": "c", "kind": "micro", "onset_frame": "x", "apex_frame": 2, "offset_frame": 3,'
-            ' "class": "fear", "aus": []}]',
+            '[{"camera": "c", "kind": "micro", "onset_frame": 1, "apex_frame": 2, "offset_frame": 3,'
+            ' "class": "fear", "aus": ["AU4"]}, {"camera": "c", "kind": "micro", "onset_frame": "x",'
+            ' "apex_frame": 2, "offset_frame": 3, "class": "fear", "aus": []}]',
             r"gt.json: event 1, field 'onset_frame': expected a whole frame number",
         ),
         (

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from mestream.engine.config import (
@@ -80,7 +82,7 @@ def test_missing_file_and_unknown_preset(tmp_path):
 
 def test_configs_are_frozen():
     config = RunConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.duration = 3.0  # type: ignore[misc]
     assert merge(config, {"source": {"seed": 4}}).source.seed == 4 and config.source.seed == 0
 

@@ -40,7 +40,8 @@ def sequence(curve: np.ndarray, side: int = 24, seed: int = 0) -> np.ndarray:
 
 
 def ramp(n: int, first: int, low: int, peak: int, end: int) -> np.ndarray:
-    """Intensity falling slowly to 0 at ``low`` (a movement fading), rising to 1 at ``peak``, back to 0 at ``end``."""
+    """Intensity falling slowly to 0 at ``low`` (a movement fading), rising to 1 at ``peak``, back to 0
+    at ``end``."""
     t = np.arange(first, first + n, dtype=np.float64)
     return np.where(
         t <= low,

@@ -86,7 +86,8 @@ def _set_input(key, value):
         (_set("dims", {"time": 5}), r"subgraphs\[0\]\.dims\.time must be \[min, opt, max\]"),
         (
             _set("dims", {}),
-            r"subgraphs\[0\]\.inputs\[0\]\.shape\[1\] is the dynamic axis 'time', which has no \[min, opt, max\]",
+            r"subgraphs\[0\]\.inputs\[0\]\.shape\[1\] is the dynamic axis 'time', "
+            r"which has no \[min, opt, max\]",
         ),
         (
             _set("parity", {"random": {"y": "small"}}),
@@ -295,4 +296,4 @@ def test_a_model_family_the_engine_does_not_run_is_described_not_refused(written
     path, _ = written
     manifest = Manifest.load(path)
     with pytest.raises(ManifestError, match=r"no mesnet model \(it holds tiny\)"):
-        manifest.mesnet
+        _ = manifest.mesnet

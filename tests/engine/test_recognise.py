@@ -86,7 +86,8 @@ class Harness:
     """A stage over given rings and its clip queue, with a recording bus; `run` starts it, drains
     and collects events. ``encoder_inputs`` holds what the stage fed the encoder."""
 
-    def __init__(self, runners, model, crops, frames=None, config=RecogConfig(), wait=False):
+    def __init__(self, runners, model, crops, frames=None, config=None, wait=False):
+        config = RecogConfig() if config is None else config
         self.spy = Spy(runners[ENCODER])
         runners = {**runners, ENCODER: self.spy}
         self.sink = RecordSink()

@@ -577,7 +577,8 @@ def test_hold_moves_the_cursor_forward_only_without_reading():
 
 
 def _wait_in_thread(ring: FrameRing, stop: threading.Event) -> tuple[threading.Thread, list[float]]:
-    """wait_for_room in a daemon thread, so that a wait that never ends fails the test instead of hanging it."""
+    """wait_for_room in a daemon thread, so that a wait that never ends fails the test instead of
+    hanging it."""
     waited: list[float] = []
     thread = threading.Thread(target=lambda: waited.append(ring.wait_for_room(stop)), daemon=True)
     thread.start()

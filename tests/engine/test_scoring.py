@@ -294,7 +294,8 @@ def test_bad_recog_truth_and_duplicates_raise():
 def test_module_imports_no_torch_or_models():
     code = (
         "import sys, mestream.engine.scoring; "
-        "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('mestream.models', 'mestream.cameras'))]; "
+        "bad = [m for m in sys.modules "
+        "if m == 'torch' or m.startswith(('mestream.models', 'mestream.cameras'))]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -56,7 +56,8 @@ def test_every_frame_of_a_replay_is_traced_through_every_stage_in_order(spot):
     t = trace.times[:, :600]
     assert np.all(np.diff(t, axis=0) >= 0)  # capture ≤ face ≤ sample ≤ encode ≤ window
     assert trace.stages == (("face", "sample", "encode", "window") if spot else ("ring",))
-    # a sample's frames close together, and the window mark comes in hops: far fewer distinct times than frames
+    # a sample's frames close together, and the window mark comes in hops: far fewer distinct times
+    # than frames
     if spot:
         assert len(np.unique(t[2])) == pytest.approx(600 / 5, abs=2)  # 200 fps / 40 Hz: 5 frames a sample
         assert len(np.unique(t[4])) < len(np.unique(t[3])) <= len(np.unique(t[2]))

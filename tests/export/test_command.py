@@ -167,7 +167,8 @@ def test_damaged_camera_inputs_are_named(export_copy, capsys, monkeypatch):
 def test_export_help_imports_neither_torch_nor_the_networks():
     """`export --check` runs on a runtime-only install: nothing that needs torch loads before an export."""
     probe = (
-        "import sys\nfrom mestream import cli\ntry:\n    cli.main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
+        "import sys\nfrom mestream import cli\n"
+        "try:\n    cli.main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
         "import mestream.export.check, mestream.export.onnx_export\n"
         "print(sorted(m for m in sys.modules if m in ('torch', 'onnx') or m.endswith(('.network', '.losses'))"
         " or m == 'mestream.export.subgraphs'))"

@@ -16,7 +16,8 @@ def test_help_lists_train_and_eval_without_importing_the_models(capsys):
     assert "mesnet" in out and "akmnet" in out
     # other tests of this session may have imported torch already: check in a fresh interpreter
     probe = (
-        "import sys\nfrom mestream import cli\ntry:\n    cli.main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+        "import sys\nfrom mestream import cli\n"
+        "try:\n    cli.main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('mestream.models.mesnet', "
         "'mestream.models.akmnet'))))"
     )

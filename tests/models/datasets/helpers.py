@@ -12,7 +12,8 @@ import numpy as np
 
 
 def write_frames(folder: Path, names: Iterable[str], size: int = 8) -> list[Path]:
-    """One grey PNG per name; its pixel value is the frame's trailing number mod 256, so order is checkable."""
+    """One grey PNG per name; its pixel value is the frame's trailing number mod 256, so order is
+    checkable."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names:

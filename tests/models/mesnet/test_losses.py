@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from mestream.engine import intervals as post
+from mestream.engine.intervals import cpn_positions, labels
 from mestream.models.mesnet import losses
 from mestream.models.mesnet.network import MESNet, PretrainNet, resample_features
 
@@ -35,13 +35,13 @@ def test_cpn_loss_decreases(tiny):
     net = MESNet(tiny)
     x = torch.randn(2, tiny.window_steps, 2, 16, 16)
     x[:, 5:13, :, 4:8, 4:8] += 3.0
-    positions = post.cpn_positions(tiny)
+    positions = cpn_positions(tiny)
     truth = np.array([[5, 12]])
-    labels = [torch.from_numpy(np.stack([post.labels(p, truth, 0.7)[0]] * 2)) for p in positions]
-    assert sum(int(lb.sum()) for lb in labels) > 0
+    cpn_labels = [torch.from_numpy(np.stack([labels(p, truth, 0.7)[0]] * 2)) for p in positions]
+    assert sum(int(lb.sum()) for lb in cpn_labels) > 0
     first, last = _fit(
         net.parameters(),
-        lambda: losses.cpn_loss(net(x)[0], labels, net, tiny.l2, torch.Generator().manual_seed(0)),
+        lambda: losses.cpn_loss(net(x)[0], cpn_labels, net, tiny.l2, torch.Generator().manual_seed(0)),
         steps=20,
     )
     assert last < 0.7 * first

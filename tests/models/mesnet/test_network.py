@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from mestream.engine import intervals as post
+from mestream.engine.intervals import cpn_positions, resample
 from mestream.models.mesnet.network import MESNet, PretrainNet, resample_features
 
 
@@ -58,7 +58,7 @@ def test_receptive_fields_on_f_are_7_to_15_and_match_the_bookkeeping(tiny):
             module.bias.data.fill_(0.1)
     feats = torch.rand(1, tiny.window_steps, tiny.feature_size, dtype=torch.float64, requires_grad=True)
     logits = net.cpn_logits(feats)
-    positions = post.cpn_positions(tiny)
+    positions = cpn_positions(tiny)
     sizes = []
     for s, lg in enumerate(logits):
         n = 8  # a position whose receptive field lies inside the window
@@ -104,7 +104,7 @@ def test_resample_matches_numpy():
     ivs = np.array([[3, 10], [0, 29], [7, 7], [12, 13]])
     out = resample_features(feats, ivs, 9).numpy()
     for k, (a, b) in enumerate(ivs):
-        np.testing.assert_allclose(out[k], post.resample(feats.numpy(), a, b, 9), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(out[k], resample(feats.numpy(), a, b, 9), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(out[0, [0, -1]], feats.numpy()[[3, 10]], atol=1e-6)
 
 

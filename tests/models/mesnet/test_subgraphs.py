@@ -4,15 +4,24 @@ import numpy as np
 import pytest
 import torch
 
-from mestream.engine import intervals as post
+from mestream.engine.intervals import (
+    cpn_proposals,
+    crn_intervals,
+    merge,
+    resample,
+    shift,
+    to_frames,
+    window_starts,
+)
 from mestream.models.mesnet.network import MESNet
 
 
 def staged_spot(net, flow, t_cpn, t_crn):
-    """The runtime path: subgraph 1, subgraph 2, numpy proposals and resampling, subgraph 3, numpy post-processing."""
+    """The runtime path: subgraph 1, subgraph 2, numpy proposals and resampling, subgraph 3, numpy
+    post-processing."""
     cfg = net.config
     subgraphs = net.subgraphs()
-    starts = post.window_starts(len(flow), cfg.window_steps, cfg.overlap_steps)
+    starts = window_starts(len(flow), cfg.window_steps, cfg.overlap_steps)
     found = []
     with torch.no_grad():
         for start in starts:
@@ -21,14 +30,14 @@ def staged_spot(net, flow, t_cpn, t_crn):
             window[: len(part)] = part
             feats = subgraphs["encoder"](torch.from_numpy(window)).numpy()
             scores = [s[0].numpy() for s in subgraphs["window_head"](torch.from_numpy(feats)[None])]
-            props = post.cpn_proposals(scores, cfg, t_cpn)
+            props = cpn_proposals(scores, cfg, t_cpn)
             if not len(props):
                 continue
-            rows = np.stack([post.resample(feats, a, b, cfg.crn_steps) for a, b in props.intervals])
+            rows = np.stack([resample(feats, a, b, cfg.crn_steps) for a, b in props.intervals])
             probs, offsets = subgraphs["crn"](torch.from_numpy(rows))
-            spots = post.crn_intervals(props, probs.numpy(), offsets.numpy(), t_crn, cfg.t_nms)
-            found.append(post.shift(spots, start, len(flow)))
-    return post.merge(found, cfg.t_nms)
+            spots = crn_intervals(props, probs.numpy(), offsets.numpy(), t_crn, cfg.t_nms)
+            found.append(shift(spots, start, len(flow)))
+    return merge(found, cfg.t_nms)
 
 
 def test_stages_equal_end_to_end(tiny):
@@ -45,7 +54,7 @@ def test_stages_equal_end_to_end(tiny):
     np.testing.assert_allclose(staged.intervals, e2e.intervals, atol=1e-4)
     np.testing.assert_allclose(staged.scores, e2e.scores, atol=1e-5)
     frames = 5 * np.arange(70) + 2.0
-    assert [f[:2] for f in post.to_frames(staged, frames)] == [f[:2] for f in post.to_frames(e2e, frames)]
+    assert [f[:2] for f in to_frames(staged, frames)] == [f[:2] for f in to_frames(e2e, frames)]
 
 
 def test_stages_export_to_onnx_with_static_shapes(tiny):
