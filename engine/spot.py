@@ -137,9 +137,8 @@ class SpotStage(Stage):
     def loop(self) -> None:
         stop, waker, cams = self.ctx.stop, self._waker, self.cams
         while not stop.is_set():
-            seen = sum(
-                cam.crop_updates for cam in cams
-            )  # before the pass: a crop written in it ends the wait
+            # counted before the pass, so a crop written during it ends the wait below
+            seen = sum(cam.crop_updates for cam in cams)
             read = self.run_pass()
             if all(cam.flushed for cam in self.cams):
                 return
