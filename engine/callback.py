@@ -70,7 +70,7 @@ class CallbackSink:
         self.called += 1
         try:
             self.fn(typed_event(topic, payload))
-        except Exception:
+        except BaseException:  # SystemExit too: it would end the bus's thread and every sink's events
             self.dropped += 1
             if self.dropped == 1:
                 log.exception(
@@ -167,7 +167,7 @@ def iterate_events(pipeline: Pipeline, timeout: float | None = None) -> Iterator
     """
     if timeout is not None and not timeout > 0:
         raise ValueError(f"events(): timeout must be > 0 seconds or None, got {timeout!r}")
-    if pipeline.summary is not None:
+    if pipeline.started or pipeline.summary is not None:
         raise RuntimeError("events(): this pipeline has already run; a pipeline runs once, build a new one")
     return _iterate(pipeline, timeout)
 

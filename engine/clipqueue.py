@@ -110,18 +110,18 @@ class ClipQueue:
         if not self.wait_when_full:
             try:
                 self._queue.put_nowait(item)
-                return True
             except queue.Full:
                 with self._lock:
                     self.backlog_drops += 1
                     self._release(job)
                 return False
+            return self._still_taken()
         while not (self.stop.is_set() or self._closed.is_set()):
             try:
                 self._queue.put(item, timeout=0.05)
-                return True
             except queue.Full:
                 continue
+            return self._still_taken()
         with self._lock:
             self._release(job)
             self.abandoned += 1
@@ -174,6 +174,19 @@ class ClipQueue:
     def close(self) -> None:
         """The taker stopped: later puts give up, and what is still queued is abandoned (counted)."""
         self._closed.set()
+        self._abandon_queued()
+
+    def _still_taken(self) -> bool:
+        """After a put: True while the taker runs. A put that landed after `close` emptied the
+        queue (it was waiting for the room that emptying made) would strand its clip, so it
+        is abandoned and counted here instead."""
+        if not self._closed.is_set():
+            return True
+        self._abandon_queued()
+        return False
+
+    def _abandon_queued(self) -> None:
+        """Count and release whatever is queued; each item is taken by one caller only."""
         left = []
         while True:
             try:

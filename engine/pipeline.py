@@ -149,6 +149,7 @@ class Pipeline:
         self.clips: ClipQueue | None = None  # where spot puts micro clips and recognition takes them
         self.record = RecordSink()
         self.summary: Summary | None = None  # set when the run ends
+        self.started = False  # a pipeline runs once: its rings, threads and sources are spent after
         self._outputs: list[str] = []
         sources = config.camera_sources()
         # the models first: a missing export or backend fails before any camera opens
@@ -313,6 +314,9 @@ class Pipeline:
 
     def run(self) -> Summary:
         """Run until the duration ends, the sources end, an error, or Ctrl-C / SIGTERM."""
+        if self.started:
+            raise RuntimeError("Pipeline.run(): this pipeline has already been started; build a new one")
+        self.started = True
         started = time.monotonic()
         stop = self.cameras[0].ctx.stop
         weights = weights_note(self.config)

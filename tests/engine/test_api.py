@@ -147,6 +147,23 @@ def test_events_are_copies_a_listener_may_edit(spotting_run):
 def test_a_pipeline_runs_once(spotting_run):
     with pytest.raises(RuntimeError, match="already run"):
         spotting_run["pipeline"].events()
+    with pytest.raises(RuntimeError, match="already been started"):
+        spotting_run["pipeline"].run()
+
+
+def test_a_callback_that_calls_sys_exit_is_counted_and_the_bus_goes_on():
+    sink = ListSink()
+
+    def leave(event):
+        raise SystemExit(0)
+
+    callback = CallbackSink(leave)
+    bus = EventBus([callback, sink])
+    bus.start()
+    for _ in range(3):
+        bus.emit(events.health("cam0", "started", "m", {}))
+    bus.stop()
+    assert len(sink.sent) == 3 and callback.dropped == 3
 
 
 def test_a_callback_that_raises_is_counted_and_the_others_still_receive(caplog):

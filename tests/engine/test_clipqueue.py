@@ -66,6 +66,29 @@ def test_close_abandons_what_is_queued_and_refuses_later_clips() -> None:
     assert clips.drops() == {"recog_backlog": 0, "recog_lost": 0, "recog_abandoned": 2}
 
 
+def test_a_put_waiting_for_room_when_the_taker_closes_is_abandoned_not_stranded() -> None:
+    """`close` empties the queue, which gives a waiting put its room: that clip must not be left
+    queued with nobody to take it (and uncounted, and holding crops)."""
+    for _ in range(20):  # the put may land before or after the emptying: both must count
+        clips = ClipQueue(["cam0"], 1, wait_when_full=True)
+        assert clips.put(job(1))
+        result: list[bool] = []
+        waiter = threading.Thread(target=lambda clips=clips, result=result: result.append(clips.put(job(2))))
+        waiter.start()
+        waiter.join(0.06)
+        clips.close()
+        waiter.join(5)
+        assert result == [False] and clips.qsize() == 0 and clips.oldest("cam0") is None
+        assert clips.drops()["recog_abandoned"] == 2
+
+
+def test_a_live_put_after_close_is_abandoned() -> None:
+    clips = ClipQueue(["cam0"], 4, wait_when_full=False)
+    clips.close()
+    assert not clips.put(job(1))
+    assert clips.qsize() == 0 and clips.drops()["recog_abandoned"] == 1
+
+
 def test_finish_drains_lost_is_counted_and_an_unknown_camera_is_refused() -> None:
     clips = ClipQueue(["cam0"], 2, wait_when_full=False)
     clips.put(job(1))
