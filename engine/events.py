@@ -117,20 +117,10 @@ class Event:
         return {name: getattr(self, name) for name in _field_names(type(self))}
 
     def payload(self, seq: int, host_ns: int, wall_ns: int) -> dict[str, Any]:
-        """The flat payload as published: this event's body under a header the bus stamps.
-
-        One dict built once, header first, without copying the frozen event (the bus calls
-        this for every event it publishes)."""
-        out: dict[str, Any] = {
-            "schema": self.schema,
-            "camera": self.camera,
-            "seq": seq,
-            "host_ns": host_ns,
-            "wall_ns": wall_ns,
-        }
-        for name in _body_names(type(self)):
-            out[name] = getattr(self, name)
-        return out
+        """The flat payload as published: this event's body under the header the bus stamps."""
+        return stamp(
+            self.camera, seq, host_ns, wall_ns, {n: getattr(self, n) for n in _body_names(type(self))}
+        )
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> Self:
@@ -314,8 +304,8 @@ def health(camera: str, state: str, message: str, detail: Mapping[str, Any] | No
 
 
 def stamp(camera: str, seq: int, host_ns: int, wall_ns: int, body: Mapping[str, Any]) -> dict[str, Any]:
-    """A full payload from a body dict: the header, then the body's fields (for a sink driven
-    without a bus; the bus uses `Event.payload`)."""
+    """A full payload from a body dict: the header, then the body's fields (`Event.payload`,
+    and a sink driven without a bus)."""
     payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "camera": camera,
